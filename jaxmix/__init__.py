@@ -1,0 +1,21 @@
+"""jaxmix: hierarchical (mixed) models by maximum likelihood in JAX, with lme4's numbers.
+
+float64 is switched on when jaxmix is imported (results must match lme4); pass ``dtype="float32"``
+to :func:`fit` to opt into single precision.
+"""
+import jax as _jax
+
+_jax.config.update("jax_enable_x64", True)
+
+from . import datasets  # noqa: E402
+from ._cache import enable_compilation_cache  # noqa: E402
+from .errors import JaxmixError, JaxmixWarning  # noqa: E402
+from .formula import parse_formula  # noqa: E402
+from .model import fit  # noqa: E402
+from .results import MixedResults, OptimSummary  # noqa: E402
+
+enable_compilation_cache()
+
+__version__ = "0.1.0"
+__all__ = ["fit", "MixedResults", "OptimSummary", "JaxmixError", "JaxmixWarning", "parse_formula",
+           "datasets", "enable_compilation_cache"]

@@ -1,0 +1,91 @@
+"""θ <-> relative covariance factors Λ, and θ -> lme4's variance/correlation table.
+
+For a term with q columns, Λ is q x q lower triangular and θ lists its lower triangle column by column
+(lme4's order: for ``(Days | Subject)`` θ = (Λ₁₁, Λ₂₁, Λ₂₂)).  The term's covariance is
+Ω = σ² ΛΛ′ for Gaussian models and Ω = ΛΛ′ for GLMMs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["ThetaLayout", "theta_layout", "lambdas", "normalize_theta", "flip_columns", "covariances"]
+
+
+@dataclass(frozen=True)
+class ThetaLayout:
+    """Where each term's Λ entries sit in θ (static, hashable)."""
+
+    q: tuple[int, ...]
+    rows: tuple[tuple[int, ...], ...]
+    cols: tuple[tuple[int, ...], ...]
+    starts: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(len(r) for r in self.rows)
+
+    def is_diagonal(self) -> np.ndarray:
+        """Boolean mask over θ: True for Λ's diagonal entries (bounded below by 0 in lme4)."""
+        return np.concatenate([np.asarray(r) == np.asarray(c) for r, c in zip(self.rows, self.cols)])
+
+    def init(self) -> np.ndarray:
+        """lme4's start: Λ = I."""
+        return self.is_diagonal().astype(float)
+
+
+def theta_layout(q: tuple[int, ...] | list[int]) -> ThetaLayout:
+    rows, cols, starts, s = [], [], [], 0
+    for qk in q:
+        r, c = [], []
+        for j in range(qk):
+            for i in range(j, qk):
+                r.append(i)
+                c.append(j)
+        rows.append(tuple(r))
+        cols.append(tuple(c))
+        starts.append(s)
+        s += len(r)
+    return ThetaLayout(tuple(q), tuple(rows), tuple(cols), tuple(starts))
+
+
+def lambdas(theta, layout: ThetaLayout) -> list:
+    """Λ_k for every term (jnp arrays, differentiable in θ)."""
+    out = []
+    for qk, r, c, s in zip(layout.q, layout.rows, layout.cols, layout.starts):
+        lam = jnp.zeros((qk, qk), dtype=theta.dtype)
+        lam = lam.at[np.asarray(r), np.asarray(c)].set(theta[s : s + len(r)])
+        out.append(lam)
+    return out
+
+
+def flip_columns(theta, layout: ThetaLayout):
+    """Flip the sign of each Λ column whose diagonal is negative.
+
+    The likelihood depends on Λ only through ΛΛ′ (and |Λ′Z′ZΛ + I|, unchanged by D = diag(±1) on the
+    right), so this maps an unconstrained optimum onto lme4's parameter space (diagonal ≥ 0).
+    """
+    sign = []
+    for qk, r, c, s in zip(layout.q, layout.rows, layout.cols, layout.starts):
+        r, c = np.asarray(r), np.asarray(c)
+        diag_of = {j: s + int(np.flatnonzero((r == j) & (c == j))[0]) for j in range(qk)}
+        sign.extend(jnp.where(theta[diag_of[int(cj)]] < 0, -1.0, 1.0) for cj in c)
+    if not sign:
+        return theta
+    return theta * jnp.stack(sign).astype(theta.dtype)
+
+
+def normalize_theta(theta, layout: ThetaLayout) -> np.ndarray:
+    """numpy version of :func:`flip_columns`."""
+    return np.asarray(flip_columns(jnp.asarray(theta, dtype=jnp.float64), layout))
+
+
+def covariances(theta: np.ndarray, layout: ThetaLayout, scale: float = 1.0) -> list[np.ndarray]:
+    """Ω_k = scale · Λ_k Λ_k′ for every term (numpy)."""
+    out = []
+    for lam in lambdas(jnp.asarray(theta, dtype=jnp.float64), layout):
+        lam = np.asarray(lam)
+        out.append(scale * lam @ lam.T)
+    return out

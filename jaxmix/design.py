@@ -1,0 +1,308 @@
+"""Data -> response, fixed-effects matrix X and random-effect terms, reusable on new data.
+
+The fixed part goes through formulaic (treatment coding, reference = first sorted level); each random
+term's columns too, and its grouping factor is built from the group expression.  Rows with a missing
+value in any used column are dropped and counted (lme4's ``na.omit``).  The fitted specs are kept so that
+new data get the same columns and levels.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import formulaic
+from formulaic import Formula
+
+from .errors import JaxmixError, JaxmixWarning
+from .formula import ParsedFormula, RandomTerm
+
+__all__ = ["Term", "Design", "build_design", "term_matrix_new", "fixed_matrix_new"]
+
+
+@dataclass
+class Term:
+    """One random-effect term after construction.
+
+    ``Z`` holds the term's q columns per row (not the n x levels matrix); the level of row i is
+    ``codes[i]``, so row i of the full Z has ``Z[i]`` at columns ``codes[i]*q : codes[i]*q + q``.
+    """
+
+    term: RandomTerm
+    group: str
+    columns: list[str]
+    levels: list[str]
+    codes: np.ndarray
+    Z: np.ndarray
+    spec: object = field(repr=False, default=None)
+
+    @property
+    def q(self) -> int:
+        return self.Z.shape[1]
+
+    @property
+    def nlevels(self) -> int:
+        return len(self.levels)
+
+
+@dataclass
+class Design:
+    """Everything a fit needs from the data, with the rows actually used."""
+
+    parsed: ParsedFormula
+    y: np.ndarray | None
+    X: np.ndarray
+    x_names: list[str]
+    terms: list[Term]
+    weights: np.ndarray
+    offset: np.ndarray
+    rows: np.ndarray  # index labels of the data rows used
+    n_dropped: int
+    fixed_spec: object = field(repr=False, default=None)
+    dropped_columns: list[str] = field(default_factory=list)
+
+    @property
+    def nobs(self) -> int:
+        return self.X.shape[0]
+
+
+def _variables(expr: str) -> set[str]:
+    try:
+        return {str(v) for v in Formula(expr).required_variables}
+    except Exception as exc:  # formulaic raises many kinds of parse errors
+        raise JaxmixError(f"cannot read the formula part {expr!r}: {exc}") from None
+
+
+def _check_columns(data: pd.DataFrame, names: set[str], where: str) -> None:
+    for name in sorted(names):
+        if name not in data.columns:
+            raise JaxmixError(f"column {name!r} used in {where} is not in the data")
+
+
+def _sort_key_values(values: pd.Series) -> list:
+    uniq = pd.unique(values)
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return sorted(uniq)
+    return sorted(uniq, key=lambda v: str(v))
+
+
+def _fmt(v) -> str:
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def grouping_factor(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[list[str], np.ndarray, list[tuple]]:
+    """Levels (labels joined by ':'), integer codes per row, and the sorted level tuples."""
+    cols = [data[f] for f in factors]
+    keys = list(zip(*[c.tolist() for c in cols]))
+    orders = []
+    for c in cols:
+        vals = _sort_key_values(c)
+        orders.append({v: i for i, v in enumerate(vals)})
+    uniq = sorted(set(keys), key=lambda t: tuple(o[v] for o, v in zip(orders, t)))
+    index = {t: i for i, t in enumerate(uniq)}
+    codes = np.fromiter((index[t] for t in keys), dtype=np.int32, count=len(keys))
+    labels = [":".join(_fmt(v) for v in t) for t in uniq]
+    return labels, codes, uniq
+
+
+def _numeric_checks(frame: pd.DataFrame, where: str) -> None:
+    for col in frame.columns:
+        vals = frame[col]
+        if pd.api.types.is_numeric_dtype(vals) and not pd.api.types.is_bool_dtype(vals):
+            arr = vals.to_numpy(dtype=float)
+            if np.isinf(arr).any():
+                raise JaxmixError(f"column {col!r} used in {where} contains inf")
+
+
+def _model_matrix(expr: str, data: pd.DataFrame, where: str):
+    try:
+        mm = formulaic.model_matrix(expr, data, na_action="raise", output="pandas")
+    except Exception as exc:
+        raise JaxmixError(f"cannot build {where} from {expr!r}: {exc}") from None
+    return mm
+
+
+def _drop_aliased(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
+    """Drop columns of X that are linear combinations of earlier ones (pivoted QR, lme4's rule)."""
+    import scipy.linalg
+
+    if X.shape[1] == 0:
+        return X, names, []
+    _, R, piv = scipy.linalg.qr(X, mode="economic", pivoting=True)
+    d = np.abs(np.diag(R))
+    tol = d.max() * max(X.shape) * np.finfo(float).eps * 10 if d.size else 0.0
+    rank = int((d > tol).sum())
+    if rank == X.shape[1]:
+        return X, names, []
+    keep = np.sort(piv[:rank])
+    dropped = [names[i] for i in sorted(piv[rank:])]
+    return X[:, keep], [names[i] for i in keep], dropped
+
+
+def build_design(
+    parsed: ParsedFormula,
+    data: pd.DataFrame,
+    weights=None,
+    offset=None,
+    require_response: bool = True,
+    check_nlevels: bool = True,
+    extra_columns: tuple[str, ...] = (),
+) -> Design:
+    """Build y, X and the random terms from ``data``.
+
+    Args:
+      parsed: the parsed formula.
+      data: a pandas DataFrame (anything ``pd.DataFrame`` accepts).
+      weights, offset: a column name or an array of length ``len(data)``.
+      require_response: whether the formula must name a response.
+      check_nlevels: lme4's LMM check that every grouping factor has fewer levels than rows.
+      extra_columns: more columns whose missing values drop a row (e.g. a trials column).
+    """
+    if not isinstance(data, pd.DataFrame):
+        try:
+            data = pd.DataFrame(data)
+        except Exception:
+            raise JaxmixError(f"data must be a pandas DataFrame, got {type(data).__name__}") from None
+    if parsed.response is None and require_response:
+        raise JaxmixError(f"formula {parsed.formula!r} has no response on the left of '~'")
+
+    used: set[str] = set()
+    resp_vars = _variables(parsed.response) if parsed.response else set()
+    _check_columns(data, resp_vars, "the response")
+    fixed_vars = _variables(parsed.fixed)
+    _check_columns(data, fixed_vars, "the fixed effects")
+    used |= resp_vars | fixed_vars
+    for t in parsed.random:
+        tv = _variables(t.expr)
+        _check_columns(data, tv, f"random term {t.text}")
+        _check_columns(data, set(t.factors), f"the grouping factor of {t.text}")
+        used |= tv | set(t.factors)
+    for c in extra_columns:
+        _check_columns(data, {c}, "the model")
+        used.add(c)
+
+    w_arr = _row_vector(weights, data, "weights")
+    o_arr = _row_vector(offset, data, "offset")
+    cols = [c for c in data.columns if c in used]
+    frame = data[cols]
+    keep = ~frame.isna().any(axis=1).to_numpy()
+    for arr, name in ((w_arr, "weights"), (o_arr, "offset")):
+        if arr is not None:
+            keep &= ~np.isnan(arr)
+    n_dropped = int((~keep).sum())
+    if keep.sum() == 0:
+        raise JaxmixError("no rows left after dropping rows with missing values in the model's columns")
+    frame = frame.loc[keep]
+    _numeric_checks(frame, "the model")
+
+    y = None
+    if parsed.response:
+        y = _response(parsed.response, frame)
+
+    fixed_mm = _model_matrix(parsed.fixed, frame, "the fixed effects")
+    X = fixed_mm.to_numpy(dtype=float)
+    x_names = [str(c) for c in fixed_mm.columns]
+    X, x_names, dropped = _drop_aliased(X, x_names)
+    if dropped:
+        warnings.warn(
+            f"fixed-effect model matrix is rank deficient: dropping column(s) {', '.join(dropped)}",
+            JaxmixWarning,
+            stacklevel=3,
+        )
+
+    n = X.shape[0]
+    terms: list[Term] = []
+    for rt in parsed.random:
+        mm = _model_matrix(rt.expr, frame, f"random term {rt.text}")
+        if mm.shape[1] == 0:
+            raise JaxmixError(f"random term {rt.text} has no columns")
+        labels, codes, _ = grouping_factor(frame, rt.factors)
+        group = rt.group
+        if len(labels) < 2:
+            raise JaxmixError(
+                f"grouping factor {group!r} in {rt.text} has only one level ({labels[0]!r}); "
+                "a random effect needs at least two"
+            )
+        if check_nlevels and len(labels) >= n:
+            raise JaxmixError(
+                f"grouping factor {group!r} in {rt.text} has {len(labels)} levels for {n} rows; "
+                "it must have fewer levels than rows (the random effects would be confounded with the residual)"
+            )
+        terms.append(
+            Term(term=rt, group=group, columns=[str(c) for c in mm.columns], levels=labels,
+                 codes=codes, Z=mm.to_numpy(dtype=float), spec=mm.model_spec)
+        )
+    # lme4's order: decreasing number of levels, ties keep formula order
+    terms = [t for _, t in sorted(enumerate(terms), key=lambda it: (-it[1].nlevels, it[0]))]
+
+    w = np.ones(n) if w_arr is None else w_arr[keep]
+    if (w < 0).any() or not np.isfinite(w).all():
+        raise JaxmixError("weights must be finite and non-negative")
+    o = np.zeros(n) if o_arr is None else o_arr[keep]
+    if not np.isfinite(o).all():
+        raise JaxmixError("offset contains inf")
+    return Design(
+        parsed=parsed, y=y, X=X, x_names=x_names, terms=terms, weights=w, offset=o,
+        rows=np.asarray(frame.index), n_dropped=n_dropped, fixed_spec=fixed_mm.model_spec,
+        dropped_columns=dropped,
+    )
+
+
+def _row_vector(spec, data: pd.DataFrame, what: str):
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        if spec not in data.columns:
+            raise JaxmixError(f"{what} column {spec!r} is not in the data")
+        vals = data[spec]
+        if not pd.api.types.is_numeric_dtype(vals):
+            raise JaxmixError(f"{what} column {spec!r} is not numeric")
+        return vals.to_numpy(dtype=float)
+    arr = np.asarray(spec, dtype=float).reshape(-1)
+    if arr.shape[0] != len(data):
+        raise JaxmixError(f"{what} has length {arr.shape[0]} but the data has {len(data)} rows")
+    return arr
+
+
+def _response(expr: str, frame: pd.DataFrame) -> np.ndarray:
+    if expr in frame.columns:
+        vals = frame[expr]
+        if pd.api.types.is_bool_dtype(vals):
+            return vals.to_numpy(dtype=float)
+        if not pd.api.types.is_numeric_dtype(vals):
+            raise JaxmixError(f"response column {expr!r} is not numeric (dtype {vals.dtype})")
+        return vals.to_numpy(dtype=float)
+    mm = _model_matrix("0 + " + expr, frame, "the response")
+    if mm.shape[1] != 1:
+        raise JaxmixError(f"response {expr!r} must be a single numeric column")
+    return mm.to_numpy(dtype=float)[:, 0]
+
+
+def fixed_matrix_new(design: Design, newdata: pd.DataFrame) -> np.ndarray:
+    """X for new data with the fitted columns and levels; an unseen category is an error."""
+    try:
+        mm = design.fixed_spec.get_model_matrix(newdata, na_action="raise", output="pandas")
+    except Exception as exc:
+        raise JaxmixError(f"cannot build the fixed effects for new data: {exc}") from None
+    cols = [str(c) for c in mm.columns]
+    idx = [cols.index(n) for n in design.x_names]
+    X = mm.to_numpy(dtype=float)[:, idx]
+    return X
+
+
+def term_matrix_new(term: Term, newdata: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(Z columns, codes) for new data; an unseen level gets code -1 (its b is 0)."""
+    try:
+        mm = term.spec.get_model_matrix(newdata, na_action="raise", output="pandas")
+    except Exception as exc:
+        raise JaxmixError(f"cannot build random term {term.term.text} for new data: {exc}") from None
+    for f in term.term.factors:
+        if f not in newdata.columns:
+            raise JaxmixError(f"grouping column {f!r} is not in the new data")
+    keys = [":".join(_fmt(v) for v in t) for t in zip(*[newdata[f].tolist() for f in term.term.factors])]
+    index = {lab: i for i, lab in enumerate(term.levels)}
+    codes = np.array([index.get(k, -1) for k in keys], dtype=np.int64)
+    return mm.to_numpy(dtype=float), codes

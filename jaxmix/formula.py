@@ -1,0 +1,196 @@
+"""lme4-style formulas: split ``y ~ x + (1 + x | g)`` into a fixed part and random-effect terms.
+
+formulaic builds every design matrix; it does not read lme4's bar terms, so they are split out here
+first.  The supported random-effect syntax is lme4's:
+
+=======================  =====================================================
+``(1 | g)``              random intercept per level of ``g``
+``(x | g)``              intercept (implied) and slope, correlated
+``(0 + x | g)``          slope only
+``(1 + x || g)``         uncorrelated: ``(1 | g) + (0 + x | g)``
+``(1 | a/b)``            nested: ``(1 | a) + (1 | b:a)`` (lme4 names the inner factor ``b:a``)
+``(1 | a:b)``            one factor from the combinations of ``a`` and ``b``
+``(1 | a) + (1 | b)``    crossed factors
+=======================  =====================================================
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import JaxmixError
+
+__all__ = ["RandomTerm", "ParsedFormula", "parse_formula"]
+
+
+@dataclass(frozen=True)
+class RandomTerm:
+    """One random-effect term ``(expr | group)``.
+
+    Attributes:
+      expr: right-hand side for formulaic that builds the term's Z columns (``"1"``, ``"1 + Days"``,
+        ``"0 + Days"``).
+      factors: the data columns whose combinations define the grouping factor, in the order their
+        values are joined in level labels (``("cask", "batch")`` gives levels ``"a:A"``).
+      text: the original bar term, for error messages.
+    """
+
+    expr: str
+    factors: tuple[str, ...]
+    text: str
+
+    @property
+    def group(self) -> str:
+        """The grouping factor's name, as lme4 prints it (``"cask:batch"``)."""
+        return ":".join(self.factors)
+
+
+@dataclass(frozen=True)
+class ParsedFormula:
+    """A formula split into response, fixed right-hand side and random terms (in formula order)."""
+
+    formula: str
+    response: str | None
+    fixed: str
+    random: tuple[RandomTerm, ...]
+
+    @property
+    def is_mixed(self) -> bool:
+        return len(self.random) > 0
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    """Split ``text`` on ``sep`` where it is not inside brackets."""
+    parts, depth, cur, i = [], 0, [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        if depth == 0 and text.startswith(sep, i):
+            parts.append("".join(cur))
+            cur = []
+            i += len(sep)
+            continue
+        cur.append(ch)
+        i += 1
+    parts.append("".join(cur))
+    return parts
+
+
+def _bar_groups(rhs: str) -> tuple[list[tuple[int, int]], list[str]]:
+    """Find top-level parenthesised groups that contain a top-level ``|``.
+
+    Returns their (start, end) spans in ``rhs`` and their inner texts.
+    """
+    spans, inner = [], []
+    depth, start = 0, None
+    for i, ch in enumerate(rhs):
+        if ch == "(":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise JaxmixError(f"unbalanced ')' in formula right-hand side {rhs!r}")
+            if depth == 0:
+                body = rhs[start + 1 : i]
+                if len(_split_top(body, "|")) > 1:
+                    spans.append((start, i + 1))
+                    inner.append(body)
+    if depth != 0:
+        raise JaxmixError(f"unbalanced '(' in formula right-hand side {rhs!r}")
+    return spans, inner
+
+
+_NAME = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$")
+
+
+def _group_factors(group: str, text: str) -> list[tuple[str, ...]]:
+    """``a/b/c`` -> [(a,), (b, a), (c, b, a)]; ``a:b`` -> [(a, b)]; ``g`` -> [(g,)]."""
+    group = group.strip()
+    if not group:
+        raise JaxmixError(f"random term {text!r} has no grouping factor after '|'")
+    nest = [p.strip() for p in _split_top(group, "/")]
+    out: list[tuple[str, ...]] = []
+    outer: tuple[str, ...] = ()
+    for piece in nest:
+        names = tuple(n.strip().strip("`") for n in _split_top(piece, ":"))
+        for n in names:
+            if not _NAME.match(n):
+                raise JaxmixError(
+                    f"grouping factor {n!r} in random term {text!r} must be a column name "
+                    "(use a/b for nesting and a:b for combinations)"
+                )
+        outer = names + outer if outer else names
+        out.append(outer)
+    return out
+
+
+def _uncorrelated_exprs(lhs: str, text: str) -> list[str]:
+    """``1 + x + z`` with ``||`` -> ["1", "0 + x", "0 + z"] (lme4's expansion)."""
+    tokens = [t.strip() for t in _split_top(lhs, "+") if t.strip()]
+    intercept = True
+    rest = []
+    for t in tokens:
+        if t == "1":
+            intercept = True
+        elif t in ("0", "-1"):
+            intercept = False
+        elif t.startswith("-"):
+            raise JaxmixError(f"cannot remove {t!r} inside the uncorrelated term {text!r}")
+        else:
+            rest.append(t)
+    exprs = (["1"] if intercept else []) + [f"0 + {t}" for t in rest]
+    if not exprs:
+        raise JaxmixError(f"random term {text!r} has no columns")
+    return exprs
+
+
+def parse_formula(formula: str) -> ParsedFormula:
+    """Parse an lme4-style formula.
+
+    Args:
+      formula: e.g. ``"Reaction ~ Days + (Days | Subject)"``; the response may be omitted
+        (``"~ x + (1 | g)"``) for sweeps over many outcomes.
+
+    Returns:
+      A :class:`ParsedFormula`; random terms keep formula order (the fit sorts them lme4's way).
+    """
+    if not isinstance(formula, str):
+        raise JaxmixError(f"formula must be a string, got {type(formula).__name__}")
+    sides = _split_top(formula, "~")
+    if len(sides) != 2:
+        raise JaxmixError(f"formula {formula!r} must contain exactly one '~'")
+    lhs, rhs = sides[0].strip(), sides[1].strip()
+    if not rhs:
+        raise JaxmixError(f"formula {formula!r} has an empty right-hand side")
+    spans, inner = _bar_groups(rhs)
+    terms: list[RandomTerm] = []
+    for body in inner:
+        text = f"({body.strip()})"
+        pieces = _split_top(body, "||")
+        uncorrelated = len(pieces) == 2
+        if not uncorrelated:
+            pieces = _split_top(body, "|")
+        if len(pieces) != 2:
+            raise JaxmixError(f"random term {text!r} must have the form (expr | group)")
+        expr, group = pieces[0].strip(), pieces[1].strip()
+        if not expr:
+            raise JaxmixError(f"random term {text!r} has nothing before the bar; use (1 | g)")
+        exprs = _uncorrelated_exprs(expr, text) if uncorrelated else [expr]
+        for factors in _group_factors(group, text):
+            for e in exprs:
+                terms.append(RandomTerm(expr=e, factors=factors, text=text))
+    # remove the bar groups (and the '+' joining them) from the fixed part
+    fixed = rhs
+    for start, end in reversed(spans):
+        fixed = fixed[:start] + " " + fixed[end:]
+    pieces = [p.strip() for p in _split_top(fixed, "+")]
+    pieces = [p for p in pieces if p]
+    fixed = " + ".join(pieces) if pieces else "1"
+    if "|" in fixed:
+        raise JaxmixError(f"random term in {formula!r} must be enclosed in parentheses: (expr | group)")
+    return ParsedFormula(formula=formula, response=lhs or None, fixed=fixed, random=tuple(terms))

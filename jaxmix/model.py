@@ -1,0 +1,169 @@
+"""``jaxmix.fit``: formula + data -> fitted results (least squares, LMM or GLMM)."""
+from __future__ import annotations
+
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import stats
+
+from .covariance import theta_layout
+from .crossprod import RowData, build_structure, cross_products
+from .design import Design, build_design
+from .errors import JaxmixError, JaxmixWarning
+from .formula import parse_formula
+from .optimize import status_message
+from .results import MixedResults, OptimSummary
+
+__all__ = ["fit"]
+
+_METHODS = {"REML", "ML"}
+
+
+def _dtype(dtype):
+    if dtype is None or dtype in ("float64", np.float64, jnp.float64):
+        return jnp.float64
+    if dtype in ("float32", np.float32, jnp.float32):
+        return jnp.float32
+    raise JaxmixError(f"dtype must be 'float64' (default) or 'float32', got {dtype!r}")
+
+
+def fit(formula: str, data, method: str | None = None, weights=None, family: str = "gaussian",
+        link: str | None = None, nagq: int = 1, offset=None, trials: str | None = None,
+        dtype=None, max_iter: int = 500, gtol: float = 1e-4) -> MixedResults:
+    """Fit a (generalised) linear mixed model by maximum likelihood.
+
+    Args:
+      formula: lme4-style formula, e.g. ``"Reaction ~ Days + (Days | Subject)"``.  Without a bar term
+        the fit is ordinary (weighted) least squares through the same results object.
+      data: a pandas DataFrame.
+      method: ``"REML"`` (default for Gaussian) or ``"ML"``; ``"Laplace"`` or ``"AGQ"`` for GLMMs.
+      weights: prior weights, a column name or an array.
+      family, link, nagq, offset, trials: generalised models (binomial, poisson).
+      dtype: ``"float64"`` (default, needed to match lme4) or ``"float32"`` (opt-in, faster on GPUs).
+      max_iter, gtol: L-BFGS iteration limit; convergence tolerance on the largest absolute
+        gradient entry of the objective (deviance units).
+
+    Returns:
+      :class:`jaxmix.MixedResults`.
+    """
+    fam = str(family).lower()
+    if fam != "gaussian":
+        from .glmm import fit_glmm
+
+        return fit_glmm(formula, data, family=fam, link=link, method=method or "Laplace", nagq=nagq,
+                        weights=weights, offset=offset, trials=trials, dtype=dtype, max_iter=max_iter)
+    if link not in (None, "identity"):
+        raise JaxmixError(f"unknown link {link!r} for family 'gaussian'; only 'identity'")
+    method = "REML" if method is None else str(method).upper()
+    if method not in _METHODS:
+        raise JaxmixError(f"method must be 'REML' or 'ML' for a Gaussian model, got {method!r}")
+    dt = _dtype(dtype)
+    parsed = parse_formula(formula)
+    design = build_design(parsed, data, weights=weights, offset=offset)
+    if not np.isfinite(design.y).all():
+        raise JaxmixError(f"response {parsed.response!r} contains inf")
+    if not parsed.is_mixed:
+        return _fit_ols(formula, design, method)
+    return _fit_lmm(formula, design, method, dt, max_iter, gtol)
+
+
+def lmm_arrays(design: Design, dt, responses: np.ndarray | None = None):
+    """Structure and cross-products for an LMM (tail = [X, y - offset])."""
+    terms = design.terms
+    p = design.X.shape[1]
+    y = design.y - design.offset if responses is None else responses
+    T = np.column_stack([design.X, y])
+    layout, idx = build_structure([t.codes for t in terms], [t.nlevels for t in terms],
+                                  [t.q for t in terms], T.shape[1])
+    ZR = np.column_stack([t.Z for t in terms[1:]]) if len(terms) > 1 else np.zeros((design.nobs, 0))
+    idx = type(idx)(*(jnp.asarray(a) for a in idx))
+    rows = RowData(jnp.asarray(terms[0].Z, dt), jnp.asarray(ZR, dt), jnp.asarray(T, dt))
+    xp = _cross_products_jit(rows, jnp.asarray(design.weights, dt), idx, layout)
+    return layout, idx, xp
+
+
+_cross_products_jit = jax.jit(cross_products, static_argnames=("layout",))
+
+
+def _fit_lmm(formula, design: Design, method: str, dt, max_iter: int, gtol: float) -> MixedResults:
+    from .covariance import lambdas
+    from .lmm import cond_var, fit_program_jit, ranef_from_u
+
+    t0 = time.perf_counter()
+    reml = method == "REML"
+    p = design.X.shape[1]
+    n = design.nobs
+    if reml and n <= p:
+        raise JaxmixError(f"REML needs more rows ({n}) than fixed effects ({p})")
+    layout, idx, xp = lmm_arrays(design, dt)
+    tl = theta_layout(layout.q)
+    ldW = float(np.sum(np.log(design.weights[design.weights > 0])))
+    theta0 = jnp.asarray(tl.init(), dt)
+    args = (xp, idx, jnp.asarray(n, dt), jnp.asarray(ldW, dt), theta0)
+    statics = dict(layout=layout, tl=tl, p=p, reml=reml, max_iter=max_iter, gtol=gtol)
+    tc = time.perf_counter()
+    compiled = fit_program_jit.lower(*args, **statics).compile()
+    compile_s = time.perf_counter() - tc
+    res, sol = compiled(*args)
+    res = jax.tree_util.tree_map(np.asarray, res)
+    theta = np.asarray(res.x, dtype=float)
+    denom = n - p if reml else n
+    sigma = float(np.sqrt(np.asarray(sol.r2) / denom))
+    RX = np.asarray(sol.RX, dtype=float)
+    RXinv = np.linalg.inv(RX) if p else np.zeros((0, 0))
+    vcov = sigma**2 * RXinv.T @ RXinv
+    lams = lambdas(jnp.asarray(theta, dt), tl)
+    b = [np.asarray(x, dtype=float) for x in ranef_from_u(sol, lams, layout)]
+    factor = sol.factor
+
+    def condvar():
+        cv = cond_var(factor, lams, idx, layout)
+        return [sigma**2 * np.asarray(c, dtype=float) for c in cv]
+
+    status = int(res.status)
+    converged = status == 0
+    singular = bool(np.any(res.on_boundary)) or _is_singular(theta, tl)
+    if not converged:
+        warnings.warn(f"model did not converge: {status_message(status)} "
+                      f"(max|grad| = {np.max(np.abs(res.grad)):.2e})", JaxmixWarning, stacklevel=3)
+    fit_s = time.perf_counter() - t0
+    optim = OptimSummary(theta_init=np.asarray(tl.init()), iterations=int(res.n_iter),
+                         evaluations=int(res.n_eval), grad=np.asarray(res.grad, dtype=float),
+                         grad_norm=float(np.linalg.norm(res.grad)), hess_min_eig=float(res.hess_min_eig),
+                         status=status, message=status_message(status), fit_seconds=fit_s,
+                         compile_seconds=compile_s)
+    obj = float(res.fun)
+    return MixedResults(
+        formula=formula, family="gaussian", link="identity", method=method, design=design,
+        beta=np.asarray(sol.beta, dtype=float), vcov_beta=vcov, theta=theta, sigma=sigma,
+        loglik=-obj / 2.0, objective=obj, n_params=p + tl.size + 1, converged=converged,
+        singular=singular, optim=optim, b=b, _condvar_fn=condvar,
+    )
+
+
+def _is_singular(theta: np.ndarray, tl) -> bool:
+    """lme4's isSingular: a diagonal θ within 1e-4 of its bound 0."""
+    return bool(np.any(np.abs(theta[tl.is_diagonal()]) < 1e-4))
+
+
+def _fit_ols(formula, design: Design, method: str) -> MixedResults:
+    """Weighted least squares through the same results object (the 'traditional solution')."""
+    X, y, w = design.X, design.y - design.offset, design.weights
+    n, p = X.shape
+    sw = np.sqrt(w)
+    Q, R = np.linalg.qr(X * sw[:, None])
+    beta = np.linalg.solve(R, Q.T @ (y * sw))
+    rss = float(np.sum(w * (y - X @ beta) ** 2))
+    sigma = float(np.sqrt(rss / (n - p))) if n > p else float("nan")
+    Rinv = np.linalg.inv(R)
+    vcov = sigma**2 * Rinv @ Rinv.T
+    ldW = float(np.sum(np.log(w[w > 0])))
+    loglik = 0.5 * ldW - 0.5 * n * (np.log(2 * np.pi * rss / n) + 1.0)  # ML, as R's logLik.lm
+    return MixedResults(
+        formula=formula, family="gaussian", link="identity", method="OLS", design=design, beta=beta,
+        vcov_beta=vcov, theta=np.zeros(0), sigma=sigma, loglik=loglik, objective=-2 * loglik,
+        n_params=p + 1, converged=True, singular=False, optim=None, b=[],
+    )

@@ -1,0 +1,145 @@
+"""The optimiser loop: optax L-BFGS on the exact gradient, then Newton steps on the exact Hessian.
+
+Everything here is pure and jit/vmap-able: a failed fit is a status code, never an exception, so one
+bad outcome in a vmapped batch cannot stop the others.
+
+The covariance parameters are optimised without bounds: the likelihood is unchanged when a column of Λ
+changes sign, so an unconstrained optimum maps onto lme4's space (diagonal of Λ ≥ 0) by flipping
+columns.  Diagonal entries that end within ``zero_tol`` of 0 are then set exactly to 0 and the others
+re-polished; the boundary fit is kept when its objective is not worse (MixedModels.jl's rule).
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from optax import tree_utils as otu
+
+__all__ = ["OptResult", "minimize", "STATUS", "status_message"]
+
+STATUS = {0: "converged", 1: "iteration limit reached", 2: "non-finite objective",
+          3: "gradient above tolerance"}
+
+
+def status_message(code: int) -> str:
+    return STATUS.get(int(code), f"unknown status {code}")
+
+
+class OptResult(NamedTuple):
+    x: jnp.ndarray
+    fun: jnp.ndarray
+    grad: jnp.ndarray  # exact gradient at x (0 for coordinates fixed on the boundary)
+    hess_min_eig: jnp.ndarray  # smallest eigenvalue of the Hessian over the free coordinates
+    n_iter: jnp.ndarray  # L-BFGS iterations
+    n_eval: jnp.ndarray  # objective evaluations (L-BFGS line searches and Newton trials)
+    on_boundary: jnp.ndarray  # bool mask: coordinates set exactly to 0
+    status: jnp.ndarray  # key of STATUS
+
+
+def _lbfgs(fun, x0, max_iter: int, gtol: float):
+    opt = optax.lbfgs(linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=30))
+    value_and_grad = optax.value_and_grad_from_state(fun)
+
+    def step(carry):
+        x, state, nev = carry
+        value, grad = value_and_grad(x, state=state)
+        updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=fun)
+        ls = otu.tree_get(state, "info")
+        nls = getattr(ls, "num_linesearch_steps", 1)
+        return optax.apply_updates(x, updates), state, nev + nls
+
+    def cont(carry):
+        _, state, _ = carry
+        k = otu.tree_get(state, "count")
+        g = otu.tree_get(state, "grad")
+        v = otu.tree_get(state, "value")
+        err = otu.tree_norm(g)
+        return (k == 0) | ((k < max_iter) & (err >= gtol) & jnp.isfinite(v))
+
+    x, state, nev = jax.lax.while_loop(cont, step, (x0, opt.init(x0), jnp.asarray(0)))
+    return x, otu.tree_get(state, "count"), nev
+
+
+def _grad_hess(fun, x, free):
+    """Exact gradient and Hessian (one linearisation of the gradient), restricted to ``free``."""
+    g, hvp = jax.linearize(jax.grad(fun), x)
+    H = jax.vmap(hvp)(jnp.eye(x.shape[0], dtype=x.dtype))
+    H = 0.5 * (H + H.T)
+    g = g * free
+    H = H * free[:, None] * free[None, :] + jnp.eye(x.shape[0], dtype=x.dtype) * (1.0 - free)
+    return g, H
+
+
+def _newton_step(fun, x, fx, g, H, free):
+    """Damped Newton step with an eigenvalue-modified Hessian; the best of a few step lengths."""
+    ts = jnp.asarray([1.0, 0.5, 0.25, 0.1, 0.01], dtype=x.dtype)
+    w, V = jnp.linalg.eigh(H)
+    w = jnp.abs(w)
+    w = jnp.maximum(w, 1e-10 * jnp.max(w) + 1e-14)
+    step = -(V @ ((V.T @ g) / w)) * free
+    vals = jax.vmap(lambda t: fun(x + t * step))(ts)
+    vals = jnp.where(jnp.isfinite(vals), vals, jnp.inf)
+    k = jnp.argmin(vals)
+    better = vals[k] < fx
+    return jnp.where(better, x + ts[k] * step, x), jnp.where(better, vals[k], fx)
+
+
+def minimize(fun: Callable, x0, diag_mask, flip: Callable, max_iter: int = 500, gtol: float = 1e-4,
+             zero_tol: float = 1e-4, n_newton: int = 6) -> OptResult:
+    """Minimise ``fun`` over θ from ``x0``: L-BFGS, Newton polish, boundary check, Newton polish.
+
+    Args:
+      fun: scalar objective of θ (the profiled deviance or REML criterion).
+      x0: start.
+      diag_mask: 1.0 for θ entries on a diagonal of Λ (bounded by 0), else 0.0.
+      flip: maps θ to the equivalent θ with non-negative diagonal (column sign flips).
+      max_iter: L-BFGS iteration limit.
+      gtol: convergence tolerance on the largest absolute gradient entry (objective units).
+      zero_tol: diagonal entries below this are tried at exactly 0.
+      n_newton: Newton steps after L-BFGS, and again after zeroing small diagonal entries.
+    """
+    x, n_iter, nev = _lbfgs(fun, x0, max_iter, gtol)
+    d = x.shape[0]
+    N = n_newton
+    ones = jnp.ones_like(x)
+    zero_d = jnp.zeros(d, dtype=bool)
+
+    def body(i, c):
+        x, fx, free, x_int, f_int, g_int, H_int, zero, g, H = c
+        g, H = _grad_hess(fun, x, free)
+        at_switch = i == N
+        # the switch: remember the interior solution, then try small diagonal entries at exactly 0
+        xf = flip(x)
+        cand = (diag_mask > 0) & (jnp.abs(xf) < zero_tol)
+        x_int = jnp.where(at_switch, xf, x_int)
+        f_int = jnp.where(at_switch, fx, f_int)
+        g_int = jnp.where(at_switch, g, g_int)
+        H_int = jnp.where(at_switch, H, H_int)
+        zero = jnp.where(at_switch, cand, zero)
+        free = jnp.where(at_switch, 1.0 - cand.astype(x.dtype), free)
+        xz = jnp.where(cand, 0.0, xf)
+        x_new, f_new = _newton_step(fun, x, fx, g, H, free)
+        last = i == 2 * N + 1
+        x = jnp.where(at_switch, xz, jnp.where(last, x, x_new))
+        fx = jnp.where(at_switch, fun(xz), jnp.where(last, fx, f_new))
+        return x, fx, free, x_int, f_int, g_int, H_int, zero, g, H
+
+    eye = jnp.eye(d, dtype=x.dtype)
+    init = (x, fun(x), ones, x, jnp.inf * ones[0] if d else jnp.asarray(jnp.inf, x.dtype), x * 0, eye,
+            zero_d, x * 0, eye)
+    x, fx, free, x_int, f_int, g_int, H_int, zero, g, H = jax.lax.fori_loop(0, 2 * N + 2, body, init)
+    keep = jnp.any(zero) & (fx <= f_int + 1e-8 * (1.0 + jnp.abs(f_int)))
+    revert = ~keep
+    x = jnp.where(revert, x_int, flip(x))
+    fx = jnp.where(revert, f_int, fx)
+    g = jnp.where(revert, g_int, g)
+    H = jnp.where(revert, H_int, H)
+    on_b = zero & keep
+    min_eig = jnp.min(jnp.linalg.eigvalsh(H)) if d else jnp.asarray(jnp.inf, x.dtype)
+    gmax = jnp.max(jnp.abs(g)) if d else jnp.asarray(0.0, x.dtype)
+    status = jnp.where(~jnp.isfinite(fx), 2,
+                       jnp.where(gmax < gtol, 0, jnp.where(n_iter >= max_iter, 1, 3)))
+    n_eval = nev + (2 * N + 2) * 7
+    return OptResult(x, fx, g, min_eig, n_iter, n_eval, on_b, status)

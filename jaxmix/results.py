@@ -1,0 +1,266 @@
+"""The fitted-model object shared by linear, generalised and least-squares fits.
+
+Names follow lme4 and statsmodels: ``fixef``, ``se``, ``vcov``, ``varcorr``, ``theta``, ``sigma``,
+``loglik``, ``aic``, ``bic``, ``ranef``, ``coef()``, ``predict()``, ``summary()``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .design import Design, fixed_matrix_new, term_matrix_new
+from .errors import JaxmixError
+
+__all__ = ["MixedResults", "OptimSummary"]
+
+
+@dataclass
+class OptimSummary:
+    """Everything about the optimisation (MixedModels.jl's OptSummary)."""
+
+    theta_init: np.ndarray
+    iterations: int
+    evaluations: int
+    grad: np.ndarray
+    grad_norm: float
+    hess_min_eig: float
+    status: int
+    message: str
+    optimizer: str = "optax L-BFGS (zoom line search) + exact-Hessian Newton"
+    fit_seconds: float = float("nan")
+    compile_seconds: float = float("nan")
+
+    def __repr__(self) -> str:
+        return (f"OptimSummary(status={self.status} '{self.message}', iterations={self.iterations}, "
+                f"evaluations={self.evaluations}, max|grad|={np.max(np.abs(self.grad)) if self.grad.size else 0:.2e}, "
+                f"min eig(H)={self.hess_min_eig:.3g})")
+
+
+def _make_unique(names: list[str]) -> list[str]:
+    """R's make.unique: later duplicates get '.1', '.2', ..."""
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        if n in seen:
+            seen[n] += 1
+            out.append(f"{n}.{seen[n]}")
+        else:
+            seen[n] = 0
+            out.append(n)
+    return out
+
+
+@dataclass
+class MixedResults:
+    """A fitted (generalised) linear mixed model, or a least-squares fit when there is no bar term."""
+
+    formula: str
+    family: str
+    link: str
+    method: str
+    design: Design = field(repr=False)
+    beta: np.ndarray = field(repr=False)
+    vcov_beta: np.ndarray = field(repr=False)
+    theta: np.ndarray
+    sigma: float
+    loglik: float
+    objective: float
+    n_params: int
+    converged: bool
+    singular: bool
+    optim: OptimSummary | None
+    b: list = field(repr=False, default_factory=list)  # per term (levels, q)
+    _condvar_fn: Callable | None = field(repr=False, default=None)
+    extra: dict = field(repr=False, default_factory=dict)
+    _ranef_cache: Any = field(repr=False, default=None)
+
+    # ---- fixed effects -------------------------------------------------------------------
+    @property
+    def x_names(self) -> list[str]:
+        return self.design.x_names
+
+    @property
+    def fixef(self) -> pd.Series:
+        return pd.Series(self.beta, index=self.x_names, name="fixef")
+
+    params = fixef
+
+    @property
+    def se(self) -> pd.Series:
+        return pd.Series(np.sqrt(np.diag(self.vcov_beta)), index=self.x_names, name="se")
+
+    bse = se
+
+    @property
+    def vcov(self) -> pd.DataFrame:
+        return pd.DataFrame(self.vcov_beta, index=self.x_names, columns=self.x_names)
+
+    # ---- sizes and likelihood ----------------------------------------------------------------
+    @property
+    def nobs(self) -> int:
+        return self.design.nobs
+
+    @property
+    def ngroups(self) -> dict:
+        out: dict[str, int] = {}
+        for t in self.design.terms:
+            out.setdefault(t.group, t.nlevels)
+        return out
+
+    @property
+    def aic(self) -> float:
+        return -2.0 * self.loglik + 2.0 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        return -2.0 * self.loglik + np.log(self.nobs) * self.n_params
+
+    @property
+    def deviance(self) -> float:
+        return -2.0 * self.loglik
+
+    @property
+    def is_mixed(self) -> bool:
+        return len(self.design.terms) > 0
+
+    # ---- variance components ---------------------------------------------------------------
+    def term_covariances(self) -> list[np.ndarray]:
+        from .covariance import covariances, theta_layout
+
+        tl = theta_layout([t.q for t in self.design.terms])
+        scale = self.sigma**2 if self.family == "gaussian" else 1.0
+        return covariances(self.theta, tl, scale)
+
+    @property
+    def varcorr(self) -> pd.DataFrame:
+        """lme4's ``as.data.frame(VarCorr(m))``: group, var1, var2, vcov, sdcor."""
+        rows = []
+        groups = _make_unique([t.group for t in self.design.terms])
+        for g, t, om in zip(groups, self.design.terms, self.term_covariances()):
+            sd = np.sqrt(np.diag(om))
+            for i, c in enumerate(t.columns):
+                rows.append((g, c, None, om[i, i], sd[i]))
+            for j in range(t.q):
+                for i in range(j + 1, t.q):
+                    den = sd[i] * sd[j]
+                    corr = om[i, j] / den if den > 0 else np.nan
+                    rows.append((g, t.columns[j], t.columns[i], om[i, j], corr))
+        if self.family == "gaussian":
+            rows.append(("Residual", None, None, self.sigma**2, self.sigma))
+        return pd.DataFrame(rows, columns=["group", "var1", "var2", "vcov", "sdcor"])
+
+    # ---- random effects --------------------------------------------------------------------
+    @property
+    def ranef(self) -> pd.DataFrame:
+        """Conditional modes and conditional SDs: group, term, level, mode, condsd."""
+        if self._ranef_cache is None:
+            cv = self._condvar_fn() if self._condvar_fn is not None else None
+            frames = []
+            for k, t in enumerate(self.design.terms):
+                for a, col in enumerate(t.columns):
+                    sd = np.sqrt(np.maximum(cv[k][:, a, a], 0.0)) if cv is not None else np.nan
+                    frames.append(pd.DataFrame({"group": t.group, "term": col, "level": t.levels,
+                                                "mode": self.b[k][:, a], "condsd": sd}))
+            cols = ["group", "term", "level", "mode", "condsd"]
+            self._ranef_cache = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+        return self._ranef_cache
+
+    def coef(self) -> dict[str, pd.DataFrame]:
+        """Per-level coefficients β + b for every grouping factor (lme4's ``coef()``)."""
+        out: dict[str, pd.DataFrame] = {}
+        for k, t in enumerate(self.design.terms):
+            df = out.get(t.group)
+            if df is None:
+                df = pd.DataFrame(np.tile(self.beta, (t.nlevels, 1)), index=pd.Index(t.levels, name=t.group),
+                                  columns=self.x_names)
+            for a, col in enumerate(t.columns):
+                if col not in df.columns:
+                    df[col] = 0.0
+                df[col] = df[col].to_numpy() + self.b[k][:, a]
+            out[t.group] = df
+        return out
+
+    # ---- predictions -----------------------------------------------------------------------
+    def _linear_predictor(self, newdata, include_re: bool) -> np.ndarray:
+        d = self.design
+        if newdata is None:
+            eta = d.X @ self.beta + d.offset
+            if include_re:
+                for k, t in enumerate(d.terms):
+                    eta = eta + np.einsum("nq,nq->n", t.Z, self.b[k][t.codes])
+            return eta
+        if not isinstance(newdata, pd.DataFrame):
+            newdata = pd.DataFrame(newdata)
+        X = fixed_matrix_new(d, newdata)
+        eta = X @ self.beta
+        off = self.extra.get("offset_column")
+        if off is not None:
+            if off not in newdata.columns:
+                raise JaxmixError(f"offset column {off!r} is not in the new data")
+            eta = eta + newdata[off].to_numpy(dtype=float)
+        if include_re:
+            for k, t in enumerate(d.terms):
+                Z, codes = term_matrix_new(t, newdata)
+                bk = np.where((codes >= 0)[:, None], self.b[k][np.maximum(codes, 0)], 0.0)
+                eta = eta + np.einsum("nq,nq->n", Z, bk)
+        return eta
+
+    def predict(self, newdata=None, include_re: bool = True, type: str = "response") -> np.ndarray:
+        """Predictions; unseen group levels get b = 0, an unseen fixed-effect category is an error."""
+        from .families import get_family
+
+        eta = self._linear_predictor(newdata, include_re)
+        if type == "link" or self.family == "gaussian":
+            return eta
+        if type != "response":
+            raise JaxmixError(f"type must be 'link' or 'response', got {type!r}")
+        return np.asarray(get_family(self.family, self.link).linkinv(eta))
+
+    @property
+    def fitted(self) -> np.ndarray:
+        return self.predict()
+
+    @property
+    def residuals(self) -> np.ndarray:
+        return self.design.y - self.fitted
+
+    # ---- tables and printing -----------------------------------------------------------------
+    def coef_table(self) -> pd.DataFrame:
+        """estimate, se, statistic, (df,) p for the fixed effects.
+
+        Least-squares fits use t with n − p df; mixed models report the statistic with the
+        residual df n − p for LMMs (lme4 prints no p) and z for GLMMs.
+        """
+        est, se = self.beta, np.sqrt(np.diag(self.vcov_beta))
+        stat = est / se
+        if self.family == "gaussian":
+            df = np.full_like(est, self.nobs - len(est), dtype=float)
+            p = 2 * stats.t.sf(np.abs(stat), df)
+            crit = stats.t.ppf(0.975, df)
+        else:
+            df = np.full_like(est, np.inf, dtype=float)
+            p = 2 * stats.norm.sf(np.abs(stat))
+            crit = stats.norm.ppf(0.975)
+        return pd.DataFrame({"estimate": est, "se": se, "df": df, "statistic": stat, "p": p,
+                             "ci_low": est - crit * se, "ci_high": est + crit * se}, index=self.x_names)
+
+    @property
+    def r_squared(self) -> float:
+        """R² of a least-squares fit (1 − RSS/TSS about the mean, or about 0 without intercept)."""
+        y = self.design.y
+        rss = np.sum(self.design.weights * self.residuals**2)
+        has_int = any(np.allclose(c, 1.0) for c in self.design.X.T)
+        centre = np.average(y, weights=self.design.weights) if has_int else 0.0
+        return 1.0 - rss / np.sum(self.design.weights * (y - centre) ** 2)
+
+    def summary(self) -> str:
+        from .summary import format_summary
+
+        return format_summary(self)
+
+    def __str__(self) -> str:
+        return self.summary()

@@ -7,6 +7,7 @@ new data get the same columns and levels.
 """
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -125,21 +126,39 @@ def _model_matrix(expr: str, data: pd.DataFrame, where: str):
     return mm
 
 
-def _drop_aliased(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
-    """Drop columns of X that are linear combinations of earlier ones (pivoted QR, lme4's rule)."""
-    import scipy.linalg
+def _drop_aliased(X: np.ndarray, names: list[str], tol: float = 1e-7) -> tuple[np.ndarray, list[str], list[str]]:
+    """Drop columns of X that are linear combinations of earlier ones (lme4's rule).
 
-    if X.shape[1] == 0:
+    Like R's ``qr()`` (LINPACK ``dqrdc2``, limited pivoting) as used by lme4's ``chkRank.drop.cols``:
+    columns are taken left to right and a column is dropped when the part of it orthogonal to the
+    columns kept so far has norm below ``tol`` times its own norm, so the *later* of two aliased columns
+    goes (``y ~ x + x2`` with ``x2 = 2 x`` drops ``x2``).
+    """
+    p = X.shape[1]
+    if p == 0:
         return X, names, []
-    _, R, piv = scipy.linalg.qr(X, mode="economic", pivoting=True)
-    d = np.abs(np.diag(R))
-    tol = d.max() * max(X.shape) * np.finfo(float).eps * 10 if d.size else 0.0
-    rank = int((d > tol).sum())
-    if rank == X.shape[1]:
+    norms = np.linalg.norm(X, axis=0)
+    # X = QR with Q orthonormal, so the columns of R have the dependencies (and the norms) of the
+    # columns of X; scaling the columns first keeps the QR's rounding small for every column
+    R = np.linalg.qr(X / np.where(norms > 0, norms, 1.0), mode="r")
+    Q = np.zeros((R.shape[0], 0))
+    keep: list[int] = []
+    for j in range(p):
+        if norms[j] == 0.0:
+            continue
+        v = R[:, j]
+        norm0 = float(np.linalg.norm(v))
+        for _ in range(2):  # Gram-Schmidt with one re-orthogonalisation
+            v = v - Q @ (Q.T @ v)
+        norm = float(np.linalg.norm(v))
+        if norm > tol * norm0:
+            Q = np.column_stack([Q, v / norm])
+            keep.append(j)
+    if len(keep) == p:
         return X, names, []
-    keep = np.sort(piv[:rank])
-    dropped = [names[i] for i in sorted(piv[rank:])]
-    return X[:, keep], [names[i] for i in keep], dropped
+    kept = set(keep)
+    dropped = [names[j] for j in range(p) if j not in kept]
+    return X[:, keep], [names[j] for j in keep], dropped
 
 
 def build_design(
@@ -194,7 +213,16 @@ def build_design(
             keep &= ~np.isnan(arr)
     n_dropped = int((~keep).sum())
     if keep.sum() == 0:
-        raise JaxmixError("no rows left after dropping rows with missing values in the model's columns")
+        counts = {c: int(frame[c].isna().sum()) for c in frame.columns}
+        for arr, name in ((w_arr, "weights"), (o_arr, "offset")):
+            if arr is not None:
+                counts[name] = int(np.isnan(arr).sum())
+        worst = ", ".join(f"{c!r} ({k} of {len(frame)} missing)"
+                          for c, k in sorted(counts.items(), key=lambda it: -it[1]) if k)
+        raise JaxmixError(
+            "no rows left after dropping rows with missing values in the model's columns: "
+            + (worst or f"the data has {len(frame)} rows")
+        )
     frame = frame.loc[keep]
     _numeric_checks(frame, "the model")
 
@@ -281,12 +309,46 @@ def _response(expr: str, frame: pd.DataFrame) -> np.ndarray:
     return mm.to_numpy(dtype=float)[:, 0]
 
 
+def _show_value(v) -> str:
+    return repr(v.item() if isinstance(v, np.generic) else v)
+
+
+def _check_new_categories(spec, newdata: pd.DataFrame, where: str) -> None:
+    """Raise a JaxmixError naming the column when new data hold a category the fit never saw."""
+    state = getattr(spec, "encoder_state", None) or {}
+    for expr, (kind, st) in state.items():
+        if getattr(kind, "value", kind) != "categorical" or "categories" not in st:
+            continue
+        m = re.fullmatch(r"\s*(?:C\(\s*)?`?([A-Za-z_.][A-Za-z0-9_.]*)`?\s*(?:[,)].*)?", str(expr))
+        col = m.group(1) if m else None
+        if col is None or col not in newdata.columns:
+            continue
+        seen = set(st["categories"])
+        new = [v for v in pd.unique(newdata[col].dropna()) if v not in seen]
+        if new:
+            show = _show_value
+            shown = ", ".join(show(v) for v in new[:5]) + (" ..." if len(new) > 5 else "")
+            raise JaxmixError(
+                f"column {col!r} in new data has categor{'y' if len(new) == 1 else 'ies'} {shown} not seen "
+                f"when fitting {where} (fitted levels: {', '.join(map(show, st['categories']))})"
+            )
+
+
+def _model_matrix_new(spec, newdata: pd.DataFrame, where: str):
+    """Model matrix for new data from a fitted spec; unseen categories are an error, not NaN."""
+    _check_new_categories(spec, newdata, where)
+    try:
+        with warnings.catch_warnings():
+            # formulaic casts an unseen category to NaN with only a warning; make it an error
+            warnings.filterwarnings("error", message=".*categories outside of the nominated levels.*")
+            return spec.get_model_matrix(newdata, na_action="raise", output="pandas")
+    except Exception as exc:
+        raise JaxmixError(f"cannot build {where} for new data: {exc}") from None
+
+
 def fixed_matrix_new(design: Design, newdata: pd.DataFrame) -> np.ndarray:
     """X for new data with the fitted columns and levels; an unseen category is an error."""
-    try:
-        mm = design.fixed_spec.get_model_matrix(newdata, na_action="raise", output="pandas")
-    except Exception as exc:
-        raise JaxmixError(f"cannot build the fixed effects for new data: {exc}") from None
+    mm = _model_matrix_new(design.fixed_spec, newdata, "the fixed effects")
     cols = [str(c) for c in mm.columns]
     idx = [cols.index(n) for n in design.x_names]
     X = mm.to_numpy(dtype=float)[:, idx]
@@ -295,13 +357,10 @@ def fixed_matrix_new(design: Design, newdata: pd.DataFrame) -> np.ndarray:
 
 def term_matrix_new(term: Term, newdata: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(Z columns, codes) for new data; an unseen level gets code -1 (its b is 0)."""
-    try:
-        mm = term.spec.get_model_matrix(newdata, na_action="raise", output="pandas")
-    except Exception as exc:
-        raise JaxmixError(f"cannot build random term {term.term.text} for new data: {exc}") from None
     for f in term.term.factors:
         if f not in newdata.columns:
-            raise JaxmixError(f"grouping column {f!r} is not in the new data")
+            raise JaxmixError(f"grouping column {f!r} of random term {term.term.text} is not in the new data")
+    mm = _model_matrix_new(term.spec, newdata, f"random term {term.term.text}")
     keys = [":".join(_fmt(v) for v in t) for t in zip(*[newdata[f].tolist() for f in term.term.factors])]
     index = {lab: i for i, lab in enumerate(term.levels)}
     codes = np.array([index.get(k, -1) for k in keys], dtype=np.int64)

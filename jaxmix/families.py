@@ -25,6 +25,7 @@ class Family(NamedTuple):
     link: str
     linkinv: Callable
     loglik: Callable  # (y, n, eta) -> per-observation log-likelihood (weights applied outside)
+    score_info: Callable | None = None  # (y, n, eta) -> (∂ℓ/∂η, −∂²ℓ/∂η²), analytic where simple
 
 
 def _binom_const(y, n):
@@ -54,12 +55,22 @@ def _sigmoid(eta):
     return 1.0 / (1.0 + jnp.exp(-eta))
 
 
+def _logit_si(y, n, eta):
+    mu = _sigmoid(eta)
+    return y - n * mu, n * mu * (1.0 - mu)
+
+
+def _poisson_si(y, n, eta):
+    mu = jnp.exp(eta)
+    return y - mu, mu
+
+
 FAMILIES = {
     ("gaussian", "identity"): Family("gaussian", "identity", lambda eta: eta, None),
-    ("binomial", "logit"): Family("binomial", "logit", _sigmoid, _logit_ll),
+    ("binomial", "logit"): Family("binomial", "logit", _sigmoid, _logit_ll, _logit_si),
     ("binomial", "probit"): Family("binomial", "probit", ndtr, _probit_ll),
     ("binomial", "cloglog"): Family("binomial", "cloglog", lambda eta: -jnp.expm1(-jnp.exp(eta)), _cloglog_ll),
-    ("poisson", "log"): Family("poisson", "log", jnp.exp, _poisson_ll),
+    ("poisson", "log"): Family("poisson", "log", jnp.exp, _poisson_ll, _poisson_si),
 }
 DEFAULT_LINK = {"gaussian": "identity", "binomial": "logit", "poisson": "log"}
 

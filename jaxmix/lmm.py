@@ -56,7 +56,7 @@ def solve_factor(f: Factor, idx: Index, layout: Layout, p: int) -> Solution:
     LDD = f.LDD
     yrow = LDD[m_R + p]
     LX = LDD[m_R : m_R + p, m_R : m_R + p]
-    beta = solve_triangular(LX, yrow[m_R : m_R + p], lower=True, trans="T")
+    beta = solve_triangular(LX, yrow[m_R : m_R + p], lower=True, trans="T") if p else yrow[:0]
     LXR = LDD[m_R : m_R + p, :m_R]
     LRR = LDD[:m_R, :m_R]
     rhsR = yrow[:m_R] - LXR.T @ beta

@@ -51,7 +51,7 @@ def fit(formula: str, data, method: str | None = None, weights=None, family: str
     """
     fam = str(family).lower()
     if fam != "gaussian":
-        from .glmm import fit_glmm
+        from .model_glmm import fit_glmm
 
         return fit_glmm(formula, data, family=fam, link=link, method=method or "Laplace", nagq=nagq,
                         weights=weights, offset=offset, trials=trials, dtype=dtype, max_iter=max_iter)

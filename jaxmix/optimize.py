@@ -31,6 +31,7 @@ class OptResult(NamedTuple):
     x: jnp.ndarray
     fun: jnp.ndarray
     grad: jnp.ndarray  # exact gradient at x (0 for coordinates fixed on the boundary)
+    hess: jnp.ndarray  # exact Hessian at x over all coordinates
     hess_min_eig: jnp.ndarray  # smallest eigenvalue of the Hessian over the free coordinates
     n_iter: jnp.ndarray  # L-BFGS iterations
     n_eval: jnp.ndarray  # objective evaluations (L-BFGS line searches and Newton trials)
@@ -67,9 +68,8 @@ def _grad_hess(fun, x, free):
     g, hvp = jax.linearize(jax.grad(fun), x)
     H = jax.vmap(hvp)(jnp.eye(x.shape[0], dtype=x.dtype))
     H = 0.5 * (H + H.T)
-    g = g * free
-    H = H * free[:, None] * free[None, :] + jnp.eye(x.shape[0], dtype=x.dtype) * (1.0 - free)
-    return g, H
+    Hm = H * free[:, None] * free[None, :] + jnp.eye(x.shape[0], dtype=x.dtype) * (1.0 - free)
+    return g * free, Hm, H
 
 
 def _newton_step(fun, x, fx, g, H, free):
@@ -87,29 +87,34 @@ def _newton_step(fun, x, fx, g, H, free):
 
 
 def minimize(fun: Callable, x0, diag_mask, flip: Callable, max_iter: int = 500, gtol: float = 1e-4,
-             zero_tol: float = 1e-4, n_newton: int = 6) -> OptResult:
-    """Minimise ``fun`` over θ from ``x0``: L-BFGS, Newton polish, boundary check, Newton polish.
+             zero_tol: float = 1e-4, lbfgs: bool = True, max_newton: int = 50) -> OptResult:
+    """Minimise ``fun`` over θ from ``x0``: (L-BFGS,) Newton, boundary check, Newton again.
 
     Args:
-      fun: scalar objective of θ (the profiled deviance or REML criterion).
+      fun: scalar objective (the profiled deviance, REML criterion or Laplace deviance).
       x0: start.
-      diag_mask: 1.0 for θ entries on a diagonal of Λ (bounded by 0), else 0.0.
-      flip: maps θ to the equivalent θ with non-negative diagonal (column sign flips).
+      diag_mask: 1.0 for entries on a diagonal of Λ (bounded by 0), else 0.0.
+      flip: maps x to the equivalent point with non-negative diagonals (column sign flips).
       max_iter: L-BFGS iteration limit.
       gtol: convergence tolerance on the largest absolute gradient entry (objective units).
       zero_tol: diagonal entries below this are tried at exactly 0.
-      n_newton: Newton steps after L-BFGS, and again after zeroing small diagonal entries.
+      lbfgs: run optax L-BFGS first (else damped Newton from the start: fewer traces to compile).
+      max_newton: Newton iteration limit of each of the two Newton phases.
     """
-    x, n_iter, nev = _lbfgs(fun, x0, max_iter, gtol)
+    if lbfgs:
+        x, n_iter, nev = _lbfgs(fun, x0, max_iter, gtol)
+    else:
+        x, n_iter, nev = x0, jnp.asarray(0), jnp.asarray(0)
     d = x.shape[0]
-    N = n_newton
-    ones = jnp.ones_like(x)
-    zero_d = jnp.zeros(d, dtype=bool)
+    tol_n = gtol * 1e-3
 
-    def body(i, c):
-        x, fx, free, x_int, f_int, g_int, H_int, zero, g, H = c
-        g, H = _grad_hess(fun, x, free)
-        at_switch = i == N
+    def body(c):
+        x, fx, free, phase, k, kp, x_int, f_int, g_int, H_int, Hf_int, zero, g, H, Hf, done, stalled = c
+        g, H, Hf = _grad_hess(fun, x, free)
+        gmax = jnp.max(jnp.abs(g)) if d else jnp.asarray(0.0, x.dtype)
+        finished = (gmax < tol_n) | (kp >= max_newton) | stalled
+        at_switch = (phase == 0) & finished
+        at_end = (phase == 1) & finished
         # the switch: remember the interior solution, then try small diagonal entries at exactly 0
         xf = flip(x)
         cand = (diag_mask > 0) & (jnp.abs(xf) < zero_tol)
@@ -117,29 +122,42 @@ def minimize(fun: Callable, x0, diag_mask, flip: Callable, max_iter: int = 500, 
         f_int = jnp.where(at_switch, fx, f_int)
         g_int = jnp.where(at_switch, g, g_int)
         H_int = jnp.where(at_switch, H, H_int)
+        Hf_int = jnp.where(at_switch, Hf, Hf_int)
         zero = jnp.where(at_switch, cand, zero)
         free = jnp.where(at_switch, 1.0 - cand.astype(x.dtype), free)
         xz = jnp.where(cand, 0.0, xf)
         x_new, f_new = _newton_step(fun, x, fx, g, H, free)
-        last = i == 2 * N + 1
-        x = jnp.where(at_switch, xz, jnp.where(last, x, x_new))
-        fx = jnp.where(at_switch, fun(xz), jnp.where(last, fx, f_new))
-        return x, fx, free, x_int, f_int, g_int, H_int, zero, g, H
+        moved = f_new < fx
+        step = ~at_switch & ~at_end
+        x = jnp.where(at_switch, xz, jnp.where(step, x_new, x))
+        fx = jnp.where(at_switch, fun(xz), jnp.where(step, f_new, fx))
+        stalled = step & ~moved
+        phase = jnp.where(at_switch, 1, phase)
+        kp = jnp.where(at_switch, 0, kp + 1)
+        return x, fx, free, phase, k + 1, kp, x_int, f_int, g_int, H_int, Hf_int, zero, g, H, Hf, at_end, stalled
+
+    def cond(c):
+        return ~c[15] & (c[4] < 2 * max_newton + 4)
 
     eye = jnp.eye(d, dtype=x.dtype)
-    init = (x, fun(x), ones, x, jnp.inf * ones[0] if d else jnp.asarray(jnp.inf, x.dtype), x * 0, eye,
-            zero_d, x * 0, eye)
-    x, fx, free, x_int, f_int, g_int, H_int, zero, g, H = jax.lax.fori_loop(0, 2 * N + 2, body, init)
+    finf = jnp.asarray(jnp.inf, x.dtype)
+    false = jnp.asarray(False)
+    zi = jnp.asarray(0)
+    init = (x, fun(x), jnp.ones_like(x), zi, zi, zi, x, finf, x * 0, eye, eye, jnp.zeros(d, dtype=bool),
+            x * 0, eye, eye, false, false)
+    out = jax.lax.while_loop(cond, body, init)
+    x, fx, free, phase, k, kp, x_int, f_int, g_int, H_int, Hf_int, zero, g, H, Hf, done, _ = out
     keep = jnp.any(zero) & (fx <= f_int + 1e-8 * (1.0 + jnp.abs(f_int)))
     revert = ~keep
     x = jnp.where(revert, x_int, flip(x))
     fx = jnp.where(revert, f_int, fx)
     g = jnp.where(revert, g_int, g)
     H = jnp.where(revert, H_int, H)
+    Hf = jnp.where(revert, Hf_int, Hf)
     on_b = zero & keep
     min_eig = jnp.min(jnp.linalg.eigvalsh(H)) if d else jnp.asarray(jnp.inf, x.dtype)
     gmax = jnp.max(jnp.abs(g)) if d else jnp.asarray(0.0, x.dtype)
     status = jnp.where(~jnp.isfinite(fx), 2,
                        jnp.where(gmax < gtol, 0, jnp.where(n_iter >= max_iter, 1, 3)))
-    n_eval = nev + (2 * N + 2) * 7
-    return OptResult(x, fx, g, min_eig, n_iter, n_eval, on_b, status)
+    n_eval = nev + k * 7
+    return OptResult(x, fx, g, Hf, min_eig, n_iter + k, n_eval, on_b, status)

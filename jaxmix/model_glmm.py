@@ -1,0 +1,277 @@
+"""``jaxmix.fit(..., family="binomial" | "poisson")``: responses, checks and the GLMM/GLM fit."""
+from __future__ import annotations
+
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import formulaic
+
+from .covariance import lambdas, theta_layout
+from .crossprod import build_structure
+from .design import Design, build_design
+from .errors import JaxmixError, JaxmixWarning
+from .families import Family, get_family
+from .formula import ParsedFormula, _split_top, parse_formula
+from .glmm import GlmmData, fit_program_jit
+from .optimize import status_message
+from .results import MixedResults, OptimSummary
+
+__all__ = ["fit_glmm", "glm_irls"]
+
+
+def _eval_expr(expr: str, data: pd.DataFrame, what: str) -> np.ndarray:
+    expr = expr.strip()
+    if expr in data.columns:
+        return pd.to_numeric(data[expr], errors="coerce").to_numpy(dtype=float)
+    try:
+        mm = formulaic.model_matrix(f"0 + I({expr})", data, na_action="ignore")
+    except Exception as exc:
+        raise JaxmixError(f"cannot evaluate {what} {expr!r}: {exc}") from None
+    return mm.to_numpy(dtype=float)[:, 0]
+
+
+def _prepare(formula: str, data: pd.DataFrame, trials, offset):
+    """Rewrite cbind(k, n − k) responses and offset(...) terms into plain columns."""
+    parsed = parse_formula(formula)
+    data = data.copy()
+    resp = parsed.response
+    if resp and resp.replace(" ", "").startswith("cbind("):
+        inner = resp.strip()[len("cbind("):-1]
+        parts = _split_top(inner, ",")
+        if len(parts) != 2:
+            raise JaxmixError(f"cbind response {resp!r} needs two arguments: cbind(successes, failures)")
+        k = _eval_expr(parts[0], data, "successes")
+        f = _eval_expr(parts[1], data, "failures")
+        data["__successes"], data["__trials"] = k, k + f
+        resp, trials = "__successes", "__trials"
+    offs = []
+    pieces = [p.strip() for p in _split_top(parsed.fixed, "+")]
+    keep = []
+    for p in pieces:
+        if p.startswith("offset(") and p.endswith(")"):
+            offs.append(_eval_expr(p[len("offset("):-1], data, "offset"))
+        else:
+            keep.append(p)
+    if offs:
+        data["__offset"] = np.sum(offs, axis=0) + (0.0 if offset is None else _offset_vec(offset, data))
+        offset = "__offset"
+    fixed = " + ".join(keep) if keep else "1"
+    rhs = " + ".join([fixed] + [f"({t})" for t in _bar_texts(parsed)])
+    new = parse_formula(f"{resp or ''} ~ {rhs}")
+    return new, data, trials, offset
+
+
+def _bar_texts(parsed: ParsedFormula) -> list[str]:
+    out = []
+    for t in parsed.random:
+        out.append(t.text[1:-1]) if t.text[1:-1] not in out else None
+    return out
+
+
+def _offset_vec(offset, data):
+    if isinstance(offset, str):
+        if offset not in data.columns:
+            raise JaxmixError(f"offset column {offset!r} is not in the data")
+        return data[offset].to_numpy(dtype=float)
+    return np.asarray(offset, dtype=float)
+
+
+def _response_checks(fam: Family, y: np.ndarray, ntr: np.ndarray, name: str, has_trials: bool):
+    if not np.isfinite(y).all():
+        raise JaxmixError(f"response {name!r} contains inf")
+    if fam.name == "binomial":
+        if has_trials:
+            if (ntr <= 0).any() or not np.isfinite(ntr).all():
+                raise JaxmixError("trials must be positive and finite")
+            if (y < 0).any():
+                raise JaxmixError(f"response {name!r} has negative successes")
+            bad = y > ntr
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise JaxmixError(f"response {name!r} has successes > trials (row {i}: {y[i]:g} > {ntr[i]:g})")
+        else:
+            bad = ~np.isin(y, (0.0, 1.0))
+            if bad.any():
+                v = y[np.flatnonzero(bad)[0]]
+                raise JaxmixError(f"binomial response {name!r} must be 0/1 (or give trials=): found value {v:g}")
+    elif fam.name == "poisson":
+        if (y < 0).any():
+            raise JaxmixError(f"poisson response {name!r} has negative counts")
+        if not np.allclose(y, np.round(y)):
+            warnings.warn(f"poisson response {name!r} has non-integer counts", JaxmixWarning, stacklevel=4)
+
+
+def glm_irls(fam: Family, X, y, ntr, pw, offset, max_iter: int = 100, tol: float = 1e-10):
+    """Maximum-likelihood GLM by IRLS (numpy; start values and the no-random-effect fit).
+
+    Returns (β, −2 log L, vcov, converged, separated) where ``separated`` flags diverging estimates.
+    """
+    from .glmm import fisher_weights
+
+    d = GlmmData(None, None, jnp.asarray(X), jnp.asarray(y), jnp.asarray(ntr), jnp.asarray(pw),
+                 jnp.asarray(offset))
+    n, p = X.shape
+    beta = np.zeros(p)
+    if fam.name == "binomial":
+        mu0 = (y + 0.5) / (ntr + 1.0)
+        eta = np.asarray({"logit": np.log(mu0 / (1 - mu0)), "probit": _probit_inv(mu0),
+                          "cloglog": np.log(-np.log(1 - mu0))}[fam.link])
+    else:
+        eta = np.log(y + 0.1)
+    ll_fn = jax.jit(lambda e: jnp.sum(d.pw * fam.loglik(d.y, d.ntr, e)))
+    grad_eta = jax.jit(jax.vmap(jax.grad(lambda e, yy, nn: fam.loglik(yy, nn, e))))
+    dev_old = np.inf
+    conv = False
+    first = True
+    for _ in range(max_iter):
+        W = np.asarray(fisher_weights(fam, d, jnp.asarray(eta)))
+        s = np.asarray(pw) * np.asarray(grad_eta(jnp.asarray(eta), d.y, d.ntr))
+        W = np.maximum(W, 1e-12)
+        z = (eta - offset) + s / W if not first else eta - offset
+        first = False
+        sw = np.sqrt(W)
+        new_beta, *_ = np.linalg.lstsq(X * sw[:, None], z * sw, rcond=None)
+        step = new_beta - beta
+        for _h in range(30):
+            cand = beta + step
+            eta_c = X @ cand + offset
+            dev = -2 * float(ll_fn(jnp.asarray(eta_c)))
+            if np.isfinite(dev) and dev <= dev_old + 1e-12 * abs(dev_old if np.isfinite(dev_old) else 0):
+                break
+            step = step / 2
+        beta, eta = cand, eta_c
+        if abs(dev_old - dev) < tol * (abs(dev) + 0.1):
+            conv = True
+            dev_old = dev
+            break
+        dev_old = dev
+    W = np.maximum(np.asarray(fisher_weights(fam, d, jnp.asarray(eta))), 1e-300)
+    info = (X * W[:, None]).T @ X
+    vcov = np.linalg.pinv(info)
+    separated = bool(np.max(np.abs(beta)) > 15 or np.max(np.sqrt(np.abs(np.diag(vcov)))) > 1e3)
+    return beta, dev_old, vcov, conv, separated
+
+
+def _probit_inv(mu):
+    from scipy.stats import norm
+
+    return norm.ppf(mu)
+
+
+def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq=1, weights=None,
+             offset=None, trials=None, dtype=None, max_iter=500, gtol=1e-4) -> MixedResults:
+    from .model import _dtype, _is_singular
+
+    t0 = time.perf_counter()
+    fam = get_family(family, link)
+    if not isinstance(data, pd.DataFrame):
+        data = pd.DataFrame(data)
+    method = str(method)
+    mkey = method.upper()
+    if mkey not in ("LAPLACE", "AGQ"):
+        raise JaxmixError(f"method must be 'Laplace' or 'AGQ' for family {fam.name!r}, got {method!r}")
+    nagq = int(nagq)
+    if nagq < 1:
+        raise JaxmixError(f"nagq must be a positive integer, got {nagq}")
+    if mkey == "AGQ" and nagq == 1:
+        nagq = 9
+    if mkey == "LAPLACE" and nagq > 1:
+        mkey = "AGQ"
+    dt = _dtype(dtype)
+    orig_resp = parse_formula(formula).response
+    parsed, data, trials, offset = _prepare(formula, data, trials, offset)
+    if trials is not None and fam.name != "binomial":
+        raise JaxmixError(f"trials= is only for the binomial family, not {fam.name!r}")
+    extra_cols = (trials,) if isinstance(trials, str) else ()
+    if isinstance(trials, str) and trials not in data.columns:
+        raise JaxmixError(f"trials column {trials!r} is not in the data")
+    design = build_design(parsed, data, weights=weights, offset=offset, check_nlevels=False,
+                          extra_columns=extra_cols)
+    y = design.y
+    if trials is None:
+        ntr = np.ones_like(y)
+    elif isinstance(trials, str):
+        ntr = data.loc[design.rows, trials].to_numpy(dtype=float)
+    else:
+        ntr = np.asarray(trials, dtype=float)[np.asarray(data.index.get_indexer(design.rows))]
+    _response_checks(fam, y, ntr, orig_resp, trials is not None)
+    if mkey == "AGQ" and (len(design.terms) != 1 or design.terms[0].q != 1):
+        raise JaxmixError("adaptive Gauss-Hermite quadrature (nagq > 1) needs a single scalar random-effect "
+                          f"term such as (1 | g); the formula has {len(design.terms)} term(s) "
+                          f"with {[t.q for t in design.terms]} column(s)")
+    X, pw, off = design.X, design.weights, design.offset
+    beta0, dev0, vcov0, conv0, separated = glm_irls(fam, X, y, ntr, pw, off)
+    if separated:
+        warnings.warn("fixed effects appear to be (quasi-)completely separated: some estimates are very "
+                      "large; their standard errors are not reliable", JaxmixWarning, stacklevel=3)
+    if not design.terms:
+        return MixedResults(
+            formula=formula, family=fam.name, link=fam.link, method="ML", design=design, beta=beta0,
+            vcov_beta=vcov0, theta=np.zeros(0), sigma=1.0, loglik=-dev0 / 2, objective=dev0,
+            n_params=X.shape[1], converged=conv0, singular=False, optim=None, b=[],
+            extra={"nagq": 1, "trials": ntr, "offset_column": offset if isinstance(offset, str) else None},
+        )
+    terms = design.terms
+    p = X.shape[1]
+    layout, idx = build_structure([t.codes for t in terms], [t.nlevels for t in terms], [t.q for t in terms], 1)
+    idx = type(idx)(*(jnp.asarray(a) for a in idx))
+    ZR = np.column_stack([t.Z for t in terms[1:]]) if len(terms) > 1 else np.zeros((design.nobs, 0))
+    d = GlmmData(jnp.asarray(terms[0].Z, dt), jnp.asarray(ZR, dt), jnp.asarray(X, dt), jnp.asarray(y, dt),
+                 jnp.asarray(ntr, dt), jnp.asarray(pw, dt), jnp.asarray(off, dt))
+    tl = theta_layout(layout.q)
+    params0 = jnp.asarray(np.concatenate([tl.init(), beta0]), dt)
+    statics = dict(fam=fam, layout=layout, tl=tl, p=p, nagq=nagq, max_iter=max_iter, gtol=gtol)
+    tc = time.perf_counter()
+    compiled = fit_program_jit.lower(params0, d=d, idx=idx, **statics).compile()
+    compile_s = time.perf_counter() - tc
+    res, u, eta, f = compiled(params0, d=d, idx=idx)
+    res = jax.tree_util.tree_map(np.asarray, res)
+    nt = tl.size
+    x = np.asarray(res.x, dtype=float)
+    theta, beta = x[:nt], x[nt:]
+    H = np.asarray(res.hess, dtype=float)
+    free = ~np.asarray(res.on_boundary)
+    Hf = H[np.ix_(free, free)]
+    try:
+        cov_all = 2.0 * np.linalg.inv(Hf)
+        vcov = cov_all[-p:, -p:] if p else np.zeros((0, 0))
+        if not np.all(np.isfinite(vcov)) or np.any(np.diag(vcov) <= 0):
+            raise np.linalg.LinAlgError
+    except np.linalg.LinAlgError:
+        warnings.warn("Hessian of the deviance is not positive definite; standard errors use the "
+                      "fixed-effects block alone", JaxmixWarning, stacklevel=3)
+        vcov = 2.0 * np.linalg.pinv(H[nt:, nt:])
+    lams = lambdas(jnp.asarray(theta, dt), tl)
+    from .lmm import cond_var
+    from .glmm import _lam_apply
+
+    u1, uR = (np.asarray(a, dtype=float) for a in u)
+    b = [u1 @ np.asarray(lams[0]).T]
+    bR = np.asarray(_lam_apply(jnp.asarray(uR), lams, layout))
+    for off_k, qk, lk in zip(layout.offsets, layout.q[1:], layout.nlev[1:]):
+        b.append(bR[off_k : off_k + lk * qk].reshape(lk, qk))
+
+    def condvar():
+        return [np.asarray(c, dtype=float) for c in cond_var(f, lams, idx, layout)]
+
+    status = int(res.status)
+    converged = status == 0
+    if not converged:
+        warnings.warn(f"model did not converge: {status_message(status)} "
+                      f"(max|grad| = {np.max(np.abs(res.grad)):.2e})", JaxmixWarning, stacklevel=3)
+    optim = OptimSummary(theta_init=np.asarray(params0), iterations=int(res.n_iter), evaluations=int(res.n_eval),
+                         grad=np.asarray(res.grad, dtype=float), grad_norm=float(np.linalg.norm(res.grad)),
+                         hess_min_eig=float(res.hess_min_eig), status=status, message=status_message(status),
+                         fit_seconds=time.perf_counter() - t0, compile_seconds=compile_s)
+    obj = float(res.fun)
+    return MixedResults(
+        formula=formula, family=fam.name, link=fam.link, method="AGQ" if nagq > 1 else "Laplace",
+        design=design, beta=beta, vcov_beta=vcov, theta=theta, sigma=1.0, loglik=-obj / 2.0, objective=obj,
+        n_params=p + nt, converged=converged, singular=bool(np.any(res.on_boundary)) or _is_singular(theta, tl),
+        optim=optim, b=b, _condvar_fn=condvar,
+        extra={"nagq": nagq, "trials": ntr, "offset_column": offset if isinstance(offset, str) else None},
+    )

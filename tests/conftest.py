@@ -1,0 +1,77 @@
+"""Shared fixtures: the golden lme4 numbers in tests/data/ and a per-session cache of reference fits.
+
+Every test reads its data from ``tests/data`` (copied from the shared reference folder together with
+the R scripts that generated the numbers); nothing here reads outside the repository.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxmix
+
+DATA_DIR = Path(__file__).parent / "data"
+REFERENCE_FILE = DATA_DIR / "lme4_reference.json"
+
+
+def load_reference() -> dict:
+    """The ``cases`` of lme4_reference.json (keyed by case id)."""
+    with open(REFERENCE_FILE) as fh:
+        return json.load(fh)["cases"]
+
+
+REFERENCE = load_reference()
+GAUSSIAN_CASES = sorted(k for k, v in REFERENCE.items() if v["family"] == "gaussian")
+
+
+def load_csv(name: str) -> pd.DataFrame:
+    """A dataset from tests/data by file name (``"sleepstudy.csv"``) or reference path (``"data/x.csv"``)."""
+    return pd.read_csv(DATA_DIR / Path(name).name)
+
+
+def case_data(case_id: str) -> pd.DataFrame:
+    return load_csv(REFERENCE[case_id]["data"])
+
+
+_FIT_CACHE: dict[tuple[str, str], jaxmix.MixedResults] = {}
+
+
+def reference_fit(case_id: str, method: str) -> jaxmix.MixedResults:
+    """jaxmix's fit of a reference case, computed once per test session."""
+    key = (case_id, method)
+    if key not in _FIT_CACHE:
+        case = REFERENCE[case_id]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=jaxmix.JaxmixWarning)
+            _FIT_CACHE[key] = jaxmix.fit(case["formula_python"], case_data(case_id), method=method)
+    return _FIT_CACHE[key]
+
+
+@pytest.fixture(scope="session")
+def sleepstudy() -> pd.DataFrame:
+    return load_csv("sleepstudy.csv")
+
+
+@pytest.fixture(scope="session")
+def sleep_reml() -> jaxmix.MixedResults:
+    """The shared REML fit of ``Reaction ~ Days + (Days | Subject)``."""
+    return reference_fit("sleepstudy_slope", "REML")
+
+
+def rel_close(actual, expected, rtol=1e-3, atol_zero=1e-6):
+    """Element-wise relative closeness, absolute ``atol_zero`` where the reference is exactly 0."""
+    actual = np.asarray(actual, dtype=float)
+    expected = np.asarray(expected, dtype=float)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    tol = np.where(expected == 0.0, atol_zero, rtol * np.abs(expected))
+    err = np.abs(actual - expected)
+    bad = ~(err <= tol)
+    assert not bad.any(), (
+        f"mismatch at {np.flatnonzero(bad).tolist()}: actual {actual[bad].tolist()} "
+        f"expected {expected[bad].tolist()} (rtol {rtol}, atol at 0 {atol_zero})"
+    )

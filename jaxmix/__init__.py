@@ -11,11 +11,15 @@ from . import datasets  # noqa: E402
 from ._cache import enable_compilation_cache  # noqa: E402
 from .errors import JaxmixError, JaxmixWarning  # noqa: E402
 from .formula import parse_formula  # noqa: E402
+from .anova import anova, homogeneity_test  # noqa: E402
 from .model import fit  # noqa: E402
 from .results import MixedResults, OptimSummary  # noqa: E402
+from .sweep import Sweep, fit_many  # noqa: E402
 
 enable_compilation_cache()
 
 __version__ = "0.1.0"
 __all__ = ["fit", "MixedResults", "OptimSummary", "JaxmixError", "JaxmixWarning", "parse_formula",
            "datasets", "enable_compilation_cache"]
+__all__ += ["fit_many", "Sweep"]
+__all__ += ["anova", "homogeneity_test"]

@@ -66,7 +66,7 @@ def factorize(lams, xp: CrossProducts, idx: Index, layout: Layout) -> Factor:
     lT = jnp.swapaxes(solve_triangular(L11, jnp.swapaxes(BT, 1, 2), lower=True), 1, 2)
     MTT = xp.CTT - jnp.einsum("jtc,jsc->ts", lT, lT)
     if m_R == 0:
-        return Factor(L11, jnp.zeros((0, q1), dt), lT, jnp.linalg.cholesky(MTT))  # MTT is symmetric
+        return _barrier(Factor(L11, jnp.zeros((0, q1), dt), lT, jnp.linalg.cholesky(MTT)))  # MTT symmetric
     BR = _scale_entries(xp.BR, lams, layout)
     lR = solve_triangular(L11[idx.e_blk], BR[:, :, None], lower=True)[:, :, 0]
     CRR = scale_rows(scale_rows(xp.CRR, lams, layout).T, lams, layout)  # S′ C S (C symmetric)
@@ -77,10 +77,18 @@ def factorize(lams, xp: CrossProducts, idx: Index, layout: Layout) -> Factor:
     MRT = CRT - jax.ops.segment_sum(
         jnp.einsum("ec,etc->et", lR, lT[idx.e_blk]), idx.e_row, num_segments=m_R
     )
+    # materialise the scattered blocks: fused into the Cholesky's input, XLA's CPU backend re-runs the
+    # scatters per element (100x slower)
+    MRR, MRT, MTT = jax.lax.optimization_barrier((MRR, MRT, MTT))
     M = jnp.block([[jnp.tril(MRR), jnp.zeros((m_R, t), dt)], [MRT.T, jnp.tril(MTT)]])
     M = M + jnp.tril(M, -1).T  # only the lower triangle of MRR holds the Schur update
     LDD = jnp.linalg.cholesky(M)
-    return Factor(L11, lR, lT, LDD)
+    return _barrier(Factor(L11, lR, lT, LDD))
+
+
+def _barrier(f: Factor) -> Factor:
+    """Materialise the factor: XLA's CPU fusion otherwise recomputes gathers and scatters inside it."""
+    return Factor(*jax.lax.optimization_barrier(tuple(f)))
 
 
 def logdets(f: Factor, layout: Layout, p: int):

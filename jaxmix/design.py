@@ -7,6 +7,8 @@ new data get the same columns and levels.
 """
 from __future__ import annotations
 
+import ast
+import difflib
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -68,17 +70,55 @@ class Design:
         return self.X.shape[0]
 
 
-def _variables(expr: str) -> set[str]:
+def _python_names(code: str) -> set[str]:
+    """Names a Python factor expression reads as values (not called functions or module prefixes)."""
     try:
-        return {str(v) for v in Formula(expr).required_variables}
+        tree = ast.parse(code, mode="eval")
+    except SyntaxError:
+        return set()
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            skip.add(id(node.func))
+        if isinstance(node, ast.Attribute):
+            skip.add(id(node.value))
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and id(n) not in skip}
+
+
+def _variables(expr: str, data: pd.DataFrame | None = None) -> set[str]:
+    """Data columns a formula part uses, read off its factors.
+
+    formulaic's ``required_variables`` is not used: it leaves out the arguments of stateful transforms
+    (``center(x)``, ``poly(x, 2)``) and reads a dotted column name (``x.1``, R's habit) as attribute
+    access on ``x``.  Here a lookup factor is a column name as written; a Python factor uses the names
+    it reads as values (not the functions it calls, nor module prefixes such as ``np.``).
+    """
+    try:
+        formula = Formula(expr)
+        factors = [f for term in formula for f in term.factors]
     except Exception as exc:  # formulaic raises many kinds of parse errors
         raise JaxmixError(f"cannot read the formula part {expr!r}: {exc}") from None
+    names: set[str] = set()
+    for f in factors:
+        method = str(getattr(f.eval_method, "value", f.eval_method))
+        if method == "lookup":
+            names.add(str(f.expr))
+        elif method == "python":
+            names |= _python_names(str(f.expr))
+    return names
 
 
 def _check_columns(data: pd.DataFrame, names: set[str], where: str) -> None:
     for name in sorted(names):
         if name not in data.columns:
-            raise JaxmixError(f"column {name!r} used in {where} is not in the data")
+            raise JaxmixError(f"column {name!r} used in {where} is not in the data{_column_hint(name, data)}")
+
+
+def _column_hint(name: str, data: pd.DataFrame) -> str:
+    """A hint for a missing column: the columns with the closest names."""
+    cols = [str(c) for c in data.columns]
+    close = difflib.get_close_matches(name, cols, n=3)
+    return f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
 
 
 def _sort_key_values(values: pd.Series) -> list:
@@ -122,6 +162,10 @@ def _model_matrix(expr: str, data: pd.DataFrame, where: str):
     try:
         mm = formulaic.model_matrix(expr, data, na_action="raise", output="pandas")
     except Exception as exc:
+        missing = re.search(r"name '([^']+)' is not defined", str(exc))
+        if missing and missing.group(1) not in data.columns:
+            raise JaxmixError(f"column {missing.group(1)!r} used in {where} is not in the data"
+                              f"{_column_hint(missing.group(1), data)}") from None
         raise JaxmixError(f"cannot build {where} from {expr!r}: {exc}") from None
     return mm
 
@@ -189,13 +233,13 @@ def build_design(
         raise JaxmixError(f"formula {parsed.formula!r} has no response on the left of '~'")
 
     used: set[str] = set()
-    resp_vars = _variables(parsed.response) if parsed.response else set()
+    resp_vars = _variables(parsed.response, data) if parsed.response else set()
     _check_columns(data, resp_vars, "the response")
-    fixed_vars = _variables(parsed.fixed)
+    fixed_vars = _variables(parsed.fixed, data)
     _check_columns(data, fixed_vars, "the fixed effects")
     used |= resp_vars | fixed_vars
     for t in parsed.random:
-        tv = _variables(t.expr)
+        tv = _variables(t.expr, data)
         _check_columns(data, tv, f"random term {t.text}")
         _check_columns(data, set(t.factors), f"the grouping factor of {t.text}")
         used |= tv | set(t.factors)
@@ -326,11 +370,10 @@ def _check_new_categories(spec, newdata: pd.DataFrame, where: str) -> None:
         seen = set(st["categories"])
         new = [v for v in pd.unique(newdata[col].dropna()) if v not in seen]
         if new:
-            show = _show_value
-            shown = ", ".join(show(v) for v in new[:5]) + (" ..." if len(new) > 5 else "")
+            shown = ", ".join(_show_value(v) for v in new[:5]) + (" ..." if len(new) > 5 else "")
             raise JaxmixError(
                 f"column {col!r} in new data has categor{'y' if len(new) == 1 else 'ies'} {shown} not seen "
-                f"when fitting {where} (fitted levels: {', '.join(map(show, st['categories']))})"
+                f"when fitting {where} (fitted levels: {', '.join(map(_show_value, st['categories']))})"
             )
 
 

@@ -26,29 +26,38 @@ class Family(NamedTuple):
     linkinv: Callable
     loglik: Callable  # (y, n, eta) -> per-observation log-likelihood (weights applied outside)
     score_info: Callable | None = None  # (y, n, eta) -> (∂ℓ/∂η, −∂²ℓ/∂η²), analytic where simple
+    kernel: Callable | None = None  # ℓ without its η-free constant (cheaper in inner loops)
 
 
 def _binom_const(y, n):
     return gammaln(n + 1.0) - gammaln(y + 1.0) - gammaln(n - y + 1.0)
 
 
-def _logit_ll(y, n, eta):
+def _logit_k(y, n, eta):
     # log μ = −softplus(−η), log(1 − μ) = −softplus(η)
-    return _binom_const(y, n) - y * jnp.logaddexp(0.0, -eta) - (n - y) * jnp.logaddexp(0.0, eta)
+    return -y * jnp.logaddexp(0.0, -eta) - (n - y) * jnp.logaddexp(0.0, eta)
 
 
-def _probit_ll(y, n, eta):
-    return _binom_const(y, n) + y * log_ndtr(eta) + (n - y) * log_ndtr(-eta)
+def _probit_k(y, n, eta):
+    return y * log_ndtr(eta) + (n - y) * log_ndtr(-eta)
 
 
-def _cloglog_ll(y, n, eta):
+def _cloglog_k(y, n, eta):
     # μ = 1 − exp(−exp η): log(1 − μ) = −exp η, log μ = log(−expm1(−exp η))
     e = jnp.exp(jnp.minimum(eta, 30.0))
-    return _binom_const(y, n) + y * jnp.log(-jnp.expm1(-e)) - (n - y) * e
+    return y * jnp.log(-jnp.expm1(-e)) - (n - y) * e
 
 
-def _poisson_ll(y, n, eta):
-    return y * eta - jnp.exp(eta) - gammaln(y + 1.0)
+def _poisson_k(y, n, eta):
+    return y * eta - jnp.exp(eta)
+
+
+def _with_const(kernel, const):
+    return lambda y, n, eta: const(y, n) + kernel(y, n, eta)
+
+
+def _poisson_const(y, n):
+    return -gammaln(y + 1.0)
 
 
 def _sigmoid(eta):
@@ -67,10 +76,13 @@ def _poisson_si(y, n, eta):
 
 FAMILIES = {
     ("gaussian", "identity"): Family("gaussian", "identity", lambda eta: eta, None),
-    ("binomial", "logit"): Family("binomial", "logit", _sigmoid, _logit_ll, _logit_si),
-    ("binomial", "probit"): Family("binomial", "probit", ndtr, _probit_ll),
-    ("binomial", "cloglog"): Family("binomial", "cloglog", lambda eta: -jnp.expm1(-jnp.exp(eta)), _cloglog_ll),
-    ("poisson", "log"): Family("poisson", "log", jnp.exp, _poisson_ll, _poisson_si),
+    ("binomial", "logit"): Family("binomial", "logit", _sigmoid, _with_const(_logit_k, _binom_const), _logit_si,
+                                  _logit_k),
+    ("binomial", "probit"): Family("binomial", "probit", ndtr, _with_const(_probit_k, _binom_const), None, _probit_k),
+    ("binomial", "cloglog"): Family("binomial", "cloglog", lambda eta: -jnp.expm1(-jnp.exp(eta)),
+                                    _with_const(_cloglog_k, _binom_const), None, _cloglog_k),
+    ("poisson", "log"): Family("poisson", "log", jnp.exp, _with_const(_poisson_k, _poisson_const), _poisson_si,
+                               _poisson_k),
 }
 DEFAULT_LINK = {"gaussian": "identity", "binomial": "logit", "poisson": "log"}
 

@@ -65,7 +65,7 @@ def _derivs(fam: Family, d: GlmmData, eta):
     if fam.score_info is not None:
         g, info = fam.score_info(d.y, d.ntr, eta)
     else:
-        ll = lambda e, y, n: fam.loglik(y, n, e)  # noqa: E731
+        ll = lambda e, y, n: fam.kernel(y, n, e)  # noqa: E731
         g = jax.vmap(jax.grad(ll))(eta, d.y, d.ntr)
         info = -jax.vmap(jax.grad(jax.grad(ll)))(eta, d.y, d.ntr)
     return d.pw * fam.loglik(d.y, d.ntr, eta), d.pw * g, d.pw * info
@@ -95,9 +95,10 @@ def _newton(u, lams, beta, fam, d: GlmmData, idx, layout: Layout, eta_fix):
 
 
 def _pdev(u, lams, fam, d, idx, layout, eta_fix):
+    """Penalised deviance up to a constant: −2 Σ wᵢ (ℓᵢ − cᵢ) + ‖u‖² (c = the η-free part of ℓ)."""
     u1, uR = u
-    ll, _, _ = _derivs(fam, d, eta_fix + _eta_re(u1, uR, lams, d, idx, layout))
-    return -2.0 * jnp.sum(ll) + jnp.sum(u1**2) + jnp.sum(uR**2)
+    eta = eta_fix + _eta_re(u1, uR, lams, d, idx, layout)
+    return -2.0 * jnp.sum(d.pw * fam.kernel(d.y, d.ntr, eta)) + jnp.sum(u1**2) + jnp.sum(uR**2)
 
 
 def conditional_modes(theta, beta, fam, d: GlmmData, idx, layout: Layout, tl: ThetaLayout,
@@ -106,19 +107,31 @@ def conditional_modes(theta, beta, fam, d: GlmmData, idx, layout: Layout, tl: Th
     lams = lambdas(theta, tl)
     eta_fix = d.X @ beta + d.offset
     u0 = (jnp.zeros((layout.l1, layout.q1), theta.dtype), jnp.zeros((layout.m_R,), theta.dtype))
-    fr = jnp.asarray([1.0, 0.5, 0.25, 0.125, 0.0625, 1 / 64, 1 / 1024], theta.dtype)
 
     def body(c):
         u, pd, k, _ = c
         un = _newton(u, lams, beta, fam, d, idx, layout, eta_fix)
-        cands = jax.vmap(lambda t: jax.tree_util.tree_map(lambda a, b: a + t * (b - a), u, un))(fr)
-        vals = jax.vmap(lambda uc: _pdev(uc, lams, fam, d, idx, layout, eta_fix))(cands)
-        vals = jnp.where(jnp.isfinite(vals), vals, jnp.inf)
-        j = jnp.argmin(vals)
-        better = vals[j] < pd
-        u = jax.tree_util.tree_map(lambda a, c_: jnp.where(better, c_[j], a), u, cands)
-        conv = ~better | (pd - vals[j] < tol * (1.0 + jnp.abs(pd)))
-        return u, jnp.where(better, vals[j], pd), k + 1, conv
+        pdn = _pdev(un, lams, fam, d, idx, layout, eta_fix)
+
+        def halve(_):  # step halving, only when the full step does not decrease the penalised deviance
+            def hb(h):
+                t, _, _, i = h
+                uc = jax.tree_util.tree_map(lambda a, b: a + t * (b - a), u, un)
+                v = _pdev(uc, lams, fam, d, idx, layout, eta_fix)
+                return t / 2, uc, v, i + 1
+
+            def hc(h):
+                return ~(h[2] < pd) & (h[3] < 12)
+
+            _, uc, v, _ = jax.lax.while_loop(hc, hb, (jnp.asarray(0.5, pd.dtype), u, jnp.asarray(jnp.inf, pd.dtype), 0))
+            return uc, v
+
+        uc, v = jax.lax.cond(pdn < pd, lambda _: (un, pdn), halve, None)
+        v = jnp.where(jnp.isfinite(v), v, jnp.inf)
+        better = v < pd
+        u = jax.tree_util.tree_map(lambda a, c_: jnp.where(better, c_, a), u, uc)
+        conv = ~better | (pd - v < tol * (1.0 + jnp.abs(pd)))
+        return u, jnp.where(better, v, pd), k + 1, conv
 
     def cond(c):
         return (c[2] < max_iter) & ~c[3]
@@ -162,7 +175,8 @@ def laplace_objective(params, fam: Family, d: GlmmData, idx: Index, layout: Layo
     u1 = u[0][:, 0]
     shift = d.Z1[:, 0] * lam * sig[idx.code1]  # η change per unit node, per row
     eta_k = eta[:, None] + shift[:, None] * gh_nodes[None, :]
-    ll_k = jax.vmap(lambda e: fam.loglik(d.y, d.ntr, e) * d.pw, in_axes=1, out_axes=1)(eta_k)
+    const = (fam.loglik(d.y, d.ntr, eta) - fam.kernel(d.y, d.ntr, eta)) * d.pw
+    ll_k = jax.vmap(lambda e: fam.kernel(d.y, d.ntr, e) * d.pw, in_axes=1, out_axes=1)(eta_k) + const[:, None]
     G = jax.ops.segment_sum(ll_k, idx.code1, num_segments=layout.l1)  # (ℓ₁, K)
     uk = u1[:, None] + sig[:, None] * gh_nodes[None, :]
     terms = G - 0.5 * uk**2 + 0.5 * gh_nodes[None, :] ** 2 + jnp.log(gh_weights)[None, :]

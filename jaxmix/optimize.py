@@ -65,25 +65,50 @@ def _lbfgs(fun, x0, max_iter: int, gtol: float):
 
 def _grad_hess(fun, x, free):
     """Exact gradient and Hessian (one linearisation of the gradient), restricted to ``free``."""
-    g, hvp = jax.linearize(jax.grad(fun), x)
-    H = jax.vmap(hvp)(jnp.eye(x.shape[0], dtype=x.dtype))
+    # reverse-over-reverse: on the CPU backend much faster than vmapped forward-over-reverse through
+    # the scatters of the cross-products
+    g, H = _value_and_jacrev(jax.grad(fun), x)
     H = 0.5 * (H + H.T)
     Hm = H * free[:, None] * free[None, :] + jnp.eye(x.shape[0], dtype=x.dtype) * (1.0 - free)
     return g * free, Hm, H
 
 
+def _value_and_jacrev(f, x):
+    """f(x) and its Jacobian by reverse mode (one VJP per output)."""
+    y, vjp = jax.vjp(f, x)
+    (J,) = jax.vmap(vjp)(jnp.eye(y.shape[0], dtype=y.dtype))
+    return y, J
+
+
 def _newton_step(fun, x, fx, g, H, free):
-    """Damped Newton step with an eigenvalue-modified Hessian; the best of a few step lengths."""
-    ts = jnp.asarray([1.0, 0.5, 0.25, 0.1, 0.01], dtype=x.dtype)
+    """Damped Newton step with an eigenvalue-modified Hessian.
+
+    The full step is tried first; only if it does not decrease ``fun`` is it shortened (×0.5, up to 12
+    times), so a well-behaved problem costs one objective evaluation per step.
+    """
     w, V = jnp.linalg.eigh(H)
     w = jnp.abs(w)
     w = jnp.maximum(w, 1e-10 * jnp.max(w) + 1e-14)
     step = -(V @ ((V.T @ g) / w)) * free
-    vals = jax.vmap(lambda t: fun(x + t * step))(ts)
-    vals = jnp.where(jnp.isfinite(vals), vals, jnp.inf)
-    k = jnp.argmin(vals)
-    better = vals[k] < fx
-    return jnp.where(better, x + ts[k] * step, x), jnp.where(better, vals[k], fx)
+    f1 = fun(x + step)
+    f1 = jnp.where(jnp.isfinite(f1), f1, jnp.inf)
+
+    def backtrack(_):
+        def hc(h):
+            return ~(h[1] < fx) & (h[2] < 12)
+
+        def hb2(h):
+            t, v, i = h
+            t = t * 0.5
+            v = fun(x + t * step)
+            return t, jnp.where(jnp.isfinite(v), v, jnp.inf), i + 1
+
+        t, v, _ = jax.lax.while_loop(hc, hb2, (jnp.asarray(1.0, x.dtype), f1, 0))
+        return t, v
+
+    t, ft = jax.lax.cond(f1 < fx, lambda _: (jnp.asarray(1.0, x.dtype), f1), backtrack, None)
+    better = ft < fx
+    return jnp.where(better, x + t * step, x), jnp.where(better, ft, fx)
 
 
 def minimize(fun: Callable, x0, diag_mask, flip: Callable, max_iter: int = 500, gtol: float = 1e-4,

@@ -10,7 +10,6 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .design import Design, fixed_matrix_new, term_matrix_new
 from .errors import JaxmixError
@@ -229,24 +228,70 @@ class MixedResults:
         return self.design.y - self.fitted
 
     # ---- tables and printing -----------------------------------------------------------------
-    def coef_table(self) -> pd.DataFrame:
-        """estimate, se, statistic, (df,) p for the fixed effects.
+    def coef_table(self, ddf=None, level: float = 0.95) -> pd.DataFrame:
+        """estimate, se, df, statistic, p, ci_low, ci_high for the fixed effects.
 
-        Least-squares fits use t with n − p df; mixed models report the statistic with the
-        residual df n − p for LMMs (lme4 prints no p) and z for GLMMs.
+        t = β̂/se on ν df with p = 2 P(T_ν > |t|) and interval β̂ ± t_{ν,(1+level)/2} se.  ``ddf``:
+        ``"satterthwaite"`` (LMM default, lmerTest's), ``"kenward-roger"`` (REML, pbkrtest's; se from
+        the adjusted covariance), ``"containment"``, ``"between-within"`` (SAS), ``"residual"``
+        (n − rank X; least-squares default) or ``"asymptotic"`` (z; GLMM default).  See
+        :mod:`jaxmix.inference`.
         """
-        est, se = self.beta, np.sqrt(np.diag(self.vcov_beta))
-        stat = est / se
-        if self.family == "gaussian":
-            df = np.full_like(est, self.nobs - len(est), dtype=float)
-            p = 2 * stats.t.sf(np.abs(stat), df)
-            crit = stats.t.ppf(0.975, df)
-        else:
-            df = np.full_like(est, np.inf, dtype=float)
-            p = 2 * stats.norm.sf(np.abs(stat))
-            crit = stats.norm.ppf(0.975)
-        return pd.DataFrame({"estimate": est, "se": se, "df": df, "statistic": stat, "p": p,
-                             "ci_low": est - crit * se, "ci_high": est + crit * se}, index=self.x_names)
+        from .inference import coef_table
+
+        return coef_table(self, ddf=ddf, level=level)
+
+    def wald_test(self, hypothesis, ddf=None, rhs=None):
+        """Joint Wald F (or χ²) test of H0: Lβ = c, from ``"Days = 0, x1 - x2 = 0"`` or a matrix L.
+
+        F = (Lβ̂ − c)′(LΦL′)⁻¹(Lβ̂ − c)/q on (q, ν) df; see :func:`jaxmix.inference.wald_test`.
+        """
+        from .inference import wald_test
+
+        return wald_test(self, hypothesis, ddf=ddf, rhs=rhs)
+
+    def anova(self, ddf=None) -> pd.DataFrame:
+        """Type III F test per fixed term, lmerTest-style (multi-column factors in one row).
+
+        For comparing several models by likelihood ratio use :func:`jaxmix.anova`.
+        """
+        from .inference import type3_anova
+
+        return type3_anova(self, ddf=ddf)
+
+    def covparm_table(self) -> pd.DataFrame:
+        """Variances and covariances with delta-method SEs: group, var1, var2, estimate, se, z, p."""
+        from .inference import covparm_table
+
+        return covparm_table(self)
+
+    @property
+    def vcov_covparms(self) -> pd.DataFrame:
+        """Asymptotic covariance matrix of the ``covparm_table`` estimates (inverse Hessian, delta method)."""
+        from .inference import vcov_covparms
+
+        return vcov_covparms(self)
+
+    def confint(self, method: str = "profile", level: float = 0.95, parm=None, **kwargs) -> pd.DataFrame:
+        """Intervals for lme4's ``.sig01 …``, ``.sigma`` and β: ``"profile"``, ``"wald"`` or ``"boot"``.
+
+        Profile: where ζ(ψ) = sign(ψ − ψ̂)√(d(ψ) − d̂) = ∓z_{(1+level)/2} (ML deviance, as lme4).
+        """
+        from .inference import confint
+
+        return confint(self, method=method, level=level, parm=parm, **kwargs)
+
+    def icc(self) -> pd.DataFrame:
+        """Intraclass correlation per grouping factor: v_g / (Σ v + σ²_ε) (Nakagawa et al. 2017)."""
+        from .inference import icc
+
+        return icc(self)
+
+    def r2(self) -> pd.Series:
+        """Marginal σ²_f/(σ²_f + Σv + σ²_ε) and conditional (σ²_f + Σv)/(…) R² (Nakagawa & Schielzeth)."""
+        from .inference import r2
+
+        return r2(self)
 
     @property
     def r_squared(self) -> float:

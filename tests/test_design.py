@@ -66,6 +66,25 @@ def test_unknown_column(data, formula, name):
         jaxmix.fit(formula, data)
 
 
+def test_unknown_column_suggests_close_names(data):
+    d = data.rename(columns={"x": "Days"})
+    with pytest.raises(JaxmixError, match="'days'.*did you mean 'Days'"):
+        jaxmix.fit("y ~ days + (1 | g)", d)
+    # also inside a stateful transform
+    with pytest.raises(JaxmixError, match="'days'.*did you mean 'Days'"):
+        jaxmix.fit("y ~ center(days) + (1 | g)", d)
+
+
+def test_dotted_column_names(data, base_fit):
+    # R-style names with dots are columns, not attribute access
+    d = data.rename(columns={"x": "x.1"})
+    a = quiet_fit("y ~ x.1 + (1 | g)", d)
+    assert a.x_names == ["Intercept", "x.1"]
+    assert_same_fit(a, base_fit, rtol=1e-10)
+    d.loc[0, "x.1"] = np.nan
+    assert quiet_fit("y ~ `x.1` + (1 | g)", d).design.n_dropped == 1
+
+
 def test_unknown_weights_column(data):
     with pytest.raises(JaxmixError, match="'wts'"):
         jaxmix.fit("y ~ x + (1 | g)", data, weights="wts")
@@ -255,6 +274,17 @@ def test_center_in_fixed_part(data):
     np.testing.assert_allclose(a.predict(new, include_re=False), want, rtol=1e-12)
 
 
+def test_stateful_transform_columns_are_checked_and_their_missing_rows_dropped(data):
+    with pytest.raises(JaxmixError, match="'nosuch'.*not in the data"):
+        jaxmix.fit("y ~ center(nosuch) + (1 | g)", data)
+    d = data.copy()
+    d.loc[[2, 9], "x"] = np.nan  # x only appears inside center()
+    res = quiet_fit("y ~ center(x) + (1 | g)", d)
+    assert res.design.n_dropped == 2
+    # centred with the mean of the rows used
+    np.testing.assert_allclose(res.design.X[:, 1], d["x"].dropna() - d["x"].dropna().mean(), atol=1e-14)
+
+
 def test_power_in_fixed_part(data):
     a = quiet_fit("y ~ x + I(x**2) + (1 | g)", data)
     b = quiet_fit("y ~ x + x2 + (1 | g)", data.assign(x2=data["x"] ** 2))
@@ -291,13 +321,13 @@ def test_weights_column_and_array_agree_and_unit_weights_change_nothing(data, ba
 
 @pytest.mark.parametrize("method", ["REML", "ML"])
 def test_scaling_weights_rescales_sigma_only(data, method):
-    # weights c·w describe the same family of models with σ² → σ²/c: same maximum, same β and Ω
+    # weights c·w describe the same family of models with σ² → c σ²: same maximum, same β and Ω
     rng = np.random.default_rng(4)
     w = rng.uniform(0.5, 2.0, size=len(data))
     a = quiet_fit("y ~ x + (1 | g)", data, weights=w, method=method)
     b = quiet_fit("y ~ x + (1 | g)", data, weights=3.0 * w, method=method)
     assert b.objective == pytest.approx(a.objective, rel=1e-8)
     np.testing.assert_allclose(b.beta, a.beta, rtol=1e-6)
-    assert b.sigma == pytest.approx(a.sigma / np.sqrt(3.0), rel=1e-6)
+    assert b.sigma == pytest.approx(a.sigma * np.sqrt(3.0), rel=1e-6)  # σ²/(3w) = σ_a²/w
     va, vb = a.varcorr, b.varcorr
     assert vb["vcov"].iloc[0] == pytest.approx(va["vcov"].iloc[0], rel=1e-5)

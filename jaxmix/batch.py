@@ -1,0 +1,150 @@
+"""One compiled program for many outcomes: the whole fit vmapped over outcomes, sharded over devices.
+
+A per-outcome program takes two dicts of arrays, ``b`` (this outcome's slice of the batched arrays:
+response, row weights, start values, ...) and ``s`` (arrays shared by all outcomes: Z, X, the index
+arrays of the blocked structure).  :func:`run_batched` vmaps it over the leading axis of the batched
+arrays, splits that axis over the devices of a 1-D mesh (``shard_map``, no communication between
+devices), pads the batch to a multiple of the device count (and of the chunk size), runs it in
+chunks of one compiled shape, and returns numpy arrays with the padding removed.
+
+Inside ``vmap`` every ``lax.while_loop`` (optimiser, inner penalised IRLS) runs until the slowest outcome
+of its batch has finished; finished outcomes are carried through unchanged (a select), so one
+outcome can never change another's numbers.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec
+
+from . import devices as _dev
+from .crossprod import RowData, cross_products
+
+__all__ = ["lmm_one", "glmm_one", "run_batched", "progress_bar"]
+
+
+def lmm_one(b: dict, s: dict, *, layout, tl, p: int, reml: bool, max_iter: int, gtol: float):
+    """One LMM: cross-products of [Z X y] with this outcome's row weights, then the whole fit."""
+    from .lmm import fit_program
+
+    a = {**s, **b}
+    T = jnp.concatenate([a["X"], a["y"][:, None]], axis=1)
+    xp = cross_products(RowData(a["Z1"], a["ZR"], T), a["w"], a["idx"], layout)
+    return fit_program(xp, a["idx"], a["n"], a["ldW"], a["start"], layout, tl, p, reml, max_iter, gtol)
+
+
+def glmm_one(b: dict, s: dict, *, fam, layout, tl, p: int, nagq: int, max_iter: int, gtol: float):
+    """One GLMM: the whole Laplace/AGQ fit with this outcome's response, prior weights and start."""
+    from .glmm import GlmmData, fit_program
+
+    a = {**s, **b}
+    d = GlmmData(a["Z1"], a["ZR"], a["X"], a["y"], a["ntr"], a["pw"], a["offset"])
+    res, u, _eta, f = fit_program(a["start"], fam, d, a["idx"], layout, tl, p, nagq, max_iter, gtol)
+    return res, u, f
+
+
+_PROGRAMS: dict = {}
+_COMPILED: dict = {}
+
+
+def _program(one, statics: tuple, mesh):
+    """The jitted batched program for ``one`` with ``statics`` bound (cached per process)."""
+    key = (one, statics, mesh)
+    if key not in _PROGRAMS:
+        per = partial(one, **dict(statics))
+        batched = jax.vmap(per, in_axes=(0, None))
+        if mesh.size > 1:
+            batched = jax.shard_map(batched, mesh=mesh, in_specs=(PartitionSpec(_dev.AXIS), PartitionSpec()),
+                                    out_specs=PartitionSpec(_dev.AXIS), check_vma=False)
+        _PROGRAMS[key] = jax.jit(batched)
+    return _PROGRAMS[key]
+
+
+def _signature(tree) -> tuple:
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return (treedef,) + tuple((np.shape(x), np.asarray(x).dtype.str) for x in leaves)
+
+
+class _TextBar:
+    """A minimal progress bar on stderr (used when tqdm is not installed)."""
+
+    def __init__(self, total: int, desc: str):
+        self.total, self.n, self.desc, self.t0 = total, 0, desc, time.perf_counter()
+        self._show()
+
+    def _show(self):
+        width = 30
+        done = int(width * self.n / max(self.total, 1))
+        el = time.perf_counter() - self.t0
+        sys.stderr.write(f"\r{self.desc} [{'#' * done}{'.' * (width - done)}] {self.n}/{self.total} {el:.0f}s")
+        sys.stderr.flush()
+
+    def update(self, k: int = 1):
+        self.n += k
+        self._show()
+
+    def close(self):
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def progress_bar(total: int, desc: str = ""):
+    """tqdm when it is installed, else a one-line text bar on stderr."""
+    try:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit="outcome")
+    except ImportError:
+        return _TextBar(total, desc)
+
+
+def run_batched(one, statics: tuple, batched: dict, shared: dict, devices=None, batch_size: int | None = None,
+                progress: bool | None = None, desc: str = "fitting"):
+    """Run ``one`` over the leading axis of the arrays in ``batched``; returns (outputs, compile s, run s).
+
+    Args:
+      one: a per-outcome program ``one(b, s, **statics)``.
+      statics: ``((name, value), ...)``, hashable.
+      batched: name -> array with the outcomes on axis 0 (all the same length k).
+      shared: name -> array or pytree of arrays used by every outcome.
+      devices: the devices to shard over (default ``jax.devices()``).
+      batch_size: outcomes per chunk (rounded up to a multiple of the device count); default all.
+      progress: show a progress bar (default: when there is more than one chunk).
+    """
+    k = int(next(iter(batched.values())).shape[0])
+    mesh = _dev.outcome_mesh(devices)
+    ndev = mesh.size
+    chunk = k if batch_size is None else max(1, min(int(batch_size), k))
+    chunk = -(-chunk // ndev) * ndev
+    nchunks = -(-k // chunk)
+    prog = _program(one, statics, mesh)
+    shared_dev = jax.tree_util.tree_map(lambda x: _dev.put(x, mesh, False), shared)
+    show = (nchunks > 1) if progress is None else bool(progress)
+    bar = progress_bar(k, desc) if show else None
+    outs, compile_s, run_s = [], 0.0, 0.0
+    try:
+        for c in range(nchunks):
+            lo, hi = c * chunk, min((c + 1) * chunk, k)
+            take = np.concatenate([np.arange(lo, hi), np.zeros(chunk - (hi - lo), dtype=np.int64) + lo])
+            b = {name: _dev.put(np.asarray(v)[take], mesh, True) for name, v in batched.items()}
+            key = (prog, _signature((b, shared)), mesh)
+            if key not in _COMPILED:
+                tc = time.perf_counter()
+                _COMPILED[key] = prog.lower(b, shared_dev).compile()
+                compile_s += time.perf_counter() - tc
+            tr = time.perf_counter()
+            out = _dev.to_host(_COMPILED[key](b, shared_dev))
+            run_s += time.perf_counter() - tr
+            outs.append(jax.tree_util.tree_map(lambda x, n=hi - lo: x[:n], out))
+            if bar is not None:
+                bar.update(hi - lo)
+    finally:
+        if bar is not None:
+            bar.close()
+    result = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=0), *outs)
+    return result, compile_s, run_s

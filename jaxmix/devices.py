@@ -1,0 +1,78 @@
+"""Devices for sweeps: a one-dimensional mesh over the outcome axis, and multi-host start-up.
+
+One host
+    :func:`jaxmix.fit_many` shards the outcome axis over ``jax.devices()`` (all local GPUs, or the CPU;
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` splits a CPU into N devices).  The batch is
+    padded to a multiple of the device count; each device runs the vmapped fit on its own outcomes
+    with no communication (``shard_map``), and the padding is dropped afterwards.
+
+Several hosts
+    Start the same program on every host and call :func:`init_distributed` first (or set
+    ``JAXMIX_DISTRIBUTED=1`` in the environment, or ``[devices] distributed = true`` in a config for
+    ``jaxmix run``).  It calls ``jax.distributed.initialize()``, which finds the coordinator, the
+    number of processes and this process's id in the cluster environment (SLURM, Open MPI, Cloud TPU,
+    Kubernetes) or in ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``.
+    Afterwards ``jax.devices()`` lists the devices of all hosts, ``fit_many`` spreads the outcomes over
+    all of them, and every host receives the complete results.  Each host must read the same data.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+__all__ = ["AXIS", "outcome_mesh", "init_distributed", "put", "to_host"]
+
+AXIS = "outcomes"
+_INITIALISED = False
+
+
+def init_distributed(**kwargs) -> bool:
+    """``jax.distributed.initialize(**kwargs)`` once per process; returns whether it ran now.
+
+    Call it before anything else uses JAX.  Keyword arguments (``coordinator_address``,
+    ``num_processes``, ``process_id``, ...) go to JAX; without them JAX reads the cluster environment.
+    """
+    global _INITIALISED
+    if _INITIALISED:
+        return False
+    jax.distributed.initialize(**kwargs)
+    _INITIALISED = True
+    return True
+
+
+def maybe_init_from_env() -> bool:
+    """:func:`init_distributed` when ``JAXMIX_DISTRIBUTED`` is 1/true/yes."""
+    if os.environ.get("JAXMIX_DISTRIBUTED", "").strip().lower() in ("1", "true", "yes", "on"):
+        return init_distributed()
+    return False
+
+
+def outcome_mesh(devices=None) -> Mesh:
+    """A 1-D mesh named ``"outcomes"`` over ``devices`` (default: ``jax.devices()``)."""
+    devs = list(jax.devices() if devices is None else devices)
+    if not devs:
+        raise ValueError("no devices")
+    return Mesh(np.asarray(devs, dtype=object), (AXIS,))
+
+
+def put(x: np.ndarray, mesh: Mesh, batched: bool):
+    """A global array on ``mesh``: split along axis 0 when ``batched``, else replicated.
+
+    Built shard by shard from the host copy, so it also works when the mesh spans several hosts
+    (each host supplies the shards of its own devices).
+    """
+    x = np.asarray(x)
+    sharding = NamedSharding(mesh, PartitionSpec(AXIS) if batched else PartitionSpec())
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def to_host(tree):
+    """Numpy copies of a pytree of (possibly multi-host) arrays."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return jax.tree_util.tree_map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+    return jax.tree_util.tree_map(np.asarray, tree)

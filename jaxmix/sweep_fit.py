@@ -1,0 +1,303 @@
+"""The three fitting paths of a sweep: batched LMM, batched GLMM, and models without random effects.
+
+Each takes the problem of :mod:`jaxmix.sweep` with the per-outcome row masks and screening status and
+returns a :class:`jaxmix.sweep.Sweep`.  Screened-out outcomes are replaced by the first good outcome's
+data inside the batch (so they cost nothing extra and cannot produce NaNs); their results are NaN.
+"""
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .batch import glmm_one, lmm_one, run_batched
+from .covariance import lambdas, theta_layout
+from .crossprod import build_structure
+from .errors import JaxmixError, JaxmixWarning
+from .results import MixedResults, OptimSummary
+from .sweep import SWEEP_STATUS, Sweep, _outcome_design, _Problem, ranef_batch, status_message
+
+__all__ = ["fit_lmm_batch", "fit_glmm_batch", "fit_fixed_only"]
+
+
+def _nan(shape) -> np.ndarray:
+    return np.full(shape, np.nan)
+
+
+def _structure(pb: _Problem, t: int, dt):
+    d = pb.design
+    terms = d.terms
+    layout, idx = build_structure([x.codes for x in terms], [x.nlevels for x in terms], [x.q for x in terms], t)
+    ZR = np.column_stack([x.Z for x in terms[1:]]) if len(terms) > 1 else np.zeros((d.nobs, 0))
+    shared = {"Z1": np.asarray(terms[0].Z, dt), "ZR": np.asarray(ZR, dt), "X": np.asarray(d.X, dt),
+              "idx": type(idx)(*(np.asarray(a) for a in idx))}
+    return layout, idx, shared
+
+
+def _fill(status: np.ndarray) -> np.ndarray:
+    """Column used for every outcome in the batch: itself, or the first good outcome for a failed one."""
+    ok = status == 0
+    j0 = int(np.flatnonzero(ok)[0])
+    return np.where(ok, np.arange(status.shape[0]), j0)
+
+
+def _is_singular_batch(theta: np.ndarray, tl, on_boundary: np.ndarray) -> np.ndarray:
+    diag = tl.is_diagonal()
+    return np.any(on_boundary, axis=1) | np.any(np.abs(theta[:, diag]) < 1e-4, axis=1)
+
+
+def _all_failed(pb, mask, status, nobs, p, nt, n_params) -> Sweep:
+    k = len(pb.names)
+    return Sweep(problem=pb, mask=mask, beta=_nan((k, p)), vcov_beta=_nan((k, p, p)), theta_=_nan((k, nt)),
+                 sigma_=_nan(k), loglik_=_nan(k), objective_=_nan(k), status_=status, nobs_=nobs,
+                 singular_=np.zeros(k, dtype=bool), n_params=n_params, _build=lambda j: None)
+
+
+def _optim(res, j: int, theta_init, compile_s: float, fit_s: float) -> OptimSummary:
+    g = np.asarray(res.grad[j], dtype=float)
+    st = int(res.status[j])
+    return OptimSummary(theta_init=np.asarray(theta_init, dtype=float), iterations=int(res.n_iter[j]),
+                        evaluations=int(res.n_eval[j]), grad=g, grad_norm=float(np.linalg.norm(g)),
+                        hess_min_eig=float(res.hess_min_eig[j]), status=st, message=status_message(st),
+                        fit_seconds=fit_s, compile_seconds=compile_s)
+
+
+def _row_args(pb: _Problem, mask, status, dt, response_shift=None):
+    """Per-outcome responses (NaN -> 0), row weights and counts, with failed outcomes filled."""
+    d = pb.design
+    fill = _fill(status)
+    M = mask[:, fill]
+    Y = pb.Y[:, fill] if response_shift is None else pb.Y[:, fill] - response_shift[:, None]
+    Yc = np.where(M, Y, 0.0)
+    W = d.weights[:, None] * M
+    same = bool((M == M[:, :1]).all())
+    return fill, M, np.asarray(Yc.T, dt), np.asarray(W.T, dt), same
+
+
+# ---- LMM -------------------------------------------------------------------------------------
+def fit_lmm_batch(pb: _Problem, mask, status, nobs, dtype, max_iter, gtol, devices, batch_size, progress,
+                  desc="fitting") -> Sweep:
+    from .model import _dtype
+
+    dt = np.dtype(_dtype(dtype))
+    d = pb.design
+    p = d.X.shape[1]
+    reml = pb.method == "REML"
+    layout, idx, shared = _structure(pb, p + 1, dt)
+    tl = theta_layout(layout.q)
+    nt = tl.size
+    if not (status == 0).any():
+        return _all_failed(pb, mask, status, nobs, p, nt, p + nt + 1)
+    fill, M, Yc, W, same = _row_args(pb, mask, status, dt, response_shift=d.offset)
+    n_j = M.sum(axis=0).astype(dt)
+    logw = np.log(np.where(d.weights > 0, d.weights, 1.0))
+    ldW_j = ((M & (d.weights[:, None] > 0)) * logw[:, None]).sum(axis=0).astype(dt)
+    batched = {"y": Yc}
+    shared["start"] = np.asarray(tl.init(), dt)
+    if same:
+        shared.update(w=W[0], n=n_j[0], ldW=ldW_j[0])
+    else:
+        batched.update(w=W, n=n_j, ldW=ldW_j)
+    statics = (("layout", layout), ("tl", tl), ("p", p), ("reml", reml), ("max_iter", int(max_iter)),
+               ("gtol", float(gtol)))
+    (res, sol), cs, rs = run_batched(lmm_one, statics, batched, shared, devices, batch_size, progress, desc)
+    ok = status == 0
+    theta = np.where(ok[:, None], np.asarray(res.x, dtype=float), np.nan)
+    denom = nobs - p if reml else nobs
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sigma = np.where(ok, np.sqrt(np.asarray(sol.r2, dtype=float) / denom), np.nan)
+    RX = np.asarray(sol.RX, dtype=float)
+    vcov = _nan((len(ok), p, p))
+    for j in np.flatnonzero(ok):
+        try:
+            Ri = np.linalg.inv(RX[j])
+            vcov[j] = sigma[j] ** 2 * Ri.T @ Ri
+        except np.linalg.LinAlgError:
+            pass
+    obj = np.where(ok, np.asarray(res.fun, dtype=float), np.nan)
+    st = np.where(ok, np.asarray(res.status), status)
+    singular = ok & _is_singular_batch(np.nan_to_num(theta, nan=1.0), tl, np.asarray(res.on_boundary))
+    beta = np.where(ok[:, None], np.asarray(sol.beta, dtype=float), np.nan)
+    b_all = ranef_batch(np.asarray(sol.u1, dtype=float), np.asarray(sol.uR, dtype=float), theta, tl, layout)
+    factor = sol.factor
+    idx_j = type(idx)(*(jnp.asarray(a) for a in idx))
+
+    def build(j: int) -> MixedResults:
+        from .lmm import cond_var
+
+        name = pb.names[j]
+        sub, used = _outcome_design(d, mask[:, j], pb.Y[:, j], name, pb.rhs)
+        f_j = jax.tree_util.tree_map(lambda a: jnp.asarray(a[j]), factor)
+        s2 = float(sigma[j]) ** 2
+
+        def condvar():
+            cv = cond_var(f_j, lambdas(jnp.asarray(theta[j], dt), tl), idx_j, layout)
+            return [s2 * np.asarray(c, dtype=float)[u] for c, u in zip(cv, used)]
+
+        return MixedResults(
+            formula=sub.parsed.formula, family="gaussian", link="identity", method=pb.method, design=sub,
+            beta=beta[j], vcov_beta=vcov[j], theta=theta[j], sigma=float(sigma[j]), loglik=-obj[j] / 2.0,
+            objective=float(obj[j]), n_params=p + nt + 1, converged=bool(st[j] == 0), singular=bool(singular[j]),
+            optim=_optim(res, j, tl.init(), cs, rs), b=[bk[j][u] for bk, u in zip(b_all, used)],
+            _condvar_fn=condvar)
+
+    _warn_unconverged(pb.names, st)
+    return Sweep(problem=pb, mask=mask, beta=beta, vcov_beta=vcov, theta_=theta, sigma_=sigma, loglik_=-obj / 2.0,
+                 objective_=obj, status_=st, nobs_=nobs, singular_=singular, n_params=p + nt + 1, _build=build,
+                 compile_seconds=cs, run_seconds=rs)
+
+
+def _warn_unconverged(names, st):
+    bad = [n for n, c in zip(names, st) if c != 0]
+    if bad:
+        shown = ", ".join(f"{n!r} ({status_message(c)})" for n, c in zip(names, st) if c != 0)
+        warnings.warn(f"{len(bad)} of {len(names)} outcomes not converged or not fitted: "
+                      f"{shown if len(bad) <= 5 else shown.split(', ', 5)[:5]}", JaxmixWarning, stacklevel=5)
+
+
+# ---- GLMM ------------------------------------------------------------------------------------
+def _glm_starts(pb: _Problem, mask, status, notes: dict) -> np.ndarray:
+    """β from a GLM of every good outcome on its own rows (the start ``jaxmix.fit`` uses)."""
+    from .model_glmm import glm_irls
+
+    d = pb.design
+    p = d.X.shape[1]
+    out = np.zeros((len(pb.names), p))
+    for j in np.flatnonzero(status == 0):
+        m = mask[:, j]
+        beta0, _, _, _, separated = glm_irls(pb.fam, d.X[m], pb.Y[m, j], pb.ntr[m], d.weights[m], d.offset[m])
+        out[j] = beta0
+        if separated:
+            notes.setdefault(pb.names[j], []).append(
+                "fixed effects appear to be (quasi-)completely separated: some estimates are very large; "
+                "their standard errors are not reliable")
+    return out
+
+
+def _glmm_vcov(H, on_boundary, nt: int, p: int):
+    """Covariance of β̂ from the deviance Hessian over the free coordinates (as ``fit`` computes it)."""
+    free = ~on_boundary
+    Hf = H[np.ix_(free, free)]
+    try:
+        cov_all = 2.0 * np.linalg.inv(Hf)
+        vcov = cov_all[-p:, -p:] if p else np.zeros((0, 0))
+        if not np.all(np.isfinite(vcov)) or np.any(np.diag(vcov) <= 0):
+            raise np.linalg.LinAlgError
+        return vcov, None
+    except np.linalg.LinAlgError:
+        return 2.0 * np.linalg.pinv(H[nt:, nt:]), ("Hessian of the deviance is not positive definite; standard "
+                                                    "errors use the fixed-effects block alone")
+
+
+def fit_glmm_batch(pb: _Problem, mask, status, nobs, dtype, max_iter, gtol, devices, batch_size, progress,
+                   start=None, desc="fitting") -> Sweep:
+    from .model import _dtype
+
+    dt = np.dtype(_dtype(dtype))
+    d = pb.design
+    p = d.X.shape[1]
+    if pb.nagq > 1 and (len(d.terms) != 1 or d.terms[0].q != 1):
+        raise JaxmixError("adaptive Gauss-Hermite quadrature (nagq > 1) needs a single scalar random-effect "
+                          f"term such as (1 | g); the formula has {len(d.terms)} term(s) "
+                          f"with {[t.q for t in d.terms]} column(s)")
+    layout, idx, shared = _structure(pb, 1, dt)
+    tl = theta_layout(layout.q)
+    nt = tl.size
+    if not (status == 0).any():
+        return _all_failed(pb, mask, status, nobs, p, nt, p + nt)
+    notes: dict = {}
+    if start is None:
+        params0 = np.column_stack([np.tile(tl.init(), (len(pb.names), 1)), _glm_starts(pb, mask, status, notes)])
+    else:
+        params0 = np.broadcast_to(np.asarray(start, dtype=float), (len(pb.names), nt + p)).copy()
+    fill, M, Yc, PW, same = _row_args(pb, mask, status, dt)
+    batched = {"y": Yc, "start": np.asarray(params0[fill], dt)}
+    shared.update(ntr=np.asarray(pb.ntr, dt), offset=np.asarray(d.offset, dt))
+    if same:
+        shared["pw"] = PW[0]
+    else:
+        batched["pw"] = PW
+    statics = (("fam", pb.fam), ("layout", layout), ("tl", tl), ("p", p), ("nagq", pb.nagq),
+               ("max_iter", int(max_iter)), ("gtol", float(gtol)))
+    (res, u, f), cs, rs = run_batched(glmm_one, statics, batched, shared, devices, batch_size, progress, desc)
+    ok = status == 0
+    x = np.where(ok[:, None], np.asarray(res.x, dtype=float), np.nan)
+    theta, beta = x[:, :nt], x[:, nt:]
+    H = np.asarray(res.hess, dtype=float)
+    onb = np.asarray(res.on_boundary)
+    vcov = _nan((len(ok), p, p))
+    for j in np.flatnonzero(ok):
+        vcov[j], note = _glmm_vcov(H[j], onb[j], nt, p)
+        if note:
+            notes.setdefault(pb.names[j], []).append(note)
+    obj = np.where(ok, np.asarray(res.fun, dtype=float), np.nan)
+    st = np.where(ok, np.asarray(res.status), status)
+    singular = ok & _is_singular_batch(np.nan_to_num(theta, nan=1.0), tl, onb)
+    b_all = ranef_batch(np.asarray(u[0], dtype=float), np.asarray(u[1], dtype=float), theta, tl, layout)
+    idx_j = type(idx)(*(jnp.asarray(a) for a in idx))
+    method = "AGQ" if pb.nagq > 1 else "Laplace"
+
+    def build(j: int) -> MixedResults:
+        from .lmm import cond_var
+
+        sub, used = _outcome_design(d, mask[:, j], pb.Y[:, j], pb.names[j], pb.rhs)
+        f_j = jax.tree_util.tree_map(lambda a: jnp.asarray(a[j]), f)
+
+        def condvar():
+            cv = cond_var(f_j, lambdas(jnp.asarray(theta[j], dt), tl), idx_j, layout)
+            return [np.asarray(c, dtype=float)[uu] for c, uu in zip(cv, used)]
+
+        return MixedResults(
+            formula=sub.parsed.formula, family=pb.family, link=pb.link, method=method, design=sub, beta=beta[j],
+            vcov_beta=vcov[j], theta=theta[j], sigma=1.0, loglik=-obj[j] / 2.0, objective=float(obj[j]),
+            n_params=p + nt, converged=bool(st[j] == 0), singular=bool(singular[j]),
+            optim=_optim(res, j, params0[j], cs, rs), b=[bk[j][uu] for bk, uu in zip(b_all, used)],
+            _condvar_fn=condvar,
+            extra={"nagq": pb.nagq, "trials": pb.ntr[mask[:, j]], "offset_column": pb.offset_column})
+
+    _warn_unconverged(pb.names, st)
+    return Sweep(problem=pb, mask=mask, beta=beta, vcov_beta=vcov, theta_=theta, sigma_=np.where(ok, 1.0, np.nan),
+                 loglik_=-obj / 2.0, objective_=obj, status_=st, nobs_=nobs, singular_=singular, n_params=p + nt,
+                 _build=build, compile_seconds=cs, run_seconds=rs, warnings=notes)
+
+
+# ---- no random effects: least squares or GLM per outcome ------------------------------------------
+def fit_fixed_only(pb: _Problem, mask, status, nobs, progress=None) -> Sweep:
+    """Formulas without a bar term: ``jaxmix.fit``'s least-squares or GLM fit, outcome by outcome."""
+    from .model import _fit_ols
+    from .model_glmm import glm_irls
+
+    d = pb.design
+    k, p = len(pb.names), d.X.shape[1]
+    fits: dict[int, MixedResults] = {}
+    notes: dict = {}
+    for j in np.flatnonzero(status == 0):
+        name = pb.names[j]
+        sub, _ = _outcome_design(d, mask[:, j], pb.Y[:, j], name, pb.rhs)
+        if pb.family == "gaussian":
+            fits[j] = _fit_ols(sub.parsed.formula, sub, "OLS")
+            continue
+        ntr = pb.ntr[mask[:, j]]
+        beta0, dev0, vcov0, conv0, separated = glm_irls(pb.fam, sub.X, sub.y, ntr, sub.weights, sub.offset)
+        if separated:
+            notes.setdefault(name, []).append("fixed effects appear to be (quasi-)completely separated")
+        fits[j] = MixedResults(
+            formula=sub.parsed.formula, family=pb.family, link=pb.link, method="ML", design=sub, beta=beta0,
+            vcov_beta=vcov0, theta=np.zeros(0), sigma=1.0, loglik=-dev0 / 2, objective=dev0, n_params=p,
+            converged=conv0, singular=False, optim=None, b=[],
+            extra={"nagq": 1, "trials": ntr, "offset_column": pb.offset_column})
+    beta, vcov = _nan((k, p)), _nan((k, p, p))
+    sigma, ll = _nan(k), _nan(k)
+    st = status.copy()
+    for j, r in fits.items():
+        beta[j], vcov[j], sigma[j], ll[j] = r.beta, r.vcov_beta, r.sigma, r.loglik
+        st[j] = 0 if r.converged else 1
+    n_params = p + (1 if pb.family == "gaussian" else 0)
+    return Sweep(problem=pb, mask=mask, beta=beta, vcov_beta=vcov, theta_=np.zeros((k, 0)), sigma_=sigma,
+                 loglik_=ll, objective_=-2 * ll, status_=st, nobs_=nobs, singular_=np.zeros(k, dtype=bool),
+                 n_params=n_params, _build=fits.__getitem__, warnings=notes)
+
+
+assert set(SWEEP_STATUS).isdisjoint({0, 1, 2, 3})

@@ -96,6 +96,29 @@ def pieces(xp, idx, layout, tl, theta, log):
         name, fn, args, size = row
         first, best = _timeit(fn, *args)
         log("piece: " + name, seconds=best, first_call=first, size=size)
+    # the real Schur complement M of factorize (not a stand-in): its Cholesky, and subnormals in it
+    from jaxmix.blocked import factorize
+
+    f_fac = jax.jit(lambda th: factorize(lambdas(th, tl), xp, idx, layout))
+    first, best = _timeit(f_fac, theta)
+    log("piece: whole factorize", seconds=best, first_call=first)
+    LDD = f_fac(theta).LDD
+    M_real = LDD @ LDD.T
+    first, best = _timeit(f_chol, M_real)
+    tiny = np.finfo(np.float64).tiny
+    L_np = np.asarray(LDD)
+    log("piece: dense Cholesky of the real M", seconds=best, first_call=first,
+        subnormal_entries_in_L=int(np.sum((L_np != 0) & (np.abs(L_np) < tiny))),
+        nonzero_entries_in_L=int(np.sum(L_np != 0)), size=f"{m_R + t}^2")
+    import scipy.linalg
+
+    M_np = np.asarray(M_real)
+    ts = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        scipy.linalg.cholesky(M_np, lower=True)
+        ts.append(time.perf_counter() - t0)
+    log("piece: scipy.linalg.cholesky of the real M", seconds=min(ts))
     if q1 == 1:
         err = float(jnp.max(jnp.abs(f_lR(L11, BR) - f_lR_div(L11, BR))))
         log("piece check: division vs trsm", max_abs_diff=err)

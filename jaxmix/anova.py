@@ -69,7 +69,7 @@ def anova(*models, refit: bool | None = None, names=None) -> pd.DataFrame:
     Returns:
       A DataFrame, rows sorted by ``npar``; ``attrs["note"]`` says what was refitted.
     """
-    from .inference import ml_refit
+    from .intervals import ml_refit
 
     if len(models) == 1 and isinstance(models[0], (list, tuple)):
         models = tuple(models[0])

@@ -16,6 +16,22 @@ A configuration names the data, the model and where the results go::
     [output]
     dir = "out/sleepstudy"          # relative to the working directory; default out/<config name>
 
+Many outcomes on one right-hand side (:func:`jaxmix.fit_many`) take a ``[sweep]`` section instead of
+``[model]``::
+
+    [sweep]
+    formula = "~ age10 + teaching + (1 | hospital) + (1 | physician)"   # no response
+    outcomes = ["death30", "cath"]
+    family = "binomial"             # gaussian (default), binomial, poisson
+    # link, method, nagq, weights, dtype as for [model]; batch_size = outcomes per compiled chunk
+    compare_single_level = true     # also fit the formula without its bar terms and compare
+    # compare_terms = ["teaching"]  # default: the covariates constant within a grouping factor
+    # alpha = 0.05
+
+    [devices]
+    distributed = false             # true: jax.distributed.initialize() first (multi-host);
+                                    # the environment variable JAXMIX_DISTRIBUTED=1 does the same
+
 :func:`parse_config` is pure (a dict -> a :class:`RunConfig`, no file system access);
 :func:`load_config` reads and parses a TOML file.  Every problem is a :class:`ConfigError` whose
 one-line message names the section and key at fault (with a did-you-mean suggestion for
@@ -37,7 +53,7 @@ from typing import Any
 from .errors import JaxmixError
 
 __all__ = ["ConfigError", "Field", "SCHEMA", "DataConfig", "ModelConfig", "OutputConfig", "RunConfig",
-           "parse_config", "load_config", "did_you_mean"]
+           "SweepConfig", "DevicesConfig", "parse_config", "load_config", "did_you_mean"]
 
 
 class ConfigError(JaxmixError):
@@ -76,8 +92,27 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "output": {
         "dir": Field(str, doc="output folder, relative to the working directory"),
     },
+    "sweep": {
+        "formula": Field(str, required=True, doc="right-hand side without a response, e.g. '~ x + (1 | g)'"),
+        "outcomes": Field(list, required=True, doc="the response columns"),
+        "family": Field(str, default="gaussian", choices=("gaussian", "binomial", "poisson"), doc="family"),
+        "link": Field(str, doc="link function (default: the family's canonical link)"),
+        "method": Field(str, doc="REML or ML (Gaussian), Laplace or AGQ (binomial, poisson)"),
+        "nagq": Field(int, default=1, doc="Gauss-Hermite points (AGQ, one scalar term)"),
+        "weights": Field(str, doc="column of prior weights"),
+        "dtype": Field(str, default="float64", choices=("float64", "float32"), doc="floating-point precision"),
+        "batch_size": Field(int, doc="outcomes per compiled chunk (default: all at once)"),
+        "compare_single_level": Field(bool, default=False,
+                                      doc="also fit the formula without random effects and compare"),
+        "compare_terms": Field(list, doc="covariates to compare (default: those constant within a group)"),
+        "alpha": Field(float, default=0.05, doc="significance level of the comparison"),
+    },
+    "devices": {
+        "distributed": Field(bool, default=False, doc="call jax.distributed.initialize() (multi-host)"),
+    },
 }
-REQUIRED_SECTIONS = ("data", "model")
+REQUIRED_SECTIONS = ("data",)
+MODEL_SECTIONS = ("model", "sweep")  # exactly one of them
 
 
 def did_you_mean(word: str, candidates, fmt: str = "{!r}") -> str:
@@ -126,11 +161,41 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class SweepConfig:
+    """Many outcomes on one right-hand side (:func:`jaxmix.fit_many`)."""
+
+    formula: str
+    outcomes: list
+    family: str = "gaussian"
+    link: str | None = None
+    method: str | None = None
+    nagq: int = 1
+    weights: str | None = None
+    dtype: str = "float64"
+    batch_size: int | None = None
+    compare_single_level: bool = False
+    compare_terms: list | None = None
+    alpha: float = 0.05
+
+    def fit_kwargs(self) -> dict:
+        """Keyword arguments for :func:`jaxmix.fit_many` (besides formula, data and outcomes)."""
+        return {"family": self.family, "link": self.link, "method": self.method, "nagq": self.nagq,
+                "weights": self.weights, "dtype": self.dtype, "batch_size": self.batch_size}
+
+
+@dataclass(frozen=True)
+class DevicesConfig:
+    distributed: bool = False
+
+
+@dataclass(frozen=True)
 class RunConfig:
     data: DataConfig
-    model: ModelConfig
+    model: ModelConfig | None  # None for a sweep
     output: OutputConfig
     source: Path | None = None  # the config file, when read from one
+    sweep: SweepConfig | None = None
+    devices: DevicesConfig = field(default_factory=DevicesConfig)
 
     def with_output(self, directory) -> "RunConfig":
         return dataclasses.replace(self, output=OutputConfig(Path(directory)))
@@ -142,7 +207,9 @@ class RunConfig:
             "data": {"builtin": self.data.builtin,
                      "path": None if self.data.path is None else str(self.data.path),
                      "args": dict(self.data.args)},
-            "model": dataclasses.asdict(self.model),
+            "model": None if self.model is None else dataclasses.asdict(self.model),
+            "sweep": None if self.sweep is None else dataclasses.asdict(self.sweep),
+            "devices": dataclasses.asdict(self.devices),
             "output": {"dir": str(self.output.dir)},
         }
 
@@ -222,6 +289,37 @@ def _model(m: dict) -> ModelConfig:
     return ModelConfig(**m)
 
 
+def _sweep(m: dict) -> SweepConfig:
+    from .formula import parse_formula
+
+    try:
+        parsed = parse_formula(m["formula"])
+    except JaxmixError as e:
+        raise ConfigError(f"[sweep] formula: {e}") from None
+    if parsed.response:
+        raise ConfigError(f"[sweep] formula must not name a response (got {parsed.response!r} left of '~'); "
+                          "list the responses in outcomes")
+    for key in ("outcomes", "compare_terms"):
+        vals = m[key]
+        if vals is None:
+            continue
+        if not vals and key == "outcomes":
+            raise ConfigError("[sweep] outcomes is empty: list at least one response column")
+        bad = [v for v in vals if not isinstance(v, str) or not v.strip()]
+        if bad:
+            raise ConfigError(f"[sweep] {key} must be a list of column names, got {bad[0]!r}")
+        if len(set(vals)) != len(vals):
+            dup = next(v for v in vals if vals.count(v) > 1)
+            raise ConfigError(f"[sweep] {key} lists {dup!r} twice")
+    if not 0.0 < m["alpha"] < 1.0:
+        raise ConfigError(f"[sweep] alpha must be between 0 and 1, got {m['alpha']!r}")
+    if m["nagq"] < 1:
+        raise ConfigError(f"[sweep] nagq must be a positive integer, got {m['nagq']!r}")
+    if m["batch_size"] is not None and m["batch_size"] < 1:
+        raise ConfigError(f"[sweep] batch_size must be a positive integer, got {m['batch_size']!r}")
+    return SweepConfig(**m)
+
+
 def parse_config(raw: dict, base_dir=None, source=None) -> RunConfig:
     """Validate a configuration dict (as :mod:`tomllib` returns it).
 
@@ -243,14 +341,21 @@ def parse_config(raw: dict, base_dir=None, source=None) -> RunConfig:
     for name in REQUIRED_SECTIONS:
         if name not in raw:
             raise ConfigError(f"missing the [{name}] section")
-    sections = {name: _section(raw, name) for name in SCHEMA}
+    present = [name for name in MODEL_SECTIONS if name in raw]
+    if not present:
+        raise ConfigError("missing the [model] section (or a [sweep] section for many outcomes)")
+    if len(present) > 1:
+        raise ConfigError("a configuration has either a [model] or a [sweep] section, not both")
+    sections = {name: _section(raw, name) for name in SCHEMA if name not in MODEL_SECTIONS or name in present}
     data = _data(sections["data"], None if base_dir is None else Path(base_dir))
-    model = _model(sections["model"])
+    model = _model(sections["model"]) if "model" in sections else None
+    sweep = _sweep(sections["sweep"]) if "sweep" in sections else None
     out_dir = sections["output"]["dir"]
     if out_dir is None:
         out_dir = Path("out") / (Path(source).stem if source is not None else "jaxmix")
     output = OutputConfig(Path(out_dir).expanduser())
-    return RunConfig(data=data, model=model, output=output, source=None if source is None else Path(source))
+    return RunConfig(data=data, model=model, output=output, source=None if source is None else Path(source),
+                     sweep=sweep, devices=DevicesConfig(**sections["devices"]))
 
 
 def load_config(path) -> RunConfig:

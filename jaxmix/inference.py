@@ -32,16 +32,15 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from jax.scipy.linalg import solve_triangular
-from scipy import optimize, stats
+from scipy import stats
 
 from .blocked import factorize, logdets
 from .covariance import ThetaLayout, lambdas, theta_layout
 from .errors import JaxmixError, JaxmixWarning
 from .formula import _split_top
-from .lmm import objective, solve_factor
 
 __all__ = ["coef_table", "wald_test", "contrast_matrix", "type3_anova", "type3_contrasts",
-           "covparm_table", "vcov_covparms", "confint", "icc", "r2", "ml_refit", "WaldTest",
+           "covparm_table", "vcov_covparms", "icc", "r2", "WaldTest",
            "satterthwaite_df", "kenward_roger_parts", "containment_df", "between_within_df"]
 
 KR_MAX_ROWS = 3000  # Kenward–Roger builds n x n matrices: O(n³) time, O(n²) memory
@@ -464,22 +463,22 @@ def _parse_linear(expr: str, names: list[str], whole: str):
         while pos < len(s) and s[pos] in "+-":
             sign = -sign if s[pos] == "-" else sign
             pos += 1
-        coef, nm = 1.0, name_at(pos)
+        start, coef, nm = pos, 1.0, name_at(pos)
         if nm is None:
             mnum = _NUM.match(s, pos)
-            if mnum:
-                coef = float(mnum.group(0))
-                pos = mnum.end()
-                if pos < len(s) and s[pos] == "*":
-                    pos += 1
-                    nm = name_at(pos)
-                    if nm is None:
-                        _unknown(s, pos, names, whole)
-                else:
-                    const += sign * coef
-                    continue
+            if not mnum:
+                _unknown(s, start, names, whole)
+            coef, pos = float(mnum.group(0)), mnum.end()
+            if pos < len(s) and s[pos] == "*":
+                pos += 1
+                start, nm = pos, name_at(pos)
+                if nm is None:
+                    _unknown(s, pos, names, whole)
+            elif pos < len(s) and s[pos] not in "+-":
+                _unknown(s, start, names, whole)
             else:
-                _unknown(s, pos, names, whole)
+                const += sign * coef
+                continue
         pos += len(nm)
         if pos < len(s) and s[pos] == "*":
             mnum = _NUM.match(s, pos + 1)
@@ -487,15 +486,17 @@ def _parse_linear(expr: str, names: list[str], whole: str):
                 _unknown(s, pos + 1, names, whole)
             coef *= float(mnum.group(0))
             pos = mnum.end()
-        vec[keys[nm]] += sign * coef
         if pos < len(s) and s[pos] not in "+-":
-            _unknown(s, pos, names, whole)
+            _unknown(s, start, names, whole)
+        vec[keys[nm]] += sign * coef
     return vec, const
 
 
 def _unknown(s: str, pos: int, names, whole):
     m = re.match(r"[^+\-*=]+", s[pos:])
     tok = m.group(0) if m else s[pos:]
+    if not tok:
+        raise JaxmixError(f"hypothesis {whole!r} ends where a coefficient name or number was expected")
     raise JaxmixError(f"unknown term {tok!r} in hypothesis {whole!r}; the fixed effects are "
                       f"{', '.join(map(repr, names))}")
 
@@ -593,6 +594,7 @@ def wald_test(res, hypothesis, ddf=None, rhs=None) -> WaldTest:
         return WaldTest(chi2, q, np.inf, float(stats.chi2.sf(chi2, q)), method, labels, L0, c0)
     if method == "kenward-roger":
         F, den, _, _ = _kr_test(res, L, c)
+        F = float(F)
     elif method == "satterthwaite":
         den = _fstat_ddf(satterthwaite_df(res, L))
     else:
@@ -922,312 +924,3 @@ def r2(res) -> pd.Series:
     sf = _fixed_variance(res)
     tot = sf + v + se2
     return pd.Series({"marginal": sf / tot, "conditional": (sf + v) / tot}, name="r2")
-
-
-# ---------------------------------------------------------------------------------------------
-# ML refit, profiles and intervals
-def _vg_program(theta, xp, idx, n, ldW, layout, tl, p, reml):
-    return jax.value_and_grad(objective)(theta, xp, idx, layout, tl, n, p, ldW, reml)
-
-
-_vg_jit = jax.jit(_vg_program, static_argnames=("layout", "tl", "p", "reml"))
-
-
-def ml_refit(res) -> dict:
-    """The ML fit of an LMM (the fit itself if it is ML): θ, σ, β and the deviance −2 log L.
-
-    REML fits are re-optimised from their θ on the profiled ML deviance (L-BFGS-B, θ diagonal ≥ 0).
-    """
-    if res.method == "ML":
-        return {"theta": np.asarray(res.theta), "sigma": res.sigma, "beta": np.asarray(res.beta),
-                "deviance": res.objective, "loglik": res.loglik, "refitted": False}
-    got = res.extra.get("_inf_ml")
-    if got is not None:
-        return got
-    m = _lmm(res)
-
-    def fg(th):
-        v, g = _vg_jit(jnp.asarray(th), m.xp, m.idx, m.n, m.ldW, m.layout, m.tl, m.p, False)
-        return float(v), np.asarray(g, dtype=float)
-
-    bounds = [(0.0, None) if dg else (None, None) for dg in m.tl.is_diagonal()]
-    opt = optimize.minimize(fg, np.asarray(res.theta, float), jac=True, method="L-BFGS-B", bounds=bounds,
-                            options=dict(ftol=1e-15, gtol=1e-9, maxiter=2000))
-    th = opt.x
-    th[m.tl.is_diagonal() & (np.abs(th) < 1e-10)] = 0.0
-    from .lmm import solve
-
-    sol = solve(jnp.asarray(th), m.xp, m.idx, m.layout, m.tl, m.p)
-    sigma = float(np.sqrt(float(sol.r2) / m.n))
-    dev = fg(th)[0]
-    got = {"theta": th, "sigma": sigma, "beta": np.asarray(sol.beta, dtype=float), "deviance": dev,
-           "loglik": -dev / 2, "refitted": True}
-    res.extra["_inf_ml"] = got
-    return got
-
-
-def _sig_theta(psi, tl: ThetaLayout):
-    """lme4's profile scale (per term: SDs on the diagonal positions of θ, correlations off it; then σ) -> θ."""
-    sigma = psi[-1]
-    out = []
-    for qk, r, c, s in zip(tl.q, tl.rows, tl.cols, tl.starts):
-        r, c = np.asarray(r), np.asarray(c)
-        vals = psi[s : s + len(r)]
-        dpos = np.flatnonzero(r == c)
-        sd = jnp.zeros(qk, psi.dtype).at[r[dpos]].set(vals[dpos])
-        if qk == 1:
-            lam = sd[:, None]
-        else:
-            R = jnp.eye(qk, dtype=psi.dtype)
-            opos = np.flatnonzero(r != c)
-            R = R.at[r[opos], c[opos]].set(vals[opos]).at[c[opos], r[opos]].set(vals[opos])
-            lam = sd[:, None] * jnp.linalg.cholesky(R)
-        out.append(lam[r, c] / sigma)
-    return jnp.concatenate(out)
-
-
-def _theta_sig(theta, sigma, tl: ThetaLayout) -> np.ndarray:
-    """θ, σ -> lme4's profile scale (SDs and correlations, then σ)."""
-    out = []
-    for lam, r, c in zip(lambdas(jnp.asarray(theta), tl), tl.rows, tl.cols):
-        om = sigma**2 * np.asarray(lam) @ np.asarray(lam).T
-        sd = np.sqrt(np.diag(om))
-        for i, j in zip(r, c):
-            out.append(sd[i] if i == j else (om[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else 0.0))
-    return np.append(out, sigma)
-
-
-def _dev_sig(psi, xp, idx, n, ldW, layout, tl, p):
-    """ML deviance on lme4's profile scale (β profiled out)."""
-    return varpar_deviance(jnp.append(_sig_theta(psi, tl), psi[-1]), xp, idx, n, ldW, layout, tl, p, False)
-
-
-def _dev_beta(theta, j, bj, xp, idx, n, ldW, layout, tl, p):
-    """ML deviance with β_j = bj fixed, the other β and σ profiled out, at θ."""
-    f = factorize(lambdas(theta, tl), xp, idx, layout)
-    sol = solve_factor(f, idx, layout, p)
-    Li = solve_triangular(sol.RX, jnp.eye(p, dtype=theta.dtype), lower=True)
-    ajj = jnp.sum(Li[:, j] ** 2)
-    r2 = sol.r2 + (bj - sol.beta[j]) ** 2 / ajj
-    ldL2 = logdets(f, layout, p)[0]
-    return ldL2 - ldW + n * (1.0 + jnp.log(2.0 * jnp.pi * r2 / n))
-
-
-def _sig_vg_program(psi, xp, idx, n, ldW, layout, tl, p):
-    return jax.value_and_grad(_dev_sig)(psi, xp, idx, n, ldW, layout, tl, p)
-
-
-def _sig_hess_program(psi, xp, idx, n, ldW, layout, tl, p):
-    return jax.hessian(_dev_sig)(psi, xp, idx, n, ldW, layout, tl, p)
-
-
-def _beta_vg_program(theta, j, bj, xp, idx, n, ldW, layout, tl, p):
-    return jax.value_and_grad(_dev_beta)(theta, j, bj, xp, idx, n, ldW, layout, tl, p)
-
-
-_sig_vg = jax.jit(_sig_vg_program, static_argnames=("layout", "tl", "p"))
-_sig_hess = jax.jit(_sig_hess_program, static_argnames=("layout", "tl", "p"))
-_beta_vg = jax.jit(_beta_vg_program, static_argnames=("layout", "tl", "p"))
-
-
-def _profile_names(res) -> list[str]:
-    tl = theta_layout([t.q for t in res.design.terms])
-    return [f".sig{i + 1:02d}" for i in range(tl.size)] + [".sigma"] + list(res.x_names)
-
-
-class _Profiler:
-    """ζ(v) = sign(v − ψ̂) √(d_prof(v) − d̂) for lme4's parameters, by constrained re-optimisation."""
-
-    def __init__(self, res):
-        self.m = m = _lmm(res)
-        self.ml = ml = ml_refit(res)
-        self.tl = m.tl
-        self.psi = _theta_sig(ml["theta"], ml["sigma"], m.tl)
-        self.k = self.psi.size
-        isdiag = np.append(m.tl.is_diagonal(), True)
-        self.lo = np.where(isdiag, 0.0, -1.0 + 1e-8)
-        self.lo[-1] = 1e-8 * ml["sigma"]
-        self.hi = np.where(isdiag, np.inf, 1.0 - 1e-8)
-        self.scale = np.where(isdiag, np.maximum(np.abs(self.psi), 1e-3 * ml["sigma"]), 1.0)
-        self.d0 = self._min_sig(self.psi.copy(), None)[0]
-        try:
-            H = np.asarray(_sig_hess(jnp.asarray(self.psi), m.xp, m.idx, m.n, m.ldW, m.layout, m.tl, m.p))
-            cov = 2.0 * np.linalg.inv(H)
-            self.se_sig = np.sqrt(np.where(np.diag(cov) > 0, np.diag(cov), np.nan))
-        except np.linalg.LinAlgError:
-            self.se_sig = np.full(self.k, np.nan)
-        self.d0 = min(self.d0, ml["deviance"])
-        self.beta = ml["beta"]
-        Vb = np.asarray(_covbeta(jnp.asarray(np.append(ml["theta"], ml["sigma"])), m.xp, m.idx, m.layout, m.tl, m.p))
-        self.se_beta = np.sqrt(np.diag(Vb))
-
-    def _min_sig(self, x0, fix):
-        m = self.m
-        sc = self.scale
-        bounds = [(lo / s, None if not np.isfinite(hi) else hi / s) for lo, hi, s in zip(self.lo, self.hi, sc)]
-        if fix is not None:
-            i, v = fix
-            x0[i] = v
-            bounds[i] = (v / sc[i], v / sc[i])
-
-        def fg(u):
-            val, g = _sig_vg(jnp.asarray(u * sc), m.xp, m.idx, m.n, m.ldW, m.layout, m.tl, m.p)
-            return float(val), np.asarray(g, dtype=float) * sc
-
-        x0 = np.clip(x0, self.lo, self.hi)
-        opt = optimize.minimize(fg, x0 / sc, jac=True, method="L-BFGS-B", bounds=bounds,
-                                options=dict(ftol=1e-15, gtol=1e-10, maxiter=3000))
-        return opt.fun, opt.x * sc
-
-    def _min_beta(self, th0, j, v):
-        m = self.m
-
-        def fg(th):
-            val, g = _beta_vg(jnp.asarray(th), j, v, m.xp, m.idx, m.n, m.ldW, m.layout, m.tl, m.p)
-            return float(val), np.asarray(g, dtype=float)
-
-        opt = optimize.minimize(fg, th0, jac=True, method="L-BFGS-B", options=dict(ftol=1e-15, gtol=1e-10, maxiter=3000))
-        return opt.fun, opt.x
-
-    def interval(self, i: int, z: float) -> tuple[float, float]:
-        """(lower, upper) where ζ crosses ∓z for parameter i (0..k−1 covariance scale, then the β)."""
-        if i < self.k:
-            est, se = self.psi[i], self.se_sig[i]
-            lo_b, hi_b = self.lo[i], self.hi[i]
-            state = {"x": self.psi.copy()}
-
-            def dev(v):
-                d, x = self._min_sig(state["x"].copy(), (i, v))
-                state["x"] = x
-                return d
-        else:
-            j = i - self.k
-            est, se = self.beta[j], self.se_beta[j]
-            lo_b, hi_b = -np.inf, np.inf
-            state = {"x": np.asarray(self.ml["theta"], float)}
-
-            def dev(v):
-                d, x = self._min_beta(state["x"].copy(), j, v)
-                state["x"] = x
-                return d
-
-        def zeta(v):
-            return np.sign(v - est) * np.sqrt(max(dev(v) - self.d0, 0.0))
-
-        h0 = se if np.isfinite(se) and se > 0 else max(abs(est), self.ml["sigma"]) * 0.1
-        out = []
-        for sgn in (-1.0, 1.0):
-            if i < self.k:
-                state["x"] = self.psi.copy()
-            else:
-                state["x"] = np.asarray(self.ml["theta"], float)
-            bound = lo_b if sgn < 0 else hi_b
-            a, za, h, found = est, 0.0, h0, None
-            for _ in range(60):
-                b = est + sgn * h
-                at_bound = (sgn < 0 and b <= bound) or (sgn > 0 and b >= bound)
-                if at_bound:
-                    b = bound if np.isfinite(bound) else b
-                zb = zeta(b)
-                if sgn * zb >= z:
-                    found = (a, b)
-                    break
-                if at_bound:
-                    break
-                a, za, h = b, zb, h * 2.0
-            if found is None:
-                edge = float(bound) if np.isfinite(bound) else np.nan
-                if i < self.k - 1 and not self.tl.is_diagonal()[i] and np.isfinite(bound):
-                    edge = float(np.sign(bound))  # a correlation whose interval reaches ±1
-                out.append(edge)
-                continue
-            a, b = found
-            out.append(optimize.brentq(lambda v: zeta(v) - sgn * z, min(a, b), max(a, b), xtol=1e-12 * max(1.0, abs(est)),
-                                       rtol=1e-12))
-        return out[0], out[1]
-
-
-def confint(res, method: str = "profile", level: float = 0.95, parm=None, nsim: int = 1000, seed=None) -> pd.DataFrame:
-    """Confidence intervals for lme4's parameters (``.sig01 …`` SDs/correlations, ``.sigma``, β).
-
-    * ``"profile"`` (lme4's ``confint.merMod``): the endpoints where the signed root deviance
-      ζ(ψ) = sign(ψ − ψ̂) √(d(ψ) − d(ψ̂)) equals ∓z_{(1+level)/2}, d(ψ) the ML deviance minimised over the
-      other parameters with ψ fixed.  As in lme4, REML fits are profiled on the ML deviance (refitted
-      by ML first).  An SD whose interval reaches 0 gets 0; a correlation reaching ±1 gets ±1.
-    * ``"wald"``: β̂ ± z se for β (lme4's Wald), and for the covariance parameters ψ̂ ± z se(ψ̂) on the SD /
-      correlation scale with se from 2 H⁻¹ of the fit's criterion (delta method; lme4 gives NA there);
-      SDs truncated at 0 and correlations at ±1.
-    * ``"boot"``: percentile intervals from a parametric bootstrap; needs ``res.bootstrap``.
-    """
-    if not 0 < level < 1:
-        raise JaxmixError(f"level must be between 0 and 1, got {level}")
-    method = str(method).lower()
-    if method not in ("profile", "wald", "boot"):
-        raise JaxmixError(f"method must be 'profile', 'wald' or 'boot', got {method!r}")
-    z = stats.norm.ppf(0.5 + level / 2)
-    lo_name, hi_name = f"{100 * (1 - level) / 2:g} %", f"{100 * (1 + level) / 2:g} %"
-    if method == "boot":
-        boot = getattr(res, "bootstrap", None)
-        if boot is None:
-            raise JaxmixError("bootstrap intervals need the parametric bootstrap engine (res.bootstrap), which "
-                              "comes with the multi-outcome (sweep) work; use method='profile' or 'wald'")
-        draws = pd.DataFrame(boot(nsim=nsim, seed=seed))
-        q = draws.quantile([(1 - level) / 2, (1 + level) / 2]).T
-        q.columns = [lo_name, hi_name]
-        return _select(q, parm)
-    if not _is_lmm(res):
-        if method == "wald" or res.method == "OLS" or not res.is_mixed:
-            se = np.sqrt(np.diag(res.vcov_beta))
-            out = pd.DataFrame({lo_name: res.beta - z * se, hi_name: res.beta + z * se}, index=list(res.x_names))
-            return _select(out, parm)
-        raise JaxmixError("profile intervals are implemented for linear mixed models; use method='wald' for a GLMM")
-    names = _profile_names(res)
-    if method == "wald":
-        tl = theta_layout([t.q for t in res.design.terms])
-        _, A, _ = _satt(res)
-        vp = np.append(res.theta, res.sigma)
-        f = lambda v: jnp.asarray(_theta_sig_jax(v, tl))  # noqa: E731
-        psi = np.asarray(f(jnp.asarray(vp)))
-        J = np.asarray(jax.jacfwd(f)(jnp.asarray(vp)))
-        se_psi = np.sqrt(np.maximum(np.diag(J @ A @ J.T), 0.0))
-        isdiag = np.append(tl.is_diagonal(), True)
-        lo = np.where(isdiag, np.maximum(psi - z * se_psi, 0.0), np.maximum(psi - z * se_psi, -1.0))
-        hi = np.where(isdiag, psi + z * se_psi, np.minimum(psi + z * se_psi, 1.0))
-        se = np.sqrt(np.diag(res.vcov_beta))
-        out = pd.DataFrame({lo_name: np.append(lo, res.beta - z * se), hi_name: np.append(hi, res.beta + z * se)},
-                           index=names)
-        return _select(out, parm)
-    want = _select(pd.DataFrame(index=names), parm).index
-    prof = _Profiler(res)
-    rows = {nm: prof.interval(names.index(nm), z) for nm in want}
-    out = pd.DataFrame.from_dict(rows, orient="index", columns=[lo_name, hi_name])
-    out.attrs["note"] = "profile of the ML deviance (REML fits refitted by ML first), as lme4"
-    return out
-
-
-def _theta_sig_jax(vp, tl: ThetaLayout):
-    """Differentiable version of :func:`_theta_sig` (for the delta method)."""
-    theta, sigma = vp[:-1], vp[-1]
-    out = []
-    for lam, r, c in zip(lambdas(theta, tl), tl.rows, tl.cols):
-        om = sigma**2 * lam @ lam.T
-        sd = jnp.sqrt(jnp.diagonal(om))
-        for i, j in zip(r, c):
-            out.append(sd[i] if i == j else om[i, j] / (sd[i] * sd[j]))
-    out.append(sigma)
-    return jnp.stack(out)
-
-
-def _select(df: pd.DataFrame, parm) -> pd.DataFrame:
-    if parm is None:
-        return df
-    if isinstance(parm, str):
-        if parm in ("theta_", "theta"):
-            return df[[nm.startswith(".sig") for nm in df.index]]
-        if parm in ("beta_", "beta"):
-            return df[[not nm.startswith(".sig") for nm in df.index]]
-        parm = [parm]
-    missing = [p for p in parm if p not in df.index]
-    if missing:
-        raise JaxmixError(f"unknown parameter(s) {missing}; the parameters are {list(df.index)}")
-    return df.loc[list(parm)]

@@ -39,7 +39,7 @@ class OptResult(NamedTuple):
     status: jnp.ndarray  # key of STATUS
 
 
-def _lbfgs(fun, x0, max_iter: int, gtol: float):
+def _lbfgs(fun, x0, max_iter: int, gtol: float, rtol: float = 0.0):
     opt = optax.lbfgs(linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=30))
     value_and_grad = optax.value_and_grad_from_state(fun)
 
@@ -57,7 +57,7 @@ def _lbfgs(fun, x0, max_iter: int, gtol: float):
         g = otu.tree_get(state, "grad")
         v = otu.tree_get(state, "value")
         err = otu.tree_norm(g)
-        return (k == 0) | ((k < max_iter) & (err >= gtol) & jnp.isfinite(v))
+        return (k == 0) | ((k < max_iter) & (err >= gtol + rtol * jnp.abs(v)) & jnp.isfinite(v))
 
     x, state, nev = jax.lax.while_loop(cont, step, (x0, opt.init(x0), jnp.asarray(0)))
     return x, otu.tree_get(state, "count"), nev
@@ -121,28 +121,33 @@ def minimize(fun: Callable, x0, diag_mask, flip: Callable, max_iter: int = 500, 
       diag_mask: 1.0 for entries on a diagonal of Λ (bounded by 0), else 0.0.
       flip: maps x to the equivalent point with non-negative diagonals (column sign flips).
       max_iter: L-BFGS iteration limit.
-      gtol: convergence tolerance on the largest absolute gradient entry (objective units).
+      gtol: convergence tolerance on the largest absolute gradient entry (objective units); in
+        float32 1e-4·|objective| is added, the precision to which single precision knows it.
       zero_tol: diagonal entries below this are tried at exactly 0.
       lbfgs: run optax L-BFGS first (else damped Newton from the start: fewer traces to compile).
       max_newton: Newton iteration limit of each of the two Newton phases.
     """
+    # in single precision the gradient of an objective of size |f| is only known to ~1e-4·|f|
+    rtol = 1e-4 if x0.dtype == jnp.float32 else 0.0
     if lbfgs:
-        x, n_iter, nev = _lbfgs(fun, x0, max_iter, gtol)
+        x, n_iter, nev = _lbfgs(fun, x0, max_iter, gtol, rtol)
     else:
         x, n_iter, nev = x0, jnp.asarray(0), jnp.asarray(0)
     d = x.shape[0]
     tol_n = gtol * 1e-3
+    f0 = jnp.abs(fun(x))
+    tol_n = tol_n + rtol * f0
 
     def body(c):
         x, fx, free, phase, k, kp, x_int, f_int, g_int, H_int, Hf_int, zero, g, H, Hf, done, stalled = c
         g, H, Hf = _grad_hess(fun, x, free)
         gmax = jnp.max(jnp.abs(g)) if d else jnp.asarray(0.0, x.dtype)
         finished = (gmax < tol_n) | (kp >= max_newton) | stalled
-        at_switch = (phase == 0) & finished
-        at_end = (phase == 1) & finished
         # the switch: remember the interior solution, then try small diagonal entries at exactly 0
         xf = flip(x)
         cand = (diag_mask > 0) & (jnp.abs(xf) < zero_tol)
+        at_switch = (phase == 0) & finished & jnp.any(cand)
+        at_end = ((phase == 1) | ~jnp.any(cand)) & finished
         x_int = jnp.where(at_switch, xf, x_int)
         f_int = jnp.where(at_switch, fx, f_int)
         g_int = jnp.where(at_switch, g, g_int)
@@ -172,8 +177,9 @@ def minimize(fun: Callable, x0, diag_mask, flip: Callable, max_iter: int = 500, 
             x * 0, eye, eye, false, false)
     out = jax.lax.while_loop(cond, body, init)
     x, fx, free, phase, k, kp, x_int, f_int, g_int, H_int, Hf_int, zero, g, H, Hf, done, _ = out
-    keep = jnp.any(zero) & (fx <= f_int + 1e-8 * (1.0 + jnp.abs(f_int)))
-    revert = ~keep
+    switched = phase == 1
+    keep = switched & (fx <= f_int + 1e-8 * (1.0 + jnp.abs(f_int)))
+    revert = switched & ~keep  # the boundary fit was worse: back to the interior solution
     x = jnp.where(revert, x_int, flip(x))
     fx = jnp.where(revert, f_int, fx)
     g = jnp.where(revert, g_int, g)
@@ -183,6 +189,6 @@ def minimize(fun: Callable, x0, diag_mask, flip: Callable, max_iter: int = 500, 
     min_eig = jnp.min(jnp.linalg.eigvalsh(H)) if d else jnp.asarray(jnp.inf, x.dtype)
     gmax = jnp.max(jnp.abs(g)) if d else jnp.asarray(0.0, x.dtype)
     status = jnp.where(~jnp.isfinite(fx), 2,
-                       jnp.where(gmax < gtol, 0, jnp.where(n_iter >= max_iter, 1, 3)))
+                       jnp.where(gmax < gtol + rtol * jnp.abs(fx), 0, jnp.where(n_iter >= max_iter, 1, 3)))
     n_eval = nev + k * 7
     return OptResult(x, fx, g, Hf, min_eig, n_iter + k, n_eval, on_b, status)

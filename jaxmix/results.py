@@ -277,7 +277,7 @@ class MixedResults:
 
         Profile: where ζ(ψ) = sign(ψ − ψ̂)√(d(ψ) − d̂) = ∓z_{(1+level)/2} (ML deviance, as lme4).
         """
-        from .inference import confint
+        from .intervals import confint
 
         return confint(self, method=method, level=level, parm=parm, **kwargs)
 

@@ -56,8 +56,13 @@ def simulate_centres(n_per_centre: int = 10, seed: int = 0, sd: float = 2.0) -> 
                          "return": ret})
 
 
+from .batting import simulate_batting  # noqa: E402
+from .evaluations import simulate_evaluations  # noqa: E402
+
 _LOADERS: dict[str, Callable[..., pd.DataFrame]] = {
+    "batting": simulate_batting,
     "centres": simulate_centres,
+    "evaluations": simulate_evaluations,
     "sleepstudy": sleepstudy,
 }
 

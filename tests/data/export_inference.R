@@ -57,5 +57,13 @@ res$type3 <- list(
                   contrast_kenward_roger = ctMD(m_mach, L, "Kenward-Roger"),
                   coef_kenward_roger = ct(m_mach, "Kenward-Roger"))
 )
+# GLMM covariance-parameter SE (glmmTMB, delta method from log-SD) for cbpp, period numeric as in the CSV
+suppressPackageStartupMessages(library(glmmTMB))
+cb <- rd("cbpp.csv"); cb$herd <- factor(cb$herd)
+g <- glmmTMB(cbind(incidence, size - incidence) ~ period + (1 | herd), data = cb, family = binomial)
+sr <- summary(g$sdr, "fixed"); th <- sr[rownames(sr) == "theta", , drop = FALSE]
+s <- exp(th[1, 1])
+res$glmm_covparm <- list(cbpp_numeric_period = list(vcov = s^2, se_vcov = 2 * s^2 * th[1, 2], loglik = as.numeric(logLik(g)),
+                         generator = paste("glmmTMB", packageVersion("glmmTMB"))))
 res$generator <- paste("lme4", packageVersion("lme4"), "lmerTest", packageVersion("lmerTest"), "pbkrtest", packageVersion("pbkrtest"))
 writeLines(toJSON(res, auto_unbox = TRUE, digits = NA, pretty = TRUE), out_file)

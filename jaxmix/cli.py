@@ -7,7 +7,9 @@
     jaxmix datasets                                list the built-in data sets
 
 ``run`` writes ``summary.txt``, ``fixed.csv``, ``varcorr.csv``, ``ranef.csv`` and ``fit.json`` into
-the output folder.  Any problem with the configuration, the data or the model prints one line
+the output folder; a ``[sweep]`` config (many outcomes, :func:`jaxmix.fit_many`) writes the files of
+:mod:`jaxmix.sweep_job` (with ``compare_single_level``: the multilevel vs single-level comparison as
+``comparison.csv``, ``report.txt`` and ``comparison.png``).  Any problem with the configuration, the data or the model prints one line
 ``jaxmix: error: ...`` on stderr and exits with status 2 (``--debug`` shows the traceback instead).
 """
 from __future__ import annotations
@@ -159,6 +161,10 @@ def run_config(cfg: RunConfig):
     """Load the data, fit the model and write the outputs; returns ``(results, fit record)``."""
     from .model import fit
 
+    if cfg.sweep is not None:
+        from .sweep_job import run_sweep_config
+
+        return run_sweep_config(cfg)
     data = load_data(cfg)
     _check_writable(cfg.output.dir)  # fail before the fit, but create nothing yet
     t0 = time.perf_counter()
@@ -201,7 +207,8 @@ def _cmd_run(args) -> int:
         raise _in_file(cfg, e) from None
     if not args.quiet:
         print(res.summary())
-        print(f"\nwrote {', '.join(OUTPUT_FILES)} to {cfg.output.dir}")
+        files = [p.name for p in getattr(res, "files", [])] or OUTPUT_FILES
+        print(f"\nwrote {', '.join(files)} to {cfg.output.dir}")
     return EXIT_OK
 
 
@@ -210,6 +217,8 @@ def _cmd_validate(args) -> int:
     from .formula import parse_formula
 
     cfg = _load(args)
+    if cfg.sweep is not None:
+        return _validate_sweep(cfg, args)
     try:
         data = load_data(cfg)
         try:
@@ -224,6 +233,38 @@ def _cmd_validate(args) -> int:
     groups = ", ".join(f"{t.group} ({t.nlevels} levels)" for t in design.terms) or "none"
     print(f"ok: {args.config}: data {cfg.data.describe()} with {len(data)} rows; "
           f"{cfg.model.method} fit of '{cfg.model.formula}' on {design.nobs} rows, "
+          f"{len(design.x_names)} fixed effects, grouping factors: {groups}; output to {cfg.output.dir}")
+    return EXIT_OK
+
+
+def _validate_sweep(cfg: RunConfig, args) -> int:
+    from .design import build_design
+    from .formula import parse_formula
+
+    s = cfg.sweep
+    try:
+        data = load_data(cfg)
+        missing = [c for c in s.outcomes if c not in data.columns]
+        if missing:
+            raise ConfigError(f"[sweep] outcome column(s) {', '.join(map(repr, missing))} not in the data")
+        try:
+            design = build_design(parse_formula(s.formula), data, weights=s.weights, require_response=False,
+                                  check_nlevels=False)
+        except ConfigError:
+            raise
+        except JaxmixError as e:
+            raise ConfigError(f"[sweep] {e}") from None
+        if s.compare_terms:
+            absent = [t for t in s.compare_terms if t not in design.x_names]
+            if absent:
+                raise ConfigError(f"[sweep] compare_terms {absent} are not fixed-effect terms "
+                                  f"(terms: {', '.join(design.x_names)})")
+        _check_writable(cfg.output.dir)
+    except ConfigError as e:
+        raise _in_file(cfg, e) from None
+    groups = ", ".join(f"{t.group} ({t.nlevels} levels)" for t in design.terms) or "none"
+    print(f"ok: {args.config}: data {cfg.data.describe()} with {len(data)} rows; {s.family} sweep of "
+          f"'{s.formula}' over {len(s.outcomes)} outcomes on up to {design.nobs} rows, "
           f"{len(design.x_names)} fixed effects, grouping factors: {groups}; output to {cfg.output.dir}")
     return EXIT_OK
 

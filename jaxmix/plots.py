@@ -351,7 +351,8 @@ def shrinkage(res, x: str, group: str | None = None, data=None, ax=None):
                                        alpha=0.6 if many else 0.9, shrinkA=3, shrinkB=3))
         if not many:
             a.annotate(str(lev), (lx, ly), textcoords="offset points", xytext=(6, 5), fontsize=8,
-                       color=colours[k])
+                       color=colours[k], zorder=5,
+                       bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.7))
     a.set_xlim(x0, x1)
     a.set_ylim(y0, y1)
     a.set_xlabel(f"intercept (at {x} = 0)")

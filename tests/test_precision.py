@@ -12,7 +12,7 @@ def test_float32_opt_in_close_to_float64():
     assert r32.converged
     np.testing.assert_allclose(r32.beta, r64.beta, rtol=1e-4)
     np.testing.assert_allclose(r32.se, r64.se, rtol=5e-3)
-    assert r32.objective == pytest.approx(r64.objective, rel=1e-5)
+    assert r32.objective == pytest.approx(r64.objective, rel=5e-5)  # single-precision sums over 180 rows
 
 
 def test_unknown_dtype_is_an_error():

@@ -1,4 +1,4 @@
-"""Built-in data: lme4's sleepstudy and simulators.
+"""Built-in data: lme4's sleepstudy and simulators (treatment centres; AMI patients in physicians in hospitals).
 
 ``load(name, **kwargs)`` returns a built-in data set by name (``list_datasets()`` lists them);
 ``describe(name)`` gives its one-line description.
@@ -11,7 +11,10 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-__all__ = ["sleepstudy", "simulate_centres", "load", "list_datasets", "describe", "CENTRE_LINES"]
+from .ami import AMI_ENDPOINTS, AMI_FORMULA, simulate_ami
+
+__all__ = ["sleepstudy", "simulate_centres", "simulate_ami", "load", "list_datasets", "describe", "CENTRE_LINES",
+           "AMI_ENDPOINTS", "AMI_FORMULA"]
 
 #: (intercept, slope) of ``return`` on ``use`` in each of the four treatment centres.
 CENTRE_LINES: dict[str, tuple[float, float]] = {

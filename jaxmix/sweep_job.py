@@ -1,0 +1,144 @@
+"""``jaxmix run`` for a ``[sweep]`` config: many outcomes, optionally compared with single-level fits.
+
+Writes into the output folder:
+
+=========================  ==========================================================================
+``summary.txt``            the sweep's per-outcome summary (and the single-level one)
+``fixed.csv``              outcome, term, estimate, se, df, statistic, p, 95% interval (multilevel)
+``varcorr.csv``            outcome, group, var1, var2, vcov, sdcor
+``fit.json``               every outcome's nobs, loglik, status, fixef and se; times, devices, config
+``fixed_single_level.csv`` with ``compare_single_level``: the same table without the random effects
+``comparison.csv``         one row per outcome and compared covariate (:mod:`jaxmix.compare`)
+``report.txt``             a short text report of the comparison
+``comparison.png``         estimates ± z·SE under both analyses (needs matplotlib: ``pip install .[plot]``)
+=========================  ==========================================================================
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import ConfigError, RunConfig
+from .errors import JaxmixError
+
+__all__ = ["run_sweep_config", "SWEEP_OUTPUT_FILES", "COMPARE_OUTPUT_FILES", "SweepJob"]
+
+SWEEP_OUTPUT_FILES = ("summary.txt", "fixed.csv", "varcorr.csv", "fit.json")
+COMPARE_OUTPUT_FILES = ("fixed_single_level.csv", "comparison.csv", "report.txt", "comparison.png")
+
+
+@dataclass
+class SweepJob:
+    """What a sweep run produced: the sweeps, the comparison table and report, the files written."""
+
+    multilevel: object
+    single: object | None = None
+    comparison: object | None = None
+    report: str | None = None
+    files: list = field(default_factory=list)
+
+    def summary(self) -> str:
+        return self.report if self.report is not None else self.multilevel.summary()
+
+
+def _num(x):
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def _sweep_record(sw) -> dict:
+    se = sw.se
+    return {
+        "formula": sw.formula, "family": sw.family, "method": sw.method,
+        "compile_seconds": _num(sw.compile_seconds), "fit_seconds": _num(sw.seconds),
+        "outcomes": {
+            name: {"nobs": int(sw.nobs_[j]), "loglik": _num(sw.loglik_[j]), "converged": bool(sw.status_[j] == 0),
+                   "status": int(sw.status_[j]), "message": sw.messages.iloc[j],
+                   "fixef": {t: _num(v) for t, v in zip(sw.x_names, sw.beta[j])},
+                   "se": {t: _num(v) for t, v in zip(sw.x_names, se.iloc[j])},
+                   "theta": [_num(v) for v in sw.theta_[j]]}
+            for j, name in enumerate(sw.names)},
+    }
+
+
+def run_sweep_config(cfg: RunConfig) -> tuple[SweepJob, dict]:
+    """Load the data, fit the sweep (and the single-level comparison), write the outputs."""
+    import jax
+
+    from . import __version__
+    from .cli import _check_writable, _one_line, _prepare_output, load_data
+    from .compare import compare_sweeps, comparison_report, plot_comparison
+    from .devices import init_distributed, maybe_init_from_env
+    from .formula import parse_formula
+    from .sweep import fit_many
+
+    s = cfg.sweep
+    if cfg.devices.distributed:
+        init_distributed()
+    else:
+        maybe_init_from_env()
+    data = load_data(cfg)
+    _check_writable(cfg.output.dir)
+    t0 = time.perf_counter()
+    job = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            multi = fit_many(s.formula, data, outcomes=list(s.outcomes), **s.fit_kwargs())
+            job = SweepJob(multilevel=multi)
+            if s.compare_single_level:
+                parsed = parse_formula(s.formula)
+                if not parsed.is_mixed:
+                    raise ConfigError("[sweep] compare_single_level needs a formula with random-effect terms")
+                job.single = fit_many("~ " + parsed.fixed, data, outcomes=list(s.outcomes), family=s.family,
+                                      link=s.link, weights=s.weights, dtype=s.dtype)
+                job.comparison = compare_sweeps(multi, job.single, s.compare_terms, s.alpha)
+        except ConfigError:
+            raise
+        except JaxmixError as e:
+            raise ConfigError(f"[sweep] {e}") from None
+    wall = time.perf_counter() - t0
+    messages = [_one_line(w.message) for w in caught
+                if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))]
+    for m in messages:
+        print(f"jaxmix: warning: {m}", file=sys.stderr)
+    out = Path(cfg.output.dir)
+    _prepare_output(out)
+    files = [out / name for name in SWEEP_OUTPUT_FILES]
+    summary, fixed, varcorr, fitjson = files
+    text = multi.summary()
+    if job.single is not None:
+        text += "\n\nSingle-level fits (no random effects):\n" + job.single.summary()
+    summary.write_text(text + "\n", encoding="utf-8")
+    multi.coef_table().to_csv(fixed, index=False)
+    multi.varcorr.to_csv(varcorr, index=False)
+    record = {"jaxmix_version": __version__, "kind": "sweep", "multilevel": _sweep_record(multi),
+              "wall_seconds": _num(wall), "devices": [str(d) for d in jax.devices()],
+              "warnings": messages, "config": cfg.to_dict()}
+    if job.single is not None:
+        f_single, f_comp, f_report, f_png = (out / name for name in COMPARE_OUTPUT_FILES)
+        job.single.coef_table().to_csv(f_single, index=False)
+        job.comparison.to_csv(f_comp, index=False)
+        notes = []
+        if plot_comparison(job.comparison, f_png, s.alpha):
+            files += [f_single, f_comp, f_report, f_png]
+        else:
+            notes.append("(comparison.png not written: matplotlib is not installed; pip install '.[plot]')")
+            files += [f_single, f_comp, f_report]
+        notes.append(f"Fitted in {wall:.1f} s ({multi.compile_seconds + job.single.compile_seconds:.1f} s "
+                     f"compiling) on {', '.join(str(d) for d in jax.devices())}.")
+        job.report = comparison_report(job.comparison, multi, job.single, s.alpha, notes)
+        f_report.write_text(job.report, encoding="utf-8")
+        differs = job.comparison["differs"].dropna().astype(bool)
+        record["single_level"] = _sweep_record(job.single)
+        record["comparison"] = {"alpha": s.alpha, "compared": int(len(differs)), "differ": int(differs.sum()),
+                                "share_differ": _num(differs.mean()) if len(differs) else None}
+    fitjson.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    job.files = files
+    return job, record

@@ -17,9 +17,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import solve_triangular
 
 from .crossprod import CrossProducts, Index, Layout
+from .linalg import chol_small, solve_lower
 
 __all__ = ["Factor", "factorize", "scale_rows"]
 
@@ -60,19 +60,20 @@ def factorize(lams, xp: CrossProducts, idx: Index, layout: Layout) -> Factor:
     q1, l1, m_R, t = layout.q1, layout.l1, layout.m_R, layout.t
     dt = xp.A11.dtype
     A = jnp.einsum("ba,jbc,cd->jad", lam1, xp.A11, lam1) + jnp.eye(q1, dtype=dt)
-    L11 = jnp.linalg.cholesky(A)
+    L11 = chol_small(A)
     BT = jnp.einsum("jtc,cd->jtd", xp.BT, lam1)
     # lT[j] = BT[j] L11[j]^{-T}  <=>  lT[j]' = L11[j]^{-1} BT[j]'
-    lT = jnp.swapaxes(solve_triangular(L11, jnp.swapaxes(BT, 1, 2), lower=True), 1, 2)
+    lT = jnp.swapaxes(solve_lower(L11, jnp.swapaxes(BT, 1, 2)), 1, 2)
     MTT = xp.CTT - jnp.einsum("jtc,jsc->ts", lT, lT)
     if m_R == 0:
         return _barrier(Factor(L11, jnp.zeros((0, q1), dt), lT, jnp.linalg.cholesky(MTT)))  # MTT symmetric
     BR = _scale_entries(xp.BR, lams, layout)
-    lR = solve_triangular(L11[idx.e_blk], BR[:, :, None], lower=True)[:, :, 0]
+    lR = solve_lower(L11[idx.e_blk], BR[:, :, None])[:, :, 0]
     CRR = scale_rows(scale_rows(xp.CRR, lams, layout).T, lams, layout)  # S′ C S (C symmetric)
     CRR = CRR + jnp.eye(m_R, dtype=dt)
     prod = jnp.sum(lR[idx.pa] * lR[idx.pb], axis=-1)
-    MRR = (CRR.reshape(-1) - jax.ops.segment_sum(prod, idx.ptgt, num_segments=m_R * m_R)).reshape(m_R, m_R)
+    MRR = (CRR.reshape(-1) - jax.ops.segment_sum(prod, idx.ptgt, num_segments=m_R * m_R,
+                                                 indices_are_sorted=True)).reshape(m_R, m_R)
     CRT = scale_rows(xp.CRT, lams, layout)
     MRT = CRT - jax.ops.segment_sum(
         jnp.einsum("ec,etc->et", lR, lT[idx.e_blk]), idx.e_row, num_segments=m_R

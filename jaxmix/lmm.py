@@ -21,6 +21,7 @@ from jax.scipy.linalg import solve_triangular
 from .blocked import Factor, factorize, logdets, scale_rows
 from .covariance import ThetaLayout, lambdas
 from .crossprod import CrossProducts, Index, Layout
+from .linalg import solve_lower, solve_lower_t
 
 __all__ = ["objective", "Solution", "solve", "cond_var"]
 
@@ -67,7 +68,7 @@ def solve_factor(f: Factor, idx: Index, layout: Layout, p: int) -> Solution:
     if m_R:
         rhs1 = rhs1 - jax.ops.segment_sum(f.lR * uR[idx.e_row][:, None], idx.e_blk,
                                           num_segments=layout.l1)
-    u1 = solve_triangular(f.L11, rhs1[:, :, None], lower=True, trans="T")[:, :, 0]
+    u1 = solve_lower_t(f.L11, rhs1[:, :, None])[:, :, 0]
     return Solution(beta=beta, u1=u1, uR=uR, r2=LDD[m_R + p, m_R + p] ** 2, RX=LX, factor=f)
 
 
@@ -89,7 +90,7 @@ def cond_var(f: Factor, lams, idx: Index, layout: Layout) -> list:
     """
     m_R, q1, l1 = layout.m_R, layout.q1, layout.l1
     eye1 = jnp.broadcast_to(jnp.eye(q1, dtype=f.L11.dtype), f.L11.shape)
-    L11inv = solve_triangular(f.L11, eye1, lower=True)
+    L11inv = solve_lower(f.L11, eye1)
     V1 = jnp.einsum("jba,jbc->jac", L11inv, L11inv)
     out = []
     if m_R:
@@ -107,6 +108,9 @@ def cond_var(f: Factor, lams, idx: Index, layout: Layout) -> list:
     return out
 
 
+NEWTON_MAX_THETA = 12  # up to this many θ the optimiser is Newton from the start
+
+
 def fit_program(xp: CrossProducts, idx: Index, n, ldW, theta0, layout: Layout, tl: ThetaLayout,
                 p: int, reml: bool, max_iter: int = 500, gtol: float = 1e-4):
     """The whole LMM fit as one pure program: optimise θ, then solve for β̂, u and r² at θ̂.
@@ -118,7 +122,10 @@ def fit_program(xp: CrossProducts, idx: Index, n, ldW, theta0, layout: Layout, t
 
     fun = lambda th: objective(th, xp, idx, layout, tl, n, p, ldW, reml)  # noqa: E731
     diag = jnp.asarray(tl.is_diagonal(), dtype=theta0.dtype)
-    res = minimize(fun, theta0, diag, lambda th: flip_columns(th, tl), max_iter=max_iter, gtol=gtol)
+    # few covariance parameters: exact-Hessian Newton from the start (fewer evaluations, less to
+    # compile); many: optax L-BFGS first
+    res = minimize(fun, theta0, diag, lambda th: flip_columns(th, tl), max_iter=max_iter, gtol=gtol,
+                   lbfgs=tl.size > NEWTON_MAX_THETA)
     sol = solve(res.x, xp, idx, layout, tl, p)
     return res, sol
 

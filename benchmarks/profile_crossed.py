@@ -124,6 +124,47 @@ def pieces(xp, idx, layout, tl, theta, log):
         log("piece check: division vs trsm", max_abs_diff=err)
 
 
+def patch_small_trsm(max_q: int = 4):
+    """EXPERIMENT, benchmark-side only: small triangular solves without LAPACK.
+
+    Replaces ``solve_triangular`` in ``jaxmix.blocked`` and ``jaxmix.lmm`` by unrolled substitution
+    when the triangle is at most ``max_q`` x ``max_q`` (lower, trans 0 or 'T'), so that the batched
+    1x1 / 2x2 solves of term 1 (batch = E entries x vmap width) never reach jaxlib's batched LAPACK
+    kernel, which on a 2-thread pool can deadlock (jaxlib 0.10.2, ParallelBatchMap).  Larger solves
+    go to the original.  Not part of jaxmix: it measures what such a change in jaxmix would give.
+    """
+    import jax.numpy as jnp
+    from jax.scipy.linalg import solve_triangular as orig
+
+    import jaxmix.blocked
+    import jaxmix.lmm
+
+    def small(a, b, lower=False, trans=0, **kw):
+        q = a.shape[-1]
+        if q > max_q or not lower or kw:
+            return orig(a, b, lower=lower, trans=trans, **kw)
+        vec = b.ndim == a.ndim - 1
+        B = b[..., None] if vec else b
+        xs = [None] * q
+        if trans in (0, "N"):
+            for i in range(q):
+                acc = B[..., i, :]
+                for j in range(i):
+                    acc = acc - a[..., i, j, None] * xs[j]
+                xs[i] = acc / a[..., i, i, None]
+        else:  # solve a' x = b, a lower: back substitution
+            for i in reversed(range(q)):
+                acc = B[..., i, :]
+                for j in range(i + 1, q):
+                    acc = acc - a[..., j, i, None] * xs[j]
+                xs[i] = acc / a[..., i, i, None]
+        X = jnp.stack(xs, axis=-2)
+        return X[..., 0] if vec else X
+
+    jaxmix.blocked.solve_triangular = small
+    jaxmix.lmm.solve_triangular = small
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--csv", default=None)
@@ -134,6 +175,8 @@ def main(argv=None):
     ap.add_argument("--hang-dump", type=float, default=0.0, help="dump stacks every S seconds")
     ap.add_argument("--skip-fit", action="store_true", help="stop after timing the objective")
     ap.add_argument("--pieces", action="store_true", help="time each step of blocked.factorize")
+    ap.add_argument("--patch-small-trsm", action="store_true",
+                    help="EXPERIMENT: unrolled small triangular solves instead of batched LAPACK (see doc)")
     a = ap.parse_args(argv)
     if a.hang_dump > 0:
         faulthandler.dump_traceback_later(a.hang_dump, repeat=True)
@@ -149,7 +192,10 @@ def main(argv=None):
     from jaxmix.design import build_design
     from jaxmix.formula import parse_formula
     from jaxmix.lmm import fit_program_jit, objective
+    if a.patch_small_trsm:
+        patch_small_trsm()
     log("import jax+jaxmix", seconds=time.perf_counter() - t, jax=jax.__version__,
+        patched_small_trsm=a.patch_small_trsm,
         cache=jax.config.jax_compilation_cache_dir)
 
     if a.sleepstudy:
@@ -217,6 +263,32 @@ def main(argv=None):
         pieces(xp, idx, layout, tl, theta0 * 1.01, log)
     if a.skip_fit:
         return
+
+    # the optimiser's two phases separately: optax L-BFGS alone, and one Newton-phase gradient + Hessian
+    try:
+        from jaxmix.optimize import _grad_hess, _lbfgs
+
+        fun = lambda th: objective(th, xp, idx, layout, tl, jnp.asarray(n, dt), p, ldW, reml)  # noqa: E731
+        lb = jax.jit(lambda th: _lbfgs(fun, th, 500, 1e-4))
+        t = time.perf_counter()
+        jax.block_until_ready(lb(theta0))
+        t1 = time.perf_counter() - t
+        t = time.perf_counter()
+        x_lb, it_lb, nev_lb = jax.block_until_ready(lb(theta0))
+        log("optax L-BFGS loop alone (jit)", seconds=time.perf_counter() - t, compile_and_first_run=t1,
+            iterations=int(it_lb), linesearch_evaluations=int(nev_lb))
+        gh = jax.jit(lambda th: _grad_hess(fun, th, jnp.ones_like(th)))
+        t = time.perf_counter()
+        jax.block_until_ready(gh(x_lb))
+        t1 = time.perf_counter() - t
+        ts = []
+        for _ in range(2):
+            t = time.perf_counter()
+            jax.block_until_ready(gh(x_lb))
+            ts.append(time.perf_counter() - t)
+        log("Newton phase: one exact gradient + Hessian (_grad_hess)", seconds=min(ts), compile_and_first_run=t1)
+    except Exception as exc:  # the optimiser's internals may have changed
+        log("optimiser phases not timed", error=repr(exc)[:200])
 
     args = (xp, idx, jnp.asarray(n, dt), jnp.asarray(ldW, dt), theta0)
     statics = dict(layout=layout, tl=tl, p=p, reml=reml, max_iter=500, gtol=1e-4)

@@ -15,6 +15,7 @@ from .anova import anova, homogeneity_test  # noqa: E402
 from .model import fit  # noqa: E402
 from .results import MixedResults, OptimSummary  # noqa: E402
 from .sweep import Sweep, fit_many  # noqa: E402
+from .bootstrap import BootstrapResult, bootstrap  # noqa: E402  (the function shadows the module name)
 
 enable_compilation_cache()
 
@@ -22,4 +23,5 @@ __version__ = "0.1.0"
 __all__ = ["fit", "MixedResults", "OptimSummary", "JaxmixError", "JaxmixWarning", "parse_formula",
            "datasets", "enable_compilation_cache"]
 __all__ += ["fit_many", "Sweep"]
+__all__ += ["bootstrap", "BootstrapResult"]
 __all__ += ["anova", "homogeneity_test"]

@@ -3,7 +3,8 @@
 A per-outcome program takes two dicts of arrays, ``b`` (this outcome's slice of the batched arrays:
 response, row weights, start values, ...) and ``s`` (arrays shared by all outcomes: Z, X, the index
 arrays of the blocked structure).  :func:`run_batched` vmaps it over the leading axis of the batched
-arrays, splits that axis over the devices of a 1-D mesh (``shard_map``, no communication between
+arrays (or, with ``width``, maps over groups of outcomes inside the same program), splits that axis
+over the devices of a 1-D mesh (``shard_map``, no communication between
 devices), pads the batch to a multiple of the device count (and of the chunk size), runs it in
 chunks of one compiled shape, and returns numpy arrays with the padding removed.
 
@@ -13,7 +14,6 @@ outcome can never change another's numbers.
 """
 from __future__ import annotations
 
-import sys
 import time
 from functools import partial
 
@@ -24,8 +24,9 @@ from jax.sharding import PartitionSpec
 
 from . import devices as _dev
 from .crossprod import RowData, cross_products
+from .progress import progress_bar
 
-__all__ = ["lmm_one", "glmm_one", "run_batched", "progress_bar"]
+__all__ = ["lmm_one", "glmm_one", "run_batched", "default_width"]
 
 
 def lmm_one(b: dict, s: dict, *, layout, tl, p: int, reml: bool, max_iter: int, gtol: float):
@@ -52,12 +53,20 @@ _PROGRAMS: dict = {}
 _COMPILED: dict = {}
 
 
-def _program(one, statics: tuple, mesh):
-    """The jitted batched program for ``one`` with ``statics`` bound (cached per process)."""
-    key = (one, statics, mesh)
+def _program(one, statics: tuple, mesh, width: int | None):
+    """The jitted batched program for ``one`` with ``statics`` bound (cached per process).
+
+    ``width=None`` vmaps the whole batch; an integer runs ``lax.map`` over groups of ``width``
+    outcomes, each group vmapped (``width=1``: one outcome after another, inside the same program).
+    """
+    key = (one, statics, mesh, width)
     if key not in _PROGRAMS:
         per = partial(one, **dict(statics))
-        batched = jax.vmap(per, in_axes=(0, None))
+        if width is None:
+            batched = jax.vmap(per, in_axes=(0, None))
+        else:
+            def batched(b, s, per=per, width=width):
+                return jax.lax.map(lambda bb: per(bb, s), b, batch_size=width if width > 1 else None)
         if mesh.size > 1:
             batched = jax.shard_map(batched, mesh=mesh, in_specs=(PartitionSpec(_dev.AXIS), PartitionSpec()),
                                     out_specs=PartitionSpec(_dev.AXIS), check_vma=False)
@@ -70,41 +79,22 @@ def _signature(tree) -> tuple:
     return (treedef,) + tuple((np.shape(x), np.asarray(x).dtype.str) for x in leaves)
 
 
-class _TextBar:
-    """A minimal progress bar on stderr (used when tqdm is not installed)."""
+def default_width(kind: str, devices=None) -> int | None:
+    """How many outcomes to vmap together: all of them on accelerators, and for LMMs.
 
-    def __init__(self, total: int, desc: str):
-        self.total, self.n, self.desc, self.t0 = total, 0, desc, time.perf_counter()
-        self._show()
-
-    def _show(self):
-        width = 30
-        done = int(width * self.n / max(self.total, 1))
-        el = time.perf_counter() - self.t0
-        sys.stderr.write(f"\r{self.desc} [{'#' * done}{'.' * (width - done)}] {self.n}/{self.total} {el:.0f}s")
-        sys.stderr.flush()
-
-    def update(self, k: int = 1):
-        self.n += k
-        self._show()
-
-    def close(self):
-        sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
-def progress_bar(total: int, desc: str = ""):
-    """tqdm when it is installed, else a one-line text bar on stderr."""
-    try:
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=desc, unit="outcome")
-    except ImportError:
-        return _TextBar(total, desc)
+    On the CPU backend a GLMM batch runs one outcome after another inside the one program
+    (``lax.map``): XLA's CPU runtime deadlocks on the vmapped GLMM program at ≳ 15,000 rows with two
+    random terms (all threads idle; see benchmarks/RESULTS.md), and a CPU gains little from running
+    the outcomes' loops in lockstep (each vmapped loop runs until its slowest outcome has finished).
+    """
+    devs = list(jax.devices() if devices is None else devices)
+    if kind == "glmm" and all(d.platform == "cpu" for d in devs):
+        return 1
+    return None
 
 
 def run_batched(one, statics: tuple, batched: dict, shared: dict, devices=None, batch_size: int | None = None,
-                progress: bool | None = None, desc: str = "fitting"):
+                progress: bool | None = None, desc: str = "fitting", width: int | None = None):
     """Run ``one`` over the leading axis of the arrays in ``batched``; returns (outputs, compile s, run s).
 
     Args:
@@ -115,6 +105,7 @@ def run_batched(one, statics: tuple, batched: dict, shared: dict, devices=None, 
       devices: the devices to shard over (default ``jax.devices()``).
       batch_size: outcomes per chunk (rounded up to a multiple of the device count); default all.
       progress: show a progress bar (default: when there is more than one chunk).
+      width: outcomes vmapped together (None: all; see :func:`_program` and :func:`default_width`).
     """
     k = int(next(iter(batched.values())).shape[0])
     mesh = _dev.outcome_mesh(devices)
@@ -122,10 +113,10 @@ def run_batched(one, statics: tuple, batched: dict, shared: dict, devices=None, 
     chunk = k if batch_size is None else max(1, min(int(batch_size), k))
     chunk = -(-chunk // ndev) * ndev
     nchunks = -(-k // chunk)
-    prog = _program(one, statics, mesh)
+    prog = _program(one, statics, mesh, width)
     shared_dev = jax.tree_util.tree_map(lambda x: _dev.put(x, mesh, False), shared)
     show = (nchunks > 1) if progress is None else bool(progress)
-    bar = progress_bar(k, desc) if show else None
+    bar = progress_bar(k, desc, quiet=not show, unit="outcome")
     outs, compile_s, run_s = [], 0.0, 0.0
     try:
         for c in range(nchunks):
@@ -141,10 +132,8 @@ def run_batched(one, statics: tuple, batched: dict, shared: dict, devices=None, 
             out = _dev.to_host(_COMPILED[key](b, shared_dev))
             run_s += time.perf_counter() - tr
             outs.append(jax.tree_util.tree_map(lambda x, n=hi - lo: x[:n], out))
-            if bar is not None:
-                bar.update(hi - lo)
+            bar.update(hi - lo)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     result = jax.tree_util.tree_map(lambda *xs: np.concatenate(xs, axis=0), *outs)
     return result, compile_s, run_s

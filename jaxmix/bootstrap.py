@@ -159,7 +159,7 @@ def bootstrap(res: MixedResults, n: int = 1000, seed: int = 0, *, batch_size: in
       >>> bs = jaxmix.bootstrap(res, n=500, seed=1)
       >>> bs.ci(0.95)
     """
-    from .batch import progress_bar
+    from .progress import progress_bar
     from .families import get_family
     from .sweep import _fit_problem, _Problem
 
@@ -185,7 +185,7 @@ def bootstrap(res: MixedResults, n: int = 1000, seed: int = 0, *, batch_size: in
     names_all = [f"boot{r}" for r in range(nchunks * chunk)]
     rows, status, comp = [], [], 0.0
     show = (nchunks > 1) if progress is None else bool(progress)
-    bar = progress_bar(n, "bootstrap") if show else None
+    bar = progress_bar(n, "bootstrap", quiet=not show, unit="replicate")
     sim = _simulator(res, seed)
     try:
         for c in range(nchunks):
@@ -201,11 +201,9 @@ def bootstrap(res: MixedResults, n: int = 1000, seed: int = 0, *, batch_size: in
             comp += sw.compile_seconds
             rows.append(_params_of(sw, res))
             status.append(sw.status_)
-            if bar is not None:
-                bar.update(min(chunk, n - c * chunk))
+            bar.update(min(chunk, n - c * chunk))
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     names = _param_names(res)
     samples = pd.DataFrame(np.concatenate(rows)[:n], columns=names)
     samples.index.name = "replicate"

@@ -163,7 +163,8 @@ def plot_comparison(table: pd.DataFrame, path: Path, alpha: float = 0.05) -> boo
         ax.set_visible(False)
     for ax in axes[::ncol]:
         ax.set_yticks(ypos, outcomes)
-    axes[0].legend(loc="lower left", fontsize=8, frameon=False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, frameon=False)
     fig.suptitle(f"Multilevel vs single-level estimates (shaded: the {alpha:g}-level conclusion differs)",
                  fontsize=11)
     fig.savefig(path, dpi=120)

@@ -1,4 +1,5 @@
-"""Inference for fitted models: denominator df, t/F/Wald tests, covariance-parameter SEs, intervals.
+"""Inference for fitted models: denominator df, t/F/Wald tests, Type III tables, covariance-parameter SEs,
+ICC and R² (confidence intervals and profiles: :mod:`jaxmix.intervals`).
 
 Notation: β̂ with Φ = Var(β̂) = σ²(L_X L_X′)⁻¹ (``res.vcov_beta``); ϑ = (θ, σ) lmerTest's
 variance-parameter vector; d(ϑ) the (RE)ML deviance with σ not profiled,
@@ -12,7 +13,8 @@ variance-parameter vector; d(ϑ) the (RE)ML deviance with σ not profiled,
   for a contrast l, v = l′Φl, g = ∇_ϑ (l′Φ(ϑ)l) and ν = 2v² / (g′Ag).  For a q-row L, lmerTest's
   recipe: rotate to the eigenvectors of LΦL′, one ν_m per row, and
   ν = 2E/(E − q) with E = Σ ν_m/(ν_m − 2) (ν = 2 if some ν_m ≤ 2).
-* Kenward–Roger (pbkrtest): see :func:`kenward_roger_parts`.
+* Kenward–Roger (pbkrtest): see :func:`kenward_roger_parts`; dense in the rows (O(n³) time, O(n²)
+  memory), refused above ``KR_MAX_ROWS`` rows.
 * Containment (SAS DDFM=CONTAIN): the smallest rank contribution among the random effects that
   contain the fixed effect's variables, else N − rank[X Z].
 * Between-within (SAS DDFM=BW): with S levels of the subject factor (the grouping factor with the fewest
@@ -58,6 +60,26 @@ def _is_lmm(res) -> bool:
     return res.family == "gaussian" and res.method in ("REML", "ML") and res.is_mixed
 
 
+def _cache_get(res, key):
+    """A value cached on ``res.extra`` by this module, if it was computed for this very fit.
+
+    ``dataclasses.replace`` copies share ``extra``; the stamp (design object, θ, σ, β, method) keeps
+    one fit's derivatives from being served to another.
+    """
+    got = res.extra.get(key)
+    return got[1] if got is not None and got[0] == _stamp(res) else None
+
+
+def _cache_put(res, key, value):
+    res.extra[key] = (_stamp(res), value)
+    return value
+
+
+def _stamp(res):
+    return (id(res.design), np.asarray(res.theta).tobytes(), float(res.sigma), np.asarray(res.beta).tobytes(),
+            res.method)
+
+
 def _ddf_method(res, ddf) -> str:
     if ddf is None:
         if _is_lmm(res):
@@ -94,7 +116,7 @@ class _Lmm(NamedTuple):
 def _lmm(res) -> _Lmm:
     if not _is_lmm(res):
         raise JaxmixError("this needs a linear mixed model (a Gaussian fit with random effects)")
-    got = res.extra.get("_inf_lmm")
+    got = _cache_get(res, "_inf_lmm")
     if got is None:
         from .model import lmm_arrays
 
@@ -102,19 +124,20 @@ def _lmm(res) -> _Lmm:
         w = res.design.weights
         got = _Lmm(layout, idx, xp, theta_layout(layout.q), float(res.nobs), res.design.X.shape[1],
                    float(np.sum(np.log(w[w > 0]))), res.method == "REML")
-        res.extra["_inf_lmm"] = got
+        _cache_put(res, "_inf_lmm", got)
     return got
 
 
-def varpar_deviance(vp, xp, idx, n, ldW, layout, tl: ThetaLayout, p: int, reml: bool):
-    """lmerTest's ``devfun_vp``: the (RE)ML deviance in ϑ = (θ, σ), σ not profiled (formula above)."""
+def varpar_deviance(vp, xp, idx, n, ldW, layout, tl: ThetaLayout, p: int, reml):
+    """lmerTest's ``devfun_vp``: the (RE)ML deviance in ϑ = (θ, σ), σ not profiled (formula above).
+
+    ``reml`` may be a traced 0/1 value, so that one compiled program serves both criteria.
+    """
     f = factorize(lambdas(vp[:-1], tl), xp, idx, layout)
     ldL2, ldRX2, r2 = logdets(f, layout, p)
     s2 = vp[-1] ** 2
     dev = ldL2 - ldW + r2 / s2 + n * jnp.log(2.0 * jnp.pi * s2)
-    if reml:
-        dev = dev + ldRX2 - p * jnp.log(2.0 * jnp.pi * s2)
-    return dev
+    return dev + reml * (ldRX2 - p * jnp.log(2.0 * jnp.pi * s2))
 
 
 def _covbeta(vp, xp, idx, layout, tl, p):
@@ -132,7 +155,7 @@ def _satt_program(vp, xp, idx, n, ldW, layout, tl, p, reml):
     return H, J
 
 
-_satt_jit = jax.jit(_satt_program, static_argnames=("layout", "tl", "p", "reml"))
+_satt_jit = jax.jit(_satt_program, static_argnames=("layout", "tl", "p"))
 
 
 def _pinv_sym(H, tol=1e-8):
@@ -144,15 +167,15 @@ def _pinv_sym(H, tol=1e-8):
 
 def _satt(res):
     """(H, A = 2H⁺, J) at ϑ̂: the Hessian of d(ϑ), lmerTest's vcov_varpar and ∂Φ/∂ϑ (p, p, k)."""
-    got = res.extra.get("_inf_satt")
+    got = _cache_get(res, "_inf_satt")
     if got is None:
         m = _lmm(res)
         vp = jnp.asarray(np.append(res.theta, res.sigma), jnp.float64)
-        H, J = _satt_jit(vp, m.xp, m.idx, m.n, m.ldW, m.layout, m.tl, m.p, m.reml)
+        H, J = _satt_jit(vp, m.xp, m.idx, m.n, m.ldW, m.layout, m.tl, m.p, float(m.reml))
         H = np.asarray(H, dtype=float)
         H = (H + H.T) / 2
         got = (H, 2.0 * _pinv_sym(H), np.asarray(J, dtype=float))
-        res.extra["_inf_satt"] = got
+        _cache_put(res, "_inf_satt", got)
     return got
 
 
@@ -204,7 +227,7 @@ def kenward_roger_parts(res):
 
     Dense in the n rows: O(n³) time and O(n²) memory, refused above ``KR_MAX_ROWS`` rows.
     """
-    got = res.extra.get("_inf_kr")
+    got = _cache_get(res, "_inf_kr")
     if got is not None:
         return got
     design = res.design
@@ -263,7 +286,7 @@ def kenward_roger_parts(res):
             U += W[r, s] * (Q[r][s] - P[r] @ Phi @ P[s])
     PhiA = Phi + 2.0 * Phi @ U @ Phi
     got = (PhiA, P, W, Phi)
-    res.extra["_inf_kr"] = got
+    _cache_put(res, "_inf_kr", got)
     return got
 
 
@@ -391,14 +414,16 @@ def residual_df(res) -> float:
 
 def _design_df(res, method: str) -> np.ndarray:
     key = f"_inf_df_{method}"
-    if key not in res.extra:
+    got = _cache_get(res, key)
+    if got is None:
         if method == "containment":
-            res.extra[key] = containment_df(res)
+            got = containment_df(res)
         elif method == "between-within":
-            res.extra[key] = between_within_df(res)
+            got = between_within_df(res)
         else:
-            res.extra[key] = np.full(len(res.beta), residual_df(res))
-    return res.extra[key]
+            got = np.full(len(res.beta), residual_df(res))
+        _cache_put(res, key, got)
+    return got
 
 
 def coef_df(res, method: str) -> np.ndarray:
@@ -753,8 +778,9 @@ def _glmm_hessian(res) -> np.ndarray:
     h = getattr(res.optim, "hess", None)
     if h is not None:
         return np.asarray(h, dtype=float)
-    if "_inf_glmm_hess" in res.extra:
-        return res.extra["_inf_glmm_hess"]
+    got = _cache_get(res, "_inf_glmm_hess")
+    if got is not None:
+        return got
     from .crossprod import build_structure
     from .families import get_family
     from .glmm import GlmmData, gauss_hermite, laplace_objective
@@ -774,8 +800,7 @@ def _glmm_hessian(res) -> np.ndarray:
         xk, wk = (jnp.asarray(a) for a in gauss_hermite(nagq))
     fun = lambda prm: laplace_objective(prm, fam, gd, idx, layout, tl, xk, wk)  # noqa: E731
     H = np.asarray(jax.jit(jax.hessian(fun))(jnp.asarray(np.concatenate([res.theta, res.beta]))), dtype=float)
-    res.extra["_inf_glmm_hess"] = H
-    return H
+    return _cache_put(res, "_inf_glmm_hess", H)
 
 
 def _covparm_parts(res):

@@ -27,7 +27,7 @@ from scipy import optimize, stats
 from .blocked import factorize, logdets
 from .covariance import ThetaLayout, lambdas, theta_layout
 from .errors import JaxmixError
-from .inference import _covbeta, _is_lmm, _lmm, _satt, varpar_deviance
+from .inference import _cache_get, _cache_put, _covbeta, _is_lmm, _lmm, _satt, varpar_deviance
 from .lmm import objective, solve, solve_factor
 
 __all__ = ["confint", "ml_refit", "profile_names"]
@@ -50,7 +50,7 @@ def ml_refit(res) -> dict:
     if res.method == "ML":
         return {"theta": np.asarray(res.theta), "sigma": res.sigma, "beta": np.asarray(res.beta),
                 "deviance": res.objective, "loglik": res.loglik, "refitted": False}
-    got = res.extra.get("_inf_ml")
+    got = _cache_get(res, "_inf_ml")
     if got is not None:
         return got
     m = _lmm(res)
@@ -68,8 +68,7 @@ def ml_refit(res) -> dict:
     dev = fg(th)[0]
     got = {"theta": th, "sigma": float(np.sqrt(float(sol.r2) / m.n)), "beta": np.asarray(sol.beta, dtype=float),
            "deviance": dev, "loglik": -dev / 2, "refitted": True}
-    res.extra["_inf_ml"] = got
-    return got
+    return _cache_put(res, "_inf_ml", got)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,7 +114,7 @@ def _theta_sig(vp, tl: ThetaLayout):
 
 def _dev_sig(psi, xp, idx, n, ldW, layout, tl, p):
     """ML deviance at ψ (β profiled out)."""
-    return varpar_deviance(jnp.append(_sig_theta(psi, tl), psi[-1]), xp, idx, n, ldW, layout, tl, p, False)
+    return varpar_deviance(jnp.append(_sig_theta(psi, tl), psi[-1]), xp, idx, n, ldW, layout, tl, p, 0.0)
 
 
 def _dev_beta(theta, j, bj, xp, idx, n, ldW, layout, tl, p):

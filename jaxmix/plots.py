@@ -105,6 +105,7 @@ def caterpillar(res, group: str | None = None, term: str | None = None, level: f
     Returns:
       the matplotlib Figure.
     """
+    _mpl()
     _mixed(res)
     if not 0 < level < 1:
         raise JaxmixError(f"level must be between 0 and 1, got {level!r}")
@@ -126,7 +127,8 @@ def caterpillar(res, group: str | None = None, term: str | None = None, level: f
     m = len(levels)
     z = stats.norm.ppf((1 + level) / 2)
     if ax is None:
-        fig, axes = _figure(max(5.0, 3.6 * len(terms) + 1.5), max(3.0, 0.17 * m + 1.6), len(terms), sharey=True)
+        fig, axes = _figure(max(5.6 if tail else 5.0, 3.6 * len(terms) + 1.5), max(3.0, 0.17 * m + 1.6), len(terms),
+                            sharey=True)
     else:
         fig, axes = ax.figure, [ax]
     ypos = np.arange(m)
@@ -193,7 +195,7 @@ def _lines(res, x: str, group: str) -> tuple[pd.DataFrame, tuple[float, float], 
     """Per-level (intercept, slope) in x from coef(), other columns at their means; and β's line."""
     cg = res.coef()[group]
     if x not in cg.columns:
-        raise JaxmixError(f"{x!r} is not a coefficient of {res.formula!r} (columns: {', '.join(cg.columns)})")
+        raise JaxmixError(f"x={x!r} is not a coefficient of {res.formula!r}; choose one of: {', '.join(cg.columns)}")
     others = [c for c in cg.columns if c != x]
     means = np.array([_column_mean(res, c) for c in others])
     held = any(c != "Intercept" for c in others)
@@ -229,6 +231,7 @@ def group_lines(res, x: str, group: str | None = None, data=None, ax=None):
     Returns:
       the matplotlib Figure.
     """
+    _mpl()
     _mixed(res)
     group = _group_name(res, group)
     lines, (fa, fb), held = _lines(res, x, group)
@@ -324,6 +327,7 @@ def shrinkage(res, x: str, group: str | None = None, data=None, ax=None):
     Returns:
       the matplotlib Figure.
     """
+    _mpl()
     group = _group_name(res, group) if res.is_mixed else group
     tab = shrinkage_table(res, x, group, data)
     fa, fb = tab.attrs["fixed"]
@@ -340,6 +344,7 @@ def shrinkage(res, x: str, group: str | None = None, data=None, ax=None):
     a.scatter(tab["intercept"], tab["slope"], s=10 if many else 30, color=colours, zorder=3,
               label="mixed model β + b")
     a.scatter([fa], [fb], marker="X", s=120, color="black", zorder=4, label="fixed effects β")
+    a.margins(x=0.08, y=0.06)  # room for the labels
     (x0, x1), (y0, y1) = a.get_xlim(), a.get_ylim()
     for k, lev in enumerate(levels):
         if not ok[k]:

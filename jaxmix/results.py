@@ -281,6 +281,13 @@ class MixedResults:
 
         return confint(self, method=method, level=level, parm=parm, **kwargs)
 
+    def bootstrap(self, n: int = 1000, seed: int = 0, **kwargs):
+        """Parametric bootstrap: ``n`` simulated responses refitted in one batched program; see
+        :func:`jaxmix.bootstrap.bootstrap` (``.ci(level)`` gives percentile intervals)."""
+        from .bootstrap import bootstrap
+
+        return bootstrap(self, n=n, seed=seed, **kwargs)
+
     def icc(self) -> pd.DataFrame:
         """Intraclass correlation per grouping factor: v_g / (Σ v + σ²_ε) (Nakagawa et al. 2017)."""
         from .inference import icc

@@ -237,7 +237,7 @@ def _outcome_design(design: Design, mask: np.ndarray, y: np.ndarray, name: str, 
 def fit_many(formula: str, data, outcomes=None, *, Y=None, names=None, family: str = "gaussian",
              link: str | None = None, method: str | None = None, nagq: int = 1, weights=None, offset=None,
              trials=None, dtype=None, max_iter: int = 500, gtol: float = 1e-4, devices=None,
-             batch_size: int | None = None, progress: bool | None = None) -> "Sweep":
+             batch_size: int | None = None, progress: bool | None = None, vmap_width="auto") -> "Sweep":
     """Fit one right-hand side to many outcomes as one batched, compiled program.
 
     Args:
@@ -252,6 +252,10 @@ def fit_many(formula: str, data, outcomes=None, *, Y=None, names=None, family: s
       devices: the devices to shard the outcome axis over (default ``jax.devices()``).
       batch_size: fit in chunks of this many outcomes (one compiled shape; a progress bar shows).
       progress: force the progress bar on or off.
+      vmap_width: outcomes run in lockstep by ``vmap``: ``None`` = the whole chunk, an integer = groups
+        of that many mapped one after another inside the same compiled program; ``"auto"`` (default):
+        the whole chunk, except GLMMs on the CPU backend, which go one at a time (see
+        :func:`jaxmix.batch.default_width`).
 
     Returns:
       :class:`Sweep`: per-outcome tables; ``sweep[name]`` is the :class:`MixedResults` of one outcome,
@@ -265,11 +269,11 @@ def fit_many(formula: str, data, outcomes=None, *, Y=None, names=None, family: s
     t0 = time.perf_counter()
     pb = _setup(formula, data, outcomes, Y, names, family, link, method, nagq, weights, offset, trials)
     return _fit_problem(pb, dtype=dtype, max_iter=max_iter, gtol=gtol, devices=devices,
-                        batch_size=batch_size, progress=progress, t0=t0)
+                        batch_size=batch_size, progress=progress, t0=t0, vmap_width=vmap_width)
 
 
 def _fit_problem(pb: _Problem, dtype=None, max_iter=500, gtol=1e-4, devices=None, batch_size=None,
-                 progress=None, t0=None, start=None, desc="fitting") -> "Sweep":
+                 progress=None, t0=None, start=None, desc="fitting", vmap_width="auto") -> "Sweep":
     t0 = time.perf_counter() if t0 is None else t0
     mask, status, nobs = _screen(pb)
     if not pb.design.terms:
@@ -280,12 +284,12 @@ def _fit_problem(pb: _Problem, dtype=None, max_iter=500, gtol=1e-4, devices=None
         from .sweep_fit import fit_lmm_batch
 
         out = fit_lmm_batch(pb, mask, status, nobs, dtype, max_iter, gtol, devices, batch_size, progress,
-                            desc=desc)
+                            desc=desc, vmap_width=vmap_width)
     else:
         from .sweep_fit import fit_glmm_batch
 
         out = fit_glmm_batch(pb, mask, status, nobs, dtype, max_iter, gtol, devices, batch_size, progress,
-                             start=start, desc=desc)
+                             start=start, desc=desc, vmap_width=vmap_width)
     out.seconds = time.perf_counter() - t0
     return out
 
@@ -338,7 +342,9 @@ class Sweep:
 
     @property
     def method(self) -> str:
-        return "OLS" if not self.problem.design.terms and self.family == "gaussian" else self.problem.method
+        if not self.problem.design.terms:
+            return "OLS" if self.family == "gaussian" else "ML"
+        return self.problem.method
 
     @property
     def x_names(self) -> list[str]:
@@ -451,7 +457,11 @@ class Sweep:
                              "ci_low": est - crit * se, "ci_high": est + crit * se})
 
     def to_frame(self) -> pd.DataFrame:
-        """Tidy long table: outcome, term, estimate, se, statistic, p (t for LMMs/OLS, z for GLM(M)s)."""
+        """Tidy long table: outcome, term, estimate, se, statistic, p.
+
+        LMMs and least squares: t on n − p df (``coef_table(ddf="residual")`` of each outcome); GLM(M)s:
+        z.  ``sweep[name].coef_table()`` gives the other df methods (Satterthwaite, Kenward–Roger, ...).
+        """
         return self.coef_table()[["outcome", "term", "estimate", "se", "statistic", "p"]]
 
     def summary(self) -> str:

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .batch import glmm_one, lmm_one, run_batched
+from .batch import default_width, glmm_one, lmm_one, run_batched
 from .covariance import lambdas, theta_layout
 from .crossprod import build_structure
 from .errors import JaxmixError, JaxmixWarning
@@ -78,7 +78,7 @@ def _row_args(pb: _Problem, mask, status, dt, response_shift=None):
 
 # ---- LMM -------------------------------------------------------------------------------------
 def fit_lmm_batch(pb: _Problem, mask, status, nobs, dtype, max_iter, gtol, devices, batch_size, progress,
-                  desc="fitting") -> Sweep:
+                  desc="fitting", vmap_width="auto") -> Sweep:
     from .model import _dtype
 
     dt = np.dtype(_dtype(dtype))
@@ -102,7 +102,8 @@ def fit_lmm_batch(pb: _Problem, mask, status, nobs, dtype, max_iter, gtol, devic
         batched.update(w=W, n=n_j, ldW=ldW_j)
     statics = (("layout", layout), ("tl", tl), ("p", p), ("reml", reml), ("max_iter", int(max_iter)),
                ("gtol", float(gtol)))
-    (res, sol), cs, rs = run_batched(lmm_one, statics, batched, shared, devices, batch_size, progress, desc)
+    width = default_width("lmm", devices) if vmap_width == "auto" else vmap_width
+    (res, sol), cs, rs = run_batched(lmm_one, statics, batched, shared, devices, batch_size, progress, desc, width)
     ok = status == 0
     theta = np.where(ok[:, None], np.asarray(res.x, dtype=float), np.nan)
     denom = nobs - p if reml else nobs
@@ -192,7 +193,7 @@ def _glmm_vcov(H, on_boundary, nt: int, p: int):
 
 
 def fit_glmm_batch(pb: _Problem, mask, status, nobs, dtype, max_iter, gtol, devices, batch_size, progress,
-                   start=None, desc="fitting") -> Sweep:
+                   start=None, desc="fitting", vmap_width="auto") -> Sweep:
     from .model import _dtype
 
     dt = np.dtype(_dtype(dtype))
@@ -221,7 +222,8 @@ def fit_glmm_batch(pb: _Problem, mask, status, nobs, dtype, max_iter, gtol, devi
         batched["pw"] = PW
     statics = (("fam", pb.fam), ("layout", layout), ("tl", tl), ("p", p), ("nagq", pb.nagq),
                ("max_iter", int(max_iter)), ("gtol", float(gtol)))
-    (res, u, f), cs, rs = run_batched(glmm_one, statics, batched, shared, devices, batch_size, progress, desc)
+    width = default_width("glmm", devices) if vmap_width == "auto" else vmap_width
+    (res, u, f), cs, rs = run_batched(glmm_one, statics, batched, shared, devices, batch_size, progress, desc, width)
     ok = status == 0
     x = np.where(ok[:, None], np.asarray(res.x, dtype=float), np.nan)
     theta, beta = x[:, :nt], x[:, nt:]

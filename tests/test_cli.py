@@ -17,7 +17,7 @@ from jaxmix import cli
 
 REPO = Path(__file__).resolve().parents[1]
 SLEEP = REPO / "configs" / "sleepstudy.toml"
-QUICK_START = ['pip install . && jaxmix run configs/sleepstudy.toml',
+QUICK_START = ['pip install . && jaxmix run configs/ami.toml',
                'pip install ".[test]" && python -m pytest -q']
 
 

@@ -63,6 +63,7 @@ from .batting import simulate_batting  # noqa: E402
 from .evaluations import simulate_evaluations  # noqa: E402
 
 _LOADERS: dict[str, Callable[..., pd.DataFrame]] = {
+    "ami": simulate_ami,
     "batting": simulate_batting,
     "centres": simulate_centres,
     "evaluations": simulate_evaluations,

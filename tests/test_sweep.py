@@ -1,0 +1,191 @@
+"""fit_many: one batched program over outcomes equals jaxmix.fit one by one; missing rows, failures,
+the Sweep tables, and sharding over 4 (forced host) devices equals one device.
+
+Every sweep compiles once; the batches are built so that the same compiled program is reused
+(same number of outcomes, same row-mask layout) wherever a test only needs another batch.
+"""
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxmix
+from jaxmix.datasets import AMI_FORMULA, AMI_ENDPOINTS, simulate_ami
+
+REPO = Path(__file__).resolve().parents[1]
+RHS = "~ Days + (Days | Subject)"
+AMI_N = 3000  # the size tests/test_ami.py runs the CLI job at: the GLMM sweep compiles once per session
+
+
+def _quiet(fn, *a, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jaxmix.JaxmixWarning)
+        return fn(*a, **kw)
+
+
+@pytest.fixture(scope="module")
+def sleep_data(sleepstudy):
+    d = sleepstudy.copy()
+    rng = np.random.default_rng(0)
+    d["y1"] = d["Reaction"] + rng.normal(0, 20, len(d))
+    d["y2"] = 0.5 * d["Reaction"] + rng.normal(0, 30, len(d))
+    d.loc[rng.random(len(d)) < 0.1, "y2"] = np.nan
+    d.loc[d["Subject"] == 308, "y2"] = np.nan  # a level with no rows for this outcome
+    d["y3"] = d["Reaction"] - 2.0 * d["Days"] + rng.normal(0, 10, len(d))
+    d["y4"] = d["y1"] * 1.5
+    d["const"] = 1.0
+    d["allna"] = np.nan
+    return d
+
+
+@pytest.fixture(scope="module")
+def sweep(sleep_data):
+    return _quiet(jaxmix.fit_many, RHS, sleep_data, outcomes=["Reaction", "y1", "y2", "const", "allna"])
+
+
+def _same_fit(a, b, rtol=1e-6):
+    np.testing.assert_allclose(a.fixef.to_numpy(), b.fixef.to_numpy(), rtol=rtol)
+    np.testing.assert_allclose(a.se.to_numpy(), b.se.to_numpy(), rtol=rtol)
+    np.testing.assert_allclose(a.theta, b.theta, rtol=rtol, atol=1e-9)
+    assert a.loglik == pytest.approx(b.loglik, rel=rtol)
+    assert a.sigma == pytest.approx(b.sigma, rel=rtol)
+    assert a.nobs == b.nobs
+
+
+def test_lmm_batch_equals_fit_one_by_one(sweep, sleep_data, sleep_reml):
+    _same_fit(sweep["Reaction"], sleep_reml)  # sleep_reml: jaxmix.fit of the same model (shared fixture)
+    one = jaxmix.fit("y2 ~ Days + (Days | Subject)", sleep_data)  # its complete rows only
+    s = sweep["y2"]
+    _same_fit(s, one)
+    assert s.nobs == sleep_data["y2"].notna().sum() and "308" not in s.ranef["level"].tolist()
+    pd.testing.assert_frame_equal(s.ranef, one.ranef, rtol=1e-5, check_dtype=False)
+    pd.testing.assert_frame_equal(s.varcorr, one.varcorr, rtol=1e-6, check_dtype=False)
+    assert s.formula == "y2 ~ Days + (Days | Subject)"
+    np.testing.assert_allclose(s.fitted, one.fitted, rtol=1e-6)
+
+
+def test_failures_are_reported_not_raised(sweep):
+    assert sweep.status.to_dict() == {"Reaction": 0, "y1": 0, "y2": 0, "const": 11, "allna": 10}
+    assert sweep.converged.tolist() == [True, True, True, False, False]
+    assert sweep.messages["const"] == "constant response" and sweep.failed == ["const", "allna"]
+    assert sweep.nobs.tolist() == [180, 180, sweep.nobs["y2"], 180, 0]
+    assert sweep.fixef.loc[["const", "allna"]].isna().all().all()
+    with pytest.raises(jaxmix.JaxmixError, match="'allna' was not fitted: no non-missing rows"):
+        sweep["allna"]
+    with pytest.raises(KeyError, match="no outcome 'nope'"):
+        sweep["nope"]
+
+
+def test_bad_outcomes_do_not_change_the_others(sweep, sleep_data):
+    """Same batch shape with two good outcomes in place of the bad ones: identical numbers."""
+    clean = _quiet(jaxmix.fit_many, RHS, sleep_data, outcomes=["Reaction", "y1", "y2", "y3", "y4"])
+    assert clean.status.tolist() == [0] * 5
+    for name in ["Reaction", "y1", "y2"]:
+        np.testing.assert_allclose(clean.fixef.loc[name], sweep.fixef.loc[name], rtol=1e-10)
+        np.testing.assert_allclose(clean.se.loc[name], sweep.se.loc[name], rtol=1e-10)
+        np.testing.assert_allclose(clean.theta.loc[name], sweep.theta.loc[name], rtol=1e-10, atol=1e-12)
+        assert clean.loglik[name] == pytest.approx(sweep.loglik[name], rel=1e-12)
+
+
+def test_chunks_with_progress_bar(sweep, sleep_data, monkeypatch, capsys):
+    """batch_size=2: three chunks of one compiled shape (the last padded), a text progress bar."""
+    from jaxmix import progress
+
+    monkeypatch.setattr(progress, "_tqdm", lambda: None)
+    chunked = _quiet(jaxmix.fit_many, RHS, sleep_data, outcomes=sweep.names, batch_size=2)
+    assert "5/5 outcome" in capsys.readouterr().err
+    assert chunked.status.tolist() == sweep.status.tolist()
+    np.testing.assert_allclose(chunked.fixef.to_numpy(), sweep.fixef.to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(chunked.loglik.to_numpy(), sweep.loglik.to_numpy(), rtol=1e-9)
+
+
+def test_sweep_tables(sweep):
+    assert list(sweep.fixef.columns) == ["Intercept", "Days"] and list(sweep.se.index) == sweep.names
+    tidy = sweep.to_frame()
+    assert list(tidy.columns) == ["outcome", "term", "estimate", "se", "statistic", "p"]
+    assert len(tidy) == 10
+    ct = sweep["y1"].coef_table(ddf="residual")  # the sweep's t tests use n - p df (z for GLMMs)
+    row = tidy[(tidy.outcome == "y1")].set_index("term")
+    np.testing.assert_allclose(row[["estimate", "se", "statistic", "p"]].to_numpy(),
+                               ct[["estimate", "se", "statistic", "p"]].to_numpy(), rtol=1e-9)
+    vc = sweep.varcorr
+    assert list(vc.columns) == ["outcome", "group", "var1", "var2", "vcov", "sdcor"]
+    one = vc[vc.outcome == "y1"].drop(columns="outcome").reset_index(drop=True)
+    np.testing.assert_allclose(one["vcov"], sweep["y1"].varcorr["vcov"], rtol=1e-12)
+    assert one["group"].tolist() == sweep["y1"].varcorr["group"].tolist()
+    assert isinstance(sweep.loglik, pd.Series) and sweep.loglik.index.name == "outcome"
+    assert "converged 3 of 5" in sweep.summary() and "Sweep(5 outcomes" in repr(sweep)
+
+
+def test_Y_array_and_models_without_random_effects(sleep_data):
+    Y = sleep_data[["Reaction", "y2"]].to_numpy()
+    ols = jaxmix.fit_many("~ Days", sleep_data, Y=Y, names=["a", "b"])
+    assert ols.method == "OLS" and ols.names == ["a", "b"]
+    ref = jaxmix.fit("y2 ~ Days", sleep_data)
+    _same_fit(ols["b"], ref, rtol=1e-9)
+    rng = np.random.default_rng(1)
+    d = sleep_data.assign(c1=rng.poisson(3.0, len(sleep_data)), c2=rng.poisson(np.exp(0.1 * sleep_data.Days)))
+    glm = jaxmix.fit_many("~ Days", d, outcomes=["c1", "c2"], family="poisson")
+    ref = jaxmix.fit("c2 ~ Days", d, family="poisson")
+    _same_fit(glm["c2"], ref, rtol=1e-9)
+    assert glm.method == "ML" and glm.to_frame()["p"].notna().all()
+
+
+def test_argument_errors(sleep_data):
+    with pytest.raises(jaxmix.JaxmixError, match="without a response"):
+        jaxmix.fit_many("Reaction ~ Days", sleep_data, outcomes=["y1"])
+    with pytest.raises(jaxmix.JaxmixError, match="'nope' not in the data"):
+        jaxmix.fit_many("~ Days", sleep_data, outcomes=["y1", "nope"])
+    with pytest.raises(jaxmix.JaxmixError, match="exactly one of"):
+        jaxmix.fit_many("~ Days", sleep_data)
+    with pytest.raises(jaxmix.JaxmixError, match="shape"):
+        jaxmix.fit_many("~ Days", sleep_data, Y=np.zeros((3, 2)))
+
+
+def test_glmm_batch_equals_fit_one_by_one():
+    """Nine logistic three-level models in one program; an endpoint with missing rows equals jaxmix.fit."""
+    d = simulate_ami(AMI_N, seed=1)
+    sw = _quiet(jaxmix.fit_many, AMI_FORMULA, d, outcomes=list(AMI_ENDPOINTS), family="binomial")
+    assert sw.converged.all() and sw.method == "Laplace"
+    assert sw.nobs["death30"] == AMI_N and sw.nobs["cath"] == d["cath"].notna().sum() < AMI_N
+    one = _quiet(jaxmix.fit, "cath " + AMI_FORMULA, d, family="binomial")
+    _same_fit(sw["cath"], one)
+    pd.testing.assert_frame_equal(sw["cath"].varcorr, one.varcorr, rtol=1e-6, check_dtype=False)
+
+
+SHARD_SCRIPT = r"""
+import json, sys, warnings
+import numpy as np, jax, jaxmix
+assert len(jax.devices()) == 4, jax.devices()
+warnings.simplefilter("ignore")
+d = jaxmix.datasets.sleepstudy()
+rng = np.random.default_rng(0)
+Y = d["Reaction"].to_numpy()[:, None] + rng.normal(0, 20, (len(d), 6))
+Y[rng.random(Y.shape) < 0.1] = np.nan
+Y[:, 3] = 5.0  # constant: fails; 6 outcomes pad to 8 on 4 devices
+many = jaxmix.fit_many("~ Days + (Days | Subject)", d, Y=Y)
+one = jaxmix.fit_many("~ Days + (Days | Subject)", d, Y=Y, devices=jax.devices()[:1])
+def rel(a, b):
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return float(np.nanmax(np.abs(a - b) / np.maximum(np.abs(b), 1e-2)))  # theta entries near 0: absolute
+out = {k: rel(getattr(many, k), getattr(one, k)) for k in ["fixef", "se", "theta", "loglik"]}
+out["status"] = [many.status.tolist(), one.status.tolist()]
+print(json.dumps(out))
+"""
+
+
+def test_sharded_equals_single_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", SHARD_SCRIPT], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["status"][0] == out["status"][1] == [0, 0, 0, 11, 0, 0]
+    for key in ["fixef", "se", "theta", "loglik"]:  # relative; rounding differs with the per-device batch
+        assert out[key] <= 1e-6, (key, out)

@@ -51,7 +51,8 @@ def format_summary(res) -> str:
         lines.append(f"Number of obs: {res.nobs}, groups:  {groups}")
         lines.append("")
     lines.append("Fixed effects:")
-    ct = res.coef_table()
+    # lme4's print shows no df, so the cheap residual df serve here (Satterthwaite needs a compile)
+    ct = res.coef_table(ddf="residual" if res.family == "gaussian" else None)
     if res.method == "OLS":
         tab = ct[["estimate", "se", "statistic", "p"]].set_axis(["Estimate", "Std. Error", "t value", "Pr(>|t|)"], axis=1)
     elif res.family == "gaussian":

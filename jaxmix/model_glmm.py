@@ -20,7 +20,7 @@ from .glmm import GlmmData, fit_program_jit
 from .optimize import status_message
 from .results import MixedResults, OptimSummary
 
-__all__ = ["fit_glmm", "glm_irls"]
+__all__ = ["fit_glmm", "glm_irls", "glmm_vcov"]
 
 
 def _eval_expr(expr: str, data: pd.DataFrame, what: str) -> np.ndarray:
@@ -156,6 +156,24 @@ def glm_irls(fam: Family, X, y, ntr, pw, offset, max_iter: int = 100, tol: float
     return beta, dev_old, vcov, conv, separated
 
 
+def glmm_vcov(H, on_boundary, nt: int, p: int):
+    """vcov(β̂) = 2 [H⁻¹]_ββ from the exact deviance Hessian H over the free (θ, β) coordinates.
+
+    Returns (vcov, warning message or None); a Hessian that is not positive definite falls back to the
+    fixed-effects block alone.
+    """
+    free = ~on_boundary
+    try:
+        cov_all = 2.0 * np.linalg.inv(H[np.ix_(free, free)])
+        vcov = cov_all[-p:, -p:] if p else np.zeros((0, 0))
+        if not np.all(np.isfinite(vcov)) or np.any(np.diag(vcov) <= 0):
+            raise np.linalg.LinAlgError
+        return vcov, None
+    except np.linalg.LinAlgError:
+        return 2.0 * np.linalg.pinv(H[nt:, nt:]), ("Hessian of the deviance is not positive definite; standard "
+                                                    "errors use the fixed-effects block alone")
+
+
 def _probit_inv(mu):
     from scipy.stats import norm
 
@@ -233,18 +251,9 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
     nt = tl.size
     x = np.asarray(res.x, dtype=float)
     theta, beta = x[:nt], x[nt:]
-    H = np.asarray(res.hess, dtype=float)
-    free = ~np.asarray(res.on_boundary)
-    Hf = H[np.ix_(free, free)]
-    try:
-        cov_all = 2.0 * np.linalg.inv(Hf)
-        vcov = cov_all[-p:, -p:] if p else np.zeros((0, 0))
-        if not np.all(np.isfinite(vcov)) or np.any(np.diag(vcov) <= 0):
-            raise np.linalg.LinAlgError
-    except np.linalg.LinAlgError:
-        warnings.warn("Hessian of the deviance is not positive definite; standard errors use the "
-                      "fixed-effects block alone", JaxmixWarning, stacklevel=3)
-        vcov = 2.0 * np.linalg.pinv(H[nt:, nt:])
+    vcov, msg = glmm_vcov(np.asarray(res.hess, dtype=float), np.asarray(res.on_boundary), nt, p)
+    if msg:
+        warnings.warn(msg, JaxmixWarning, stacklevel=3)
     lams = lambdas(jnp.asarray(theta, dt), tl)
     from .lmm import cond_var
     from .glmm import _lam_apply

@@ -97,8 +97,14 @@ def _timed(cmd: list[str], env=None) -> tuple[float, str]:
     return wall, proc.stdout
 
 
+BLAS_THREADS: str | None = None  # --openblas-threads: OPENBLAS_NUM_THREADS for the jaxmix processes
+
+
 def _cold_env() -> dict:
-    return dict(os.environ, JAXMIX_CACHE_DIR="off")
+    env = dict(os.environ, JAXMIX_CACHE_DIR="off")
+    if BLAS_THREADS is not None:
+        env["OPENBLAS_NUM_THREADS"] = BLAS_THREADS
+    return env
 
 
 # ---- workers run in their own processes (whole-process timing) --------------------------------
@@ -178,21 +184,27 @@ def gauss_csv(groups: int, per: int, k: int) -> tuple[Path, Path]:
 
 
 # ---- parts --------------------------------------------------------------------------------------
-def part_a(n: int) -> dict:
+def part_a(n: int, reuse_lme4: str | None = None) -> dict:
     import pandas as pd
 
     csv = ami_csv(n)
     jx_out, r_out = WORK / "a_jaxmix.csv", WORK / "a_lme4.csv"
     wall_j, out_j = _timed([sys.executable, __file__, "_worker_ami", str(csv), str(jx_out)], env=_cold_env())
     inner = json.loads(out_j.strip().splitlines()[-1])
-    rfile = WORK / "a_glmer.R"
-    rfile.write_text(R_GLMER)
-    wall_r, out_r = _timed(["Rscript", str(rfile), str(csv), ",".join(ENDPOINTS), str(r_out)])
-    r_fits = [float(v) for v in out_r.split("fit_seconds ")[1].split()[0].split(",")]
+    if reuse_lme4:  # the lme4 side of an earlier run on the same CSV (its a_lme4.csv must still be there)
+        old = json.loads(Path(reuse_lme4).read_text())
+        assert old["n_patients"] == n
+        wall_r, r_fits = old["lme4_process_s"], old["lme4_glmer_s"]
+    else:
+        rfile = WORK / "a_glmer.R"
+        rfile.write_text(R_GLMER)
+        wall_r, out_r = _timed(["Rscript", str(rfile), str(csv), ",".join(ENDPOINTS), str(r_out)])
+        r_fits = [float(v) for v in out_r.split("fit_seconds ")[1].split()[0].split(",")]
     a, b = pd.read_csv(jx_out), pd.read_csv(r_out)
     b["term"] = b["term"].replace({"(Intercept)": "Intercept"})
     m = a.merge(b, on=["outcome", "term"], suffixes=("_jx", "_r"))
     res = {"part": "a", "n_patients": n, "endpoints": len(ENDPOINTS), "jaxmix_process_s": wall_j,
+           "openblas_threads": BLAS_THREADS, "lme4_reused_from": reuse_lme4,
            "jaxmix": inner, "lme4_process_s": wall_r, "lme4_glmer_s": r_fits,
            "speedup_whole_process": wall_r / wall_j,
            "max_abs_diff_estimate": float(np.max(np.abs(m.estimate_jx - m.estimate_r))),
@@ -292,14 +304,18 @@ def main(argv=None) -> int:
     ap.add_argument("--n-patients", type=int, default=100_000)
     ap.add_argument("--gaussian-outcomes", type=int, default=10_000)
     ap.add_argument("--dtypes", default="float64,float32")
+    ap.add_argument("--openblas-threads", help="OPENBLAS_NUM_THREADS for the jaxmix processes")
+    ap.add_argument("--reuse-lme4", metavar="JSON", help="part a: take the lme4 side from an earlier result file")
     a = ap.parse_args(argv)
+    global BLAS_THREADS
+    BLAS_THREADS = a.openblas_threads
     os.environ["JAXMIX_CACHE_DIR"] = "off"  # part c compiles in this process: report cold compiles
     WORK.mkdir(exist_ok=True)
     info = machine()
     print(json.dumps(info), flush=True)
     for part in a.parts:
         if part == "a":
-            res = part_a(a.n_patients)
+            res = part_a(a.n_patients, a.reuse_lme4)
         elif part == "b":
             res = part_b()
         elif part == "c":

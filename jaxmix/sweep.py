@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 from typing import Callable
 
 import numpy as np
@@ -25,12 +24,11 @@ import pandas as pd
 from scipy import stats
 
 from .covariance import theta_layout
-from .crossprod import build_structure
-from .design import Design, Term, _drop_aliased, build_design
-from .errors import JaxmixError, JaxmixWarning
+from .design import Design, _drop_aliased, build_design
+from .errors import JaxmixError
 from .formula import parse_formula
 from .optimize import status_message as _opt_message
-from .results import MixedResults, OptimSummary, _make_unique
+from .results import MixedResults, _make_unique
 
 __all__ = ["fit_many", "Sweep", "SWEEP_STATUS", "status_message"]
 
@@ -306,6 +304,7 @@ class Sweep:
         nobs, status, messages: Series indexed by outcome.
       varcorr: long table (outcome, group, var1, var2, vcov, sdcor).
       seconds, compile_seconds: wall time of the whole sweep and the part spent compiling.
+      warnings: outcome -> notes (separation, a Hessian that is not positive definite, ...).
     """
 
     problem: _Problem = dataclasses.field(repr=False)

@@ -151,11 +151,11 @@ def fit_lmm_batch(pb: _Problem, mask, status, nobs, dtype, max_iter, gtol, devic
 
 
 def _warn_unconverged(names, st):
-    bad = [n for n, c in zip(names, st) if c != 0]
+    bad = [f"{n!r} ({status_message(c)})" for n, c in zip(names, st) if c != 0]
     if bad:
-        shown = ", ".join(f"{n!r} ({status_message(c)})" for n, c in zip(names, st) if c != 0)
-        warnings.warn(f"{len(bad)} of {len(names)} outcomes not converged or not fitted: "
-                      f"{shown if len(bad) <= 5 else shown.split(', ', 5)[:5]}", JaxmixWarning, stacklevel=5)
+        shown = ", ".join(bad[:5]) + (", ..." if len(bad) > 5 else "")
+        warnings.warn(f"{len(bad)} of {len(names)} outcomes not converged or not fitted: {shown} "
+                      "(see sweep.status)", JaxmixWarning, stacklevel=5)
 
 
 # ---- GLMM ------------------------------------------------------------------------------------
@@ -177,24 +177,10 @@ def _glm_starts(pb: _Problem, mask, status, notes: dict) -> np.ndarray:
     return out
 
 
-def _glmm_vcov(H, on_boundary, nt: int, p: int):
-    """Covariance of β̂ from the deviance Hessian over the free coordinates (as ``fit`` computes it)."""
-    free = ~on_boundary
-    Hf = H[np.ix_(free, free)]
-    try:
-        cov_all = 2.0 * np.linalg.inv(Hf)
-        vcov = cov_all[-p:, -p:] if p else np.zeros((0, 0))
-        if not np.all(np.isfinite(vcov)) or np.any(np.diag(vcov) <= 0):
-            raise np.linalg.LinAlgError
-        return vcov, None
-    except np.linalg.LinAlgError:
-        return 2.0 * np.linalg.pinv(H[nt:, nt:]), ("Hessian of the deviance is not positive definite; standard "
-                                                    "errors use the fixed-effects block alone")
-
-
 def fit_glmm_batch(pb: _Problem, mask, status, nobs, dtype, max_iter, gtol, devices, batch_size, progress,
                    start=None, desc="fitting", vmap_width="auto") -> Sweep:
     from .model import _dtype
+    from .model_glmm import glmm_vcov
 
     dt = np.dtype(_dtype(dtype))
     d = pb.design
@@ -231,7 +217,7 @@ def fit_glmm_batch(pb: _Problem, mask, status, nobs, dtype, max_iter, gtol, devi
     onb = np.asarray(res.on_boundary)
     vcov = _nan((len(ok), p, p))
     for j in np.flatnonzero(ok):
-        vcov[j], note = _glmm_vcov(H[j], onb[j], nt, p)
+        vcov[j], note = glmm_vcov(H[j], onb[j], nt, p)
         if note:
             notes.setdefault(pb.names[j], []).append(note)
     obj = np.where(ok, np.asarray(res.fun, dtype=float), np.nan)

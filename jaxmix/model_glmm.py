@@ -34,8 +34,8 @@ def _eval_expr(expr: str, data: pd.DataFrame, what: str) -> np.ndarray:
     return mm.to_numpy(dtype=float)[:, 0]
 
 
-def _prepare(formula: str, data: pd.DataFrame, trials, offset):
-    """Rewrite cbind(k, n − k) responses and offset(...) terms into plain columns."""
+def _prepare(formula: str, data: pd.DataFrame, trials, offset, family: str | None = None):
+    """Rewrite cbind(k, n − k) responses and offset(...) terms into plain columns; check ``trials``."""
     parsed = parse_formula(formula)
     data = data.copy()
     resp = parsed.response
@@ -62,6 +62,10 @@ def _prepare(formula: str, data: pd.DataFrame, trials, offset):
     fixed = " + ".join(keep) if keep else "1"
     rhs = " + ".join([fixed] + [f"({t})" for t in _bar_texts(parsed)])
     new = parse_formula(f"{resp or ''} ~ {rhs}")
+    if trials is not None and family is not None and family != "binomial":
+        raise JaxmixError(f"trials= is only for the binomial family, not {family!r}")
+    if isinstance(trials, str) and trials not in data.columns:
+        raise JaxmixError(f"trials column {trials!r} is not in the data")
     return new, data, trials, offset
 
 
@@ -201,12 +205,8 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
         mkey = "AGQ"
     dt = _dtype(dtype)
     orig_resp = parse_formula(formula).response
-    parsed, data, trials, offset = _prepare(formula, data, trials, offset)
-    if trials is not None and fam.name != "binomial":
-        raise JaxmixError(f"trials= is only for the binomial family, not {fam.name!r}")
+    parsed, data, trials, offset = _prepare(formula, data, trials, offset, fam.name)
     extra_cols = (trials,) if isinstance(trials, str) else ()
-    if isinstance(trials, str) and trials not in data.columns:
-        raise JaxmixError(f"trials column {trials!r} is not in the data")
     design = build_design(parsed, data, weights=weights, offset=offset, check_nlevels=False,
                           extra_columns=extra_cols)
     y = design.y

@@ -134,12 +134,10 @@ def _setup(formula, data, outcomes, Y, names, family, link, method, nagq, weight
     if fam is not None:
         from .model_glmm import _prepare
 
-        parsed, data, trials, offset = _prepare(formula, data, trials, offset)
-        if trials is not None and fam.name != "binomial":
-            raise JaxmixError(f"trials= is only for the binomial family, not {fam.name!r}")
-    extra = (trials,) if isinstance(trials, str) else ()
-    if isinstance(trials, str) and trials not in data.columns:
+        parsed, data, trials, offset = _prepare(formula, data, trials, offset, fam.name)
+    elif isinstance(trials, str) and trials not in data.columns:
         raise JaxmixError(f"trials column {trials!r} is not in the data")
+    extra = (trials,) if isinstance(trials, str) else ()
     design = build_design(parsed, data, weights=weights, offset=offset, require_response=False,
                           check_nlevels=False, extra_columns=extra)
     pos = data.index.get_indexer(design.rows)

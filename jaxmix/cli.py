@@ -15,6 +15,7 @@ the output folder; a ``[sweep]`` config (many outcomes, :func:`jaxmix.fit_many`)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -41,6 +42,25 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(EXIT_USAGE, f"jaxmix: error: {_one_line(message)} (see '{self.prog} --help')\n")
+
+
+@contextlib.contextmanager
+def fit_messages(section: str):
+    """Run fits inside: a JaxmixError becomes a ConfigError naming ``[section]``; the warnings they
+    raise are collected into the yielded list and printed one line each as ``jaxmix: warning: ...``."""
+    messages: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield messages
+        except ConfigError:
+            raise
+        except JaxmixError as e:
+            raise ConfigError(f"[{section}] {e}") from None
+    messages.extend(_one_line(w.message) for w in caught
+                    if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning)))
+    for m in messages:
+        print(f"jaxmix: warning: {m}", file=sys.stderr)
 
 
 def _one_line(message) -> str:
@@ -168,19 +188,9 @@ def run_config(cfg: RunConfig):
     data = load_data(cfg)
     _check_writable(cfg.output.dir)  # fail before the fit, but create nothing yet
     t0 = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            res = fit(cfg.model.formula, data, **cfg.model.fit_kwargs())
-        except ConfigError:
-            raise
-        except JaxmixError as e:
-            raise ConfigError(f"[model] {e}") from None
+    with fit_messages("model") as messages:
+        res = fit(cfg.model.formula, data, **cfg.model.fit_kwargs())
     wall = time.perf_counter() - t0
-    messages = [_one_line(w.message) for w in caught
-                if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))]
-    for m in messages:
-        print(f"jaxmix: warning: {m}", file=sys.stderr)
     record = fit_record(res, cfg, wall, messages)
     _prepare_output(cfg.output.dir)
     write_results(res, cfg.output.dir, record)

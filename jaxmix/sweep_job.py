@@ -16,16 +16,13 @@ Writes into the output folder:
 from __future__ import annotations
 
 import json
-import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .config import ConfigError, RunConfig
-from .errors import JaxmixError
 
 __all__ = ["run_sweep_config", "SWEEP_OUTPUT_FILES", "COMPARE_OUTPUT_FILES", "SweepJob"]
 
@@ -72,7 +69,7 @@ def run_sweep_config(cfg: RunConfig) -> tuple[SweepJob, dict]:
     import jax
 
     from . import __version__
-    from .cli import _check_writable, _one_line, _prepare_output, load_data
+    from .cli import _check_writable, _prepare_output, fit_messages, load_data
     from .compare import compare_sweeps, comparison_report, plot_comparison
     from .devices import init_distributed, maybe_init_from_env
     from .formula import parse_formula
@@ -87,27 +84,17 @@ def run_sweep_config(cfg: RunConfig) -> tuple[SweepJob, dict]:
     _check_writable(cfg.output.dir)
     t0 = time.perf_counter()
     job = None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            multi = fit_many(s.formula, data, outcomes=list(s.outcomes), **s.fit_kwargs())
-            job = SweepJob(multilevel=multi)
-            if s.compare_single_level:
-                parsed = parse_formula(s.formula)
-                if not parsed.is_mixed:
-                    raise ConfigError("[sweep] compare_single_level needs a formula with random-effect terms")
-                job.single = fit_many("~ " + parsed.fixed, data, outcomes=list(s.outcomes), family=s.family,
-                                      link=s.link, weights=s.weights, dtype=s.dtype)
-                job.comparison = compare_sweeps(multi, job.single, s.compare_terms, s.alpha)
-        except ConfigError:
-            raise
-        except JaxmixError as e:
-            raise ConfigError(f"[sweep] {e}") from None
+    with fit_messages("sweep") as messages:
+        multi = fit_many(s.formula, data, outcomes=list(s.outcomes), **s.fit_kwargs())
+        job = SweepJob(multilevel=multi)
+        if s.compare_single_level:
+            parsed = parse_formula(s.formula)
+            if not parsed.is_mixed:
+                raise ConfigError("[sweep] compare_single_level needs a formula with random-effect terms")
+            job.single = fit_many("~ " + parsed.fixed, data, outcomes=list(s.outcomes), family=s.family,
+                                  link=s.link, weights=s.weights, dtype=s.dtype)
+            job.comparison = compare_sweeps(multi, job.single, s.compare_terms, s.alpha)
     wall = time.perf_counter() - t0
-    messages = [_one_line(w.message) for w in caught
-                if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))]
-    for m in messages:
-        print(f"jaxmix: warning: {m}", file=sys.stderr)
     out = Path(cfg.output.dir)
     _prepare_output(out)
     files = [out / name for name in SWEEP_OUTPUT_FILES]

@@ -57,7 +57,7 @@ def _scale_entries(BR, lams, layout: Layout):
 def factorize(lams, xp: CrossProducts, idx: Index, layout: Layout) -> Factor:
     """The blocked Cholesky factor for the relative covariance factors ``lams`` (one per term)."""
     lam1 = lams[0]
-    q1, l1, m_R, t = layout.q1, layout.l1, layout.m_R, layout.t
+    q1, m_R, t = layout.q1, layout.m_R, layout.t
     dt = xp.A11.dtype
     A = jnp.einsum("ba,jbc,cd->jad", lam1, xp.A11, lam1) + jnp.eye(q1, dtype=dt)
     L11 = chol_small(A)

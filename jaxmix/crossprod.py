@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Layout", "Index", "CrossProducts", "build_structure", "cross_products", "RowData"]
+__all__ = ["Layout", "Index", "CrossProducts", "build_structure", "terms_structure", "cross_products", "RowData"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,9 @@ class Index(NamedTuple):
     pa: jnp.ndarray  # (P,) first entry of each same-level pair (row[pa] >= row[pb])
     pb: jnp.ndarray  # (P,) second entry
     ptgt: jnp.ndarray  # (P,) flat index row[pa]*m_R + row[pb] of the pair's product
+
+    def as_jax(self) -> "Index":
+        return Index(*(jnp.asarray(a) for a in self))
 
 
 class RowData(NamedTuple):
@@ -141,6 +144,16 @@ def build_structure(codes: list[np.ndarray], nlev: list[int], q: list[int], t: i
     )
     idx = Index(code1=code1, rpos=rpos, ent=ent, e_row=e_row, e_blk=e_blk, pa=pa, pb=pb, ptgt=ptgt)
     return layout, idx
+
+
+def terms_structure(terms, nobs: int, t: int):
+    """(Layout, Index, Z_R) for a design's random terms (lme4 order) and t tail columns.
+
+    Z_R (nobs, s_R) holds the per-row columns of terms 2..K side by side.
+    """
+    layout, idx = build_structure([x.codes for x in terms], [x.nlevels for x in terms], [x.q for x in terms], t)
+    ZR = np.column_stack([x.Z for x in terms[1:]]) if len(terms) > 1 else np.zeros((nobs, 0))
+    return layout, idx, ZR
 
 
 def cross_products(rows: RowData, w: jnp.ndarray, idx: Index, layout: Layout) -> CrossProducts:

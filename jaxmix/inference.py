@@ -781,15 +781,14 @@ def _glmm_hessian(res) -> np.ndarray:
     got = _cache_get(res, "_inf_glmm_hess")
     if got is not None:
         return got
-    from .crossprod import build_structure
+    from .crossprod import terms_structure
     from .families import get_family
     from .glmm import GlmmData, gauss_hermite, laplace_objective
 
     d = res.design
     terms = d.terms
-    layout, idx = build_structure([t.codes for t in terms], [t.nlevels for t in terms], [t.q for t in terms], 1)
-    idx = type(idx)(*(jnp.asarray(a) for a in idx))
-    ZR = np.column_stack([t.Z for t in terms[1:]]) if len(terms) > 1 else np.zeros((d.nobs, 0))
+    layout, idx, ZR = terms_structure(terms, d.nobs, 1)
+    idx = idx.as_jax()
     ntr = res.extra.get("trials", np.ones(d.nobs))
     gd = GlmmData(*(jnp.asarray(a, jnp.float64) for a in (terms[0].Z, ZR, d.X, d.y, ntr, d.weights, d.offset)))
     tl = theta_layout(layout.q)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
-from .blocked import Factor, factorize, logdets, scale_rows
+from .blocked import Factor, factorize, logdets
 from .covariance import ThetaLayout, lambdas
 from .crossprod import CrossProducts, Index, Layout
 from .linalg import solve_lower, solve_lower_t

@@ -7,10 +7,9 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import stats
 
 from .covariance import theta_layout
-from .crossprod import RowData, build_structure, cross_products
+from .crossprod import RowData, cross_products, terms_structure
 from .design import Design, build_design
 from .errors import JaxmixError, JaxmixWarning
 from .formula import parse_formula
@@ -73,13 +72,10 @@ def fit(formula: str, data, method: str | None = None, weights=None, family: str
 def lmm_arrays(design: Design, dt, responses: np.ndarray | None = None):
     """Structure and cross-products for an LMM (tail = [X, y - offset])."""
     terms = design.terms
-    p = design.X.shape[1]
     y = design.y - design.offset if responses is None else responses
     T = np.column_stack([design.X, y])
-    layout, idx = build_structure([t.codes for t in terms], [t.nlevels for t in terms],
-                                  [t.q for t in terms], T.shape[1])
-    ZR = np.column_stack([t.Z for t in terms[1:]]) if len(terms) > 1 else np.zeros((design.nobs, 0))
-    idx = type(idx)(*(jnp.asarray(a) for a in idx))
+    layout, idx, ZR = terms_structure(terms, design.nobs, T.shape[1])
+    idx = idx.as_jax()
     rows = RowData(jnp.asarray(terms[0].Z, dt), jnp.asarray(ZR, dt), jnp.asarray(T, dt))
     xp = _cross_products_jit(rows, jnp.asarray(design.weights, dt), idx, layout)
     return layout, idx, xp

@@ -11,8 +11,8 @@ import pandas as pd
 import formulaic
 
 from .covariance import lambdas, theta_layout
-from .crossprod import build_structure
-from .design import Design, build_design
+from .crossprod import terms_structure
+from .design import build_design
 from .errors import JaxmixError, JaxmixWarning
 from .families import Family, get_family
 from .formula import ParsedFormula, _split_top, parse_formula
@@ -235,9 +235,8 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
         )
     terms = design.terms
     p = X.shape[1]
-    layout, idx = build_structure([t.codes for t in terms], [t.nlevels for t in terms], [t.q for t in terms], 1)
-    idx = type(idx)(*(jnp.asarray(a) for a in idx))
-    ZR = np.column_stack([t.Z for t in terms[1:]]) if len(terms) > 1 else np.zeros((design.nobs, 0))
+    layout, idx, ZR = terms_structure(terms, design.nobs, 1)
+    idx = idx.as_jax()
     d = GlmmData(jnp.asarray(terms[0].Z, dt), jnp.asarray(ZR, dt), jnp.asarray(X, dt), jnp.asarray(y, dt),
                  jnp.asarray(ntr, dt), jnp.asarray(pw, dt), jnp.asarray(off, dt))
     tl = theta_layout(layout.q)

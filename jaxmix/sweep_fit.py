@@ -14,7 +14,7 @@ import numpy as np
 
 from .batch import default_width, glmm_one, lmm_one, run_batched
 from .covariance import lambdas, theta_layout
-from .crossprod import build_structure
+from .crossprod import terms_structure
 from .errors import JaxmixError, JaxmixWarning
 from .results import MixedResults, OptimSummary
 from .sweep import SWEEP_STATUS, Sweep, _outcome_design, _Problem, ranef_batch, status_message
@@ -29,8 +29,7 @@ def _nan(shape) -> np.ndarray:
 def _structure(pb: _Problem, t: int, dt):
     d = pb.design
     terms = d.terms
-    layout, idx = build_structure([x.codes for x in terms], [x.nlevels for x in terms], [x.q for x in terms], t)
-    ZR = np.column_stack([x.Z for x in terms[1:]]) if len(terms) > 1 else np.zeros((d.nobs, 0))
+    layout, idx, ZR = terms_structure(terms, d.nobs, t)
     shared = {"Z1": np.asarray(terms[0].Z, dt), "ZR": np.asarray(ZR, dt), "X": np.asarray(d.X, dt),
               "idx": type(idx)(*(np.asarray(a) for a in idx))}
     return layout, idx, shared

@@ -11,6 +11,8 @@ differ a lot in their average (SD 0.023) and little from game to game (SD 0.010)
   between-player quantity) and 379 for ``night`` (400 − 20 − 1; it varies within players).
 
     python examples/batting_day_night.py [--small] [--out DIR]
+
+The same two models from the command line: ``jaxmix run configs/batting_day_night.toml``.
 """
 from __future__ import annotations
 

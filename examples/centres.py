@@ -5,6 +5,8 @@ falls with `use`, in the fourth it rises.  A single pooled line hides this; the 
 ``return ~ use + (use | centre)`` gives every centre its own line, shrunk towards the average.
 
     python examples/centres.py [seed]
+
+The mixed model from the command line (with a parametric bootstrap): ``jaxmix run configs/centres.toml``.
 """
 import sys
 

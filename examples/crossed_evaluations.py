@@ -10,6 +10,9 @@ for lecturers and departments), so the fit takes seconds.
     python examples/crossed_evaluations.py [--small] [--out DIR]
 
 ``--small`` uses a tenth of the size (the smoke test).
+
+The same model from the command line: ``jaxmix run configs/crossed_evaluations.toml`` (the small
+size by default; ``--set data.args.n_ratings=...`` and friends for more).
 """
 from __future__ import annotations
 

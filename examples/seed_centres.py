@@ -16,6 +16,9 @@
     python examples/seed_centres.py [--small] [--out DIR]
 
 The plots (caterpillar, the four centre lines over the data, shrinkage) go to ``out/examples/seed_centres``.
+
+The same models from the command line: ``jaxmix run configs/seed_centres.toml`` (named models
+and the likelihood-ratio table ``lrt.csv``).
 """
 from __future__ import annotations
 

@@ -3,7 +3,16 @@
 float64 is switched on when jaxmix is imported (results must match lme4); pass ``dtype="float32"``
 to :func:`fit` to opt into single precision.
 """
-import jax as _jax
+import os as _os
+import sys as _sys
+
+if _os.path.basename(_sys.argv[0] or "") == "jaxmix" and "numpy" not in _sys.modules:
+    # the `jaxmix` command: one OpenBLAS thread (the dense Schur-complement Cholesky is small, and
+    # OpenBLAS's threads slowed whole fits 6x on a busy machine; see README "Performance").
+    # Python users set OPENBLAS_NUM_THREADS=1 themselves before importing numpy.
+    _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import jax as _jax  # noqa: E402
 
 _jax.config.update("jax_enable_x64", True)
 

@@ -1,50 +1,54 @@
 """Run configurations: a TOML file -> a validated :class:`RunConfig`.
 
-A configuration names the data, the model and where the results go::
+A configuration names the data, one or more models and where the results go (every section and key
+is documented in ``configs/README.md``; :data:`SCHEMA` is the machine-readable version)::
 
     [data]
     builtin = "sleepstudy"          # a built-in data set (jaxmix.datasets.list_datasets()), or
-    # path = "file.csv"             # a CSV/TSV file, relative to the config file
+    # path = "file.csv"             # a CSV/TSV or Parquet file, relative to the config file
     # args = { seed = 1 }           # keyword arguments for a built-in simulator
 
-    [model]
+    [model]                         # one model, or several named ones: [models.null], [models.full]
     formula = "Reaction ~ Days + (Days | Subject)"
-    method = "REML"                 # or "ML"
-    # weights = "w"                 # a column of prior weights
-    # dtype = "float64"             # or "float32"
+    method = "REML"                 # REML / ML (gaussian), Laplace / AGQ (binomial, poisson)
+    # family, link, nagq, weights, offset, trials, dtype, ddf, anova
+
+    [inference]                     # defaults for every model
+    # ddf = "satterthwaite"         # df method of fixed.csv
+    # anova = true                  # also write anova.csv (Type III F tests)
+
+    [comparisons]                   # with named models: likelihood-ratio tables -> lrt.csv
+    # lrt = [["null", "full"]]
+
+    [bootstrap]                     # parametric bootstrap -> bootstrap.csv
+    # n = 500
+    # seed = 1
+
+    [options]
+    # max_iter = 500, gtol = 1e-4, dtype = "float64"
 
     [output]
     dir = "out/sleepstudy"          # relative to the working directory; default out/<config name>
+    # formats = ["csv"], plots = true, plot_x = "Days", plot_group = "Subject"
 
 Many outcomes on one right-hand side (:func:`jaxmix.fit_many`) take a ``[sweep]`` section instead of
-``[model]``::
-
-    [sweep]
-    formula = "~ age10 + teaching + (1 | hospital) + (1 | physician)"   # no response
-    outcomes = ["death30", "cath"]
-    family = "binomial"             # gaussian (default), binomial, poisson
-    # link, method, nagq, weights, dtype as for [model]; batch_size = outcomes per compiled chunk
-    compare_single_level = true     # also fit the formula without its bar terms and compare
-    # compare_terms = ["teaching"]  # default: the covariates constant within a grouping factor
-    # alpha = 0.05
-
-    [devices]
-    distributed = false             # true: jax.distributed.initialize() first (multi-host);
-                                    # the environment variable JAXMIX_DISTRIBUTED=1 does the same
+``[model]`` (see ``configs/ami.toml``); ``[devices] distributed = true`` initialises multi-host JAX.
 
 :func:`parse_config` is pure (a dict -> a :class:`RunConfig`, no file system access);
-:func:`load_config` reads and parses a TOML file.  Every problem is a :class:`ConfigError` whose
-one-line message names the section and key at fault (with a did-you-mean suggestion for
-misspelt keys and names).
+:func:`load_config` reads and parses a TOML file, :func:`apply_overrides` applies the command line's
+``--set key=value``.  Every problem is a :class:`ConfigError` whose one-line message names the
+section and key at fault (with a did-you-mean suggestion for misspelt keys and names).
 
 To add a key, add a :class:`Field` to :data:`SCHEMA` and a matching attribute to the section's
-dataclass.
+dataclass (and a row to ``configs/README.md``).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import inspect
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +57,9 @@ from typing import Any
 from .errors import JaxmixError
 
 __all__ = ["ConfigError", "Field", "SCHEMA", "DataConfig", "ModelConfig", "OutputConfig", "RunConfig",
-           "SweepConfig", "DevicesConfig", "parse_config", "load_config", "did_you_mean"]
+           "SweepConfig", "DevicesConfig", "InferenceConfig", "ComparisonsConfig", "BootstrapConfig",
+           "OptionsConfig", "parse_config", "load_config", "apply_overrides", "did_you_mean",
+           "DDF_METHODS", "PLOT_KINDS", "TABLE_FORMATS"]
 
 
 class ConfigError(JaxmixError):
@@ -63,61 +69,111 @@ class ConfigError(JaxmixError):
 _TOML_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
                     dict: "a table", list: "an array"}
 
+FAMILIES = ("gaussian", "binomial", "poisson")
+DDF_METHODS = ("satterthwaite", "kenward-roger", "containment", "between-within", "residual", "asymptotic")
+PLOT_KINDS = ("caterpillar", "group_lines", "shrinkage")
+TABLE_FORMATS = ("csv", "parquet")
+_GAUSSIAN_METHODS = ("REML", "ML")
+_GLMM_METHODS = ("Laplace", "AGQ")
+
 
 @dataclass(frozen=True)
 class Field:
-    """One key of a section: its TOML type, default (``required=True`` for none), allowed values."""
+    """One key of a section: its TOML type (or a tuple of types), default (``required=True`` for
+    none), allowed values."""
 
-    type: type
+    type: Any
     default: Any = None
     required: bool = False
     choices: tuple[str, ...] | None = None
     upper: bool = False  # compare and store choices in upper case
     doc: str = ""
 
+    @property
+    def types(self) -> tuple:
+        return self.type if isinstance(self.type, tuple) else (self.type,)
 
-#: section -> key -> Field.  Sections in REQUIRED_SECTIONS must be present.
+
+_MODEL_SPEC = {
+    "formula": Field(str, required=True, doc="lme4-style formula, e.g. 'y ~ x + (x | g)'"),
+    "family": Field(str, default="gaussian", choices=FAMILIES, doc="gaussian, binomial or poisson"),
+    "link": Field(str, doc="link function (default: the family's canonical link)"),
+    "method": Field(str, doc="REML (default) or ML for gaussian; Laplace (default) or AGQ for binomial/poisson"),
+    "nagq": Field(int, doc="Gauss-Hermite points for method AGQ (default 9; one scalar random-effect term)"),
+    "weights": Field(str, doc="column of prior weights"),
+    "offset": Field(str, doc="column added to the linear predictor with coefficient 1"),
+    "trials": Field(str, doc="binomial: column of numbers of trials (the response counts successes)"),
+    "dtype": Field(str, choices=("float64", "float32"), doc="floating-point precision (default [options] dtype)"),
+    "ddf": Field(str, choices=DDF_METHODS, doc="df method of fixed.csv (default [inference] ddf)"),
+    "anova": Field(bool, doc="write anova.csv, Type III F tests (default [inference] anova)"),
+}
+
+#: section -> key -> Field.  ``[models.NAME]`` tables take the keys of ``[model]``.
 SCHEMA: dict[str, dict[str, Field]] = {
     "data": {
         "builtin": Field(str, doc="name of a built-in data set"),
-        "path": Field(str, doc="CSV (or .tsv) file, relative to the config file"),
+        "path": Field(str, doc="CSV/TSV or Parquet file, relative to the config file"),
         "args": Field(dict, default={}, doc="keyword arguments for a built-in simulator"),
     },
-    "model": {
-        "formula": Field(str, required=True, doc="lme4-style formula"),
-        "method": Field(str, default="REML", choices=("REML", "ML"), upper=True, doc="REML or ML"),
-        "weights": Field(str, doc="column of prior weights"),
-        "dtype": Field(str, default="float64", choices=("float64", "float32"), doc="floating-point precision"),
-    },
-    "output": {
-        "dir": Field(str, doc="output folder, relative to the working directory"),
-    },
+    "model": _MODEL_SPEC,
+    "models": _MODEL_SPEC,
     "sweep": {
         "formula": Field(str, required=True, doc="right-hand side without a response, e.g. '~ x + (1 | g)'"),
         "outcomes": Field(list, required=True, doc="the response columns"),
-        "family": Field(str, default="gaussian", choices=("gaussian", "binomial", "poisson"), doc="family"),
+        "family": Field(str, default="gaussian", choices=FAMILIES, doc="family"),
         "link": Field(str, doc="link function (default: the family's canonical link)"),
         "method": Field(str, doc="REML or ML (Gaussian), Laplace or AGQ (binomial, poisson)"),
         "nagq": Field(int, default=1, doc="Gauss-Hermite points (AGQ, one scalar term)"),
         "weights": Field(str, doc="column of prior weights"),
-        "dtype": Field(str, default="float64", choices=("float64", "float32"), doc="floating-point precision"),
+        "dtype": Field(str, choices=("float64", "float32"), doc="floating-point precision (default [options] dtype)"),
         "batch_size": Field(int, doc="outcomes per compiled chunk (default: all at once)"),
         "compare_single_level": Field(bool, default=False,
                                       doc="also fit the formula without random effects and compare"),
         "compare_terms": Field(list, doc="covariates to compare (default: those constant within a group)"),
         "alpha": Field(float, default=0.05, doc="significance level of the comparison"),
     },
+    "inference": {
+        "ddf": Field(str, choices=DDF_METHODS, doc="df method of the coefficient table (default: the model's)"),
+        "anova": Field(bool, default=False, doc="write anova.csv (Type III F tests per fixed term)"),
+        "level": Field(float, default=0.95, doc="coverage of the intervals in fixed.csv"),
+    },
+    "comparisons": {
+        "lrt": Field(list, required=True, doc="model names, or a list of lists of them: likelihood-ratio tables"),
+        "refit": Field(bool, doc="refit REML fits by ML first (default: only when the fixed parts differ)"),
+    },
+    "bootstrap": {
+        "n": Field(int, default=1000, doc="number of parametric bootstrap replicates"),
+        "seed": Field(int, default=0, doc="random seed"),
+        "level": Field(float, default=0.95, doc="coverage of the percentile intervals"),
+        "models": Field(list, doc="models to bootstrap (default: every model with random effects)"),
+    },
+    "options": {
+        "max_iter": Field(int, default=500, doc="optimiser iteration limit"),
+        "gtol": Field(float, default=1e-4, doc="convergence tolerance on the largest absolute gradient entry"),
+        "dtype": Field(str, default="float64", choices=("float64", "float32"), doc="floating-point precision"),
+    },
+    "output": {
+        "dir": Field(str, doc="output folder, relative to the working directory"),
+        "formats": Field(list, default=["csv"], doc="table formats: csv and/or parquet"),
+        "plots": Field((bool, list), default=True, doc="true, false, or a list of plot names"),
+        "plot_x": Field(str, doc="fixed-effect column on the x axis of group_lines and shrinkage"),
+        "plot_group": Field(str, doc="grouping factor of the plots (default: the model's first)"),
+        "dpi": Field(int, default=120, doc="resolution of the PNG files"),
+    },
     "devices": {
         "distributed": Field(bool, default=False, doc="call jax.distributed.initialize() (multi-host)"),
     },
 }
 REQUIRED_SECTIONS = ("data",)
-MODEL_SECTIONS = ("model", "sweep")  # exactly one of them
+MODEL_SECTIONS = ("model", "models", "sweep")  # exactly one of them
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def did_you_mean(word: str, candidates, fmt: str = "{!r}") -> str:
     """``"; did you mean 'x'?"`` for the closest candidate, or ``""``."""
-    close = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
+    word, cands = str(word), [str(c) for c in candidates]
+    swapped = [c for c in cands if len(c) > 2 and sorted(c.lower()) == sorted(word.lower()) and c != word]
+    close = swapped or difflib.get_close_matches(word, cands, n=1, cutoff=0.6)  # a transposition first
     return f"; did you mean {fmt.format(close[0])}?" if close else ""
 
 
@@ -130,6 +186,11 @@ def _type_name(value) -> str:
     return type(value).__name__
 
 
+def _types_name(types) -> str:
+    return " or ".join(_TOML_TYPE_NAMES.get(t, t.__name__) for t in types)
+
+
+# ---- section dataclasses -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DataConfig:
     builtin: str | None = None
@@ -145,19 +206,46 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    formula: str
-    method: str = "REML"
-    weights: str | None = None
-    dtype: str = "float64"
+    """One model, with the [inference] and [options] defaults resolved."""
 
-    def fit_kwargs(self) -> dict:
+    formula: str
+    family: str = "gaussian"
+    link: str | None = None
+    method: str = "REML"
+    nagq: int = 1
+    weights: str | None = None
+    offset: str | None = None
+    trials: str | None = None
+    dtype: str = "float64"
+    ddf: str | None = None
+    anova: bool = False
+    name: str = "model"  # not a key: the [models.NAME] table's name ("model" for [model])
+
+    @property
+    def label(self) -> str:
+        """``[model]`` or ``[models.NAME]``: how messages name it."""
+        return "[model]" if self.name == "model" else f"[models.{self.name}]"
+
+    def fit_kwargs(self, options: "OptionsConfig | None" = None) -> dict:
         """Keyword arguments for :func:`jaxmix.fit` (besides formula and data)."""
-        return {"method": self.method, "weights": self.weights, "dtype": self.dtype}
+        kw = {"method": self.method, "weights": self.weights, "dtype": self.dtype}
+        if self.family != "gaussian":
+            kw.update(family=self.family, link=self.link, nagq=self.nagq, trials=self.trials)
+        if self.offset is not None:
+            kw["offset"] = self.offset
+        if options is not None:
+            kw.update(max_iter=options.max_iter, gtol=options.gtol)
+        return kw
 
 
 @dataclass(frozen=True)
 class OutputConfig:
     dir: Path
+    formats: tuple = ("csv",)
+    plots: tuple = PLOT_KINDS  # the plot kinds to draw; () for none
+    plot_x: str | None = None
+    plot_group: str | None = None
+    dpi: int = 120
 
 
 @dataclass(frozen=True)
@@ -189,61 +277,120 @@ class DevicesConfig:
 
 
 @dataclass(frozen=True)
+class InferenceConfig:
+    ddf: str | None = None
+    anova: bool = False
+    level: float = 0.95
+
+
+@dataclass(frozen=True)
+class ComparisonsConfig:
+    lrt: tuple = ()  # tuples of model names
+    refit: bool | None = None
+
+
+@dataclass(frozen=True)
+class BootstrapConfig:
+    n: int = 1000
+    seed: int = 0
+    level: float = 0.95
+    models: tuple = ()  # resolved: the models to bootstrap
+
+
+@dataclass(frozen=True)
+class OptionsConfig:
+    max_iter: int = 500
+    gtol: float = 1e-4
+    dtype: str = "float64"
+
+
+@dataclass(frozen=True)
 class RunConfig:
     data: DataConfig
-    model: ModelConfig | None  # None for a sweep
+    models: dict  # name -> ModelConfig, in file order; {} for a sweep
     output: OutputConfig
     source: Path | None = None  # the config file, when read from one
     sweep: SweepConfig | None = None
     devices: DevicesConfig = field(default_factory=DevicesConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    comparisons: ComparisonsConfig | None = None
+    bootstrap: BootstrapConfig | None = None
+    options: OptionsConfig = field(default_factory=OptionsConfig)
+    named: bool = False  # models came from [models.NAME] tables
+    overrides: tuple = ()  # the --set KEY=VALUE strings applied
+
+    @property
+    def model(self) -> ModelConfig | None:
+        """The single model of a one-model config (None for a sweep or several models)."""
+        return next(iter(self.models.values())) if len(self.models) == 1 else None
 
     def with_output(self, directory) -> "RunConfig":
-        return dataclasses.replace(self, output=OutputConfig(Path(directory)))
+        return dataclasses.replace(self, output=dataclasses.replace(self.output, dir=Path(directory)))
 
     def to_dict(self) -> dict:
         """Plain, JSON-friendly description of the resolved configuration."""
+        def plain(dc):
+            return None if dc is None else {k: (list(v) if isinstance(v, tuple) else v)
+                                            for k, v in dataclasses.asdict(dc).items()}
+
+        out = plain(self.output)
+        out["dir"] = str(self.output.dir)
         return {
             "source": None if self.source is None else str(self.source),
+            "overrides": list(self.overrides),
             "data": {"builtin": self.data.builtin,
                      "path": None if self.data.path is None else str(self.data.path),
                      "args": dict(self.data.args)},
-            "model": None if self.model is None else dataclasses.asdict(self.model),
-            "sweep": None if self.sweep is None else dataclasses.asdict(self.sweep),
-            "devices": dataclasses.asdict(self.devices),
-            "output": {"dir": str(self.output.dir)},
+            "model": plain(self.model) if not self.named else None,
+            "models": {name: plain(m) for name, m in self.models.items()},
+            "sweep": plain(self.sweep),
+            "inference": plain(self.inference),
+            "comparisons": None if self.comparisons is None else
+            {"lrt": [list(c) for c in self.comparisons.lrt], "refit": self.comparisons.refit},
+            "bootstrap": plain(self.bootstrap),
+            "options": plain(self.options),
+            "devices": plain(self.devices),
+            "output": out,
         }
 
 
-def _section(raw: dict, name: str) -> dict:
-    """Validate one section's keys and types; returns key -> value with defaults filled in."""
+# ---- validation ----------------------------------------------------------------------------------
+def _section(raw: dict, name: str, label: str | None = None, table=None) -> dict:
+    """Validate one section's keys and types; returns key -> value with defaults filled in.
+
+    ``label`` names the section in messages (default ``[name]``); ``table`` is the section's
+    content (default ``raw[name]``).
+    """
     spec = SCHEMA[name]
-    table = raw.get(name, {})
+    label = label or f"[{name}]"
+    table = raw.get(name, {}) if table is None else table
     if not isinstance(table, dict):
-        raise ConfigError(f"[{name}] must be a table, got {_type_name(table)}")
+        raise ConfigError(f"{label} must be a table, got {_type_name(table)}")
     for key in table:
         if key not in spec:
-            raise ConfigError(f"unknown key {key!r} in [{name}]{did_you_mean(key, spec)}"
+            raise ConfigError(f"unknown key {key!r} in {label}{did_you_mean(key, spec)}"
                               f" (allowed: {', '.join(spec)})")
     out = {}
     for key, f in spec.items():
         if key not in table:
             if f.required:
-                raise ConfigError(f"[{name}] is missing the required key {key!r}")
-            out[key] = dict(f.default) if isinstance(f.default, dict) else f.default
+                raise ConfigError(f"{label} is missing the required key {key!r}")
+            out[key] = copy.deepcopy(f.default)
             continue
         value = table[key]
-        ok = isinstance(value, f.type) and not (f.type in (int, float) and isinstance(value, bool))
-        if f.type is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = isinstance(value, f.types) and not (isinstance(value, bool) and bool not in f.types)
+        if float in f.types and isinstance(value, int) and not isinstance(value, bool):
             ok, value = True, float(value)
         if not ok:
-            raise ConfigError(f"[{name}] {key} must be {_TOML_TYPE_NAMES.get(f.type, f.type.__name__)}, "
-                              f"got {_type_name(value)} {value!r}")
-        if f.type is str and not value.strip():
-            raise ConfigError(f"[{name}] {key} must not be empty")
+            raise ConfigError(f"{label} {key} must be {_types_name(f.types)}, got {_type_name(value)} {value!r}")
+        if isinstance(value, str) and not value.strip():
+            raise ConfigError(f"{label} {key} must not be empty")
         if f.choices is not None:
-            v = value.upper() if f.upper else value
+            v = value.upper() if f.upper else value.lower() if name != "data" else value
+            if key == "ddf":
+                v = v.replace("_", "-").replace(" ", "-")
             if v not in f.choices:
-                raise ConfigError(f"[{name}] {key} must be one of {', '.join(map(repr, f.choices))}, "
+                raise ConfigError(f"{label} {key} must be one of {', '.join(map(repr, f.choices))}, "
                                   f"got {value!r}{did_you_mean(v, f.choices)}")
             value = v
         out[key] = value
@@ -279,17 +426,73 @@ def _data(d: dict, base_dir: Path | None) -> DataConfig:
     return DataConfig(path=path)
 
 
-def _model(m: dict) -> ModelConfig:
+def _model(m: dict, name: str, inference: InferenceConfig, options: OptionsConfig) -> ModelConfig:
+    """Check one model's keys against each other (family, link, method, nagq, ddf)."""
+    from .families import get_family
     from .formula import parse_formula
 
+    label = "[model]" if name == "model" else f"[models.{name}]"
     try:
-        parse_formula(m["formula"])
+        parsed = parse_formula(m["formula"])
     except JaxmixError as e:
-        raise ConfigError(f"[model] formula: {e}") from None
-    return ModelConfig(**m)
+        raise ConfigError(f"{label} formula: {e}") from None
+    family = m["family"]
+    gauss = family == "gaussian"
+    if m["link"] is not None:
+        try:
+            get_family(family, m["link"])
+        except JaxmixError as e:
+            raise ConfigError(f"{label} link: {e}") from None
+    method = m["method"]
+    allowed, other = (_GAUSSIAN_METHODS, _GLMM_METHODS) if gauss else (_GLMM_METHODS, _GAUSSIAN_METHODS)
+    if method is None:
+        method = "REML" if gauss else ("AGQ" if (m["nagq"] or 1) > 1 else "Laplace")
+    else:
+        canon = {c.upper(): c for c in allowed + other}
+        v = canon.get(method.upper())
+        if v in other:
+            kind = "binomial and poisson models" if gauss else "gaussian models"
+            raise ConfigError(f"{label} method {method!r} is for {kind}; a {family} model takes "
+                              f"{' or '.join(map(repr, allowed))}")
+        if v is None:
+            raise ConfigError(f"{label} method must be one of {', '.join(map(repr, allowed))} for a {family} model, "
+                              f"got {method!r}{did_you_mean(method, allowed)}")
+        method = v
+    nagq = m["nagq"]
+    if nagq is not None and nagq < 1:
+        raise ConfigError(f"{label} nagq must be a positive integer, got {nagq!r}")
+    if gauss and nagq not in (None, 1):
+        raise ConfigError(f"{label} nagq is for binomial and poisson models (method 'AGQ'), not a gaussian one")
+    if method == "Laplace" and nagq not in (None, 1):
+        raise ConfigError(f"{label} nagq = {nagq} needs method = 'AGQ' (method 'Laplace' is nagq = 1)")
+    if method == "AGQ":
+        if nagq == 1:
+            raise ConfigError(f"{label} method 'AGQ' needs nagq > 1 (default 9); nagq = 1 is method 'Laplace'")
+        nagq = 9 if nagq is None else nagq
+        if not parsed.is_mixed:
+            raise ConfigError(f"{label} method 'AGQ' needs a random-effect term, e.g. (1 | g)")
+    nagq = 1 if nagq is None else nagq
+    if m["trials"] is not None and family != "binomial":
+        raise ConfigError(f"{label} trials is for binomial models, not a {family} one")
+    ddf = m["ddf"] if m["ddf"] is not None else inference.ddf
+    src = f"{label} ddf" if m["ddf"] is not None else f"[inference] ddf (for {label})"
+    if ddf is not None:
+        lmm = gauss and parsed.is_mixed
+        if ddf in ("satterthwaite", "kenward-roger") and not lmm:
+            what = f"a {family} GLMM" if parsed.is_mixed else "a model without random effects"
+            raise ConfigError(f"{src} {ddf!r} needs a linear mixed model; this is {what} "
+                              "(use 'asymptotic', 'residual', 'containment' or 'between-within')")
+        if ddf == "kenward-roger" and method != "REML":
+            raise ConfigError(f"{src} 'kenward-roger' needs method = 'REML', got {method!r}")
+        if ddf in ("containment", "between-within") and not parsed.is_mixed:
+            raise ConfigError(f"{src} {ddf!r} needs random effects; use 'residual' for this model")
+    return ModelConfig(formula=m["formula"], family=family, link=None if m["link"] is None else m["link"].lower(),
+                       method=method, nagq=nagq, weights=m["weights"], offset=m["offset"], trials=m["trials"],
+                       dtype=m["dtype"] or options.dtype, ddf=ddf,
+                       anova=inference.anova if m["anova"] is None else m["anova"], name=name)
 
 
-def _sweep(m: dict) -> SweepConfig:
+def _sweep(m: dict, options: OptionsConfig) -> SweepConfig:
     from .formula import parse_formula
 
     try:
@@ -317,16 +520,78 @@ def _sweep(m: dict) -> SweepConfig:
         raise ConfigError(f"[sweep] nagq must be a positive integer, got {m['nagq']!r}")
     if m["batch_size"] is not None and m["batch_size"] < 1:
         raise ConfigError(f"[sweep] batch_size must be a positive integer, got {m['batch_size']!r}")
-    return SweepConfig(**m)
+    return SweepConfig(**{**m, "dtype": m["dtype"] or options.dtype})
 
 
-def parse_config(raw: dict, base_dir=None, source=None) -> RunConfig:
+def _names_list(value, label: str, known: dict, *, min_len: int = 1) -> tuple:
+    """A list of model names, each one of ``known``."""
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{label} must be a list of model names, got {value!r}")
+    for v in value:
+        if v not in known:
+            raise ConfigError(f"{label}: unknown model {v!r}{did_you_mean(v, known)}"
+                              f" (models: {', '.join(known)})")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{label} lists {next(v for v in value if value.count(v) > 1)!r} twice")
+    if len(value) < min_len:
+        raise ConfigError(f"{label} needs at least {min_len} models, got {value!r}")
+    return tuple(value)
+
+
+def _comparisons(c: dict, models: dict) -> ComparisonsConfig:
+    lrt = c["lrt"]
+    if not lrt:
+        raise ConfigError("[comparisons] lrt is empty: list the models to compare, e.g. [\"null\", \"full\"]")
+    groups = [lrt] if all(isinstance(v, str) for v in lrt) else lrt
+    if not all(isinstance(g, list) for g in groups):
+        raise ConfigError("[comparisons] lrt must be a list of model names or a list of such lists, "
+                          f"got {lrt!r}")
+    if len(models) < 2:
+        raise ConfigError("[comparisons] needs two or more named models ([models.NAME] tables)")
+    return ComparisonsConfig(lrt=tuple(_names_list(g, "[comparisons] lrt", models, min_len=2) for g in groups),
+                             refit=c["refit"])
+
+
+def _output(o: dict, source) -> OutputConfig:
+    out_dir = o["dir"]
+    if out_dir is None:
+        out_dir = Path("out") / (Path(source).stem if source is not None else "jaxmix")
+    formats = o["formats"]
+    if not formats or not all(isinstance(f, str) for f in formats):
+        raise ConfigError(f"[output] formats must be a non-empty list of {', '.join(map(repr, TABLE_FORMATS))}, "
+                          f"got {formats!r}")
+    for f in formats:
+        if f.lower() not in TABLE_FORMATS:
+            raise ConfigError(f"[output] formats: unknown format {f!r}{did_you_mean(f.lower(), TABLE_FORMATS)}"
+                              f" (allowed: {', '.join(TABLE_FORMATS)})")
+    plots = o["plots"]
+    if isinstance(plots, bool):
+        kinds = PLOT_KINDS if plots else ()
+    else:
+        for p in plots:
+            if not isinstance(p, str) or p not in PLOT_KINDS:
+                raise ConfigError(f"[output] plots: unknown plot {p!r}{did_you_mean(p, PLOT_KINDS)}"
+                                  f" (allowed: true, false or a list of {', '.join(PLOT_KINDS)})")
+        kinds = tuple(k for k in PLOT_KINDS if k in plots)
+    if not 10 <= o["dpi"] <= 1200:
+        raise ConfigError(f"[output] dpi must be between 10 and 1200, got {o['dpi']!r}")
+    return OutputConfig(dir=Path(out_dir).expanduser(), formats=tuple(dict.fromkeys(f.lower() for f in formats)),
+                        plots=kinds, plot_x=o["plot_x"], plot_group=o["plot_group"], dpi=o["dpi"])
+
+
+def _check_level(value: float, label: str) -> None:
+    if not 0.0 < value < 1.0:
+        raise ConfigError(f"{label} level must be between 0 and 1, got {value!r}")
+
+
+def parse_config(raw: dict, base_dir=None, source=None, overrides=()) -> RunConfig:
     """Validate a configuration dict (as :mod:`tomllib` returns it).
 
     Args:
-      raw: the parsed TOML document.
+      raw: the parsed TOML document (with any ``--set`` overrides applied, see :func:`apply_overrides`).
       base_dir: folder that a relative ``[data] path`` is relative to (the config file's folder).
       source: the config file, for the default output folder ``out/<file stem>`` and for records.
+      overrides: the ``--set`` strings, kept for the record.
     """
     if not isinstance(raw, dict):
         raise ConfigError(f"a configuration must be a table, got {_type_name(raw)}")
@@ -343,23 +608,135 @@ def parse_config(raw: dict, base_dir=None, source=None) -> RunConfig:
             raise ConfigError(f"missing the [{name}] section")
     present = [name for name in MODEL_SECTIONS if name in raw]
     if not present:
-        raise ConfigError("missing the [model] section (or a [sweep] section for many outcomes)")
-    if len(present) > 1:
+        raise ConfigError("missing the [model] section (or [models.NAME] tables, or a [sweep] section for many "
+                          "outcomes)")
+    if "sweep" in present and len(present) > 1:
         raise ConfigError("a configuration has either a [model] or a [sweep] section, not both")
-    sections = {name: _section(raw, name) for name in SCHEMA if name not in MODEL_SECTIONS or name in present}
+    if len(present) > 1:
+        raise ConfigError("a configuration has either one [model] or named [models.NAME] tables, not both")
+    kind = present[0]
+    plain = [s for s in SCHEMA if s not in MODEL_SECTIONS]
+    sections = {name: _section(raw, name) for name in plain if name != "comparisons" or name in raw}
+    options = OptionsConfig(**sections["options"])
+    if options.max_iter < 1:
+        raise ConfigError(f"[options] max_iter must be a positive integer, got {options.max_iter!r}")
+    if not options.gtol > 0:
+        raise ConfigError(f"[options] gtol must be positive, got {options.gtol!r}")
+    inference = InferenceConfig(**sections["inference"])
+    _check_level(inference.level, "[inference]")
     data = _data(sections["data"], None if base_dir is None else Path(base_dir))
-    model = _model(sections["model"]) if "model" in sections else None
-    sweep = _sweep(sections["sweep"]) if "sweep" in sections else None
-    out_dir = sections["output"]["dir"]
-    if out_dir is None:
-        out_dir = Path("out") / (Path(source).stem if source is not None else "jaxmix")
-    output = OutputConfig(Path(out_dir).expanduser())
-    return RunConfig(data=data, model=model, output=output, source=None if source is None else Path(source),
-                     sweep=sweep, devices=DevicesConfig(**sections["devices"]))
+    models: dict[str, ModelConfig] = {}
+    sweep = None
+    if kind == "model":
+        models["model"] = _model(_section(raw, "model"), "model", inference, options)
+    elif kind == "models":
+        tables = raw["models"]
+        if not isinstance(tables, dict):
+            raise ConfigError(f"[models] must be a table of named models ([models.NAME]), got {_type_name(tables)}")
+        if not tables:
+            raise ConfigError("[models] has no models: add tables such as [models.null] and [models.full]")
+        for name, table in tables.items():
+            if not isinstance(table, dict):
+                hint = ("; put it in a named model table such as [models.full]" if name in _MODEL_SPEC else "")
+                raise ConfigError(f"[models] {name} must be a table [models.{name}] of model keys, "
+                                  f"got {_type_name(table)}{hint}")
+            if not _NAME_RE.match(name):
+                raise ConfigError(f"[models.{name}]: a model name may use letters, digits, '_' and '-' only")
+            label = f"[models.{name}]"
+            models[name] = _model(_section(raw, "models", label, table), name, inference, options)
+    else:
+        sweep = _sweep(_section(raw, "sweep"), options)
+    for sec in ("inference", "comparisons", "bootstrap"):
+        if sweep is not None and sec in raw:
+            raise ConfigError(f"[{sec}] is for [model] / [models.NAME] configs, not a [sweep]")
+    comparisons = None
+    if "comparisons" in raw:
+        comparisons = _comparisons(sections["comparisons"], models)
+    bootstrap = None
+    if "bootstrap" in raw:
+        b = sections["bootstrap"]
+        if b["n"] < 1:
+            raise ConfigError(f"[bootstrap] n must be a positive number of replicates, got {b['n']!r}")
+        _check_level(b["level"], "[bootstrap]")
+        if b["models"] is not None:
+            chosen = _names_list(b["models"], "[bootstrap] models", models)
+        else:
+            from .formula import parse_formula
+
+            chosen = tuple(n for n, m in models.items() if parse_formula(m.formula).is_mixed)
+        bootstrap = BootstrapConfig(n=b["n"], seed=b["seed"], level=b["level"], models=chosen)
+    output = _output(sections["output"], source)
+    return RunConfig(data=data, models=models, output=output, source=None if source is None else Path(source),
+                     sweep=sweep, devices=DevicesConfig(**sections["devices"]), inference=inference,
+                     comparisons=comparisons, bootstrap=bootstrap, options=options, named=kind == "models",
+                     overrides=tuple(overrides))
 
 
-def load_config(path) -> RunConfig:
-    """Read and validate a TOML configuration file; errors are prefixed with the file name."""
+# ---- --set overrides ------------------------------------------------------------------------------
+def _parse_value(text: str):
+    """A TOML value (``2000``, ``true``, ``[1, 2]``, ``{ a = 1 }``, ``"x"``), else the text as a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(raw: dict, overrides) -> dict:
+    """A copy of ``raw`` with each ``KEY=VALUE`` of ``overrides`` set.
+
+    KEY is ``section.key`` (``model.method``, ``output.dir``), ``data.args.NAME`` or
+    ``models.NAME.key``; VALUE is read as a TOML value, falling back to a plain string; an empty VALUE
+    (``--set data.builtin=``) removes the key.  A section not
+    in the file is created.  Bad keys are :class:`ConfigError` naming the ``--set`` at fault.
+    """
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        where = f"--set {item!r}"
+        if "=" not in item:
+            raise ConfigError(f"{where}: expected KEY=VALUE, e.g. --set model.method=ML")
+        key, text = (s.strip() for s in item.split("=", 1))
+        parts = key.split(".")
+        if not key or any(not p for p in parts):
+            raise ConfigError(f"{where}: expected KEY=VALUE with KEY like 'section.key', got key {key!r}")
+        section = parts[0]
+        if section not in SCHEMA:
+            raise ConfigError(f"{where}: unknown section {section!r}{did_you_mean(section, SCHEMA)}"
+                              f" (allowed: {', '.join(SCHEMA)})")
+        if section == "models":
+            if len(parts) != 3:
+                raise ConfigError(f"{where}: a model key is models.NAME.key, e.g. models.full.method")
+            names = list(raw.get("models", {})) if isinstance(raw.get("models"), dict) else []
+            if parts[1] not in names:
+                raise ConfigError(f"{where}: no model {parts[1]!r} in the config{did_you_mean(parts[1], names)}"
+                                  f" (models: {', '.join(names) or 'none'})")
+            path, spec = parts[:2], SCHEMA["models"]
+            rest = parts[2:]
+        else:
+            path, spec, rest = parts[:1], SCHEMA[section], parts[1:]
+        if not rest:
+            raise ConfigError(f"{where}: name a key of [{section}], e.g. {section}.{next(iter(spec))}")
+        k = rest[0]
+        if k not in spec:
+            raise ConfigError(f"{where}: unknown key {k!r} in [{'.'.join(path)}]{did_you_mean(k, spec)}"
+                              f" (allowed: {', '.join(spec)})")
+        if len(rest) > 2 or (len(rest) == 2 and spec[k].type is not dict):
+            raise ConfigError(f"{where}: [{'.'.join(path)}] {k} is not a table")
+        node = raw
+        for p in path + rest[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"{where}: {p!r} is not a table in the config")
+            node = nxt
+        if text == "":
+            node.pop(rest[-1], None)  # --set KEY= removes the key
+        else:
+            node[rest[-1]] = _parse_value(text)
+    return raw
+
+
+def load_config(path, overrides=()) -> RunConfig:
+    """Read and validate a TOML configuration file, with ``--set`` ``overrides`` applied; errors are
+    prefixed with the file name."""
     path = Path(path)
     try:
         with path.open("rb") as fh:
@@ -375,6 +752,7 @@ def load_config(path) -> RunConfig:
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: not UTF-8 ({e.reason})") from None
     try:
-        return parse_config(raw, base_dir=path.parent, source=path)
+        raw = apply_overrides(raw, overrides)
+        return parse_config(raw, base_dir=path.parent, source=path, overrides=overrides)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None

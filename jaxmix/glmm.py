@@ -28,7 +28,7 @@ from .crossprod import Index, Layout, RowData, cross_products
 from .families import Family
 from .lmm import solve_factor
 
-__all__ = ["GlmmData", "laplace_objective", "conditional_modes"]
+__all__ = ["GlmmData", "laplace_objective", "conditional_modes", "zero_modes"]
 
 
 class GlmmData(NamedTuple):
@@ -101,12 +101,27 @@ def _pdev(u, lams, fam, d, idx, layout, eta_fix):
     return -2.0 * jnp.sum(d.pw * fam.kernel(d.y, d.ntr, eta)) + jnp.sum(u1**2) + jnp.sum(uR**2)
 
 
+def zero_modes(layout: Layout, dtype):
+    """u = 0 in the (term 1, other terms) layout of the spherical random effects."""
+    return jnp.zeros((layout.l1, layout.q1), dtype), jnp.zeros((layout.m_R,), dtype)
+
+
 def conditional_modes(theta, beta, fam, d: GlmmData, idx, layout: Layout, tl: ThetaLayout,
-                      max_iter: int = 60, tol: float = 1e-11):
-    """û by penalised IRLS with step halving, from u = 0 (not differentiated)."""
+                      max_iter: int = 60, tol: float = 1e-11, u_start=None):
+    """û by penalised IRLS with step halving, from ``u_start`` (default u = 0; not differentiated).
+
+    The start changes the number of iterations, not the mode: the optimiser warm-starts each
+    evaluation from the modes of the last accepted point (lme4 does the same).  A start with a
+    worse penalised deviance than u = 0 is replaced by u = 0.
+    """
     lams = lambdas(theta, tl)
     eta_fix = d.X @ beta + d.offset
-    u0 = (jnp.zeros((layout.l1, layout.q1), theta.dtype), jnp.zeros((layout.m_R,), theta.dtype))
+    u0 = zero_modes(layout, theta.dtype)
+    if u_start is not None:
+        pd_zero = _pdev(u0, lams, fam, d, idx, layout, eta_fix)
+        pd_start = _pdev(u_start, lams, fam, d, idx, layout, eta_fix)
+        use = jnp.isfinite(pd_start) & (pd_start < pd_zero)
+        u0 = jax.tree_util.tree_map(lambda a, b: jnp.where(use, a, b), u_start, u0)
 
     def body(c):
         u, pd, k, _ = c
@@ -141,12 +156,14 @@ def conditional_modes(theta, beta, fam, d: GlmmData, idx, layout: Layout, tl: Th
     return u, k
 
 
-def laplace_parts(params, fam: Family, d: GlmmData, idx: Index, layout: Layout, tl: ThetaLayout):
-    """(deviance pieces) at params = (θ, β): the differentiable modes and the Fisher factor."""
+def laplace_parts(params, fam: Family, d: GlmmData, idx: Index, layout: Layout, tl: ThetaLayout, u_start=None):
+    """(deviance pieces) at params = (θ, β): the differentiable modes and the Fisher factor, and û."""
     ntheta = tl.size
     theta, beta = params[:ntheta], params[ntheta:]
+    if u_start is not None:
+        u_start = jax.lax.stop_gradient(u_start)
     u_hat, _ = conditional_modes(jax.lax.stop_gradient(theta), jax.lax.stop_gradient(beta), fam, d, idx,
-                                 layout, tl)
+                                 layout, tl, u_start=u_start)
     u_hat = jax.lax.stop_gradient(u_hat)
     lams = lambdas(theta, tl)
     eta_fix = d.X @ beta + d.offset
@@ -158,13 +175,20 @@ def laplace_parts(params, fam: Family, d: GlmmData, idx: Index, layout: Layout, 
     # the tail column only keeps the factor well defined (its values do not enter log|L_Z|²)
     xp = cross_products(RowData(d.Z1, d.ZR, jnp.ones((n, 1), eta.dtype)), Wf, idx, layout)
     f = factorize(lams, xp, idx, layout)
-    return u, eta, f, lams
+    return u, eta, f, lams, u_hat
 
 
 def laplace_objective(params, fam: Family, d: GlmmData, idx: Index, layout: Layout, tl: ThetaLayout,
-                      gh_nodes=None, gh_weights=None):
-    """Laplace (or, with Gauss–Hermite nodes, AGQ) approximation of −2 log L at (θ, β)."""
-    u, eta, f, lams = laplace_parts(params, fam, d, idx, layout, tl)
+                      gh_nodes=None, gh_weights=None, u_start=None):
+    """Laplace (or, with Gauss–Hermite nodes, AGQ) approximation of −2 log L at (θ, β).
+
+    With ``u_start`` (a start for the mode iterations), returns (value, û) for warm starts."""
+    u, eta, f, lams, u_hat = laplace_parts(params, fam, d, idx, layout, tl, u_start)
+    value = _laplace_value(u, eta, f, lams, fam, d, idx, layout, gh_nodes, gh_weights)
+    return value if u_start is None else (value, u_hat)
+
+
+def _laplace_value(u, eta, f, lams, fam: Family, d: GlmmData, idx: Index, layout: Layout, gh_nodes, gh_weights):
     ll = fam.loglik(d.y, d.ntr, eta) * d.pw
     if gh_nodes is None:
         ldL2, _, _ = logdets(f, layout, 0)
@@ -200,12 +224,13 @@ def fit_program(params0, fam: Family, d: GlmmData, idx: Index, layout: Layout, t
         xk, wk = jnp.asarray(xk, params0.dtype), jnp.asarray(wk, params0.dtype)
     else:
         xk = wk = None
-    fun = lambda prm: laplace_objective(prm, fam, d, idx, layout, tl, xk, wk)  # noqa: E731
+    fun = lambda prm, u0: laplace_objective(prm, fam, d, idx, layout, tl, xk, wk, u_start=u0)  # noqa: E731
     nt = tl.size
     diag = jnp.concatenate([jnp.asarray(tl.is_diagonal(), params0.dtype), jnp.zeros(p, params0.dtype)])
     flip = lambda prm: jnp.concatenate([flip_columns(prm[:nt], tl), prm[nt:]])  # noqa: E731
-    res = minimize(fun, params0, diag, flip, max_iter=max_iter, gtol=gtol, lbfgs=False)
-    u, eta, f, lams = laplace_parts(res.x, fam, d, idx, layout, tl)
+    res = minimize(fun, params0, diag, flip, max_iter=max_iter, gtol=gtol, lbfgs=False,
+                   aux0=zero_modes(layout, params0.dtype))
+    u, eta, f, lams, _ = laplace_parts(res.x, fam, d, idx, layout, tl, res.aux)
     return res, u, eta, f
 
 

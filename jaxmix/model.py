@@ -53,7 +53,7 @@ def fit(formula: str, data, method: str | None = None, weights=None, family: str
         from .model_glmm import fit_glmm
 
         return fit_glmm(formula, data, family=fam, link=link, method=method or "Laplace", nagq=nagq,
-                        weights=weights, offset=offset, trials=trials, dtype=dtype, max_iter=max_iter)
+                        weights=weights, offset=offset, trials=trials, dtype=dtype, max_iter=max_iter, gtol=gtol)
     if link not in (None, "identity"):
         raise JaxmixError(f"unknown link {link!r} for family 'gaussian'; only 'identity'")
     method = "REML" if method is None else str(method).upper()

@@ -1,4 +1,4 @@
-"""The optimiser loop: optax L-BFGS on the exact gradient, then Newton steps on the exact Hessian.
+"""The optimiser loop: optax L-BFGS on the exact gradient, then quasi-Newton steps from exact Hessians.
 
 Everything here is pure and jit/vmap-able: a failed fit is a status code, never an exception, so one
 bad outcome in a vmapped batch cannot stop the others.
@@ -37,6 +37,7 @@ class OptResult(NamedTuple):
     n_eval: jnp.ndarray  # objective evaluations (L-BFGS line searches and Newton trials)
     on_boundary: jnp.ndarray  # bool mask: coordinates set exactly to 0
     status: jnp.ndarray  # key of STATUS
+    aux: object = None  # the objective's carried state at the end (see minimize's aux0)
 
 
 def _lbfgs(fun, x0, max_iter: int, gtol: float, rtol: float = 0.0):
@@ -63,33 +64,35 @@ def _lbfgs(fun, x0, max_iter: int, gtol: float, rtol: float = 0.0):
     return x, otu.tree_get(state, "count"), nev
 
 
-def _grad_hess(fun, x, free):
-    """Exact gradient and Hessian (one linearisation of the gradient), restricted to ``free``."""
+def _grad_hess(fun, x, aux, free):
+    """Exact gradient and Hessian (one linearisation of the gradient), restricted to ``free``.
+
+    ``fun(x, aux) -> (value, aux)``; the Hessian is taken at fixed ``aux`` (a start value that does not
+    change the objective, such as the start of the inner mode iterations)."""
     # reverse-over-reverse: on the CPU backend much faster than vmapped forward-over-reverse through
     # the scatters of the cross-products
-    g, H = _value_and_jacrev(jax.grad(fun), x)
+    g, H, aux = _value_and_jacrev(jax.grad(lambda z: fun(z, aux), has_aux=True), x)
     H = 0.5 * (H + H.T)
     Hm = H * free[:, None] * free[None, :] + jnp.eye(x.shape[0], dtype=x.dtype) * (1.0 - free)
-    return g * free, Hm, H
+    return g * free, Hm, H, aux
 
 
 _NEG_CURV = 1e-7  # relative size of a Hessian eigenvalue treated as negative curvature
 
 
 def _value_and_jacrev(f, x):
-    """f(x) and its Jacobian by reverse mode (one VJP per output)."""
-    y, vjp = jax.vjp(f, x)
+    """f(x) and its Jacobian by reverse mode (one VJP per output); f returns (y, aux)."""
+    y, vjp, aux = jax.vjp(f, x, has_aux=True)
     (J,) = jax.vmap(vjp)(jnp.eye(y.shape[0], dtype=y.dtype))
-    return y, J
+    return y, J, aux
 
 
-def _newton_step(fun, x, fx, g, H, free):
-    """Damped Newton step with an eigenvalue-modified Hessian.
+def _newton_direction(g, H, free):
+    """Newton direction with an eigenvalue-modified Hessian, and the inverse of that Hessian.
 
     Directions of negative curvature are followed downhill with at least a step of 0.1: at a saddle
     or a maximum (θ = 0 of an even criterion, say) the gradient vanishes and a plain Newton step would
-    not move.  The full step is tried first; only if it does not decrease ``fun`` is it shortened
-    (×0.5, up to 12 times), so a well-behaved problem costs one objective evaluation per step.
+    not move.
     """
     w, V = jnp.linalg.eigh(H)
     gv = V.T @ g
@@ -98,31 +101,91 @@ def _newton_step(fun, x, fx, g, H, free):
     neg = w < -_NEG_CURV * (1.0 + jnp.max(jnp.abs(w)))
     downhill = jnp.where(gv > 0, -1.0, 1.0)
     coef = jnp.where(neg, downhill * jnp.maximum(jnp.abs(coef), 0.1), coef)
-    step = (V @ coef) * free
-    f1 = fun(x + step)
-    f1 = jnp.where(jnp.isfinite(f1), f1, jnp.inf)
+    Binv = (V / wabs[None, :]) @ V.T
+    return (V @ coef) * free, Binv
 
-    def backtrack(_):
-        def hc(h):
-            return ~(h[1] < fx) & (h[2] < 12)
 
-        def hb2(h):
-            t, v, i = h
-            t = t * 0.5
-            v = fun(x + t * step)
-            return t, jnp.where(jnp.isfinite(v), v, jnp.inf), i + 1
+def _line_search(vg, x, fx, g, aux, step, noise):
+    """Backtracking (×0.5, up to 20 times) until f(x + t·step) < f(x) + 1e-4·t·g′step (Armijo).
 
-        t, v, _ = jax.lax.while_loop(hc, hb2, (jnp.asarray(1.0, x.dtype), f1, 0))
-        return t, v
+    When the predicted decrease −g′step is below ``noise`` (the rounding noise of the objective's
+    value, ~1e-11·|f| in double precision) the full step is accepted unless f rises by more than
+    ``noise``: next to the optimum a decrease cannot be seen in f, but the step still reduces the
+    gradient.
 
-    t, ft = jax.lax.cond(f1 < fx, lambda _: (jnp.asarray(1.0, x.dtype), f1), backtrack, None)
-    better = ft < fx
-    return jnp.where(better, x + t * step, x), jnp.where(better, ft, fx)
+    Returns (t, f, gradient) at the accepted point (t = 0 when no decrease was found) and the number
+    of evaluations.  ``vg(x, aux) -> ((value, aux), gradient)``; the aux of the accepted point is returned.
+    """
+    slope = jnp.minimum(jnp.vdot(g, step), 0.0)
+
+    tiny = -slope < noise
+
+    def ok(t, v):
+        return jnp.isfinite(v) & ((v < fx + 1e-4 * t * slope) | (tiny & (v <= fx + noise)))
+
+    def body(h):
+        t, _, _, _, i = h
+        t = jnp.where(i == 0, t, 0.5 * t)
+        (v, an), gn = vg(x + t * step, aux)
+        return t, jnp.where(jnp.isfinite(v), v, jnp.inf), gn, an, i + 1
+
+    def cond(h):
+        t, v, _, _, i = h
+        return (i == 0) | (~ok(t, v) & (i < 21))
+
+    init = (jnp.asarray(1.0, x.dtype), jnp.asarray(jnp.inf, x.dtype), g, aux, 0)
+    t, v, gn, an, i = jax.lax.while_loop(cond, body, init)
+    good = ok(t, v)
+    an = jax.tree_util.tree_map(lambda a, b: jnp.where(good, a, b), an, aux)
+    return jnp.where(good, t, 0.0), jnp.where(good, v, fx), jnp.where(good, gn, g), an, i
+
+
+def _quasi_newton(fun, x, fx, g, aux, H, free, tol, active, noise, max_inner: int = 100):
+    """Steps from x: the damped Newton step on the exact Hessian H, then BFGS updates of H⁻¹.
+
+    Each BFGS step costs one objective value and gradient, against one exact Hessian for a Newton step
+    (the Hessian is ~10–30 objective evaluations).  Started from the exact (eigenvalue-modified)
+    inverse Hessian, BFGS converges superlinearly in a few steps; the caller checks the result with a
+    new exact Hessian.  Stops when max|g| < tol, when a step gives no decrease, or after max_inner
+    steps, after a BFGS step that had to be shortened (the caller then computes a new exact Hessian), or
+    at once when ``active`` is false.  Returns (x, f(x), aux, number of objective evaluations).
+    """
+    vg = jax.value_and_grad(fun, has_aux=True)
+    step0, Binv = _newton_direction(g, H, free)
+    eye = jnp.eye(x.shape[0], dtype=x.dtype)
+
+    def body(c):
+        x, fx, g, aux, Binv, k, nev, _ = c
+        p = jnp.where(k == 0, step0, -(Binv @ g) * free)  # the first step: the (modified) Newton step
+        t, fn, gn, aux, ni = _line_search(vg, x, fx, g, aux, p, noise)
+        gn = gn * free
+        s = t * p
+        yv = gn - g
+        sy = jnp.vdot(s, yv)
+        rho = jnp.where(sy > 1e-12 * jnp.linalg.norm(s) * jnp.linalg.norm(yv), 1.0 / sy, 0.0)
+        A = eye - rho * jnp.outer(s, yv)
+        Bn = jnp.where(rho > 0, A @ Binv @ A.T + rho * jnp.outer(s, s), Binv)
+        # stop after a shortened step (t < 1) other than the first: the quadratic model is poor here,
+        # a new exact Hessian is worth more than further updates
+        return x + s, fn, gn, aux, Bn, k + 1, nev + ni, (t == 0) | ((k > 0) & (t < 1))
+
+    def cond(c):
+        x, fx, g, aux, Binv, k, nev, stop = c
+        return active & (k < max_inner) & ~stop & ((k == 0) | (jnp.max(jnp.abs(g)) >= tol)) & jnp.isfinite(fx)
+
+    init = (x, fx, g, aux, Binv, jnp.asarray(0), jnp.asarray(0), jnp.asarray(False))
+    x, fx_new, _, aux, _, _, nev, _ = jax.lax.while_loop(cond, body, init)
+    return x, fx_new, aux, nev
 
 
 def minimize(fun: Callable, x0, diag_mask, flip: Callable, max_iter: int = 500, gtol: float = 1e-4,
-             zero_tol: float = 1e-4, lbfgs: bool = True, max_newton: int = 50) -> OptResult:
-    """Minimise ``fun`` over θ from ``x0``: (L-BFGS,) Newton, boundary check, Newton again.
+             zero_tol: float = 1e-4, lbfgs: bool = True, max_newton: int = 50, aux0=None) -> OptResult:
+    """Minimise ``fun`` over θ from ``x0``: (L-BFGS,) quasi-Newton, boundary check, quasi-Newton again.
+
+    Each outer iteration computes the exact gradient and Hessian; when they do not yet show a minimum,
+    it takes the damped Newton step on that Hessian followed by BFGS steps (one value and gradient
+    each) started from the Hessian's inverse, until the gradient is below tolerance.  The next exact
+    Hessian then confirms the minimum, so a typical fit costs two or three exact Hessians.
 
     Args:
       fun: scalar objective (the profiled deviance, REML criterion or Laplace deviance).
@@ -136,22 +199,31 @@ def minimize(fun: Callable, x0, diag_mask, flip: Callable, max_iter: int = 500, 
       zero_tol: diagonal entries below this are tried at exactly 0.
       lbfgs: run optax L-BFGS first (else damped Newton from the start: fewer traces to compile).
       max_newton: iteration limit of each of the two Newton phases.
+      aux0: with it, ``fun(x, aux) -> (value, aux)`` carries a state that changes how the objective is
+        computed but not its value (the GLMM's start for the conditional modes, warm-started from the
+        last accepted point); ``aux`` is then returned in ``OptResult.aux``.
     """
+    if aux0 is None:
+        plain = fun
+        fun = lambda x, a: (plain(x), a)  # noqa: E731
+        aux0 = jnp.zeros(())
+    f_only = lambda x, a: fun(x, a)[0]  # noqa: E731
     # the gradient of an objective of size |f| is only known to ~1e-8·|f| in double precision
     # (seen: 2e-4 on a REML criterion of 2e5, 1e-4 on one of 1e4) and ~1e-4·|f| in single precision
     rtol = 1e-4 if x0.dtype == jnp.float32 else 1e-8
     if lbfgs:
-        x, n_iter, nev = _lbfgs(fun, x0, max_iter, gtol, rtol)
+        x, n_iter, nev = _lbfgs(lambda z: f_only(z, aux0), x0, max_iter, gtol, rtol)
     else:
         x, n_iter, nev = x0, jnp.asarray(0), jnp.asarray(0)
     d = x.shape[0]
     tol_n = gtol * 1e-3
-    f0 = jnp.abs(fun(x))
-    tol_n = tol_n + rtol * f0
+    f_start, aux_start = fun(x, aux0)
+    tol_n = tol_n + rtol * jnp.abs(f_start)
+    noise = (1e-6 if x0.dtype == jnp.float32 else 1e-11) * (1.0 + jnp.abs(f_start))
 
     def body(c):
-        x, fx, free, phase, k, kp, x_int, f_int, g_int, H_int, Hf_int, zero, g, H, Hf, done, stalled = c
-        g, H, Hf = _grad_hess(fun, x, free)
+        x, fx, free, phase, k, kp, x_int, f_int, g_int, H_int, Hf_int, zero, g, H, Hf, done, stalled, ne, aux = c
+        g, H, Hf, aux = _grad_hess(fun, x, aux, free)
         gmax = jnp.max(jnp.abs(g)) if d else jnp.asarray(0.0, x.dtype)
         w = jnp.linalg.eigvalsh(H) if d else jnp.ones(1, x.dtype)
         minimum = w[0] >= -_NEG_CURV * (1.0 + jnp.max(jnp.abs(w)))  # not a saddle or a maximum
@@ -169,15 +241,20 @@ def minimize(fun: Callable, x0, diag_mask, flip: Callable, max_iter: int = 500, 
         zero = jnp.where(at_switch, cand, zero)
         free = jnp.where(at_switch, 1.0 - cand.astype(x.dtype), free)
         xz = jnp.where(cand, 0.0, xf)
-        x_new, f_new = _newton_step(fun, x, fx, g, H, free)
+        x_new, f_new, aux_new, nev_k = _quasi_newton(fun, x, fx, g, aux, H, free, tol_n, ~at_switch & ~at_end,
+                                                     noise)
         moved = f_new < fx
         step = ~at_switch & ~at_end
         x = jnp.where(at_switch, xz, jnp.where(step, x_new, x))
-        fx = jnp.where(at_switch, fun(xz), jnp.where(step, f_new, fx))
+        fz, aux_z = fun(xz, aux)
+        fx = jnp.where(at_switch, fz, jnp.where(step, f_new, fx))
+        aux = jax.tree_util.tree_map(lambda a, b, c: jnp.where(at_switch, a, jnp.where(step, b, c)), aux_z, aux_new,
+                                     aux)
         stalled = step & ~moved
         phase = jnp.where(at_switch, 1, phase)
         kp = jnp.where(at_switch, 0, kp + 1)
-        return x, fx, free, phase, k + 1, kp, x_int, f_int, g_int, H_int, Hf_int, zero, g, H, Hf, at_end, stalled
+        return (x, fx, free, phase, k + 1, kp, x_int, f_int, g_int, H_int, Hf_int, zero, g, H, Hf, at_end, stalled,
+                ne + nev_k, aux)
 
     def cond(c):
         return ~c[15] & (c[4] < 2 * max_newton + 4)
@@ -186,8 +263,8 @@ def minimize(fun: Callable, x0, diag_mask, flip: Callable, max_iter: int = 500, 
     finf = jnp.asarray(jnp.inf, x.dtype)
     false = jnp.asarray(False)
     zi = jnp.asarray(0)
-    init = (x, fun(x), jnp.ones_like(x), zi, zi, zi, x, finf, x * 0, eye, eye, jnp.zeros(d, dtype=bool),
-            x * 0, eye, eye, false, false)
+    init = (x, f_start, jnp.ones_like(x), zi, zi, zi, x, finf, x * 0, eye, eye, jnp.zeros(d, dtype=bool),
+            x * 0, eye, eye, false, false, zi, aux_start)
     out = jax.lax.while_loop(cond, body, init)
     x, fx, free, phase, k, kp, x_int, f_int, g_int, H_int, Hf_int, zero, g, H, Hf, done = out[:16]
     switched = phase == 1
@@ -206,5 +283,5 @@ def minimize(fun: Callable, x0, diag_mask, flip: Callable, max_iter: int = 500, 
     status = jnp.where(~jnp.isfinite(fx), 2,
                        jnp.where(saddle, 4,
                                  jnp.where(gmax < gtol + rtol * jnp.abs(fx), 0, jnp.where(n_iter >= max_iter, 1, 3))))
-    n_eval = nev + k * 7
-    return OptResult(x, fx, g, Hf, min_eig, n_iter + k, n_eval, on_b, status)
+    n_eval = nev + k + out[17]  # L-BFGS, one gradient + Hessian per outer iteration, line searches
+    return OptResult(x, fx, g, Hf, min_eig, n_iter + k, n_eval, on_b, status, out[18])

@@ -382,25 +382,32 @@ def _safe(name: str) -> str:
 
 
 def save_all(res, folder, x: str | None = None, group: str | None = None, data=None, dpi: int = 120,
-             max_levels: int = 60) -> list[Path]:
+             max_levels: int = 60, kinds=("caterpillar", "group_lines", "shrinkage")) -> list[Path]:
     """Write the plots as PNG into ``folder`` (created if needed) and return their paths.
 
     ``caterpillar.png`` for ``group`` (default: the first grouping factor) and
     ``caterpillar_<group>.png`` for every other grouping factor; with ``x`` also ``group_lines.png``
-    and ``shrinkage.png``.  A model without random effects has nothing to draw: returns ``[]``.
+    and ``shrinkage.png``.  ``kinds`` picks among ``"caterpillar"``, ``"group_lines"`` and
+    ``"shrinkage"``.  A model without random effects has nothing to draw: returns ``[]``.
     """
+    unknown = [k for k in kinds if k not in ("caterpillar", "group_lines", "shrinkage")]
+    if unknown:
+        raise JaxmixError(f"unknown plot kind {unknown[0]!r}; choose among caterpillar, group_lines, shrinkage")
     if not res.is_mixed:
         return []
     _mpl()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     main = _group_name(res, group)
-    figs = {"caterpillar.png": caterpillar(res, group=main, max_levels=max_levels)}
-    for g in dict.fromkeys(t.group for t in res.design.terms):
-        if g != main:
-            figs[f"caterpillar_{_safe(g)}.png"] = caterpillar(res, group=g, max_levels=max_levels)
-    if x is not None:
+    figs = {}
+    if "caterpillar" in kinds:
+        figs["caterpillar.png"] = caterpillar(res, group=main, max_levels=max_levels)
+        for g in dict.fromkeys(t.group for t in res.design.terms):
+            if g != main:
+                figs[f"caterpillar_{_safe(g)}.png"] = caterpillar(res, group=g, max_levels=max_levels)
+    if x is not None and "group_lines" in kinds:
         figs["group_lines.png"] = group_lines(res, x=x, group=main, data=data)
+    if x is not None and "shrinkage" in kinds:
         figs["shrinkage.png"] = shrinkage(res, x=x, group=main, data=data)
     paths = []
     for name, fig in figs.items():

@@ -434,32 +434,56 @@ class Sweep:
         """lme4's ``as.data.frame(VarCorr(m))`` for every outcome, with an ``outcome`` column first."""
         return _varcorr_long(self)
 
-    def coef_table(self) -> pd.DataFrame:
-        """Like :meth:`to_frame`, with the df and the 95% interval of ``MixedResults.coef_table``."""
+    def coef_table(self, ddf=None, level: float = 0.95) -> pd.DataFrame:
+        """Fixed effects of every outcome: outcome, term, estimate, se, df, statistic, p, ci_low, ci_high.
+
+        ``ddf`` as for ``MixedResults.coef_table``.  The default is that of a single fit:
+        Satterthwaite for linear mixed models (computed outcome by outcome, one compiled program for
+        all), n − rank(X) for least squares, z (``"asymptotic"``) for GLM(M)s.  ``"residual"`` (t on
+        n − p df) and ``"asymptotic"`` are computed for all outcomes at once — the fast choice for
+        thousands of outcomes.  Outcomes that failed have NaN rows.
+        """
+        mixed = bool(self.problem.design.terms)
+        gauss = self.family == "gaussian"
+        if ddf is None:
+            ddf = "satterthwaite" if (gauss and mixed) else ("residual" if gauss else "asymptotic")
+        key = str(ddf).lower().replace("_", "-")
+        if key not in ("residual", "asymptotic"):
+            return self._coef_table_each(ddf, level)
         k, p = self.beta.shape
         est = self.beta.reshape(-1)
         se = np.sqrt(np.einsum("kii->ki", self.vcov_beta)).reshape(-1)
         with np.errstate(invalid="ignore", divide="ignore"):
             stat = est / se
-        if self.family == "gaussian":
+        q = 0.5 + level / 2.0
+        if key == "residual":
             df = np.repeat(self.nobs_ - p, p).astype(float)
             pval = 2 * stats.t.sf(np.abs(stat), df)
-            crit = stats.t.ppf(0.975, df)
+            crit = stats.t.ppf(q, df)
         else:
             df = np.full(k * p, np.inf)
             pval = 2 * stats.norm.sf(np.abs(stat))
-            crit = stats.norm.ppf(0.975)
+            crit = stats.norm.ppf(q)
         return pd.DataFrame({"outcome": np.repeat(self.names, p), "term": np.tile(self.x_names, k),
                              "estimate": est, "se": se, "df": df, "statistic": stat, "p": pval,
                              "ci_low": est - crit * se, "ci_high": est + crit * se})
 
-    def to_frame(self) -> pd.DataFrame:
-        """Tidy long table: outcome, term, estimate, se, statistic, p.
+    def _coef_table_each(self, ddf, level: float) -> pd.DataFrame:
+        cols = ["term", "estimate", "se", "df", "statistic", "p", "ci_low", "ci_high"]
+        parts = []
+        for j, name in enumerate(self.names):
+            if np.all(np.isfinite(self.beta[j])) and np.isfinite(self.loglik_[j]):
+                tab = self[name].coef_table(ddf=ddf, level=level).reset_index()
+                tab = tab.rename(columns={tab.columns[0]: "term"})[cols] if "term" not in tab else tab[cols]
+            else:
+                tab = pd.DataFrame({"term": self.x_names, **{c: np.nan for c in cols[1:]}})
+            tab.insert(0, "outcome", name)
+            parts.append(tab)
+        return pd.concat(parts, ignore_index=True)
 
-        LMMs and least squares: t on n − p df (``coef_table(ddf="residual")`` of each outcome); GLM(M)s:
-        z.  ``sweep[name].coef_table()`` gives the other df methods (Satterthwaite, Kenward–Roger, ...).
-        """
-        return self.coef_table()[["outcome", "term", "estimate", "se", "statistic", "p"]]
+    def to_frame(self, ddf=None) -> pd.DataFrame:
+        """Tidy long table: outcome, term, estimate, se, statistic, p (``ddf``: see :meth:`coef_table`)."""
+        return self.coef_table(ddf=ddf)[["outcome", "term", "estimate", "se", "statistic", "p"]]
 
     def summary(self) -> str:
         lines = [f"Sweep of {len(self)} outcomes: {self.formula}  [{self.family}, {self.method}]",

@@ -10,7 +10,8 @@ Writes into the output folder:
 ``fixed_single_level.csv`` with ``compare_single_level``: the same table without the random effects
 ``comparison.csv``         one row per outcome and compared covariate (:mod:`jaxmix.compare`)
 ``report.txt``             a short text report of the comparison
-``comparison.png``         estimates ± z·SE under both analyses (needs matplotlib: ``pip install .[plot]``)
+``comparison.png``         estimates ± z·SE under both analyses (needs matplotlib: ``pip install .[plot]``;
+                           not with ``[output] plots = false``)
 =========================  ==========================================================================
 """
 from __future__ import annotations
@@ -85,14 +86,15 @@ def run_sweep_config(cfg: RunConfig) -> tuple[SweepJob, dict]:
     t0 = time.perf_counter()
     job = None
     with fit_messages("sweep") as messages:
-        multi = fit_many(s.formula, data, outcomes=list(s.outcomes), **s.fit_kwargs())
+        opts = dict(max_iter=cfg.options.max_iter, gtol=cfg.options.gtol)
+        multi = fit_many(s.formula, data, outcomes=list(s.outcomes), **s.fit_kwargs(), **opts)
         job = SweepJob(multilevel=multi)
         if s.compare_single_level:
             parsed = parse_formula(s.formula)
             if not parsed.is_mixed:
                 raise ConfigError("[sweep] compare_single_level needs a formula with random-effect terms")
             job.single = fit_many("~ " + parsed.fixed, data, outcomes=list(s.outcomes), family=s.family,
-                                  link=s.link, weights=s.weights, dtype=s.dtype)
+                                  link=s.link, weights=s.weights, dtype=s.dtype, **opts)
             job.comparison = compare_sweeps(multi, job.single, s.compare_terms, s.alpha)
     wall = time.perf_counter() - t0
     out = Path(cfg.output.dir)
@@ -105,15 +107,20 @@ def run_sweep_config(cfg: RunConfig) -> tuple[SweepJob, dict]:
     summary.write_text(text + "\n", encoding="utf-8")
     multi.coef_table().to_csv(fixed, index=False)
     multi.varcorr.to_csv(varcorr, index=False)
+    from .cli import cache_info, package_versions
+
     record = {"jaxmix_version": __version__, "kind": "sweep", "multilevel": _sweep_record(multi),
               "wall_seconds": _num(wall), "devices": [str(d) for d in jax.devices()],
+              "versions": package_versions(), "compilation_cache": cache_info(),
               "warnings": messages, "config": cfg.to_dict()}
     if job.single is not None:
         f_single, f_comp, f_report, f_png = (out / name for name in COMPARE_OUTPUT_FILES)
         job.single.coef_table().to_csv(f_single, index=False)
         job.comparison.to_csv(f_comp, index=False)
         notes = []
-        if plot_comparison(job.comparison, f_png, s.alpha):
+        if not cfg.output.plots:  # [output] plots = false
+            files += [f_single, f_comp, f_report]
+        elif plot_comparison(job.comparison, f_png, s.alpha):
             files += [f_single, f_comp, f_report, f_png]
         else:
             notes.append("(comparison.png not written: matplotlib is not installed; pip install '.[plot]')")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -17,6 +18,14 @@ from jaxmix import cli
 
 REPO = Path(__file__).resolve().parents[1]
 SLEEP = REPO / "configs" / "sleepstudy.toml"
+
+
+def _has_mpl() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 QUICK_START = ['pip install . && jaxmix run configs/ami.toml',
                'pip install ".[test]" && python -m pytest -q']
 
@@ -31,35 +40,52 @@ def sleep_run(tmp_path_factory):
 def test_run_writes_outputs(sleep_run, capsys):
     rc, out = sleep_run
     assert rc == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted(cli.OUTPUT_FILES)
+    pngs = ["caterpillar.png", "group_lines.png", "shrinkage.png"] if _has_mpl() else []
+    assert sorted(p.name for p in out.iterdir()) == sorted([*cli.OUTPUT_FILES, "anova.csv", *pngs])
     assert "Reaction ~ Days + (Days | Subject)" in (out / "summary.txt").read_text()
     fixed = pd.read_csv(out / "fixed.csv")
-    assert list(fixed.columns[:3]) == ["term", "estimate", "se"]
+    assert list(fixed.columns) == ["term", "estimate", "se", "df", "statistic", "p", "ci_low", "ci_high"]
     assert fixed["term"].tolist() == ["Intercept", "Days"]
     vc = pd.read_csv(out / "varcorr.csv")
     assert list(vc.columns) == ["group", "var1", "var2", "vcov", "sdcor"]
     assert vc["group"].tolist() == ["Subject", "Subject", "Subject", "Residual"]
+    cp = pd.read_csv(out / "covparms.csv")
+    assert list(cp.columns) == ["group", "var1", "var2", "estimate", "se", "z", "p"]
     re_ = pd.read_csv(out / "ranef.csv")
     assert list(re_.columns) == ["group", "term", "level", "mode", "condsd"]
     assert len(re_) == 36
+    an = pd.read_csv(out / "anova.csv")
+    assert list(an.columns) == ["term", "sum_sq", "mean_sq", "num_df", "den_df", "F", "p"] and an["term"].tolist() == ["Days"]
     rec = json.loads((out / "fit.json").read_text())
-    for key in ["loglik", "objective", "theta", "sigma", "converged", "singular", "nobs",
-                "fit_seconds", "compile_seconds"]:
+    for key in ["loglik", "objective", "theta", "sigma", "converged", "singular", "nobs", "fixef", "se", "vcov",
+                "varcorr", "fixed", "covparms", "anova", "fit_seconds", "compile_seconds", "compilation_cache",
+                "versions", "devices", "config"]:
         assert key in rec, key
     assert rec["nobs"] == 180 and rec["converged"] is True and rec["singular"] is False
-    assert len(rec["theta"]) == 3 and rec["compile_seconds"] >= 0 and rec["fit_seconds"] >= 0
+    assert len(rec["theta"]) == 3 and rec["compile_seconds"] >= 0 and rec["fit_seconds"] >= rec["compile_seconds"]
+    assert rec["ddf"] == "satterthwaite" and rec["config"]["model"]["ddf"] == "satterthwaite"
+    assert set(rec["compilation_cache"]) == {"enabled", "dir"}
 
 
 def test_run_matches_python_fit(sleep_run):
     _, out = sleep_run
     rec = json.loads((out / "fit.json").read_text())
     res = jaxmix.fit("Reaction ~ Days + (Days | Subject)", jaxmix.datasets.sleepstudy(), method="REML")
-    assert rec["loglik"] == pytest.approx(res.loglik, rel=1e-12, abs=0)
-    assert rec["objective"] == pytest.approx(res.objective, rel=1e-12, abs=0)
-    assert rec["sigma"] == pytest.approx(res.sigma, rel=1e-9)
+    assert rec["loglik"] == pytest.approx(res.loglik, rel=1e-8, abs=0)
+    assert rec["objective"] == pytest.approx(res.objective, rel=1e-8, abs=0)
+    assert rec["sigma"] == pytest.approx(res.sigma, rel=1e-8)
+    assert rec["theta"] == pytest.approx(list(res.theta), rel=1e-8)
     assert rec["loglik"] == pytest.approx(-871.8141, abs=1e-3)  # lme4: REML criterion 1743.628
     fixed = pd.read_csv(out / "fixed.csv", index_col="term")
-    assert fixed["estimate"].to_numpy() == pytest.approx(res.fixef.to_numpy(), rel=1e-9)
+    assert fixed["estimate"].to_numpy() == pytest.approx(res.fixef.to_numpy(), rel=1e-8)
+    table = res.coef_table(ddf="satterthwaite")
+    assert fixed["df"].to_numpy() == pytest.approx(table["df"].to_numpy(), rel=1e-6)
+    assert fixed["se"].to_numpy() == pytest.approx(res.se.to_numpy(), rel=1e-8)
+    vc = pd.read_csv(out / "varcorr.csv")
+    assert vc["vcov"].to_numpy() == pytest.approx(res.varcorr["vcov"].to_numpy(), rel=1e-7)
+    cp = pd.read_csv(out / "covparms.csv")
+    assert cp["se"].to_numpy() == pytest.approx(res.covparm_table()["se"].to_numpy(), rel=1e-6)
+    assert [r["estimate"] for r in rec["covparms"]] == pytest.approx(cp["estimate"].tolist(), rel=1e-12)
 
 
 def test_run_prints_summary_unless_quiet(sleep_run, monkeypatch, capsys, tmp_path):
@@ -113,6 +139,28 @@ BAD = {
     "bad_formula": ('[data]\nbuiltin = "sleepstudy"\n[model]\nformula = "Reaction ~ Days + (1 | Subject"\n',
                     ["formula", "unbalanced"]),
     "bad_toml": ('[data\nbuiltin = "sleepstudy"\n', ["invalid TOML"]),
+    "unknown_key_named_model": ('[data]\nbuiltin = "sleepstudy"\n[models.full]\nformula = "Reaction ~ Days"\n'
+                                'famliy = "gaussian"\n', ["'famliy'", "[models.full]", "did you mean 'family'"]),
+    "wrong_type_options": ('[data]\nbuiltin = "sleepstudy"\n' + BASE_MODEL + '[options]\ngtol = "small"\n',
+                           ["[options] gtol", "must be a number"]),
+    "family_method": ('[data]\nbuiltin = "sleepstudy"\n' + BASE_MODEL + 'method = "AGQ"\n',
+                      ["[model] method 'AGQ'", "gaussian model takes 'REML' or 'ML'"]),
+    "method_family": ('[data]\nbuiltin = "sleepstudy"\n[models.glmm]\nformula = "Reaction ~ Days + (1 | Subject)"\n'
+                      'family = "poisson"\nmethod = "REML"\n', ["[models.glmm] method 'REML'", "'Laplace' or 'AGQ'"]),
+    "agq_crossed": ('[data]\nbuiltin = "sleepstudy"\n[models.agq]\nformula = "Reaction ~ Days + (1 | Subject) + '
+                    '(0 + Days | Subject)"\nfamily = "poisson"\nmethod = "AGQ"\n',
+                    ["[models.agq] method 'AGQ' needs a single scalar random-effect term", "has 2"]),
+    "empty_outcomes": ('[data]\nbuiltin = "sleepstudy"\n[sweep]\nformula = "~ Days + (1 | Subject)"\noutcomes = []\n',
+                       ["[sweep] outcomes is empty"]),
+    "absent_outcome": ('[data]\nbuiltin = "sleepstudy"\n[sweep]\nformula = "~ Days + (1 | Subject)"\n'
+                       'outcomes = ["Reaction", "Speed"]\n', ["'Speed'", "not in the data"]),
+    "unknown_lrt_model": ('[data]\nbuiltin = "sleepstudy"\n[models.null]\nformula = "Reaction ~ Days"\n'
+                          '[models.full]\nformula = "Reaction ~ Days + (1 | Subject)"\n[comparisons]\n'
+                          'lrt = ["nul", "full"]\n', ["[comparisons] lrt", "'nul'", "did you mean 'null'"]),
+    "absent_plot_x": ('[data]\nbuiltin = "sleepstudy"\n' + BASE_MODEL + '[output]\nplot_x = "days"\n',
+                      ["[output] plot_x 'days'", "did you mean 'Days'"]),
+    "bad_ddf_for_model": ('[data]\nbuiltin = "sleepstudy"\n' + BASE_MODEL + 'method = "ML"\n[inference]\n'
+                          'ddf = "kenward-roger"\n', ["[inference] ddf", "needs method = 'REML'"]),
     "unwritable_output": ('[data]\nbuiltin = "sleepstudy"\n' + BASE_MODEL + '[output]\ndir = "a_file/sub"\n',
                           ["output folder", "a_file"]),
 }
@@ -165,7 +213,7 @@ def test_console_script_exit_code_2(tmp_path):
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("jaxmix: error: ")]
     assert errors == [f"jaxmix: error: {cfg}: unknown key 'formla' in [model]; did you mean 'formula'? "
-                      "(allowed: formula, method, weights, dtype)"]
+                      "(allowed: formula, family, link, method, nagq, weights, offset, trials, dtype, ddf, anova)"]
     assert proc.returncode == 2
 
 
@@ -178,3 +226,108 @@ def test_readme_and_ci_agree():
     commands = [line.strip() for line in ci.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     assert 'pip install ".[test]"' in commands
     assert commands[-1] == "python -m pytest -q"
+
+
+# ---- --set ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["run", "validate"])
+@pytest.mark.parametrize("item, needles", [
+    ("model.methd=ML", ["--set 'model.methd=ML'", "unknown key 'methd' in [model]", "did you mean 'method'"]),
+    ("modl.method=ML", ["--set 'modl.method=ML'", "unknown section 'modl'", "did you mean 'model'"]),
+    ("model.method", ["--set 'model.method'", "expected KEY=VALUE"]),
+    ("models.full.method=ML", ["no model 'full'"]),
+    ("model.method=GLS", ["[model] method must be one of 'REML', 'ML'", "'GLS'"]),
+    ("options.max_iter=lots", ["[options] max_iter must be an integer", "'lots'"]),
+    ("data.args.n_patients=10", ["unknown key 'n_patients' in [data.args]"]),
+])
+def test_bad_set_one_line_exit_2(command, item, needles, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    rc = cli.main([command, str(SLEEP), "--set", item])
+    captured = capsys.readouterr()
+    _check_one_line_error(rc, captured.err, needles + ["sleepstudy.toml"])
+    assert captured.out == "" and list(tmp_path.iterdir()) == []
+
+
+def test_set_overrides_validate(capsys, tmp_path):
+    rc = cli.main(["validate", str(SLEEP), "--set", "model.method=ML", "--set", "model.formula=Reaction ~ Days + (1 | Subject)",
+                   "--set", "inference.ddf=containment", "--set", f"output.dir={tmp_path / 'x'}"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "ML fit of 'Reaction ~ Days + (1 | Subject)'" in out and str(tmp_path / "x") in out
+
+
+# ---- data files ----------------------------------------------------------------------------------
+def test_parquet_data_and_missing_pyarrow(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("pyarrow")
+    jaxmix.datasets.sleepstudy().to_parquet(tmp_path / "sleep.parquet")
+    cfg = tmp_path / "pq.toml"
+    cfg.write_text('[data]\npath = "sleep.parquet"\n[model]\nformula = "Reaction ~ Days + (1 | Subject)"\n')
+    assert cli.main(["validate", str(cfg), "--out", str(tmp_path / "o")]) == 0
+    assert "with 180 rows" in capsys.readouterr().out
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow -> ImportError
+    rc = cli.main(["validate", str(cfg), "--out", str(tmp_path / "o")])
+    _check_one_line_error(rc, capsys.readouterr().err, ["sleep.parquet", "needs pyarrow", "[data] path"])
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    monkeypatch.delitem(sys.modules, "pyarrow")
+    rc = cli.main(["validate", str(cfg), "--set", "data.path=bad.parquet"])
+    _check_one_line_error(rc, capsys.readouterr().err, ["bad.parquet", "cannot read"])
+    rc = cli.main(["validate", str(SLEEP), "--set", 'output.formats=["csv", "parquet"]', "--out", str(tmp_path / "o")])
+    assert rc == 0 and capsys.readouterr().out.startswith("ok:")
+
+
+def test_fit_error_is_one_line(tmp_path, capsys, monkeypatch):
+    """An error jaxmix.fit raises itself (here: AGQ on two terms, with the CLI's own check skipped)
+    is one line naming the model, exit 2."""
+    import dataclasses
+
+    real = cli.check_model
+    monkeypatch.setattr(cli, "check_model", lambda m, data: real(dataclasses.replace(m, method="Laplace"), data))
+    cfg = tmp_path / "agq.toml"
+    jaxmix.datasets.sleepstudy().assign(y=lambda d: (d["Reaction"] > 300).astype(int)).to_csv(tmp_path / "s.csv")
+    cfg.write_text('[data]\npath = "s.csv"\n[models.agq]\nformula = "y ~ Days + (1 | Subject) + (0 + Days | Subject)"\n'
+                   'family = "binomial"\nmethod = "AGQ"\n')
+    rc = cli.main(["run", str(cfg), "--out", str(tmp_path / "o"), "--quiet"])
+    _check_one_line_error(rc, capsys.readouterr().err, ["agq.toml", "[models.agq]", "quadrature"])
+    assert not (tmp_path / "o").exists()
+
+
+# ---- a GLMM through the CLI, tables in CSV and Parquet, and plots without matplotlib ----------------------
+def _binomial_data(n_groups=30, n_per=12, seed=3):
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(n_groups), n_per)
+    x = rng.normal(size=g.size)
+    eta = -0.3 + 0.8 * x + rng.normal(0, 0.9, n_groups)[g]
+    return pd.DataFrame({"g": [f"g{i:02d}" for i in g], "x": x, "y": rng.binomial(1, 1 / (1 + np.exp(-eta)))})
+
+
+def test_glmm_run_matches_python_and_parquet_tables(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("pyarrow")
+    from jaxmix import plots
+
+    data = _binomial_data()
+    data.to_csv(tmp_path / "b.csv", index=False)
+    cfg = tmp_path / "glmm.toml"
+    cfg.write_text('[data]\npath = "b.csv"\n[model]\nformula = "y ~ x + (1 | g)"\nfamily = "binomial"\nmethod = "AGQ"\n'
+                   'nagq = 5\n[inference]\nanova = true\n[output]\nformats = ["csv", "parquet"]\n')
+    monkeypatch.setattr(plots, "_mpl", lambda: (_ for _ in ()).throw(
+        jaxmix.JaxmixError('plots need matplotlib, an optional extra: pip install "jaxmix[plot]"')))
+    monkeypatch.setattr(cli, "_MPL_WARNED", [])
+    out = tmp_path / "o"
+    assert cli.main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("plots skipped: matplotlib is not installed") == 1
+    assert not list(out.glob("*.png"))
+    res = jaxmix.fit("y ~ x + (1 | g)", data, family="binomial", method="AGQ", nagq=5)
+    rec = json.loads((out / "fit.json").read_text())
+    assert rec["method"] == "AGQ" and rec["family"] == "binomial" and rec["link"] == "logit"
+    assert rec["loglik"] == pytest.approx(res.loglik, rel=1e-8)
+    assert list(rec["fixef"].values()) == pytest.approx(res.fixef.tolist(), rel=1e-8)
+    assert rec["theta"] == pytest.approx(list(res.theta), rel=1e-8)
+    assert rec["ddf"] == "asymptotic"
+    for stem in ("fixed", "covparms", "varcorr", "ranef", "anova"):
+        a, b = pd.read_csv(out / f"{stem}.csv"), pd.read_parquet(out / f"{stem}.parquet")
+        assert list(a.columns) == list(b.columns), stem
+        num = a.select_dtypes("number").columns
+        np.testing.assert_allclose(a[num].to_numpy(float), b[num].to_numpy(float), rtol=1e-12)
+    fixed = pd.read_csv(out / "fixed.csv").set_index("term")
+    assert fixed["estimate"].tolist() == pytest.approx(res.fixef.tolist(), rel=1e-8)
+    assert np.isinf(fixed["df"]).all()  # asymptotic: z tests

@@ -152,7 +152,37 @@ def test_simulate_evaluations():
 
 
 def test_examples_have_main_and_cli():
-    for name in ("seed_centres", "batting_day_night", "crossed_evaluations"):
+    configs = {"seed_centres": "seed_centres", "batting_day_night": "batting_day_night",
+               "crossed_evaluations": "crossed_evaluations", "ami_nine_endpoints": "ami"}
+    assert sorted(p.stem for p in EXAMPLES.glob("*.py") if p.stem != "centres") == sorted(configs)
+    for name, config in configs.items():
         src = (EXAMPLES / f"{name}.py").read_text()
         assert "def main(small: bool = False" in src and 'if __name__ == "__main__":' in src
         assert f"out/examples/{name}" in src
+        assert f"configs/{config}.toml" in src.split('"""')[1], name  # the header names its config
+        assert (EXAMPLES.parent / "configs" / f"{config}.toml").exists()
+
+
+# ---- AMI nine endpoints ---------------------------------------------------------------------------
+
+def test_ami_nine_endpoints(tmp_path):
+    from jaxmix.datasets.ami import AMI_ENDPOINTS
+
+    r, text = _run("ami_nine_endpoints", tmp_path)
+    multi, single, table = r["multilevel"], r["single"], r["comparison"]
+    assert list(multi.names) == list(AMI_ENDPOINTS) and bool(multi.converged.all()) and bool(single.converged.all())
+    # each endpoint on its own non-missing rows: death30 complete, cath ~5% missing
+    assert multi.nobs["death30"] == 3000 and 2700 < multi.nobs["cath"] < 3000
+    assert single.nobs.equals(multi.nobs)
+    # 4 physician/hospital-level covariates x 9 endpoints, both analyses' numbers taken from the fits
+    assert len(table) == 36 and set(table["term"]) == {"cardiologist", "volume", "teaching", "rural"}
+    row = table[(table["outcome"] == "cath") & (table["term"] == "teaching")].iloc[0]
+    assert row["estimate_multilevel"] == pytest.approx(multi.fixef.loc["cath", "teaching"], rel=1e-12)
+    assert row["se_single"] == pytest.approx(single.se.loc["cath", "teaching"], rel=1e-12)
+    assert table["differs"].dropna().isin([True, False]).all()
+    # ignoring the clustering understates the SEs of group-level covariates
+    assert table["se_ratio"].median() < 1.0
+    assert "Conclusions at the 0.05 level that differ" in text
+    assert (tmp_path / "comparison.csv").exists()
+    if _has_mpl():
+        assert Path(r["plot"]).stat().st_size > 5000

@@ -181,3 +181,13 @@ def test_missing_matplotlib(monkeypatch, sleep, tmp_path):
         with pytest.raises(jaxmix.JaxmixError, match=r'pip install "jaxmix\[plot\]"'):
             call()
     assert len(plots.shrinkage_table(res, x="Days")) == 18  # the numbers need no matplotlib
+
+
+def test_save_all_kinds(tmp_path, sleep):
+    res, data = sleep
+    paths = plots.save_all(res, tmp_path / "k", x="Days", kinds=("shrinkage",))
+    assert [p.name for p in paths] == ["shrinkage.png"]
+    paths = plots.save_all(res, tmp_path / "k2", x="Days", kinds=("caterpillar", "group_lines"))
+    assert [p.name for p in paths] == ["caterpillar.png", "group_lines.png"]
+    with pytest.raises(jaxmix.JaxmixError, match="unknown plot kind 'pie'"):
+        plots.save_all(res, tmp_path / "k3", kinds=("pie",))

@@ -110,10 +110,21 @@ def test_sweep_tables(sweep):
     tidy = sweep.to_frame()
     assert list(tidy.columns) == ["outcome", "term", "estimate", "se", "statistic", "p"]
     assert len(tidy) == 10
-    ct = sweep["y1"].coef_table(ddf="residual")  # the sweep's t tests use n - p df (z for GLMMs)
+    # default: Satterthwaite df as for a single fit (lmerTest); the other outcomes' rows are NaN
+    ct = sweep["y1"].coef_table()
     row = tidy[(tidy.outcome == "y1")].set_index("term")
     np.testing.assert_allclose(row[["estimate", "se", "statistic", "p"]].to_numpy(),
                                ct[["estimate", "se", "statistic", "p"]].to_numpy(), rtol=1e-9)
+    full = sweep.coef_table()
+    assert full.loc[full.outcome == "allna", "p"].isna().all() and full.loc[full.outcome == "y1", "p"].notna().all()
+    assert (full.loc[full.outcome == "y1", "df"] < 170).all()  # Satterthwaite, not n - p = 178
+    # ddf="residual": all outcomes at once on n - p df, equal to each outcome's own table
+    fast = sweep.to_frame(ddf="residual")
+    ct = sweep["y1"].coef_table(ddf="residual")
+    row = fast[(fast.outcome == "y1")].set_index("term")
+    np.testing.assert_allclose(row[["estimate", "se", "statistic", "p"]].to_numpy(),
+                               ct[["estimate", "se", "statistic", "p"]].to_numpy(), rtol=1e-9)
+    assert sweep.coef_table(ddf="residual").loc[lambda t: t.outcome == "y1", "df"].tolist() == [178.0, 178.0]
     vc = sweep.varcorr
     assert list(vc.columns) == ["outcome", "group", "var1", "var2", "vcov", "sdcor"]
     one = vc[vc.outcome == "y1"].drop(columns="outcome").reset_index(drop=True)

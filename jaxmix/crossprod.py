@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Layout", "Index", "CrossProducts", "build_structure", "terms_structure", "cross_products", "RowData"]
+__all__ = ["Layout", "Index", "CrossProducts", "build_structure", "terms_structure", "cross_products", "RowData",
+           "append_response"]
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,27 @@ def cross_products(rows: RowData, w: jnp.ndarray, idx: Index, layout: Layout) ->
     )
     CRT = jnp.zeros((m_R, layout.t), Z1.dtype).at[idx.rpos].add(wZR[:, :, None] * T[:, None, :])
     return _barrier(CrossProducts(A11, BR, BT, CRR, CRT, CTT))
+
+
+def append_response(xp: CrossProducts, rows: RowData, y: jnp.ndarray, w: jnp.ndarray, idx: Index,
+                    layout: Layout) -> CrossProducts:
+    """The cross-products with one more tail column y, from those of [Z₁ Z_R T] (same weights w).
+
+    Only the y-dependent blocks are formed (T′Wy, Z₁′Wy per level, Z_R′Wy, y′Wy): O(n·s).  Many outcomes
+    with the same rows and weights share ``xp``; under ``vmap`` over y, ``xp`` is computed once.
+    """
+    Z1, ZR, T = rows
+    wy = w * y
+    BTy = jax.ops.segment_sum(wy[:, None] * Z1, idx.code1, num_segments=layout.l1)
+    BT = jnp.concatenate([xp.BT, BTy[:, None, :]], axis=1)
+    Tty = T.T @ wy
+    CTT = jnp.block([[xp.CTT, Tty[:, None]], [Tty[None, :], jnp.vdot(y, wy)[None, None]]])
+    if layout.m_R == 0:
+        CRT = jnp.zeros((0, xp.CRT.shape[1] + 1), Z1.dtype)
+    else:
+        CRTy = jnp.zeros((layout.m_R,), Z1.dtype).at[idx.rpos].add(ZR * wy[:, None])
+        CRT = jnp.concatenate([xp.CRT, CRTy[:, None]], axis=1)
+    return _barrier(CrossProducts(xp.A11, xp.BR, BT, xp.CRR, CRT, CTT))
 
 
 def _barrier(xp: CrossProducts) -> CrossProducts:

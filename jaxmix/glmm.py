@@ -26,6 +26,7 @@ from .blocked import factorize, logdets
 from .covariance import ThetaLayout, lambdas
 from .crossprod import Index, Layout, RowData, cross_products
 from .families import Family
+from .linalg import sequential_lapack
 from .lmm import solve_factor
 
 __all__ = ["GlmmData", "laplace_objective", "conditional_modes", "zero_modes"]
@@ -228,9 +229,10 @@ def fit_program(params0, fam: Family, d: GlmmData, idx: Index, layout: Layout, t
     nt = tl.size
     diag = jnp.concatenate([jnp.asarray(tl.is_diagonal(), params0.dtype), jnp.zeros(p, params0.dtype)])
     flip = lambda prm: jnp.concatenate([flip_columns(prm[:nt], tl), prm[nt:]])  # noqa: E731
-    res = minimize(fun, params0, diag, flip, max_iter=max_iter, gtol=gtol, lbfgs=False,
-                   aux0=zero_modes(layout, params0.dtype))
-    u, eta, f, lams, _ = laplace_parts(res.x, fam, d, idx, layout, tl, res.aux)
+    with sequential_lapack():  # no batched LAPACK call on the CPU (jaxmix.linalg)
+        res = minimize(fun, params0, diag, flip, max_iter=max_iter, gtol=gtol, lbfgs=False,
+                       aux0=zero_modes(layout, params0.dtype))
+        u, eta, f, lams, _ = laplace_parts(res.x, fam, d, idx, layout, tl, res.aux)
     return res, u, eta, f
 
 

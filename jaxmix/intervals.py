@@ -17,6 +17,8 @@ min over the other β of r²(θ, β) = r²(θ) + (v − β̂_j(θ))² / [(L_X L_
 """
 from __future__ import annotations
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,6 +31,7 @@ from .covariance import ThetaLayout, lambdas, theta_layout
 from .errors import JaxmixError
 from .inference import _cache_get, _cache_put, _covbeta, _is_lmm, _lmm, _satt, varpar_deviance
 from .lmm import objective, solve, solve_factor
+from .progress import progress_bar
 
 __all__ = ["confint", "ml_refit", "profile_names"]
 
@@ -308,7 +311,7 @@ class _Profiler:
 
 # ---------------------------------------------------------------------------------------------
 def confint(res, method: str = "profile", level: float = 0.95, parm=None, nsim: int = 1000,
-            seed: int = 0) -> pd.DataFrame:
+            seed: int = 0, progress: bool | None = None) -> pd.DataFrame:
     """Confidence intervals for lme4's parameters (``.sig01 …`` SDs/correlations, ``.sigma``, β).
 
     * ``"profile"``: the ζ = ∓z_{(1+level)/2} crossings of the ML profile (module docstring).  An SD whose
@@ -321,6 +324,8 @@ def confint(res, method: str = "profile", level: float = 0.95, parm=None, nsim: 
 
     Args:
       parm: None (all), ``"theta_"`` / ``"beta_"`` (lme4's groups) or a list of names.
+      progress: a progress bar over the profiled parameters (and the bootstrap's chunks) on stderr;
+        default: when stderr is a terminal.
 
     Returns:
       DataFrame indexed by parameter with the lower and upper limits (columns ``"2.5 %"``, ``"97.5 %"``).
@@ -346,7 +351,12 @@ def confint(res, method: str = "profile", level: float = 0.95, parm=None, nsim: 
         return _select(out, parm)
     want = _select(pd.DataFrame(index=names), parm).index
     prof = _Profiler(res)
-    rows = {nm: prof.interval(names.index(nm), z) for nm in want}
+    show = sys.stderr.isatty() if progress is None else bool(progress)
+    rows = {}
+    with progress_bar(len(want), "profile", quiet=not show, unit="parameter") as bar:
+        for nm in want:
+            rows[nm] = prof.interval(names.index(nm), z)
+            bar.update(1)
     out = pd.DataFrame.from_dict(rows, orient="index", columns=cols)
     out.attrs["note"] = "profile of the ML deviance (REML fits refitted by ML first), as lme4"
     return out

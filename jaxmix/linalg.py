@@ -1,25 +1,176 @@
-"""Batched Cholesky factors and triangular solves of many small (q x q) blocks in plain jnp.
+"""Cholesky factors and triangular solves: small blocks in plain jnp, larger ones without batched LAPACK.
 
-Written out element by element (q is the number of columns of a random-effect term, rarely above 4),
-so XLA fuses them into a few vectorised loops.  This is faster than batched LAPACK calls for tiny
-blocks and avoids jaxlib's batched-LAPACK thread-pool path, which deadlocked on a 2-core machine
-when tens of thousands of 1 x 1 solves were batched inside the jitted fit.
+* Small (q x q, q ≤ 8) blocks — one per level of a random-effect term — are written out element by
+  element, so XLA fuses them into a few vectorised loops (faster than batched LAPACK calls for tiny
+  blocks).
+* Larger matrices (the dense Schur-complement block) use LAPACK, but on the CPU never as a *batched*
+  call: jaxlib 0.10's CPU LAPACK kernels split a batch into tasks on XLA's intra-op thread pool and
+  block until they finish, and when a program runs two such calls at once every pool thread waits
+  (a deadlock seen on 2 cores with vmapped fits).  :func:`chol` and :func:`trsm` are
+  ``jax.custom_batching.sequential_vmap`` wrappers there — under ``vmap`` (many outcomes, or the
+  directions of a Hessian) they loop over the batch, one unbatched LAPACK call each — with
+  reverse-mode derivatives of their own (``custom_vjp``, built from the same wrappers, so they can be
+  differentiated twice).  On accelerators they are the plain batched calls.
 """
 from __future__ import annotations
 
+import contextlib
+
+import jax
 import jax.numpy as jnp
+from jax.custom_batching import sequential_vmap
 from jax.scipy.linalg import solve_triangular
 
-__all__ = ["chol_small", "solve_lower", "solve_lower_t"]
+__all__ = ["chol_small", "solve_lower", "solve_lower_t", "chol", "trsm", "eigh_sym", "eigvalsh_sym",
+           "sequential_lapack"]
 
-_UNROLL_MAX = 8  # above this q, fall back to LAPACK
+_UNROLL_MAX = 8  # above this q, LAPACK (through chol / trsm)
 
 
+_SEQUENTIAL = [False]
+
+
+@contextlib.contextmanager
+def sequential_lapack():
+    """While tracing inside this block, :func:`chol`, :func:`trsm` and the eigen-solvers use the
+    CPU-safe sequential forms (reverse-mode derivatives only).  The fit programs are traced inside it;
+    code that needs forward-mode derivatives (``jax.hessian``, ``jacfwd``) is traced outside."""
+    old = _SEQUENTIAL[0]
+    _SEQUENTIAL[0] = True
+    try:
+        yield
+    finally:
+        _SEQUENTIAL[0] = old
+
+
+def _on_cpu() -> bool:
+    return _SEQUENTIAL[0] and jax.default_backend() == "cpu"
+
+
+# ---- larger matrices: LAPACK, sequential under vmap on the CPU ---------------------------------
+def _phi(X):
+    """Lower triangle with the diagonal halved (the Cholesky derivative's projection)."""
+    return jnp.tril(X) - 0.5 * jnp.diag(jnp.diagonal(X))
+
+
+@sequential_vmap
+def _potrf(A):
+    return jax.lax.linalg.cholesky(A, symmetrize_input=False)
+
+
+def _trsm_raw(L, B, trans: bool):
+    return jax.lax.linalg.triangular_solve(L, B, left_side=True, lower=True, transpose_a=trans)
+
+
+@sequential_vmap
+def _trsm_seq_n(L, B):
+    return _trsm_raw(L, B, False)
+
+
+@sequential_vmap
+def _trsm_seq_t(L, B):
+    return _trsm_raw(L, B, True)
+
+
+@jax.custom_vjp
+def _chol_cpu(A):
+    return _potrf(0.5 * (A + A.T))
+
+
+def _chol_fwd(A):
+    L = _chol_cpu(A)
+    return L, L
+
+
+def _chol_bwd(L, Lbar):
+    # Ā = sym(L⁻ᵀ Φ(Lᵀ L̄) L⁻¹)  (Murray 2016; the input is symmetrised)
+    P = _phi(L.T @ Lbar)
+    X = _trsm_cpu(L, P, True)  # L⁻ᵀ P
+    Abar = _trsm_cpu(L, X.T, True).T  # (L⁻ᵀ Xᵀ)ᵀ = X L⁻¹
+    return (0.5 * (Abar + Abar.T),)
+
+
+_chol_cpu.defvjp(_chol_fwd, _chol_bwd)
+
+
+@jax.custom_vjp
+def _trsm_n(L, B):
+    return _trsm_seq_n(L, B)
+
+
+@jax.custom_vjp
+def _trsm_t(L, B):
+    return _trsm_seq_t(L, B)
+
+
+def _trsm_cpu(L, B, trans: bool):
+    return _trsm_t(L, B) if trans else _trsm_n(L, B)
+
+
+def _trsm_fwd(trans):
+    def fwd(L, B):
+        X = _trsm_cpu(L, B, trans)
+        return X, (L, X)
+    return fwd
+
+
+def _trsm_bwd(trans):
+    def bwd(res, Xbar):
+        # X = op(L)⁻¹B:  B̄ = op(L)⁻ᵀ X̄,  L̄ = −tril(B̄Xᵀ) (op = I) or −tril(XB̄ᵀ) (op = ᵀ)
+        L, X = res
+        Bbar = _trsm_cpu(L, Xbar, not trans)
+        Lbar = -jnp.tril(X @ Bbar.T if trans else Bbar @ X.T)
+        return Lbar, Bbar
+    return bwd
+
+
+_trsm_n.defvjp(_trsm_fwd(False), _trsm_bwd(False))
+_trsm_t.defvjp(_trsm_fwd(True), _trsm_bwd(True))
+
+
+def chol(A):
+    """Lower Cholesky factor of a symmetric positive-definite matrix (m, m) (of its symmetric part)."""
+    if _on_cpu():
+        return _chol_cpu(A)
+    return jnp.linalg.cholesky(A)
+
+
+def trsm(L, B, trans: bool = False):
+    """op(L)⁻¹B for a lower-triangular L (m, m) and B (m,) or (m, r); op(L) = L or Lᵀ."""
+    vec = B.ndim == 1
+    B2 = B[:, None] if vec else B
+    if _on_cpu():
+        X = _trsm_cpu(L, B2, bool(trans))
+    else:
+        X = solve_triangular(L, B2, lower=True, trans="T" if trans else "N")
+    return X[:, 0] if vec else X
+
+
+@sequential_vmap
+def _eigh_seq(H):
+    return jnp.linalg.eigh(H)
+
+
+@sequential_vmap
+def _eigvalsh_seq(H):
+    return jnp.linalg.eigvalsh(H)
+
+
+def eigh_sym(H):
+    """Eigenvalues and vectors of a symmetric matrix (not differentiated; sequential under vmap on CPU)."""
+    return _eigh_seq(H) if _on_cpu() else jnp.linalg.eigh(H)
+
+
+def eigvalsh_sym(H):
+    return _eigvalsh_seq(H) if _on_cpu() else jnp.linalg.eigvalsh(H)
+
+
+# ---- small blocks: unrolled jnp -----------------------------------------------------------------
 def chol_small(A):
     """Lower Cholesky factor of each (q, q) block of A (..., q, q)."""
     q = A.shape[-1]
     if q > _UNROLL_MAX:
-        return jnp.linalg.cholesky(A)
+        return _batched(chol, A)
     L = [[None] * q for _ in range(q)]
     for j in range(q):
         s = A[..., j, j]
@@ -36,11 +187,18 @@ def chol_small(A):
     return jnp.stack(rows, axis=-2)
 
 
+def _batched(fn, *args):
+    """Apply ``fn`` (written for single matrices) over the leading axes of its (..., m, k) arguments."""
+    for _ in range(args[0].ndim - 2):
+        fn = jax.vmap(fn)
+    return fn(*args)
+
+
 def solve_lower(L, B):
     """L⁻¹B for lower-triangular blocks L (..., q, q) and right-hand sides B (..., q, r)."""
     q = L.shape[-1]
     if q > _UNROLL_MAX:
-        return solve_triangular(L, B, lower=True)
+        return _batched(lambda l, b: trsm(l, b, False), L, B)
     x = []
     for i in range(q):
         s = B[..., i, :]
@@ -54,7 +212,7 @@ def solve_lower_t(L, B):
     """L⁻ᵀB for lower-triangular blocks L (..., q, q) and right-hand sides B (..., q, r)."""
     q = L.shape[-1]
     if q > _UNROLL_MAX:
-        return solve_triangular(L, B, lower=True, trans="T")
+        return _batched(lambda l, b: trsm(l, b, True), L, B)
     x = [None] * q
     for i in reversed(range(q)):
         s = B[..., i, :]

@@ -16,12 +16,11 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import solve_triangular
 
 from .blocked import Factor, factorize, logdets
 from .covariance import ThetaLayout, lambdas
 from .crossprod import CrossProducts, Index, Layout
-from .linalg import solve_lower, solve_lower_t
+from .linalg import sequential_lapack, solve_lower, solve_lower_t, trsm
 
 __all__ = ["objective", "Solution", "solve", "cond_var"]
 
@@ -57,11 +56,11 @@ def solve_factor(f: Factor, idx: Index, layout: Layout, p: int) -> Solution:
     LDD = f.LDD
     yrow = LDD[m_R + p]
     LX = LDD[m_R : m_R + p, m_R : m_R + p]
-    beta = solve_triangular(LX, yrow[m_R : m_R + p], lower=True, trans="T") if p else yrow[:0]
+    beta = solve_lower_t(LX, yrow[m_R : m_R + p, None])[:, 0] if p else yrow[:0]  # jnp up to 8 x 8
     LXR = LDD[m_R : m_R + p, :m_R]
     LRR = LDD[:m_R, :m_R]
     rhsR = yrow[:m_R] - LXR.T @ beta
-    uR = solve_triangular(LRR, rhsR, lower=True, trans="T") if m_R else rhsR
+    uR = trsm(LRR, rhsR, True) if m_R else rhsR
     # term 1: L11_j′ u1_j = c1_j − Σ_e lR[e] uR[row e] − lT_j[X]′ β
     c1 = f.lT[:, p, :]  # response row of the tail
     rhs1 = c1 - jnp.einsum("jtc,t->jc", f.lT[:, :p, :], beta)
@@ -95,7 +94,7 @@ def cond_var(f: Factor, lams, idx: Index, layout: Layout) -> list:
     out = []
     if m_R:
         LRR = f.LDD[:m_R, :m_R]
-        Linv = solve_triangular(LRR, jnp.eye(m_R, dtype=LRR.dtype), lower=True)
+        Linv = trsm(LRR, jnp.eye(m_R, dtype=LRR.dtype))
         G = jax.ops.segment_sum(Linv[:, idx.e_row].T[:, :, None] * f.lR[:, None, :], idx.e_blk,
                                 num_segments=l1)  # (ℓ₁, m_R, q₁)
         G = jnp.einsum("jmc,jcd->jmd", G, L11inv)
@@ -124,9 +123,10 @@ def fit_program(xp: CrossProducts, idx: Index, n, ldW, theta0, layout: Layout, t
     diag = jnp.asarray(tl.is_diagonal(), dtype=theta0.dtype)
     # few covariance parameters: exact-Hessian Newton from the start (fewer evaluations, less to
     # compile); many: optax L-BFGS first
-    res = minimize(fun, theta0, diag, lambda th: flip_columns(th, tl), max_iter=max_iter, gtol=gtol,
-                   lbfgs=tl.size > NEWTON_MAX_THETA)
-    sol = solve(res.x, xp, idx, layout, tl, p)
+    with sequential_lapack():  # no batched LAPACK call on the CPU (jaxmix.linalg)
+        res = minimize(fun, theta0, diag, lambda th: flip_columns(th, tl), max_iter=max_iter, gtol=gtol,
+                       lbfgs=tl.size > NEWTON_MAX_THETA)
+        sol = solve(res.x, xp, idx, layout, tl, p)
     return res, sol
 
 

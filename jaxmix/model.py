@@ -86,6 +86,7 @@ _cross_products_jit = jax.jit(cross_products, static_argnames=("layout",))
 
 def _fit_lmm(formula, design: Design, method: str, dt, max_iter: int, gtol: float) -> MixedResults:
     from .covariance import lambdas
+    from .batch import compiled_program
     from .lmm import cond_var, fit_program_jit, ranef_from_u
 
     t0 = time.perf_counter()
@@ -100,9 +101,7 @@ def _fit_lmm(formula, design: Design, method: str, dt, max_iter: int, gtol: floa
     theta0 = jnp.asarray(tl.init(), dt)
     args = (xp, idx, jnp.asarray(n, dt), jnp.asarray(ldW, dt), theta0)
     statics = dict(layout=layout, tl=tl, p=p, reml=reml, max_iter=max_iter, gtol=gtol)
-    tc = time.perf_counter()
-    compiled = fit_program_jit.lower(*args, **statics).compile()
-    compile_s = time.perf_counter() - tc
+    compiled, compile_s = compiled_program(fit_program_jit, args, {}, statics)
     res, sol = compiled(*args)
     res = jax.tree_util.tree_map(np.asarray, res)
     theta = np.asarray(res.x, dtype=float)

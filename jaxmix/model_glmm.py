@@ -16,6 +16,7 @@ from .design import build_design
 from .errors import JaxmixError, JaxmixWarning
 from .families import Family, get_family
 from .formula import ParsedFormula, _split_top, parse_formula
+from .batch import compiled_program
 from .glmm import GlmmData, fit_program_jit
 from .optimize import status_message
 from .results import MixedResults, OptimSummary
@@ -242,9 +243,7 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
     tl = theta_layout(layout.q)
     params0 = jnp.asarray(np.concatenate([tl.init(), beta0]), dt)
     statics = dict(fam=fam, layout=layout, tl=tl, p=p, nagq=nagq, max_iter=max_iter, gtol=gtol)
-    tc = time.perf_counter()
-    compiled = fit_program_jit.lower(params0, d=d, idx=idx, **statics).compile()
-    compile_s = time.perf_counter() - tc
+    compiled, compile_s = compiled_program(fit_program_jit, (params0,), dict(d=d, idx=idx), statics)
     res, u, eta, f = compiled(params0, d=d, idx=idx)
     res = jax.tree_util.tree_map(np.asarray, res)
     nt = tl.size

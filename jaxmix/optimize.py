@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import optax
 from optax import tree_utils as otu
 
+from .linalg import eigh_sym, eigvalsh_sym
+
 __all__ = ["OptResult", "minimize", "STATUS", "status_message"]
 
 STATUS = {0: "converged", 1: "iteration limit reached", 2: "non-finite objective",
@@ -94,7 +96,7 @@ def _newton_direction(g, H, free):
     or a maximum (θ = 0 of an even criterion, say) the gradient vanishes and a plain Newton step would
     not move.
     """
-    w, V = jnp.linalg.eigh(H)
+    w, V = eigh_sym(H)
     gv = V.T @ g
     wabs = jnp.maximum(jnp.abs(w), 1e-10 * jnp.max(jnp.abs(w)) + 1e-14)
     coef = -gv / wabs
@@ -147,8 +149,7 @@ def _quasi_newton(fun, x, fx, g, aux, H, free, tol, active, noise, max_inner: in
     (the Hessian is ~10–30 objective evaluations).  Started from the exact (eigenvalue-modified)
     inverse Hessian, BFGS converges superlinearly in a few steps; the caller checks the result with a
     new exact Hessian.  Stops when max|g| < tol, when a step gives no decrease, or after max_inner
-    steps, after a BFGS step that had to be shortened (the caller then computes a new exact Hessian), or
-    at once when ``active`` is false.  Returns (x, f(x), aux, number of objective evaluations).
+    steps (or at once when ``active`` is false).  Returns (x, f(x), aux, number of objective evaluations).
     """
     vg = jax.value_and_grad(fun, has_aux=True)
     step0, Binv = _newton_direction(g, H, free)
@@ -165,9 +166,7 @@ def _quasi_newton(fun, x, fx, g, aux, H, free, tol, active, noise, max_inner: in
         rho = jnp.where(sy > 1e-12 * jnp.linalg.norm(s) * jnp.linalg.norm(yv), 1.0 / sy, 0.0)
         A = eye - rho * jnp.outer(s, yv)
         Bn = jnp.where(rho > 0, A @ Binv @ A.T + rho * jnp.outer(s, s), Binv)
-        # stop after a shortened step (t < 1) other than the first: the quadratic model is poor here,
-        # a new exact Hessian is worth more than further updates
-        return x + s, fn, gn, aux, Bn, k + 1, nev + ni, (t == 0) | ((k > 0) & (t < 1))
+        return x + s, fn, gn, aux, Bn, k + 1, nev + ni, t == 0
 
     def cond(c):
         x, fx, g, aux, Binv, k, nev, stop = c
@@ -225,7 +224,7 @@ def minimize(fun: Callable, x0, diag_mask, flip: Callable, max_iter: int = 500, 
         x, fx, free, phase, k, kp, x_int, f_int, g_int, H_int, Hf_int, zero, g, H, Hf, done, stalled, ne, aux = c
         g, H, Hf, aux = _grad_hess(fun, x, aux, free)
         gmax = jnp.max(jnp.abs(g)) if d else jnp.asarray(0.0, x.dtype)
-        w = jnp.linalg.eigvalsh(H) if d else jnp.ones(1, x.dtype)
+        w = eigvalsh_sym(H) if d else jnp.ones(1, x.dtype)
         minimum = w[0] >= -_NEG_CURV * (1.0 + jnp.max(jnp.abs(w)))  # not a saddle or a maximum
         finished = ((gmax < tol_n) & minimum) | (kp >= max_newton) | stalled
         # the switch: remember the interior solution, then try small diagonal entries at exactly 0
@@ -276,7 +275,7 @@ def minimize(fun: Callable, x0, diag_mask, flip: Callable, max_iter: int = 500, 
     H = jnp.where(revert, H_int, H)
     Hf = jnp.where(revert, Hf_int, Hf)
     on_b = zero & keep
-    w = jnp.linalg.eigvalsh(H) if d else jnp.full(1, jnp.inf, x.dtype)
+    w = eigvalsh_sym(H) if d else jnp.full(1, jnp.inf, x.dtype)
     min_eig = w[0]
     gmax = jnp.max(jnp.abs(g)) if d else jnp.asarray(0.0, x.dtype)
     saddle = min_eig < -_NEG_CURV * (1.0 + jnp.max(jnp.abs(jnp.where(jnp.isfinite(w), w, 0.0))))

@@ -250,8 +250,9 @@ def fit_many(formula: str, data, outcomes=None, *, Y=None, names=None, family: s
       progress: force the progress bar on or off.
       vmap_width: outcomes run in lockstep by ``vmap``: ``None`` = the whole chunk, an integer = groups
         of that many mapped one after another inside the same compiled program; ``"auto"`` (default):
-        the whole chunk, except GLMMs on the CPU backend, which go one at a time (see
-        :func:`jaxmix.batch.default_width`).
+        the whole chunk, except GLMMs on the CPU backend, which go one at a time (faster there; see
+        :func:`jaxmix.batch.default_width`).  Outcomes with the same rows share
+        the cross-products of [Z X]; only the response's blocks are formed per outcome.
 
     Returns:
       :class:`Sweep`: per-outcome tables; ``sweep[name]`` is the :class:`MixedResults` of one outcome,

@@ -70,7 +70,7 @@ def run_sweep_config(cfg: RunConfig) -> tuple[SweepJob, dict]:
     import jax
 
     from . import __version__
-    from .cli import _check_writable, _prepare_output, fit_messages, load_data
+    from .job import _check_writable, _prepare_output, fit_messages, load_data
     from .compare import compare_sweeps, comparison_report, plot_comparison
     from .devices import init_distributed, maybe_init_from_env
     from .formula import parse_formula
@@ -107,7 +107,7 @@ def run_sweep_config(cfg: RunConfig) -> tuple[SweepJob, dict]:
     summary.write_text(text + "\n", encoding="utf-8")
     multi.coef_table().to_csv(fixed, index=False)
     multi.varcorr.to_csv(varcorr, index=False)
-    from .cli import cache_info, package_versions
+    from .records import cache_info, package_versions
 
     record = {"jaxmix_version": __version__, "kind": "sweep", "multilevel": _sweep_record(multi),
               "wall_seconds": _num(wall), "devices": [str(d) for d in jax.devices()],

@@ -2,18 +2,27 @@
 
 Every test reads its data from ``tests/data`` (copied from the shared reference folder together with
 the R scripts that generated the numbers); nothing here reads outside the repository.
+
+The persistent compilation cache is off in the tests (unless JAXMIX_CACHE_DIR is set): a test run
+starts from a clean state, and executables are reused within the process by jaxmix's in-memory
+cache.  (In long test processes XLA's executable serialisation, which the persistent cache calls
+after each compile, crashed intermittently in jaxlib 0.10.2.)
 """
 from __future__ import annotations
 
-import json
-import warnings
-from pathlib import Path
+import os
 
-import numpy as np
-import pandas as pd
-import pytest
+os.environ.setdefault("JAXMIX_CACHE_DIR", "off")  # before jaxmix is imported
 
-import jaxmix
+import json  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+import jaxmix  # noqa: E402
 
 DATA_DIR = Path(__file__).parent / "data"
 REFERENCE_FILE = DATA_DIR / "lme4_reference.json"

@@ -279,8 +279,10 @@ def test_fit_error_is_one_line(tmp_path, capsys, monkeypatch):
     is one line naming the model, exit 2."""
     import dataclasses
 
-    real = cli.check_model
-    monkeypatch.setattr(cli, "check_model", lambda m, data: real(dataclasses.replace(m, method="Laplace"), data))
+    from jaxmix import job
+
+    real = job.check_model
+    monkeypatch.setattr(job, "check_model", lambda m, data: real(dataclasses.replace(m, method="Laplace"), data))
     cfg = tmp_path / "agq.toml"
     jaxmix.datasets.sleepstudy().assign(y=lambda d: (d["Reaction"] > 300).astype(int)).to_csv(tmp_path / "s.csv")
     cfg.write_text('[data]\npath = "s.csv"\n[models.agq]\nformula = "y ~ Days + (1 | Subject) + (0 + Days | Subject)"\n'
@@ -310,7 +312,9 @@ def test_glmm_run_matches_python_and_parquet_tables(tmp_path, capsys, monkeypatc
                    'nagq = 5\n[inference]\nanova = true\n[output]\nformats = ["csv", "parquet"]\n')
     monkeypatch.setattr(plots, "_mpl", lambda: (_ for _ in ()).throw(
         jaxmix.JaxmixError('plots need matplotlib, an optional extra: pip install "jaxmix[plot]"')))
-    monkeypatch.setattr(cli, "_MPL_WARNED", [])
+    from jaxmix import job
+
+    monkeypatch.setattr(job, "_MPL_WARNED", [])
     out = tmp_path / "o"
     assert cli.main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
     err = capsys.readouterr().err

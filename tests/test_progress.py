@@ -68,3 +68,22 @@ def test_tqdm_when_installed(capsys):
     bar = prog.progress_bar(5, desc="x")
     assert type(bar).__module__.startswith("tqdm")
     bar.close()
+
+
+def test_profile_intervals_show_a_bar(no_tqdm, capsys):
+    """confint(method="profile") reports progress over the profiled parameters; quiet by default here."""
+    import warnings
+
+    import jaxmix
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = jaxmix.fit("Reaction ~ Days + (1 | Subject)", jaxmix.datasets.sleepstudy())
+        quiet = res.confint(method="profile", parm=["Days"])
+        assert capsys.readouterr().err == ""  # stderr is not a terminal under pytest
+        shown = res.confint(method="profile", parm=[".sig01", "Days"], progress=True)
+    err = capsys.readouterr().err
+    assert "profile" in err and "2/2 parameter" in err
+    assert shown.loc["Days"].tolist() == quiet.loc["Days"].tolist()
+    lo, hi = shown.loc["Days"]
+    assert lo < res.fixef["Days"] < hi

@@ -1,13 +1,17 @@
-"""Persistent XLA compilation cache, so a second process with the same shapes skips compilation.
+"""Compiled programs: JAX's persistent cache across processes, and an in-memory cache within one.
 
-The cache lives in ``$JAXMIX_CACHE_DIR`` (default ``~/.cache/jaxmix/xla``); set
+The persistent cache lives in ``$JAXMIX_CACHE_DIR`` (default ``~/.cache/jaxmix/xla``); set
 ``JAXMIX_CACHE_DIR=off`` to disable it.  A cache directory the user already gave JAX is left alone.
+:func:`compiled_program` keeps each executable for the process, and drops them all before the
+process runs out of memory mappings.
 """
 from __future__ import annotations
 
 import os
+import time
 
 import jax
+import numpy as np
 
 
 def enable_compilation_cache(path: str | None = None) -> str | None:
@@ -40,17 +44,43 @@ def _mappings() -> int:
         return 0
 
 
-def release_executables_if_needed(limit: int = MAX_MAPPINGS, caches: tuple = ()) -> bool:
-    """Drop the in-process compilation caches when the process holds more than ``limit`` memory
-    mappings (a long session that compiled hundreds of model shapes); returns whether it did.
-
-    Programs compiled afterwards are compiled again (or read back from the persistent cache)."""
+def release_executables_if_needed(limit: int = MAX_MAPPINGS) -> bool:
+    """Drop the in-process compilation caches (JAX's and :data:`_COMPILED`) when the process holds
+    more than ``limit`` memory mappings (a long session that compiled hundreds of model shapes);
+    returns whether it did.  Programs compiled afterwards are compiled again (or read back from the
+    persistent cache)."""
     if _mappings() <= limit:
         return False
     import gc
 
-    for c in caches:
-        c.clear()
+    _COMPILED.clear()
     jax.clear_caches()
     gc.collect()
     return True
+
+
+#: (jitted function, static arguments, argument shapes and dtypes) -> executable
+_COMPILED: dict = {}
+
+
+def signature(tree) -> tuple:
+    """The tree structure and every leaf's shape and dtype (no copy of device arrays to the host)."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return (treedef,) + tuple((np.shape(x), np.dtype(x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype).str)
+                              for x in leaves)
+
+
+def compiled_program(jitted, args: tuple, kwargs: dict | None = None, statics: dict | None = None):
+    """``jitted.lower(*args, **kwargs, **statics).compile()``, kept in memory for the process.
+
+    A second call with the same shapes reuses the executable (no trace, no compile, no read of the
+    persistent cache).  Returns (executable, seconds spent compiling: 0 on reuse)."""
+    kwargs, statics = kwargs or {}, statics or {}
+    key = (jitted, tuple(sorted(statics.items(), key=lambda kv: kv[0])), signature((args, kwargs)))
+    if key in _COMPILED:
+        return _COMPILED[key], 0.0
+    release_executables_if_needed()
+    t0 = time.perf_counter()
+    exe = jitted.lower(*args, **kwargs, **statics).compile()
+    _COMPILED[key] = exe
+    return exe, time.perf_counter() - t0

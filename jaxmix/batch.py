@@ -23,7 +23,7 @@ import numpy as np
 from jax.sharding import PartitionSpec
 
 from . import devices as _dev
-from ._cache import release_executables_if_needed
+from ._cache import compiled_program
 from .crossprod import RowData, append_response, cross_products
 from .progress import progress_bar
 
@@ -68,7 +68,6 @@ def layout_x(layout):
 
 
 _PROGRAMS: dict = {}
-_COMPILED: dict = {}
 
 
 def _program(one, statics: tuple, mesh, width: int | None):
@@ -90,26 +89,6 @@ def _program(one, statics: tuple, mesh, width: int | None):
                                     out_specs=PartitionSpec(_dev.AXIS), check_vma=False)
         _PROGRAMS[key] = jax.jit(batched)
     return _PROGRAMS[key]
-
-
-def compiled_program(jitted, args: tuple, kwargs: dict, statics: dict):
-    """``jitted.lower(*args, **kwargs, **statics).compile()``, kept in memory for the process.
-
-    A second fit of the same shapes in the process reuses the executable (no trace, no compile, no
-    read of the persistent cache).  Returns (executable, seconds spent compiling: 0 on reuse)."""
-    key = (jitted, tuple(sorted(statics.items(), key=lambda kv: kv[0])), _signature((args, kwargs)))
-    if key in _COMPILED:
-        return _COMPILED[key], 0.0
-    release_executables_if_needed(caches=(_COMPILED,))
-    t0 = time.perf_counter()
-    exe = jitted.lower(*args, **kwargs, **statics).compile()
-    _COMPILED[key] = exe
-    return exe, time.perf_counter() - t0
-
-
-def _signature(tree) -> tuple:
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    return (treedef,) + tuple((np.shape(x), np.asarray(x).dtype.str) for x in leaves)
 
 
 def default_width(kind: str, devices=None) -> int | None:
@@ -156,14 +135,10 @@ def run_batched(one, statics: tuple, batched: dict, shared: dict, devices=None, 
             lo, hi = c * chunk, min((c + 1) * chunk, k)
             take = np.concatenate([np.arange(lo, hi), np.zeros(chunk - (hi - lo), dtype=np.int64) + lo])
             b = {name: _dev.put(np.asarray(v)[take], mesh, True) for name, v in batched.items()}
-            key = (prog, _signature((b, shared)), mesh)
-            if key not in _COMPILED:
-                release_executables_if_needed(caches=(_COMPILED,))
-                tc = time.perf_counter()
-                _COMPILED[key] = prog.lower(b, shared_dev).compile()
-                compile_s += time.perf_counter() - tc
+            exe, cs = compiled_program(prog, (b, shared_dev))  # prog is per mesh
+            compile_s += cs
             tr = time.perf_counter()
-            out = _dev.to_host(_COMPILED[key](b, shared_dev))
+            out = _dev.to_host(exe(b, shared_dev))
             run_s += time.perf_counter() - tr
             outs.append(jax.tree_util.tree_map(lambda x, n=hi - lo: x[:n], out))
             bar.update(hi - lo)

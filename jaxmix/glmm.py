@@ -118,11 +118,12 @@ def conditional_modes(theta, beta, fam, d: GlmmData, idx, layout: Layout, tl: Th
     lams = lambdas(theta, tl)
     eta_fix = d.X @ beta + d.offset
     u0 = zero_modes(layout, theta.dtype)
+    pd0 = _pdev(u0, lams, fam, d, idx, layout, eta_fix)
     if u_start is not None:
-        pd_zero = _pdev(u0, lams, fam, d, idx, layout, eta_fix)
         pd_start = _pdev(u_start, lams, fam, d, idx, layout, eta_fix)
-        use = jnp.isfinite(pd_start) & (pd_start < pd_zero)
+        use = jnp.isfinite(pd_start) & (pd_start < pd0)
         u0 = jax.tree_util.tree_map(lambda a, b: jnp.where(use, a, b), u_start, u0)
+        pd0 = jnp.where(use, pd_start, pd0)
 
     def body(c):
         u, pd, k, _ = c
@@ -152,8 +153,7 @@ def conditional_modes(theta, beta, fam, d: GlmmData, idx, layout: Layout, tl: Th
     def cond(c):
         return (c[2] < max_iter) & ~c[3]
 
-    u, pd, k, _ = jax.lax.while_loop(cond, body, (u0, _pdev(u0, lams, fam, d, idx, layout, eta_fix),
-                                                  jnp.asarray(0), jnp.asarray(False)))
+    u, pd, k, _ = jax.lax.while_loop(cond, body, (u0, pd0, jnp.asarray(0), jnp.asarray(False)))
     return u, k
 
 

@@ -86,7 +86,7 @@ _cross_products_jit = jax.jit(cross_products, static_argnames=("layout",))
 
 def _fit_lmm(formula, design: Design, method: str, dt, max_iter: int, gtol: float) -> MixedResults:
     from .covariance import lambdas
-    from .batch import compiled_program
+    from ._cache import compiled_program
     from .lmm import cond_var, fit_program_jit, ranef_from_u
 
     t0 = time.perf_counter()

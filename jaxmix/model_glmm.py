@@ -16,7 +16,7 @@ from .design import build_design
 from .errors import JaxmixError, JaxmixWarning
 from .families import Family, get_family
 from .formula import ParsedFormula, _split_top, parse_formula
-from .batch import compiled_program
+from ._cache import compiled_program
 from .glmm import GlmmData, fit_program_jit
 from .optimize import status_message
 from .results import MixedResults, OptimSummary

@@ -21,9 +21,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from .config import ConfigError, RunConfig
+from .records import environment_record
+from .records import json_num as _num
 
 __all__ = ["run_sweep_config", "SWEEP_OUTPUT_FILES", "COMPARE_OUTPUT_FILES", "SweepJob"]
 
@@ -43,11 +43,6 @@ class SweepJob:
 
     def summary(self) -> str:
         return self.report if self.report is not None else self.multilevel.summary()
-
-
-def _num(x):
-    x = float(x)
-    return x if np.isfinite(x) else None
 
 
 def _sweep_record(sw) -> dict:
@@ -107,12 +102,8 @@ def run_sweep_config(cfg: RunConfig) -> tuple[SweepJob, dict]:
     summary.write_text(text + "\n", encoding="utf-8")
     multi.coef_table().to_csv(fixed, index=False)
     multi.varcorr.to_csv(varcorr, index=False)
-    from .records import cache_info, package_versions
-
     record = {"jaxmix_version": __version__, "kind": "sweep", "multilevel": _sweep_record(multi),
-              "wall_seconds": _num(wall), "devices": [str(d) for d in jax.devices()],
-              "versions": package_versions(), "compilation_cache": cache_info(),
-              "warnings": messages, "config": cfg.to_dict()}
+              "wall_seconds": _num(wall), **environment_record(), "warnings": messages, "config": cfg.to_dict()}
     if job.single is not None:
         f_single, f_comp, f_report, f_png = (out / name for name in COMPARE_OUTPUT_FILES)
         job.single.coef_table().to_csv(f_single, index=False)

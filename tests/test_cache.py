@@ -8,7 +8,6 @@ import pytest
 
 import jaxmix
 from jaxmix import _cache
-from jaxmix import batch
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts /proc/self/maps")
@@ -19,11 +18,11 @@ def test_release_executables_when_mappings_pile_up():
         first = jaxmix.fit("Reaction ~ Days + (Days | Subject)", d)
         again = jaxmix.fit("Reaction ~ Days + (Days | Subject)", d)
     assert again.optim.compile_seconds == 0.0  # reused in memory
-    assert len(batch._COMPILED) >= 1
+    assert len(_cache._COMPILED) >= 1
     before = _cache._mappings()
-    assert not _cache.release_executables_if_needed(limit=10**9, caches=(batch._COMPILED,))
-    assert _cache.release_executables_if_needed(limit=0, caches=(batch._COMPILED,))
-    assert len(batch._COMPILED) == 0 and _cache._mappings() < before
+    assert not _cache.release_executables_if_needed(limit=10**9)
+    assert _cache.release_executables_if_needed(limit=0)
+    assert len(_cache._COMPILED) == 0 and _cache._mappings() < before
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         third = jaxmix.fit("Reaction ~ Days + (Days | Subject)", d)  # compiled again, same numbers

@@ -175,6 +175,18 @@ def test_poisson_offset_in_formula_and_argument_agree():
 
 
 # ---- bad input --------------------------------------------------------------------------------
+def test_gtol_reaches_the_glmm_optimiser():
+    """jaxmix.fit(..., gtol=) is passed to the GLMM fit: a loose tolerance stops sooner, further from the
+    optimum."""
+    d = load_csv("cbpp.csv")
+    f = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
+    tight = jaxmix.fit(f, d, family="binomial")
+    loose = jaxmix.fit(f, d, family="binomial", gtol=1e3)
+    assert loose.converged and loose.optim.evaluations < tight.optim.evaluations
+    assert np.max(np.abs(loose.optim.grad)) > 100 * np.max(np.abs(tight.optim.grad))
+    assert loose.loglik <= tight.loglik
+
+
 @pytest.fixture(scope="module")
 def small_binary():
     rng = np.random.default_rng(1)

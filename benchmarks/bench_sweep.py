@@ -100,10 +100,15 @@ def _timed(cmd: list[str], env=None) -> tuple[float, str]:
 BLAS_THREADS: str | None = None  # --openblas-threads: OPENBLAS_NUM_THREADS for the jaxmix processes
 
 
+CPU_DEVICES: str | None = None  # --cpu-devices: JAXMIX_CPU_DEVICES for the jaxmix processes
+
+
 def _cold_env() -> dict:
     env = dict(os.environ, JAXMIX_CACHE_DIR="off")
     if BLAS_THREADS is not None:
         env["OPENBLAS_NUM_THREADS"] = BLAS_THREADS
+    if CPU_DEVICES is not None:
+        env["JAXMIX_CPU_DEVICES"] = CPU_DEVICES
     return env
 
 
@@ -225,7 +230,7 @@ def part_b(groups: int = 50, per: int = 20, k: int = 1000) -> dict:
     wall_j, out_j = _timed([sys.executable, __file__, "_worker_gauss", str(p1), str(p2), str(jx_out)],
                            env=_cold_env())
     inner = json.loads(out_j.strip().splitlines()[-1])
-    warm_env = dict(os.environ, JAXMIX_CACHE_DIR=str(WORK / "bench_sweep_cache"))
+    warm_env = dict(_cold_env(), JAXMIX_CACHE_DIR=str(WORK / "bench_sweep_cache"))
     _timed([sys.executable, __file__, "_worker_gauss", str(p1), str(p2), str(jx_out)], env=warm_env)  # fills it
     wall_warm, out_w = _timed([sys.executable, __file__, "_worker_gauss", str(p1), str(p2), str(jx_out)],
                               env=warm_env)
@@ -235,6 +240,7 @@ def part_b(groups: int = 50, per: int = 20, k: int = 1000) -> dict:
     loop_r = float(out_r.split("loop_seconds ")[1].split()[0])
     a, b = pd.read_csv(jx_out), pd.read_csv(r_out)
     return {"part": "b", "groups": groups, "per_group": per, "outcomes": k, "jaxmix_process_s": wall_j,
+            "cpu_devices": CPU_DEVICES, "openblas_threads": BLAS_THREADS,
             "jaxmix": inner, "jaxmix_process_warm_cache_s": wall_warm,
             "jaxmix_warm": json.loads(out_w.strip().splitlines()[-1]),
             "lme4_process_s": wall_r, "lme4_refit_loop_s": loop_r,
@@ -309,10 +315,11 @@ def main(argv=None) -> int:
     ap.add_argument("--gaussian-outcomes", type=int, default=10_000)
     ap.add_argument("--dtypes", default="float64,float32")
     ap.add_argument("--openblas-threads", help="OPENBLAS_NUM_THREADS for the jaxmix processes")
+    ap.add_argument("--cpu-devices", help="JAXMIX_CPU_DEVICES for the jaxmix processes (e.g. 2 or auto)")
     ap.add_argument("--reuse-lme4", metavar="JSON", help="part a: take the lme4 side from an earlier result file")
     a = ap.parse_args(argv)
-    global BLAS_THREADS
-    BLAS_THREADS = a.openblas_threads
+    global BLAS_THREADS, CPU_DEVICES
+    BLAS_THREADS, CPU_DEVICES = a.openblas_threads, a.cpu_devices
     os.environ["JAXMIX_CACHE_DIR"] = "off"  # part c compiles in this process: report cold compiles
     WORK.mkdir(exist_ok=True)
     info = machine()

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .errors import JaxmixError
 
@@ -65,6 +64,7 @@ def anova(*models, refit: bool | None = None, names=None) -> pd.DataFrame:
     Returns:
       A DataFrame, rows sorted by ``npar``; ``attrs["note"]`` says what was refitted.
     """
+    from scipy import stats
     from .intervals import ml_refit
 
     if len(models) == 1 and isinstance(models[0], (list, tuple)):
@@ -158,6 +158,7 @@ def homogeneity_test(formula: str, data, group: str, term: str) -> HomogeneityTe
     (Bryk & Raudenbush 2002, eq. 3.103; J the groups used).  Random-effect terms in ``formula`` are
     ignored: only its fixed part defines the per-group regressions.
     """
+    from scipy import stats
     from .design import build_design
     from .formula import ParsedFormula, parse_formula
 

@@ -56,8 +56,7 @@ def glmm_one(b: dict, s: dict, *, fam, layout, tl, p: int, nagq: int, max_iter: 
 
     a = {**s, **b}
     d = GlmmData(a["Z1"], a["ZR"], a["X"], a["y"], a["ntr"], a["pw"], a["offset"])
-    res, u, _eta, f = fit_program(a["start"], fam, d, a["idx"], layout, tl, p, nagq, max_iter, gtol)
-    return res, u, f
+    return fit_program(a["start"], fam, d, a["idx"], layout, tl, p, nagq, max_iter, gtol)
 
 
 def layout_x(layout):
@@ -81,9 +80,16 @@ def _program(one, statics: tuple, mesh, width: int | None):
         per = partial(one, **dict(statics))
         if width is None:
             batched = jax.vmap(per, in_axes=(0, None))
-        else:
+        elif width == 1:
+            def batched(b, s, per=per):
+                return jax.lax.map(lambda bb: per(bb, s), b)
+        else:  # groups of ``width`` (the caller pads the batch to a multiple of it)
             def batched(b, s, per=per, width=width):
-                return jax.lax.map(lambda bb: per(bb, s), b, batch_size=width if width > 1 else None)
+                k = jax.tree_util.tree_leaves(b)[0].shape[0]
+                groups = jax.tree_util.tree_map(lambda x: x.reshape(k // width, width, *x.shape[1:]), b)
+                ys = jax.lax.map(lambda bb: jax.vmap(per, in_axes=(0, None))(bb, s), groups)
+                # explicit shapes: outputs may have a zero-sized axis (a model with one term)
+                return jax.tree_util.tree_map(lambda y: y.reshape(k, *y.shape[2:]), ys)
         if mesh.size > 1:
             batched = jax.shard_map(batched, mesh=mesh, in_specs=(PartitionSpec(_dev.AXIS), PartitionSpec()),
                                     out_specs=PartitionSpec(_dev.AXIS), check_vma=False)
@@ -91,8 +97,15 @@ def _program(one, statics: tuple, mesh, width: int | None):
     return _PROGRAMS[key]
 
 
+#: outcomes vmapped together in an LMM sweep on the CPU: small groups keep the arrays of one step in
+#: the cache and let an outcome that needs more iterations hold back only its group (1,000 outcomes,
+#: 50 groups x 20 rows, one CPU device: 0.33 s vmapped together, 0.16 s in groups of 16)
+CPU_LMM_WIDTH = 16
+
+
 def default_width(kind: str, devices=None) -> int | None:
-    """How many outcomes to vmap together: all of them, except GLMMs on the CPU backend.
+    """How many outcomes to vmap together: all of them on accelerators; on the CPU backend groups of
+    :data:`CPU_LMM_WIDTH` for LMMs and one at a time for GLMMs.
 
     On the CPU a GLMM batch runs one outcome after another inside the one program (``lax.map``): the
     outcomes' optimiser and inner mode loops would otherwise run in lockstep until the slowest has
@@ -100,8 +113,8 @@ def default_width(kind: str, devices=None) -> int | None:
     on nine endpoints × 20,000 patients, 2.8 s one at a time against 15 s vmapped.
     """
     devs = list(jax.devices() if devices is None else devices)
-    if kind == "glmm" and all(d.platform == "cpu" for d in devs):
-        return 1
+    if all(d.platform == "cpu" for d in devs):
+        return 1 if kind == "glmm" else CPU_LMM_WIDTH
     return None
 
 
@@ -123,7 +136,11 @@ def run_batched(one, statics: tuple, batched: dict, shared: dict, devices=None, 
     mesh = _dev.outcome_mesh(devices)
     ndev = mesh.size
     chunk = k if batch_size is None else max(1, min(int(batch_size), k))
-    chunk = -(-chunk // ndev) * ndev
+    per_dev = -(-chunk // ndev)
+    if width is not None and width > 1:  # each device's share: whole groups of ``width``
+        width = min(int(width), per_dev)
+        per_dev = -(-per_dev // width) * width
+    chunk = per_dev * ndev
     nchunks = -(-k // chunk)
     prog = _program(one, statics, mesh, width)
     shared_dev = jax.tree_util.tree_map(lambda x: _dev.put(x, mesh, False), shared)

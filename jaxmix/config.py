@@ -162,6 +162,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "devices": {
         "distributed": Field(bool, default=False, doc="call jax.distributed.initialize() (multi-host)"),
+        "cpu_devices": Field((int, str), doc="split the CPU into this many devices for sweeps ('auto': one per core)"),
     },
 }
 REQUIRED_SECTIONS = ("data",)
@@ -274,6 +275,7 @@ class SweepConfig:
 @dataclass(frozen=True)
 class DevicesConfig:
     distributed: bool = False
+    cpu_devices: int | str | None = None
 
 
 @dataclass(frozen=True)
@@ -665,6 +667,9 @@ def parse_config(raw: dict, base_dir=None, source=None, overrides=()) -> RunConf
 
             chosen = tuple(n for n, m in models.items() if parse_formula(m.formula).is_mixed)
         bootstrap = BootstrapConfig(n=b["n"], seed=b["seed"], level=b["level"], models=chosen)
+    cpu = sections["devices"]["cpu_devices"]
+    if cpu is not None and not (isinstance(cpu, int) and cpu >= 1 or isinstance(cpu, str) and cpu.lower() == "auto"):
+        raise ConfigError(f"[devices] cpu_devices must be a positive integer or 'auto', got {cpu!r}")
     output = _output(sections["output"], source)
     return RunConfig(data=data, models=models, output=output, source=None if source is None else Path(source),
                      sweep=sweep, devices=DevicesConfig(**sections["devices"]), inference=inference,

@@ -6,12 +6,21 @@ One host
     padded to a multiple of the device count; each device runs the vmapped fit on its own outcomes
     with no communication (``shard_map``), and the padding is dropped afterwards.
 
+Several CPU cores
+    A fit of a small model is too small for XLA to spread over cores, so a sweep of many small
+    LMMs runs on one core.  :func:`use_cpu_devices` (or ``JAXMIX_CPU_DEVICES=auto`` / a number in
+    the environment, or ``[devices] cpu_devices`` in a config) splits the host CPU into that many JAX
+    devices before JAX starts, and ``fit_many`` then shards the outcomes over them (1,000 outcomes
+    of a random-slope model on 2 cores: 0.09 s against 0.16 s on one device).  Large fits (a GLMM on
+    100,000 rows) already use several cores inside each operation and gain nothing.
+
 Several hosts
     Start the same program on every host and call :func:`init_distributed` first (or set
     ``JAXMIX_DISTRIBUTED=1`` in the environment, or ``[devices] distributed = true`` in a config for
     ``jaxmix run``).  It calls ``jax.distributed.initialize()``, which finds the coordinator, the
     number of processes and this process's id in the cluster environment (SLURM, Open MPI, Cloud TPU,
-    Kubernetes) or in ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``.
+    Kubernetes), or takes them from ``JAX_COORDINATOR_ADDRESS`` (host:port of process 0),
+    ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``.
     Afterwards ``jax.devices()`` lists the devices of all hosts, ``fit_many`` spreads the outcomes over
     all of them, and every host receives the complete results.  Each host must read the same data.
 """
@@ -23,7 +32,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["AXIS", "outcome_mesh", "init_distributed", "put", "to_host"]
+from .errors import JaxmixError
+
+__all__ = ["AXIS", "outcome_mesh", "init_distributed", "use_cpu_devices", "put", "to_host"]
 
 AXIS = "outcomes"
 _INITIALISED = False
@@ -38,9 +49,50 @@ def init_distributed(**kwargs) -> bool:
     global _INITIALISED
     if _INITIALISED:
         return False
+    for key, env in (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID")):
+        if key not in kwargs and os.environ.get(env, "").strip():  # JAX itself reads only the address
+            try:
+                kwargs[key] = int(os.environ[env])
+            except ValueError:
+                raise JaxmixError(f"{env} must be an integer, not {os.environ[env]!r}") from None
     jax.distributed.initialize(**kwargs)
     _INITIALISED = True
     return True
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def use_cpu_devices(n: int | str | None = None) -> int:
+    """Split the host CPU into ``n`` JAX devices (default or ``"auto"``: the usable cores); returns n.
+
+    Call it before the first JAX computation of the process (``jax.config`` ``jax_num_cpu_devices``);
+    afterwards it raises :class:`jaxmix.JaxmixError` unless the count is already ``n``.
+    """
+    if n is None or (isinstance(n, str) and n.strip().lower() == "auto"):
+        n = usable_cores()
+    try:
+        n = int(n)
+    except (TypeError, ValueError):
+        raise JaxmixError(f"the number of CPU devices must be a positive integer or 'auto', not {n!r}") from None
+    if n < 1:
+        raise JaxmixError(f"the number of CPU devices must be a positive integer or 'auto', not {n}")
+    if jax.config.jax_num_cpu_devices == n:
+        return n
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except RuntimeError:
+        have = len(jax.devices("cpu"))
+        if have == n:
+            return n
+        raise JaxmixError(f"cannot split the CPU into {n} devices: JAX has already started with {have} "
+                          "(call jaxmix.use_cpu_devices() before the first computation, or set "
+                          "JAXMIX_CPU_DEVICES before starting Python)") from None
+    return n
 
 
 def maybe_init_from_env() -> bool:

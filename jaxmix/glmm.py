@@ -10,9 +10,11 @@ With η = Xβ + o + ZΛu, u ~ N(0, I) and the conditional log-likelihood ℓ(y |
 * AGQ (one scalar term): −2 Σⱼ log[ σⱼ Σₖ ωₖ exp(ℓⱼ(ûⱼ + σⱼxₖ) − (ûⱼ + σⱼxₖ)²/2 + xₖ²/2) ] with
   σⱼ = 1/L₁₁ⱼ and (xₖ, ωₖ) the Gauss–Hermite rule for the standard normal; nagq = 1 is Laplace.
 
-Exact derivatives in (θ, β): û is found by a loop whose inputs are detached, then two Newton steps
-are taken differentiably.  Newton converges quadratically, so after two steps û(θ, β) is exact to
-fourth order and the gradient and Hessian of the deviance are those of the exact implicit function.
+Exact derivatives in (θ, β): û is found by a loop whose inputs are detached, then Newton steps are
+taken differentiably.  At the exact mode one step has the derivative of the implicit function û(θ, β)
+(so the deviance's gradient is exact); the error of that step is quadratic in the distance from û, so
+after two steps û(θ, β) is exact to fourth order and the Hessian is exact too.  The optimiser uses
+one step for values and gradients and two for the exact Hessian.
 """
 from __future__ import annotations
 
@@ -157,19 +159,28 @@ def conditional_modes(theta, beta, fam, d: GlmmData, idx, layout: Layout, tl: Th
     return u, k
 
 
-def laplace_parts(params, fam: Family, d: GlmmData, idx: Index, layout: Layout, tl: ThetaLayout, u_start=None):
-    """(deviance pieces) at params = (θ, β): the differentiable modes and the Fisher factor, and û."""
+def laplace_parts(params, fam: Family, d: GlmmData, idx: Index, layout: Layout, tl: ThetaLayout, u_start=None,
+                  newton_steps: int = 2, modes_given: bool = False):
+    """(deviance pieces) at params = (θ, β): the differentiable modes and the Fisher factor, and û.
+
+    ``newton_steps`` differentiable Newton steps from the detached û: with 0 the value is exact, with
+    1 also its gradient, with 2 also its Hessian (see the module docstring).  ``modes_given``: u_start
+    already is û at these parameters (no mode iterations)."""
     ntheta = tl.size
     theta, beta = params[:ntheta], params[ntheta:]
     if u_start is not None:
         u_start = jax.lax.stop_gradient(u_start)
-    u_hat, _ = conditional_modes(jax.lax.stop_gradient(theta), jax.lax.stop_gradient(beta), fam, d, idx,
-                                 layout, tl, u_start=u_start)
+    if modes_given:
+        u_hat = u_start
+    else:
+        u_hat, _ = conditional_modes(jax.lax.stop_gradient(theta), jax.lax.stop_gradient(beta), fam, d, idx,
+                                     layout, tl, u_start=u_start)
     u_hat = jax.lax.stop_gradient(u_hat)
     lams = lambdas(theta, tl)
     eta_fix = d.X @ beta + d.offset
-    u = _newton(u_hat, lams, beta, fam, d, idx, layout, eta_fix)
-    u = _newton(u, lams, beta, fam, d, idx, layout, eta_fix)
+    u = u_hat
+    for _ in range(newton_steps):
+        u = _newton(u, lams, beta, fam, d, idx, layout, eta_fix)
     eta = eta_fix + _eta_re(u[0], u[1], lams, d, idx, layout)
     Wf = fisher_weights(fam, d, eta)
     n = d.y.shape[0]
@@ -180,11 +191,12 @@ def laplace_parts(params, fam: Family, d: GlmmData, idx: Index, layout: Layout, 
 
 
 def laplace_objective(params, fam: Family, d: GlmmData, idx: Index, layout: Layout, tl: ThetaLayout,
-                      gh_nodes=None, gh_weights=None, u_start=None):
+                      gh_nodes=None, gh_weights=None, u_start=None, newton_steps: int = 2, modes_given: bool = False):
     """Laplace (or, with Gauss–Hermite nodes, AGQ) approximation of −2 log L at (θ, β).
 
-    With ``u_start`` (a start for the mode iterations), returns (value, û) for warm starts."""
-    u, eta, f, lams, u_hat = laplace_parts(params, fam, d, idx, layout, tl, u_start)
+    With ``u_start`` (a start for the mode iterations), returns (value, û) for warm starts.
+    ``newton_steps``: 2 (default) makes the Hessian exact, 1 the gradient (:func:`laplace_parts`)."""
+    u, eta, f, lams, u_hat = laplace_parts(params, fam, d, idx, layout, tl, u_start, newton_steps, modes_given)
     value = _laplace_value(u, eta, f, lams, fam, d, idx, layout, gh_nodes, gh_weights)
     return value if u_start is None else (value, u_hat)
 
@@ -214,9 +226,43 @@ def gauss_hermite(n: int):
     return x, w / np.sqrt(2.0 * np.pi)
 
 
+def flip_modes(theta, u, tl: ThetaLayout, layout: Layout):
+    """The modes at ``flip_columns(θ)`` from those at θ: Λ D (D = diag(±1)) gives the same ΛΛ′, and
+    u ↦ D u keeps Λu and ‖u‖ (each flipped column's u changes sign)."""
+    signs = []
+    for qk, r, c, s in zip(tl.q, tl.rows, tl.cols, tl.starts):
+        diag = [s + int(np.flatnonzero((np.asarray(r) == j) & (np.asarray(c) == j))[0]) for j in range(qk)]
+        signs.append(jnp.where(theta[np.asarray(diag)] < 0, -1.0, 1.0).astype(theta.dtype))
+    u1, uR = u
+    u1 = u1 * signs[0][None, :]
+    if layout.m_R:
+        parts = [uR[off : off + lk * qk].reshape(lk, qk) * sg[None, :]
+                 for sg, off, qk, lk in zip(signs[1:], layout.offsets, layout.q[1:], layout.nlev[1:])]
+        uR = jnp.concatenate([pt.reshape(-1) for pt in parts])
+    return u1, uR
+
+
+def fisher_factor(params, u, fam: Family, d: GlmmData, idx: Index, layout: Layout, tl: ThetaLayout):
+    """The blocked factor L, L L′ = Λ′Z′W_F ZΛ + I, at (θ, β) and the modes u (conditional variances)."""
+    ntheta = tl.size
+    theta, beta = params[:ntheta], params[ntheta:]
+    lams = lambdas(theta, tl)
+    eta = d.X @ beta + d.offset + _eta_re(u[0], u[1], lams, d, idx, layout)
+    Wf = fisher_weights(fam, d, eta)
+    xp = cross_products(RowData(d.Z1, d.ZR, jnp.ones((eta.shape[0], 1), eta.dtype)), Wf, idx, layout)
+    with sequential_lapack():
+        return factorize(lams, xp, idx, layout)
+
+
+fisher_factor_jit = jax.jit(fisher_factor, static_argnames=("fam", "layout", "tl"))
+
+
 def fit_program(params0, fam: Family, d: GlmmData, idx: Index, layout: Layout, tl: ThetaLayout, p: int,
                 nagq: int = 1, max_iter: int = 500, gtol: float = 1e-4):
-    """The whole GLMM fit as one pure program over (θ, β) (jit with the non-arrays static)."""
+    """The whole GLMM fit as one pure program over (θ, β) (jit with the non-arrays static).
+
+    Returns the optimiser's result and the conditional modes û at the estimates (the factor for the
+    conditional variances is :func:`fisher_factor`, computed when asked for)."""
     from .covariance import flip_columns
     from .optimize import minimize
 
@@ -225,15 +271,18 @@ def fit_program(params0, fam: Family, d: GlmmData, idx: Index, layout: Layout, t
         xk, wk = jnp.asarray(xk, params0.dtype), jnp.asarray(wk, params0.dtype)
     else:
         xk = wk = None
-    fun = lambda prm, u0: laplace_objective(prm, fam, d, idx, layout, tl, xk, wk, u_start=u0)  # noqa: E731
+    def fun(prm, u0, steps=1, given=False):  # value and gradient exact with one Newton step of the modes
+        return laplace_objective(prm, fam, d, idx, layout, tl, xk, wk, u_start=u0, newton_steps=steps,
+                                 modes_given=given)
+
     nt = tl.size
     diag = jnp.concatenate([jnp.asarray(tl.is_diagonal(), params0.dtype), jnp.zeros(p, params0.dtype)])
     flip = lambda prm: jnp.concatenate([flip_columns(prm[:nt], tl), prm[nt:]])  # noqa: E731
     with sequential_lapack():  # no batched LAPACK call on the CPU (jaxmix.linalg)
         res = minimize(fun, params0, diag, flip, max_iter=max_iter, gtol=gtol, lbfgs=False,
-                       aux0=zero_modes(layout, params0.dtype))
-        u, eta, f, lams, _ = laplace_parts(res.x, fam, d, idx, layout, tl, res.aux)
-    return res, u, eta, f
+                       aux0=zero_modes(layout, params0.dtype), hess_fun=lambda prm, u0: fun(prm, u0, 2, True),
+                       flip_aux=lambda prm, u: flip_modes(prm[:nt], u, tl, layout))
+    return res, res.aux  # the optimiser's state: the modes at its last point
 
 
 fit_program_jit = jax.jit(fit_program, static_argnames=("fam", "layout", "tl", "p", "nagq", "max_iter", "gtol"))

@@ -34,7 +34,6 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from jax.scipy.linalg import solve_triangular
-from scipy import stats
 
 from .blocked import factorize, logdets
 from .covariance import ThetaLayout, lambdas, theta_layout
@@ -446,6 +445,7 @@ def coef_table(res, ddf=None, level: float = 0.95) -> pd.DataFrame:
     t = β̂_j / se_j with se_j = √Φ_jj (√Φ_A,jj for Kenward–Roger), p = 2 P(T_ν > |t|) and the interval
     β̂_j ± t_{ν, (1+level)/2} se_j; ν from ``ddf`` (module docstring; ∞ gives z).
     """
+    from scipy import stats
     method = _ddf_method(res, ddf)
     if not 0 < level < 1:
         raise JaxmixError(f"level must be between 0 and 1, got {level}")
@@ -605,6 +605,7 @@ def wald_test(res, hypothesis, ddf=None, rhs=None) -> WaldTest:
     lmerTest's ``contestMD``; Kenward–Roger: pbkrtest's scaled F with Φ_A; containment, between-within,
     residual: the smallest df of the coefficients involved); ``ddf='asymptotic'`` gives χ² = qF on q df.
     """
+    from scipy import stats
     method = _ddf_method(res, ddf)
     L0, c0, labels = contrast_matrix(res, hypothesis, rhs)
     V = res.vcov_beta
@@ -846,6 +847,7 @@ def covparm_table(res) -> pd.DataFrame:
     SAS's ``Pr > Z``), two-sided for covariances.  Variances estimated as exactly 0 (boundary) and
     their covariances get se = NaN.
     """
+    from scipy import stats
     est, V = _covparm_parts(res)
     rows = _covparm_rows(res)
     se = np.sqrt(np.maximum(np.diag(V), 0.0))

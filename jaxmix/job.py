@@ -318,8 +318,10 @@ def run_config(cfg: RunConfig):
         from .sweep_job import run_sweep_config
 
         return run_sweep_config(cfg)
-    from .devices import init_distributed, maybe_init_from_env
+    from .devices import init_distributed, maybe_init_from_env, use_cpu_devices
 
+    if cfg.devices.cpu_devices is not None:
+        use_cpu_devices(cfg.devices.cpu_devices)
     if cfg.devices.distributed:
         init_distributed()
     else:

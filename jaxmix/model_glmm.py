@@ -1,6 +1,7 @@
 """``jaxmix.fit(..., family="binomial" | "poisson")``: responses, checks and the GLMM/GLM fit."""
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 
@@ -110,16 +111,33 @@ def _response_checks(fam: Family, y: np.ndarray, ntr: np.ndarray, name: str, has
             warnings.warn(f"poisson response {name!r} has non-integer counts", JaxmixWarning, stacklevel=4)
 
 
-def glm_irls(fam: Family, X, y, ntr, pw, offset, max_iter: int = 100, tol: float = 1e-10):
-    """Maximum-likelihood GLM by IRLS (numpy; start values and the no-random-effect fit).
-
-    Returns (β, −2 log L, vcov, converged, separated) where ``separated`` flags diverging estimates.
-    """
+@functools.lru_cache(maxsize=None)
+def _glm_kernels(fam: Family):
+    """Jitted (log-likelihood; score and Fisher weights) in η for ``fam``, compiled once per shape."""
     from .glmm import fisher_weights
 
-    d = GlmmData(None, None, jnp.asarray(X), jnp.asarray(y), jnp.asarray(ntr), jnp.asarray(pw),
-                 jnp.asarray(offset))
-    n, p = X.shape
+    def loglik(eta, y, ntr, pw):
+        return jnp.sum(pw * fam.loglik(y, ntr, eta))
+
+    def score_weights(eta, y, ntr, pw):
+        s = pw * jax.vmap(jax.grad(lambda e, yy, nn: fam.loglik(yy, nn, e)))(eta, y, ntr)
+        return s, fisher_weights(fam, GlmmData(None, None, None, y, ntr, pw, None), eta)
+
+    return jax.jit(loglik), jax.jit(score_weights)
+
+
+def glm_irls(fam: Family, X, y, ntr, pw, offset, max_iter: int = 100, tol: float = 1e-10):
+    """Maximum-likelihood GLM by IRLS with step halving (start values and the no-random-effect fit).
+
+    β ← argmin Σᵢ Wᵢ (zᵢ − xᵢ′β)², z = η − o + s/W (s the score, W the Fisher weight in η).  Rows with
+    zero prior weight take no part (a sweep passes every outcome's full rows, so all outcomes share
+    one compiled shape).  Returns (β, −2 log L, vcov, converged, separated) where ``separated`` flags
+    diverging estimates.
+    """
+    ll_fn, sw_fn = _glm_kernels(fam)
+    X, y, ntr, pw, offset = (np.asarray(a, dtype=float) for a in (X, y, ntr, pw, offset))
+    args = tuple(jnp.asarray(a) for a in (y, ntr, pw))
+    p = X.shape[1]
     beta = np.zeros(p)
     if fam.name == "binomial":
         mu0 = (y + 0.5) / (ntr + 1.0)
@@ -127,14 +145,11 @@ def glm_irls(fam: Family, X, y, ntr, pw, offset, max_iter: int = 100, tol: float
                           "cloglog": np.log(-np.log(1 - mu0))}[fam.link])
     else:
         eta = np.log(y + 0.1)
-    ll_fn = jax.jit(lambda e: jnp.sum(d.pw * fam.loglik(d.y, d.ntr, e)))
-    grad_eta = jax.jit(jax.vmap(jax.grad(lambda e, yy, nn: fam.loglik(yy, nn, e))))
     dev_old = np.inf
     conv = False
     first = True
     for _ in range(max_iter):
-        W = np.asarray(fisher_weights(fam, d, jnp.asarray(eta)))
-        s = np.asarray(pw) * np.asarray(grad_eta(jnp.asarray(eta), d.y, d.ntr))
+        s, W = (np.asarray(a) for a in sw_fn(jnp.asarray(eta), *args))
         W = np.maximum(W, 1e-12)
         z = (eta - offset) + s / W if not first else eta - offset
         first = False
@@ -144,7 +159,7 @@ def glm_irls(fam: Family, X, y, ntr, pw, offset, max_iter: int = 100, tol: float
         for _h in range(30):
             cand = beta + step
             eta_c = X @ cand + offset
-            dev = -2 * float(ll_fn(jnp.asarray(eta_c)))
+            dev = -2 * float(ll_fn(jnp.asarray(eta_c), *args))
             if np.isfinite(dev) and dev <= dev_old + 1e-12 * abs(dev_old if np.isfinite(dev_old) else 0):
                 break
             step = step / 2
@@ -154,7 +169,7 @@ def glm_irls(fam: Family, X, y, ntr, pw, offset, max_iter: int = 100, tol: float
             dev_old = dev
             break
         dev_old = dev
-    W = np.maximum(np.asarray(fisher_weights(fam, d, jnp.asarray(eta))), 1e-300)
+    W = np.maximum(np.asarray(sw_fn(jnp.asarray(eta), *args)[1]), 0.0)
     info = (X * W[:, None]).T @ X
     vcov = np.linalg.pinv(info)
     separated = bool(np.max(np.abs(beta)) > 15 or np.max(np.sqrt(np.abs(np.diag(vcov)))) > 1e3)
@@ -244,7 +259,7 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
     params0 = jnp.asarray(np.concatenate([tl.init(), beta0]), dt)
     statics = dict(fam=fam, layout=layout, tl=tl, p=p, nagq=nagq, max_iter=max_iter, gtol=gtol)
     compiled, compile_s = compiled_program(fit_program_jit, (params0,), dict(d=d, idx=idx), statics)
-    res, u, eta, f = compiled(params0, d=d, idx=idx)
+    res, u = compiled(params0, d=d, idx=idx)
     res = jax.tree_util.tree_map(np.asarray, res)
     nt = tl.size
     x = np.asarray(res.x, dtype=float)
@@ -263,6 +278,9 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
         b.append(bR[off_k : off_k + lk * qk].reshape(lk, qk))
 
     def condvar():
+        from .glmm import fisher_factor_jit
+
+        f = fisher_factor_jit(jnp.asarray(x, dt), u, fam, d, idx, layout, tl)
         return [np.asarray(c, dtype=float) for c in cond_var(f, lams, idx, layout)]
 
     status = int(res.status)

@@ -67,16 +67,22 @@ def _lbfgs(fun, x0, max_iter: int, gtol: float, rtol: float = 0.0):
 
 
 def _grad_hess(fun, x, aux, free):
-    """Exact gradient and Hessian (one linearisation of the gradient), restricted to ``free``.
+    """Value, exact gradient and Hessian (one linearisation of the gradient), restricted to ``free``.
 
     ``fun(x, aux) -> (value, aux)``; the Hessian is taken at fixed ``aux`` (a start value that does not
-    change the objective, such as the start of the inner mode iterations)."""
+    change the objective, such as the start of the inner mode iterations).  Returns
+    (f, g·free, H on the free coordinates (identity elsewhere), full H, aux)."""
+
+    def with_value(z):
+        v, a = fun(z, aux)
+        return v, (v, a)
+
     # reverse-over-reverse: on the CPU backend much faster than vmapped forward-over-reverse through
     # the scatters of the cross-products
-    g, H, aux = _value_and_jacrev(jax.grad(lambda z: fun(z, aux), has_aux=True), x)
+    g, H, (f, aux) = _value_and_jacrev(jax.grad(with_value, has_aux=True), x)
     H = 0.5 * (H + H.T)
     Hm = H * free[:, None] * free[None, :] + jnp.eye(x.shape[0], dtype=x.dtype) * (1.0 - free)
-    return g * free, Hm, H, aux
+    return f, g * free, Hm, H, aux
 
 
 _NEG_CURV = 1e-7  # relative size of a Hessian eigenvalue treated as negative curvature
@@ -108,7 +114,10 @@ def _newton_direction(g, H, free):
 
 
 def _line_search(vg, x, fx, g, aux, step, noise):
-    """Backtracking (×0.5, up to 20 times) until f(x + t·step) < f(x) + 1e-4·t·g′step (Armijo).
+    """Backtracking (up to 20 times) until f(x + t·step) < f(x) + 1e-4·t·g′step (Armijo).
+
+    Each retry takes the minimiser of the quadratic that matches f(x), the slope g′step and the last
+    f(x + t·step), kept within [t/10, t/2] (×0.5 after a non-finite value).
 
     When the predicted decrease −g′step is below ``noise`` (the rounding noise of the objective's
     value, ~1e-11·|f| in double precision) the full step is accepted unless f rises by more than
@@ -126,14 +135,19 @@ def _line_search(vg, x, fx, g, aux, step, noise):
         return jnp.isfinite(v) & ((v < fx + 1e-4 * t * slope) | (tiny & (v <= fx + noise)))
 
     def body(h):
-        t, _, _, _, i = h
-        t = jnp.where(i == 0, t, 0.5 * t)
+        t, v, _, _, i = h
+        # the minimiser of the quadratic through f(x), the slope and f(x + t·step), kept in [t/10, t/2]
+        q = -slope * t * t / (2.0 * (v - fx - slope * t))
+        q = jnp.where(jnp.isfinite(q) & jnp.isfinite(v), jnp.clip(q, 0.1 * t, 0.5 * t), 0.5 * t)
+        t = jnp.where(i == 0, t, q)
         (v, an), gn = vg(x + t * step, aux)
         return t, jnp.where(jnp.isfinite(v), v, jnp.inf), gn, an, i + 1
 
+    moves = jnp.any(step != 0)
+
     def cond(h):
         t, v, _, _, i = h
-        return (i == 0) | (~ok(t, v) & (i < 21))
+        return (i == 0) | (~ok(t, v) & (i < 21) & moves)
 
     init = (jnp.asarray(1.0, x.dtype), jnp.asarray(jnp.inf, x.dtype), g, aux, 0)
     t, v, gn, an, i = jax.lax.while_loop(cond, body, init)
@@ -142,17 +156,20 @@ def _line_search(vg, x, fx, g, aux, step, noise):
     return jnp.where(good, t, 0.0), jnp.where(good, v, fx), jnp.where(good, gn, g), an, i
 
 
-def _quasi_newton(fun, x, fx, g, aux, H, free, tol, active, noise, max_inner: int = 100):
+def _quasi_newton(fun, x, fx, g, aux, H, free, tol, active, noise, refresh, max_inner: int = 100):
     """Steps from x: the damped Newton step on the exact Hessian H, then BFGS updates of H⁻¹.
 
     Each BFGS step costs one objective value and gradient, against one exact Hessian for a Newton step
     (the Hessian is ~10–30 objective evaluations).  Started from the exact (eigenvalue-modified)
     inverse Hessian, BFGS converges superlinearly in a few steps; the caller checks the result with a
     new exact Hessian.  Stops when max|g| < tol, when a step gives no decrease, or after max_inner
-    steps (or at once when ``active`` is false).  Returns (x, f(x), aux, number of objective evaluations).
+    steps (or at once when ``active`` is false).  With ``refresh`` it only evaluates the objective at x
+    itself (x is new: the start, or a point on the boundary), which gives f(x) and the aux of x.
+    Returns (x, f(x), aux, number of objective evaluations).
     """
     vg = jax.value_and_grad(fun, has_aux=True)
     step0, Binv = _newton_direction(g, H, free)
+    step0 = jnp.where(refresh, 0.0, step0)
     eye = jnp.eye(x.shape[0], dtype=x.dtype)
 
     def body(c):
@@ -166,11 +183,13 @@ def _quasi_newton(fun, x, fx, g, aux, H, free, tol, active, noise, max_inner: in
         rho = jnp.where(sy > 1e-12 * jnp.linalg.norm(s) * jnp.linalg.norm(yv), 1.0 / sy, 0.0)
         A = eye - rho * jnp.outer(s, yv)
         Bn = jnp.where(rho > 0, A @ Binv @ A.T + rho * jnp.outer(s, s), Binv)
-        return x + s, fn, gn, aux, Bn, k + 1, nev + ni, t == 0
+        return x + s, fn, gn, aux, Bn, k + 1, nev + ni, (t == 0) | refresh
 
     def cond(c):
         x, fx, g, aux, Binv, k, nev, stop = c
-        return active & (k < max_inner) & ~stop & ((k == 0) | (jnp.max(jnp.abs(g)) >= tol)) & jnp.isfinite(fx)
+        first = k == 0
+        return (active & (k < max_inner) & ~stop & (first | (jnp.max(jnp.abs(g)) >= tol))
+                & (jnp.isfinite(fx) | (refresh & first)))
 
     init = (x, fx, g, aux, Binv, jnp.asarray(0), jnp.asarray(0), jnp.asarray(False))
     x, fx_new, _, aux, _, _, nev, _ = jax.lax.while_loop(cond, body, init)
@@ -178,13 +197,15 @@ def _quasi_newton(fun, x, fx, g, aux, H, free, tol, active, noise, max_inner: in
 
 
 def minimize(fun: Callable, x0, diag_mask, flip: Callable, max_iter: int = 500, gtol: float = 1e-4,
-             zero_tol: float = 1e-4, lbfgs: bool = True, max_newton: int = 50, aux0=None) -> OptResult:
+             zero_tol: float = 1e-4, lbfgs: bool = True, max_newton: int = 50, aux0=None,
+             hess_fun: Callable | None = None, flip_aux: Callable | None = None) -> OptResult:
     """Minimise ``fun`` over θ from ``x0``: (L-BFGS,) quasi-Newton, boundary check, quasi-Newton again.
 
-    Each outer iteration computes the exact gradient and Hessian; when they do not yet show a minimum,
-    it takes the damped Newton step on that Hessian followed by BFGS steps (one value and gradient
-    each) started from the Hessian's inverse, until the gradient is below tolerance.  The next exact
-    Hessian then confirms the minimum, so a typical fit costs two or three exact Hessians.
+    Each outer iteration takes the damped Newton step on the last exact Hessian followed by BFGS steps
+    (one value and gradient each) started from its inverse until the gradient is below tolerance, and
+    then computes the exact gradient and Hessian at the point reached; they confirm the minimum (or
+    start the next iteration), so a typical fit costs two or three exact Hessians.  The first
+    iteration (and the first after the boundary switch) only evaluates the objective at its point.
 
     Args:
       fun: scalar objective (the profiled deviance, REML criterion or Laplace deviance).
@@ -201,32 +222,53 @@ def minimize(fun: Callable, x0, diag_mask, flip: Callable, max_iter: int = 500, 
       aux0: with it, ``fun(x, aux) -> (value, aux)`` carries a state that changes how the objective is
         computed but not its value (the GLMM's start for the conditional modes, warm-started from the
         last accepted point); ``aux`` is then returned in ``OptResult.aux``.
+      hess_fun: the objective used for the exact gradient and Hessian, when it differs from ``fun``
+        only in how exactly its second derivatives are computed (the GLMM takes one more Newton step
+        of the modes there); ``fun`` then serves the values and gradients of the line search.  Its
+        aux argument always comes from an evaluation of ``fun`` at the same x (the GLMM's modes at
+        x), so it may skip what produced it (the inner mode iterations).
+      flip_aux: ``flip_aux(x, aux)`` maps the aux of x to that of ``flip(x)`` (the GLMM's modes change
+        sign with the flipped columns of Λ); the returned aux then belongs to the returned x.
     """
     if aux0 is None:
         plain = fun
         fun = lambda x, a: (plain(x), a)  # noqa: E731
         aux0 = jnp.zeros(())
-    f_only = lambda x, a: fun(x, a)[0]  # noqa: E731
+        if hess_fun is not None:
+            plain_h = hess_fun
+            hess_fun = lambda x, a: (plain_h(x), a)  # noqa: E731
+    hess_fun = fun if hess_fun is None else hess_fun
+    if flip_aux is None:
+        flip_aux = lambda x, a: a  # noqa: E731
     # the gradient of an objective of size |f| is only known to ~1e-8·|f| in double precision
     # (seen: 2e-4 on a REML criterion of 2e5, 1e-4 on one of 1e4) and ~1e-4·|f| in single precision
     rtol = 1e-4 if x0.dtype == jnp.float32 else 1e-8
+    noise_rel = 1e-6 if x0.dtype == jnp.float32 else 1e-11
     if lbfgs:
-        x, n_iter, nev = _lbfgs(lambda z: f_only(z, aux0), x0, max_iter, gtol, rtol)
+        x, n_iter, nev = _lbfgs(lambda z: fun(z, aux0)[0], x0, max_iter, gtol, rtol)
     else:
         x, n_iter, nev = x0, jnp.asarray(0), jnp.asarray(0)
     d = x.shape[0]
-    tol_n = gtol * 1e-3
-    f_start, aux_start = fun(x, aux0)
-    tol_n = tol_n + rtol * jnp.abs(f_start)
-    noise = (1e-6 if x0.dtype == jnp.float32 else 1e-11) * (1.0 + jnp.abs(f_start))
 
+    # Every objective evaluation is one of two calls (fewer copies of the objective in the compiled
+    # program): value and gradient in the line search, or value, gradient and Hessian after it.  An
+    # outer iteration first steps from x (Newton step on the last exact Hessian, then BFGS; at a new
+    # point only an evaluation there), then takes the exact Hessian at the point reached: its aux (the
+    # GLMM's modes) always comes from an evaluation at that point, so ``hess_fun`` may take it as given.
     def body(c):
-        x, fx, free, phase, k, kp, x_int, f_int, g_int, H_int, Hf_int, zero, g, H, Hf, done, stalled, ne, aux = c
-        g, H, Hf, aux = _grad_hess(fun, x, aux, free)
+        (x, fx, free, phase, k, kp, x_int, f_int, g_int, H_int, Hf_int, zero, g, H, Hf, done, refresh, ne, aux,
+         aux_int) = c
+        noise = noise_rel * (1.0 + jnp.abs(fx))
+        tol_q = gtol * 1e-3 + rtol * jnp.abs(fx)
+        x_new, f_new, aux, nev_k = _quasi_newton(fun, x, fx, g, aux, H, free, tol_q, True, noise, refresh)
+        moved = refresh | (f_new < fx)
+        x = x_new
+        fx, g, H, Hf, aux = _grad_hess(hess_fun, x, aux, free)
+        tol_n = gtol * 1e-3 + rtol * jnp.abs(fx)
         gmax = jnp.max(jnp.abs(g)) if d else jnp.asarray(0.0, x.dtype)
         w = eigvalsh_sym(H) if d else jnp.ones(1, x.dtype)
         minimum = w[0] >= -_NEG_CURV * (1.0 + jnp.max(jnp.abs(w)))  # not a saddle or a maximum
-        finished = ((gmax < tol_n) & minimum) | (kp >= max_newton) | stalled
+        finished = ((gmax < tol_n) & minimum) | (kp >= max_newton) | ~moved | ~jnp.isfinite(fx)
         # the switch: remember the interior solution, then try small diagonal entries at exactly 0
         xf = flip(x)
         cand = (diag_mask > 0) & (jnp.abs(xf) < zero_tol)
@@ -239,21 +281,15 @@ def minimize(fun: Callable, x0, diag_mask, flip: Callable, max_iter: int = 500, 
         Hf_int = jnp.where(at_switch, Hf, Hf_int)
         zero = jnp.where(at_switch, cand, zero)
         free = jnp.where(at_switch, 1.0 - cand.astype(x.dtype), free)
-        xz = jnp.where(cand, 0.0, xf)
-        x_new, f_new, aux_new, nev_k = _quasi_newton(fun, x, fx, g, aux, H, free, tol_n, ~at_switch & ~at_end,
-                                                     noise)
-        moved = f_new < fx
-        step = ~at_switch & ~at_end
-        x = jnp.where(at_switch, xz, jnp.where(step, x_new, x))
-        fz, aux_z = fun(xz, aux)
-        fx = jnp.where(at_switch, fz, jnp.where(step, f_new, fx))
-        aux = jax.tree_util.tree_map(lambda a, b, c: jnp.where(at_switch, a, jnp.where(step, b, c)), aux_z, aux_new,
-                                     aux)
-        stalled = step & ~moved
+        aux_f = flip_aux(x, aux)
+        aux_int = jax.tree_util.tree_map(lambda a, b: jnp.where(at_switch, a, b), aux_f, aux_int)
+        aux = jax.tree_util.tree_map(lambda a, b: jnp.where(at_switch, a, b), aux_f, aux)
+        x = jnp.where(at_switch, jnp.where(cand, 0.0, xf), x)
+        fx = jnp.where(at_switch, jnp.inf, fx)  # the next iteration evaluates the boundary point first
         phase = jnp.where(at_switch, 1, phase)
         kp = jnp.where(at_switch, 0, kp + 1)
-        return (x, fx, free, phase, k + 1, kp, x_int, f_int, g_int, H_int, Hf_int, zero, g, H, Hf, at_end, stalled,
-                ne + nev_k, aux)
+        return (x, fx, free, phase, k + 1, kp, x_int, f_int, g_int, H_int, Hf_int, zero, g, H, Hf, at_end, at_switch,
+                ne + nev_k, aux, aux_int)
 
     def cond(c):
         return ~c[15] & (c[4] < 2 * max_newton + 4)
@@ -262,13 +298,14 @@ def minimize(fun: Callable, x0, diag_mask, flip: Callable, max_iter: int = 500, 
     finf = jnp.asarray(jnp.inf, x.dtype)
     false = jnp.asarray(False)
     zi = jnp.asarray(0)
-    init = (x, f_start, jnp.ones_like(x), zi, zi, zi, x, finf, x * 0, eye, eye, jnp.zeros(d, dtype=bool),
-            x * 0, eye, eye, false, false, zi, aux_start)
+    init = (x, finf, jnp.ones_like(x), zi, zi, zi, x, finf, x * 0, eye, eye, jnp.zeros(d, dtype=bool),
+            x * 0, eye, eye, false, jnp.asarray(True), zi, aux0, aux0)
     out = jax.lax.while_loop(cond, body, init)
     x, fx, free, phase, k, kp, x_int, f_int, g_int, H_int, Hf_int, zero, g, H, Hf, done = out[:16]
     switched = phase == 1
     keep = switched & (fx <= f_int + 1e-8 * (1.0 + jnp.abs(f_int)))
     revert = switched & ~keep  # the boundary fit was worse: back to the interior solution
+    aux = jax.tree_util.tree_map(lambda a, b: jnp.where(revert, a, b), out[19], flip_aux(x, out[18]))
     x = jnp.where(revert, x_int, flip(x))
     fx = jnp.where(revert, f_int, fx)
     g = jnp.where(revert, g_int, g)
@@ -283,4 +320,4 @@ def minimize(fun: Callable, x0, diag_mask, flip: Callable, max_iter: int = 500, 
                        jnp.where(saddle, 4,
                                  jnp.where(gmax < gtol + rtol * jnp.abs(fx), 0, jnp.where(n_iter >= max_iter, 1, 3))))
     n_eval = nev + k + out[17]  # L-BFGS, one gradient + Hessian per outer iteration, line searches
-    return OptResult(x, fx, g, Hf, min_eig, n_iter + k, n_eval, on_b, status, out[18])
+    return OptResult(x, fx, g, Hf, min_eig, n_iter + k, n_eval, on_b, status, aux)

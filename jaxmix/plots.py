@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .errors import JaxmixError
 
@@ -105,6 +104,7 @@ def caterpillar(res, group: str | None = None, term: str | None = None, level: f
     Returns:
       the matplotlib Figure.
     """
+    from scipy import stats
     _mpl()
     _mixed(res)
     if not 0 < level < 1:

@@ -21,7 +21,6 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .covariance import theta_layout
 from .design import Design, _drop_aliased, build_design
@@ -250,8 +249,8 @@ def fit_many(formula: str, data, outcomes=None, *, Y=None, names=None, family: s
       progress: force the progress bar on or off.
       vmap_width: outcomes run in lockstep by ``vmap``: ``None`` = the whole chunk, an integer = groups
         of that many mapped one after another inside the same compiled program; ``"auto"`` (default):
-        the whole chunk, except GLMMs on the CPU backend, which go one at a time (faster there; see
-        :func:`jaxmix.batch.default_width`).  Outcomes with the same rows share
+        the whole chunk on GPUs; on the CPU backend LMMs in groups of 16 and GLMMs one at a time
+        (faster there; see :func:`jaxmix.batch.default_width`).  Outcomes with the same rows share
         the cross-products of [Z X]; only the response's blocks are formed per outcome.
 
     Returns:
@@ -444,6 +443,7 @@ class Sweep:
         n − p df) and ``"asymptotic"`` are computed for all outcomes at once — the fast choice for
         thousands of outcomes.  Outcomes that failed have NaN rows.
         """
+        from scipy import stats
         mixed = bool(self.problem.design.terms)
         gauss = self.family == "gaussian"
         if ddf is None:

@@ -166,8 +166,9 @@ def _glm_starts(pb: _Problem, mask, status, notes: dict) -> np.ndarray:
     p = d.X.shape[1]
     out = np.zeros((len(pb.names), p))
     for j in np.flatnonzero(status == 0):
-        m = mask[:, j]
-        beta0, _, _, _, separated = glm_irls(pb.fam, d.X[m], pb.Y[m, j], pb.ntr[m], d.weights[m], d.offset[m])
+        m = mask[:, j]  # all rows, the outcome's missing ones with zero weight: one compiled shape
+        beta0, _, _, _, separated = glm_irls(pb.fam, d.X, np.where(m, pb.Y[:, j], 0.0), pb.ntr, d.weights * m,
+                                             d.offset, tol=1e-8)  # a start: the fit refines β
         out[j] = beta0
         if separated:
             notes.setdefault(pb.names[j], []).append(
@@ -208,7 +209,7 @@ def fit_glmm_batch(pb: _Problem, mask, status, nobs, dtype, max_iter, gtol, devi
     statics = (("fam", pb.fam), ("layout", layout), ("tl", tl), ("p", p), ("nagq", pb.nagq),
                ("max_iter", int(max_iter)), ("gtol", float(gtol)))
     width = default_width("glmm", devices) if vmap_width == "auto" else vmap_width
-    (res, u, f), cs, rs = run_batched(glmm_one, statics, batched, shared, devices, batch_size, progress, desc, width)
+    (res, u), cs, rs = run_batched(glmm_one, statics, batched, shared, devices, batch_size, progress, desc, width)
     ok = status == 0
     x = np.where(ok[:, None], np.asarray(res.x, dtype=float), np.nan)
     theta, beta = x[:, :nt], x[:, nt:]
@@ -227,12 +228,16 @@ def fit_glmm_batch(pb: _Problem, mask, status, nobs, dtype, max_iter, gtol, devi
     method = "AGQ" if pb.nagq > 1 else "Laplace"
 
     def build(j: int) -> MixedResults:
+        from .glmm import GlmmData, fisher_factor_jit
         from .lmm import cond_var
 
         sub, used = _outcome_design(d, mask[:, j], pb.Y[:, j], pb.names[j], pb.rhs)
-        f_j = jax.tree_util.tree_map(lambda a: jnp.asarray(a[j]), f)
 
         def condvar():
+            a = {**shared, **{name: v[j] for name, v in batched.items()}}
+            gd = GlmmData(*(jnp.asarray(a[name]) for name in ("Z1", "ZR", "X", "y", "ntr", "pw", "offset")))
+            u_j = (jnp.asarray(u[0][j]), jnp.asarray(u[1][j]))
+            f_j = fisher_factor_jit(jnp.asarray(x[j], dt), u_j, pb.fam, gd, idx_j, layout, tl)
             cv = cond_var(f_j, lambdas(jnp.asarray(theta[j], dt), tl), idx_j, layout)
             return [np.asarray(c, dtype=float)[uu] for c, uu in zip(cv, used)]
 

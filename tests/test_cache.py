@@ -1,9 +1,11 @@
 """jaxmix._cache: the in-process executables are dropped before the process runs out of memory mappings."""
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
+import numpy as np
 import pytest
 
 import jaxmix
@@ -28,3 +30,38 @@ def test_release_executables_when_mappings_pile_up():
         third = jaxmix.fit("Reaction ~ Days + (Days | Subject)", d)  # compiled again, same numbers
     assert third.optim.compile_seconds > 0.0
     assert third.loglik == first.loglik and (third.fixef == first.fixef).all()
+
+
+def test_import_freezes_the_garbage_collector_unless_disabled():
+    """import jaxmix moves the objects alive then out of the cyclic collector (JAXMIX_GC_FREEZE=0: not)."""
+    import subprocess
+    import sys
+
+    code = "import gc, jaxmix; print(gc.get_freeze_count())"
+    counts = {}
+    for value in ("1", "0"):
+        env = dict(os.environ, JAXMIX_GC_FREEZE=value)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        counts[value] = int(out.stdout.strip().splitlines()[-1])
+    assert counts["1"] > 10_000 and counts["0"] == 0
+
+
+def test_compiled_program_leaves_the_collector_as_it_was():
+    import gc
+
+    import jax
+    import jax.numpy as jnp
+
+    from jaxmix._cache import compiled_program
+
+    f = jax.jit(lambda x: jnp.sin(x) * 2.0)
+    assert gc.isenabled()
+    exe, _ = compiled_program(f, (jnp.ones(3),))
+    assert gc.isenabled() and float(exe(jnp.ones(3))[0]) == pytest.approx(2 * np.sin(1.0))
+    gc.disable()
+    try:
+        compiled_program(jax.jit(lambda x: x + 1.0), (jnp.ones(4),))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -77,6 +77,9 @@ def test_builtin_args():
     (cfg(data={"builtin": "sleepstudy", "path": "x.csv"}), r"exactly one of 'builtin' or 'path' \(both are set\)"),
     (cfg(data="sleepstudy"), r"\[data\] must be a table"),
     (cfg(output={"dir": 5}), r"\[output\] dir must be a string"),
+    (cfg(devices={"cpu_devices": 0}), r"\[devices\] cpu_devices must be a positive integer or 'auto', got 0"),
+    (cfg(devices={"cpu_devices": "all"}), r"\[devices\] cpu_devices must be a positive integer or 'auto', got 'all'"),
+    (cfg(devices={"cpu_devices": 1.5}), r"\[devices\] cpu_devices must be an integer or a string, got a number 1.5"),
 ])
 def test_bad_configs(raw, pattern):
     with pytest.raises(ConfigError, match=pattern) as exc:

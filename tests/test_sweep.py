@@ -221,3 +221,20 @@ def test_sharded_equals_single_device():
     assert out["status"][0] == out["status"][1] == [0, 0, 0, 11, 0, 0]
     for key in ["fixef", "se", "theta", "loglik"]:  # relative; rounding differs with the per-device batch
         assert out[key] <= 1e-6, (key, out)
+
+
+
+def test_vmap_width_groups_equal_one_batch(sweep, sleep_data):
+    """Outcomes in groups of 2 (5 outcomes: padded to 6) give the one-batch numbers; a one-term model
+    (zero-sized blocks for further terms) works in groups too."""
+    grouped = _quiet(jaxmix.fit_many, RHS, sleep_data, outcomes=sweep.names, vmap_width=2)
+    assert grouped.status.tolist() == sweep.status.tolist()
+    np.testing.assert_allclose(grouped.fixef.to_numpy(), sweep.fixef.to_numpy(), rtol=1e-8)
+    np.testing.assert_allclose(grouped.se.to_numpy(), sweep.se.to_numpy(), rtol=1e-8)
+    np.testing.assert_allclose(grouped.loglik.to_numpy(), sweep.loglik.to_numpy(), rtol=1e-10)
+    rhs1 = "~ Days + (1 | Subject)"
+    a = _quiet(jaxmix.fit_many, rhs1, sleep_data, outcomes=["Reaction", "y1", "y3"], vmap_width=2)
+    b = _quiet(jaxmix.fit_many, rhs1, sleep_data, outcomes=["Reaction", "y1", "y3"], vmap_width=None)
+    np.testing.assert_allclose(a.fixef.to_numpy(), b.fixef.to_numpy(), rtol=1e-8)
+    np.testing.assert_allclose(a.theta.to_numpy(), b.theta.to_numpy(), rtol=1e-7)
+    _same_fit(a["y3"], _quiet(jaxmix.fit, "y3 " + rhs1, sleep_data))

@@ -176,6 +176,37 @@ def glm_irls(fam: Family, X, y, ntr, pw, offset, max_iter: int = 100, tol: float
     return beta, dev_old, vcov, conv, separated
 
 
+def theta_start(fam: Family, X, y, ntr, pw, offset, beta, terms, tl) -> np.ndarray:
+    """Start for θ: lme4's Λ = I, except for scalar intercept terms ``(1 | g)``, which start at the
+    moment estimate of their standard deviation from the GLM fit, kept within [0.1, 1].
+
+    With working residuals rᵢ = sᵢ/Wᵢ on the linear-predictor scale (s the score, W the Fisher weight
+    at the GLM fit), the group means r̄ⱼ = Σ Wᵢrᵢ / Σ Wᵢ have variance τ² + 1/Σ Wᵢ, so
+    τ̂² = var(r̄ⱼ) − mean(1/Σ Wᵢ).  The optimum does not depend on the start; a start near it saves
+    the optimiser's first steps from Λ = I (binary outcomes typically have SDs of 0.1–0.5).
+    """
+    theta = tl.init()
+    _, sw_fn = _glm_kernels(fam)
+    eta = np.asarray(X, dtype=float) @ np.asarray(beta, dtype=float) + np.asarray(offset, dtype=float)
+    s, W = (np.asarray(a, dtype=float) for a in sw_fn(jnp.asarray(eta), jnp.asarray(y, dtype=float),
+                                                      jnp.asarray(ntr, dtype=float), jnp.asarray(pw, dtype=float)))
+    ok = W > 1e-12
+    r = np.where(ok, s / np.where(ok, W, 1.0), 0.0)
+    W = np.where(ok, W, 0.0)
+    for t, start in zip(terms, tl.starts):
+        if t.q != 1 or not np.allclose(np.asarray(t.Z)[:, 0], 1.0):
+            continue
+        sw = np.bincount(t.codes, weights=W, minlength=t.nlevels)
+        sr = np.bincount(t.codes, weights=W * r, minlength=t.nlevels)
+        g = sw > 0
+        if g.sum() < 3:
+            continue
+        rbar = sr[g] / sw[g]
+        tau2 = np.var(rbar) - np.mean(1.0 / sw[g])
+        theta[start] = float(np.clip(np.sqrt(max(tau2, 0.0)), 0.1, 1.0))
+    return theta
+
+
 def glmm_vcov(H, on_boundary, nt: int, p: int):
     """vcov(β̂) = 2 [H⁻¹]_ββ from the exact deviance Hessian H over the free (θ, β) coordinates.
 
@@ -256,7 +287,7 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
     d = GlmmData(jnp.asarray(terms[0].Z, dt), jnp.asarray(ZR, dt), jnp.asarray(X, dt), jnp.asarray(y, dt),
                  jnp.asarray(ntr, dt), jnp.asarray(pw, dt), jnp.asarray(off, dt))
     tl = theta_layout(layout.q)
-    params0 = jnp.asarray(np.concatenate([tl.init(), beta0]), dt)
+    params0 = jnp.asarray(np.concatenate([theta_start(fam, X, y, ntr, pw, off, beta0, terms, tl), beta0]), dt)
     statics = dict(fam=fam, layout=layout, tl=tl, p=p, nagq=nagq, max_iter=max_iter, gtol=gtol)
     compiled, compile_s = compiled_program(fit_program_jit, (params0,), dict(d=d, idx=idx), statics)
     res, u = compiled(params0, d=d, idx=idx)

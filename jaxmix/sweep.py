@@ -16,6 +16,7 @@ they never raise and never change the other outcomes' results.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 import time
 from typing import Callable
 
@@ -24,7 +25,7 @@ import pandas as pd
 
 from .covariance import theta_layout
 from .design import Design, _drop_aliased, build_design
-from .errors import JaxmixError
+from .errors import JaxmixError, JaxmixWarning
 from .formula import parse_formula
 from .optimize import status_message as _opt_message
 from .results import MixedResults, _make_unique
@@ -62,6 +63,8 @@ class _Problem:
     rhs: str  # the formula's right-hand side
     has_trials: bool = False
     offset_column: str | None = None
+    data: pd.DataFrame | None = None  # the data as given (for outcomes fitted on their own)
+    args: dict = dataclasses.field(default_factory=dict)  # weights, offset, trials as given
 
 
 def _method(family: str, method, nagq: int) -> tuple[str, int]:
@@ -130,6 +133,7 @@ def _setup(formula, data, outcomes, Y, names, family, link, method, nagq, weight
     if len(set(names)) != len(names):
         raise JaxmixError("outcome names must be unique")
     has_trials = trials is not None
+    given = data, {"weights": weights, "offset": offset, "trials": trials}
     if fam is not None:
         from .model_glmm import _prepare
 
@@ -149,7 +153,7 @@ def _setup(formula, data, outcomes, Y, names, family, link, method, nagq, weight
     rhs = formula.split("~", 1)[1].strip()
     return _Problem(design=design, Y=Yfull[pos], names=names, family=fam_name, link=link_name, fam=fam,
                     method=meth, nagq=nagq, ntr=ntr, rhs=rhs, has_trials=has_trials,
-                    offset_column=offset if isinstance(offset, str) else None)
+                    offset_column=offset if isinstance(offset, str) else None, data=given[0], args=given[1])
 
 
 # ---- per-outcome screening -------------------------------------------------------------------
@@ -255,7 +259,9 @@ def fit_many(formula: str, data, outcomes=None, *, Y=None, names=None, family: s
 
     Returns:
       :class:`Sweep`: per-outcome tables; ``sweep[name]`` is the :class:`MixedResults` of one outcome,
-      with the numbers ``jaxmix.fit`` gives on that outcome's complete rows.
+      with the numbers ``jaxmix.fit`` gives on that outcome's complete rows.  An outcome whose rows
+      make fixed-effect columns aliased is fitted on its own by ``jaxmix.fit``, which drops them (as
+      lme4 does): NaN in ``fixef``/``se``, a note in ``warnings``.
 
     Examples:
       >>> sw = jaxmix.fit_many("~ age10 + teaching + (1 | hospital)", ami, outcomes=["death30", "cath"],
@@ -286,8 +292,65 @@ def _fit_problem(pb: _Problem, dtype=None, max_iter=500, gtol=1e-4, devices=None
 
         out = fit_glmm_batch(pb, mask, status, nobs, dtype, max_iter, gtol, devices, batch_size, progress,
                              start=start, desc=desc, vmap_width=vmap_width)
+    if (status == 13).any():
+        _fit_aliased(pb, out, mask, np.flatnonzero(status == 13), dtype, max_iter, gtol)
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def _fit_aliased(pb: _Problem, out: "Sweep", mask, which, dtype, max_iter, gtol) -> None:
+    """Outcomes whose rows make fixed-effect columns aliased: ``jaxmix.fit`` on each (it drops the
+    later aliased columns, as lme4 does); their dropped columns are NaN in the tables.
+
+    The batched program has one X for all outcomes, so these few outcomes are fitted (and compiled)
+    one by one.  An outcome that still cannot be fitted keeps status 13.
+    """
+    from .model import fit
+
+    if pb.data is None:
+        return
+    x_names = list(pb.design.x_names)
+    pos_all = pb.data.index.get_indexer(pb.design.rows)
+    fits: dict = {}
+    for j in which:
+        name = pb.names[j]
+        pos = pos_all[mask[:, j]]
+        dj = pb.data.iloc[pos].copy()
+        label = name if (name.isidentifier() and (name not in dj.columns or name in pb.data.columns
+                                                  and np.array_equal(pd.to_numeric(dj[name], errors="coerce")
+                                                                     .to_numpy(dtype=float), pb.Y[mask[:, j], j],
+                                                                     equal_nan=True))) else "__outcome"
+        dj[label] = pb.Y[mask[:, j], j]
+        kw = {k: (v if v is None or isinstance(v, str) else np.asarray(v)[pos]) for k, v in pb.args.items()}
+        if pb.family == "gaussian":
+            kw.pop("trials")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", JaxmixWarning)
+                res = fit(f"{label} ~ {pb.rhs}", dj, method=pb.method if pb.family == "gaussian" or pb.nagq == 1
+                          else "AGQ", family=pb.family, link=None if pb.family == "gaussian" else pb.link,
+                          nagq=pb.nagq, dtype=dtype, max_iter=max_iter, gtol=gtol, **kw)
+        except JaxmixError as exc:
+            warnings.warn(f"outcome {name!r} not fitted: {SWEEP_STATUS[13]} and jaxmix.fit on its own rows "
+                          f"failed: {exc}", JaxmixWarning, stacklevel=4)
+            continue
+        kept = [x_names.index(n) for n in res.design.x_names]
+        dropped = [n for n in x_names if n not in res.design.x_names]
+        out.beta[j] = np.nan
+        out.beta[j, kept] = res.beta
+        out.vcov_beta[j] = np.nan
+        out.vcov_beta[j][np.ix_(kept, kept)] = res.vcov_beta
+        out.theta_[j] = res.theta
+        out.sigma_[j], out.loglik_[j], out.objective_[j] = res.sigma, res.loglik, res.objective
+        out.status_[j] = 0 if res.converged else (res.optim.status if res.optim is not None else 1)
+        out.singular_[j] = res.singular
+        out.warnings.setdefault(name, []).append(
+            f"fixed-effect column(s) {', '.join(dropped)} aliased on this outcome's rows: dropped, as "
+            "jaxmix.fit (and lme4) does; fitted on its own")
+        fits[int(j)] = res
+    if fits:
+        build = out._build
+        out._build = lambda i, build=build: fits[i] if i in fits else build(i)
 
 
 # ---- the result --------------------------------------------------------------------------------

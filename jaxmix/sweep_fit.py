@@ -150,7 +150,8 @@ def fit_lmm_batch(pb: _Problem, mask, status, nobs, dtype, max_iter, gtol, devic
 
 
 def _warn_unconverged(names, st):
-    bad = [f"{n!r} ({status_message(c)})" for n, c in zip(names, st) if c != 0]
+    # status 13 (aliased fixed effects): jaxmix.sweep fits those outcomes on their own afterwards
+    bad = [f"{n!r} ({status_message(c)})" for n, c in zip(names, st) if c not in (0, 13)]
     if bad:
         shown = ", ".join(bad[:5]) + (", ..." if len(bad) > 5 else "")
         warnings.warn(f"{len(bad)} of {len(names)} outcomes not converged or not fitted: {shown} "
@@ -158,18 +159,19 @@ def _warn_unconverged(names, st):
 
 
 # ---- GLMM ------------------------------------------------------------------------------------
-def _glm_starts(pb: _Problem, mask, status, notes: dict) -> np.ndarray:
-    """β from a GLM of every good outcome on its own rows (the start ``jaxmix.fit`` uses)."""
-    from .model_glmm import glm_irls
+def _glm_starts(pb: _Problem, mask, status, notes: dict, tl) -> np.ndarray:
+    """(θ, β) starts of every good outcome: β from a GLM on its own rows, θ from
+    :func:`jaxmix.model_glmm.theta_start` (the starts ``jaxmix.fit`` uses)."""
+    from .model_glmm import glm_irls, theta_start
 
     d = pb.design
     p = d.X.shape[1]
-    out = np.zeros((len(pb.names), p))
+    out = np.tile(np.concatenate([tl.init(), np.zeros(p)]), (len(pb.names), 1))
     for j in np.flatnonzero(status == 0):
         m = mask[:, j]  # all rows, the outcome's missing ones with zero weight: one compiled shape
-        beta0, _, _, _, separated = glm_irls(pb.fam, d.X, np.where(m, pb.Y[:, j], 0.0), pb.ntr, d.weights * m,
-                                             d.offset, tol=1e-8)  # a start: the fit refines β
-        out[j] = beta0
+        yj, wj = np.where(m, pb.Y[:, j], 0.0), d.weights * m
+        beta0, _, _, _, separated = glm_irls(pb.fam, d.X, yj, pb.ntr, wj, d.offset, tol=1e-8)  # β is refined
+        out[j] = np.concatenate([theta_start(pb.fam, d.X, yj, pb.ntr, wj, d.offset, beta0, d.terms, tl), beta0])
         if separated:
             notes.setdefault(pb.names[j], []).append(
                 "fixed effects appear to be (quasi-)completely separated: some estimates are very large; "
@@ -196,7 +198,7 @@ def fit_glmm_batch(pb: _Problem, mask, status, nobs, dtype, max_iter, gtol, devi
         return _all_failed(pb, mask, status, nobs, p, nt, p + nt)
     notes: dict = {}
     if start is None:
-        params0 = np.column_stack([np.tile(tl.init(), (len(pb.names), 1)), _glm_starts(pb, mask, status, notes)])
+        params0 = _glm_starts(pb, mask, status, notes, tl)
     else:
         params0 = np.broadcast_to(np.asarray(start, dtype=float), (len(pb.names), nt + p)).copy()
     fill, M, Yc, PW, same = _row_args(pb, mask, status, dt)

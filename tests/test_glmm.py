@@ -276,3 +276,30 @@ def test_glm_without_random_effects_matches_irls_reference():
     ll = np.sum(gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1) + k * np.log(mu) + (n - k) * np.log(1 - mu))
     assert r.loglik == pytest.approx(ll, abs=1e-8)
     assert not r.is_mixed and r.varcorr.empty
+
+
+def test_theta_start_is_the_moment_estimate_of_the_group_sd():
+    """θ starts near the SD of a (1 | g) term (binary data, SD 0.5), at 0.1 without group variation,
+    and at lme4's Λ = I for terms it does not estimate (a random slope)."""
+    from jaxmix.covariance import theta_layout
+    from jaxmix.design import build_design
+    from jaxmix.families import get_family
+    from jaxmix.formula import parse_formula
+    from jaxmix.model_glmm import glm_irls, theta_start
+
+    rng = np.random.default_rng(11)
+    g = np.repeat(np.arange(300), 60)
+    x = rng.normal(size=g.size)
+    fam = get_family("binomial", None)
+    starts = {}
+    for sd in (0.5, 0.0):
+        eta = -0.3 + 0.5 * x + rng.normal(0, sd, 300)[g] if sd else -0.3 + 0.5 * x
+        d = pd.DataFrame({"y": (rng.random(g.size) < 1 / (1 + np.exp(-eta))).astype(float), "x": x,
+                          "g": g.astype(str)})
+        des = build_design(parse_formula("y ~ x + (1 | g) + (0 + x | g)"), d)
+        ones = np.ones(des.nobs)
+        beta0 = glm_irls(fam, des.X, des.y, ones, ones, des.offset)[0]
+        tl = theta_layout([t.q for t in des.terms])
+        starts[sd] = theta_start(fam, des.X, des.y, ones, ones, des.offset, beta0, des.terms, tl)
+    assert 0.35 < starts[0.5][0] < 0.65 and starts[0.5][1] == 1.0
+    assert starts[0.0][0] == 0.1 and starts[0.0][1] == 1.0

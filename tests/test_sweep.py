@@ -238,3 +238,26 @@ def test_vmap_width_groups_equal_one_batch(sweep, sleep_data):
     np.testing.assert_allclose(a.fixef.to_numpy(), b.fixef.to_numpy(), rtol=1e-8)
     np.testing.assert_allclose(a.theta.to_numpy(), b.theta.to_numpy(), rtol=1e-7)
     _same_fit(a["y3"], _quiet(jaxmix.fit, "y3 " + rhs1, sleep_data))
+
+
+def test_outcome_with_aliased_columns_is_fitted_like_fit(sleep_data):
+    """An outcome whose missing rows make a column aliased (x2 = 2 Days on its rows) gets jaxmix.fit's
+    numbers: the column dropped (NaN in the tables), the others as a fit on its rows alone."""
+    d = sleep_data.copy()
+    rng = np.random.default_rng(5)
+    d["x2"] = 2.0 * d["Days"]
+    off = rng.random(len(d)) < 0.2
+    d.loc[off, "x2"] += rng.normal(0, 1, off.sum())  # not aliased on all rows ...
+    d["ya"] = np.where(off, np.nan, d["y1"])  # ... but aliased on ya's rows
+    rhs = "~ Days + x2 + (1 | Subject)"
+    sw = _quiet(jaxmix.fit_many, rhs, d, outcomes=["y1", "ya"])
+    assert sw.status.tolist() == [0, 0]
+    assert np.isnan(sw.fixef.loc["ya", "x2"]) and np.isfinite(sw.fixef.loc["y1", "x2"])
+    assert any("x2" in note and "aliased" in note for note in sw.warnings["ya"])
+    one = _quiet(jaxmix.fit, "ya " + rhs, d)
+    assert list(one.fixef.index) == ["Intercept", "Days"]
+    _same_fit(sw["ya"], one, rtol=1e-9)
+    np.testing.assert_allclose(sw.fixef.loc["ya", ["Intercept", "Days"]], one.fixef, rtol=1e-9)
+    np.testing.assert_allclose(sw.se.loc["ya", ["Intercept", "Days"]], one.se, rtol=1e-9)
+    assert sw.loglik["ya"] == pytest.approx(one.loglik, rel=1e-12)
+    _same_fit(sw["y1"], _quiet(jaxmix.fit, "y1 " + rhs, d))

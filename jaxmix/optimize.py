@@ -124,8 +124,8 @@ def _line_search(vg, x, fx, g, aux, step, noise):
     ``noise``: next to the optimum a decrease cannot be seen in f, but the step still reduces the
     gradient.
 
-    Returns (t, f, gradient) at the accepted point (t = 0 when no decrease was found) and the number
-    of evaluations.  ``vg(x, aux) -> ((value, aux), gradient)``; the aux of the accepted point is returned.
+    Returns (t, f, gradient) at the accepted point (t = 0 when no decrease was found), the number
+    of evaluations and whether f decreased by more than its noise (Armijo).  ``vg(x, aux) -> ((value, aux), gradient)``; the aux of the accepted point is returned.
     """
     slope = jnp.minimum(jnp.vdot(g, step), 0.0)
 
@@ -153,7 +153,8 @@ def _line_search(vg, x, fx, g, aux, step, noise):
     t, v, gn, an, i = jax.lax.while_loop(cond, body, init)
     good = ok(t, v)
     an = jax.tree_util.tree_map(lambda a, b: jnp.where(good, a, b), an, aux)
-    return jnp.where(good, t, 0.0), jnp.where(good, v, fx), jnp.where(good, gn, g), an, i
+    decreased = good & (v < fx + 1e-4 * t * slope)  # a decrease beyond the rounding noise
+    return jnp.where(good, t, 0.0), jnp.where(good, v, fx), jnp.where(good, gn, g), an, i, decreased
 
 
 def _quasi_newton(fun, x, fx, g, aux, H, free, tol, active, noise, refresh, max_inner: int = 100):
@@ -163,7 +164,8 @@ def _quasi_newton(fun, x, fx, g, aux, H, free, tol, active, noise, refresh, max_
     (the Hessian is ~10–30 objective evaluations).  Started from the exact (eigenvalue-modified)
     inverse Hessian, BFGS converges superlinearly in a few steps; the caller checks the result with a
     new exact Hessian.  Stops when max|g| < tol, when a step gives no decrease, or after max_inner
-    steps (or at once when ``active`` is false).  With ``refresh`` it only evaluates the objective at x
+    steps (or at once when ``active`` is false), or when a shortened step decreased f by no more than
+    its rounding noise.  With ``refresh`` it only evaluates the objective at x
     itself (x is new: the start, or a point on the boundary), which gives f(x) and the aux of x.
     Returns (x, f(x), aux, number of objective evaluations).
     """
@@ -175,7 +177,7 @@ def _quasi_newton(fun, x, fx, g, aux, H, free, tol, active, noise, refresh, max_
     def body(c):
         x, fx, g, aux, Binv, k, nev, _ = c
         p = jnp.where(k == 0, step0, -(Binv @ g) * free)  # the first step: the (modified) Newton step
-        t, fn, gn, aux, ni = _line_search(vg, x, fx, g, aux, p, noise)
+        t, fn, gn, aux, ni, decreased = _line_search(vg, x, fx, g, aux, p, noise)
         gn = gn * free
         s = t * p
         yv = gn - g
@@ -183,7 +185,8 @@ def _quasi_newton(fun, x, fx, g, aux, H, free, tol, active, noise, refresh, max_
         rho = jnp.where(sy > 1e-12 * jnp.linalg.norm(s) * jnp.linalg.norm(yv), 1.0 / sy, 0.0)
         A = eye - rho * jnp.outer(s, yv)
         Bn = jnp.where(rho > 0, A @ Binv @ A.T + rho * jnp.outer(s, s), Binv)
-        return x + s, fn, gn, aux, Bn, k + 1, nev + ni, (t == 0) | refresh
+        # a shortened step that only passed within the noise: the objective's precision is reached
+        return x + s, fn, gn, aux, Bn, k + 1, nev + ni, (t == 0) | refresh | (~decreased & (t < 1.0))
 
     def cond(c):
         x, fx, g, aux, Binv, k, nev, stop = c

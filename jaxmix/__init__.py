@@ -26,12 +26,11 @@ from .results import MixedResults, OptimSummary  # noqa: E402
 from .sweep import Sweep, fit_many  # noqa: E402
 from .bootstrap import BootstrapResult, bootstrap  # noqa: E402  (the function shadows the module name)
 
+from .devices import use_cpu_devices  # noqa: E402
+
 enable_compilation_cache()
 if _os.environ.get("JAXMIX_CPU_DEVICES", "").strip():  # e.g. "auto" or "2": see jaxmix.use_cpu_devices
-    from .devices import use_cpu_devices as _use_cpu_devices
-
-    _use_cpu_devices(_os.environ["JAXMIX_CPU_DEVICES"].strip())
-from .devices import use_cpu_devices  # noqa: E402
+    use_cpu_devices(_os.environ["JAXMIX_CPU_DEVICES"].strip())
 
 if _os.environ.get("JAXMIX_GC_FREEZE", "1").strip().lower() not in ("0", "false", "no", "off"):
     # Move the objects alive now (the modules of jax, numpy, pandas, scipy, ...) out of Python's cyclic

@@ -52,11 +52,10 @@ def lmm_one(b: dict, s: dict, *, layout, tl, p: int, reml: bool, max_iter: int, 
 
 def glmm_one(b: dict, s: dict, *, fam, layout, tl, p: int, nagq: int, max_iter: int, gtol: float):
     """One GLMM: the whole Laplace/AGQ fit with this outcome's response, prior weights and start."""
-    from .glmm import GlmmData, fit_program
+    from .glmm import fit_program, glmm_data
 
     a = {**s, **b}
-    d = GlmmData(a["Z1"], a["ZR"], a["X"], a["y"], a["ntr"], a["pw"], a["offset"])
-    return fit_program(a["start"], fam, d, a["idx"], layout, tl, p, nagq, max_iter, gtol)
+    return fit_program(a["start"], fam, glmm_data(a), a["idx"], layout, tl, p, nagq, max_iter, gtol)
 
 
 def layout_x(layout):

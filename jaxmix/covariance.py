@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["ThetaLayout", "theta_layout", "lambdas", "normalize_theta", "flip_columns", "covariances"]
+__all__ = ["ThetaLayout", "theta_layout", "lambdas", "normalize_theta", "column_signs", "flip_columns",
+           "covariances"]
 
 
 @dataclass(frozen=True)
@@ -61,20 +62,26 @@ def lambdas(theta, layout: ThetaLayout) -> list:
     return out
 
 
+def column_signs(theta, layout: ThetaLayout) -> list:
+    """Per term, the sign (±1) of each Λ column's diagonal entry (a (q_k,) array each)."""
+    out = []
+    for qk, r, c, s in zip(layout.q, layout.rows, layout.cols, layout.starts):
+        r, c = np.asarray(r), np.asarray(c)
+        diag = np.asarray([s + int(np.flatnonzero((r == j) & (c == j))[0]) for j in range(qk)], dtype=int)
+        out.append(jnp.where(theta[diag] < 0, -1.0, 1.0).astype(theta.dtype))
+    return out
+
+
 def flip_columns(theta, layout: ThetaLayout):
     """Flip the sign of each Λ column whose diagonal is negative.
 
     The likelihood depends on Λ only through ΛΛ′ (and |Λ′Z′ZΛ + I|, unchanged by D = diag(±1) on the
     right), so this maps an unconstrained optimum onto lme4's parameter space (diagonal ≥ 0).
     """
-    sign = []
-    for qk, r, c, s in zip(layout.q, layout.rows, layout.cols, layout.starts):
-        r, c = np.asarray(r), np.asarray(c)
-        diag_of = {j: s + int(np.flatnonzero((r == j) & (c == j))[0]) for j in range(qk)}
-        sign.extend(jnp.where(theta[diag_of[int(cj)]] < 0, -1.0, 1.0) for cj in c)
-    if not sign:
+    if not layout.q:
         return theta
-    return theta * jnp.stack(sign).astype(theta.dtype)
+    sign = [sg[np.asarray(c)] for sg, c in zip(column_signs(theta, layout), layout.cols)]
+    return theta * jnp.concatenate(sign)
 
 
 def normalize_theta(theta, layout: ThetaLayout) -> np.ndarray:

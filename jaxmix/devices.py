@@ -95,6 +95,18 @@ def use_cpu_devices(n: int | str | None = None) -> int:
     return n
 
 
+def start(cpu_devices: int | str | None = None, distributed: bool = False) -> None:
+    """What a config's ``[devices]`` asks for, before the first computation: split the CPU
+    (:func:`use_cpu_devices`), then join the other hosts (:func:`init_distributed`, or as
+    ``JAXMIX_DISTRIBUTED`` says)."""
+    if cpu_devices is not None:
+        use_cpu_devices(cpu_devices)
+    if distributed:
+        init_distributed()
+    else:
+        maybe_init_from_env()
+
+
 def maybe_init_from_env() -> bool:
     """:func:`init_distributed` when ``JAXMIX_DISTRIBUTED`` is 1/true/yes."""
     if os.environ.get("JAXMIX_DISTRIBUTED", "").strip().lower() in ("1", "true", "yes", "on"):

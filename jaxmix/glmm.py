@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .blocked import factorize, logdets
-from .covariance import ThetaLayout, lambdas
+from .covariance import ThetaLayout, column_signs, lambdas
 from .crossprod import Index, Layout, RowData, cross_products
 from .families import Family
 from .linalg import sequential_lapack
@@ -42,6 +42,11 @@ class GlmmData(NamedTuple):
     ntr: jnp.ndarray  # binomial trials (1 for 0/1 data, unused for poisson)
     pw: jnp.ndarray  # prior weights
     offset: jnp.ndarray
+
+
+def glmm_data(arrays: dict) -> GlmmData:
+    """:class:`GlmmData` from a dict with its field names as keys (a sweep's per-outcome arrays)."""
+    return GlmmData(*(jnp.asarray(arrays[name]) for name in GlmmData._fields))
 
 
 def _lam_apply(uR, lams, layout: Layout):
@@ -229,10 +234,7 @@ def gauss_hermite(n: int):
 def flip_modes(theta, u, tl: ThetaLayout, layout: Layout):
     """The modes at ``flip_columns(θ)`` from those at θ: Λ D (D = diag(±1)) gives the same ΛΛ′, and
     u ↦ D u keeps Λu and ‖u‖ (each flipped column's u changes sign)."""
-    signs = []
-    for qk, r, c, s in zip(tl.q, tl.rows, tl.cols, tl.starts):
-        diag = [s + int(np.flatnonzero((np.asarray(r) == j) & (np.asarray(c) == j))[0]) for j in range(qk)]
-        signs.append(jnp.where(theta[np.asarray(diag)] < 0, -1.0, 1.0).astype(theta.dtype))
+    signs = column_signs(theta, tl)
     u1, uR = u
     u1 = u1 * signs[0][None, :]
     if layout.m_R:

@@ -318,14 +318,9 @@ def run_config(cfg: RunConfig):
         from .sweep_job import run_sweep_config
 
         return run_sweep_config(cfg)
-    from .devices import init_distributed, maybe_init_from_env, use_cpu_devices
+    from .devices import start as start_devices
 
-    if cfg.devices.cpu_devices is not None:
-        use_cpu_devices(cfg.devices.cpu_devices)
-    if cfg.devices.distributed:
-        init_distributed()
-    else:
-        maybe_init_from_env()
+    start_devices(cfg.devices.cpu_devices, cfg.devices.distributed)
     data, designs = prepare_run(cfg)  # fail before any fit, but create nothing yet
     job = ModelJob(cfg)
     walls, msgs, boots = {}, {}, {}

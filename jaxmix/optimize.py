@@ -124,8 +124,9 @@ def _line_search(vg, x, fx, g, aux, step, noise):
     ``noise``: next to the optimum a decrease cannot be seen in f, but the step still reduces the
     gradient.
 
-    Returns (t, f, gradient) at the accepted point (t = 0 when no decrease was found), the number
-    of evaluations and whether f decreased by more than its noise (Armijo).  ``vg(x, aux) -> ((value, aux), gradient)``; the aux of the accepted point is returned.
+    Returns (t, f, gradient) at the accepted point (t = 0 when no decrease was found), the aux of the
+    accepted point, the number of evaluations and whether f decreased by more than its noise
+    (Armijo).  ``vg(x, aux) -> ((value, aux), gradient)``.
     """
     slope = jnp.minimum(jnp.vdot(g, step), 0.0)
 
@@ -157,16 +158,16 @@ def _line_search(vg, x, fx, g, aux, step, noise):
     return jnp.where(good, t, 0.0), jnp.where(good, v, fx), jnp.where(good, gn, g), an, i, decreased
 
 
-def _quasi_newton(fun, x, fx, g, aux, H, free, tol, active, noise, refresh, max_inner: int = 100):
+def _quasi_newton(fun, x, fx, g, aux, H, free, tol, noise, refresh, max_inner: int = 100):
     """Steps from x: the damped Newton step on the exact Hessian H, then BFGS updates of H⁻¹.
 
     Each BFGS step costs one objective value and gradient, against one exact Hessian for a Newton step
     (the Hessian is ~10–30 objective evaluations).  Started from the exact (eigenvalue-modified)
     inverse Hessian, BFGS converges superlinearly in a few steps; the caller checks the result with a
-    new exact Hessian.  Stops when max|g| < tol, when a step gives no decrease, or after max_inner
-    steps (or at once when ``active`` is false), or when a shortened step decreased f by no more than
-    its rounding noise.  With ``refresh`` it only evaluates the objective at x
-    itself (x is new: the start, or a point on the boundary), which gives f(x) and the aux of x.
+    new exact Hessian.  Stops when max|g| < tol, when a step gives no decrease, after max_inner
+    steps, or when a shortened step decreased f by no more than its rounding noise.  With ``refresh``
+    it only evaluates the objective at x itself (x is new: the start, or a point on the boundary),
+    which gives f(x) and the aux of x.
     Returns (x, f(x), aux, number of objective evaluations).
     """
     vg = jax.value_and_grad(fun, has_aux=True)
@@ -191,7 +192,7 @@ def _quasi_newton(fun, x, fx, g, aux, H, free, tol, active, noise, refresh, max_
     def cond(c):
         x, fx, g, aux, Binv, k, nev, stop = c
         first = k == 0
-        return (active & (k < max_inner) & ~stop & (first | (jnp.max(jnp.abs(g)) >= tol))
+        return ((k < max_inner) & ~stop & (first | (jnp.max(jnp.abs(g)) >= tol))
                 & (jnp.isfinite(fx) | (refresh & first)))
 
     init = (x, fx, g, aux, Binv, jnp.asarray(0), jnp.asarray(0), jnp.asarray(False))
@@ -253,6 +254,9 @@ def minimize(fun: Callable, x0, diag_mask, flip: Callable, max_iter: int = 500, 
         x, n_iter, nev = x0, jnp.asarray(0), jnp.asarray(0)
     d = x.shape[0]
 
+    def inner_tol(f):  # the Newton phases' gradient tolerance: tighter than gtol, within f's precision
+        return gtol * 1e-3 + rtol * jnp.abs(f)
+
     # Every objective evaluation is one of two calls (fewer copies of the objective in the compiled
     # program): value and gradient in the line search, or value, gradient and Hessian after it.  An
     # outer iteration first steps from x (Newton step on the last exact Hessian, then BFGS; at a new
@@ -262,12 +266,11 @@ def minimize(fun: Callable, x0, diag_mask, flip: Callable, max_iter: int = 500, 
         (x, fx, free, phase, k, kp, x_int, f_int, g_int, H_int, Hf_int, zero, g, H, Hf, done, refresh, ne, aux,
          aux_int) = c
         noise = noise_rel * (1.0 + jnp.abs(fx))
-        tol_q = gtol * 1e-3 + rtol * jnp.abs(fx)
-        x_new, f_new, aux, nev_k = _quasi_newton(fun, x, fx, g, aux, H, free, tol_q, True, noise, refresh)
+        x_new, f_new, aux, nev_k = _quasi_newton(fun, x, fx, g, aux, H, free, inner_tol(fx), noise, refresh)
         moved = refresh | (f_new < fx)
         x = x_new
         fx, g, H, Hf, aux = _grad_hess(hess_fun, x, aux, free)
-        tol_n = gtol * 1e-3 + rtol * jnp.abs(fx)
+        tol_n = inner_tol(fx)
         gmax = jnp.max(jnp.abs(g)) if d else jnp.asarray(0.0, x.dtype)
         w = eigvalsh_sym(H) if d else jnp.ones(1, x.dtype)
         minimum = w[0] >= -_NEG_CURV * (1.0 + jnp.max(jnp.abs(w)))  # not a saddle or a maximum

@@ -294,8 +294,18 @@ def _fit_problem(pb: _Problem, dtype=None, max_iter=500, gtol=1e-4, devices=None
                              start=start, desc=desc, vmap_width=vmap_width)
     if (status == 13).any():
         _fit_aliased(pb, out, mask, np.flatnonzero(status == 13), dtype, max_iter, gtol)
+    if pb.design.terms:
+        _warn_unconverged(pb.names, out.status_)
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def _warn_unconverged(names, st):
+    bad = [f"{n!r} ({status_message(c)})" for n, c in zip(names, st) if c != 0]
+    if bad:
+        shown = ", ".join(bad[:5]) + (", ..." if len(bad) > 5 else "")
+        warnings.warn(f"{len(bad)} of {len(names)} outcomes not converged or not fitted: {shown} "
+                      "(see sweep.status)", JaxmixWarning, stacklevel=4)
 
 
 def _fit_aliased(pb: _Problem, out: "Sweep", mask, which, dtype, max_iter, gtol) -> None:
@@ -316,23 +326,20 @@ def _fit_aliased(pb: _Problem, out: "Sweep", mask, which, dtype, max_iter, gtol)
         name = pb.names[j]
         pos = pos_all[mask[:, j]]
         dj = pb.data.iloc[pos].copy()
-        label = name if (name.isidentifier() and (name not in dj.columns or name in pb.data.columns
-                                                  and np.array_equal(pd.to_numeric(dj[name], errors="coerce")
-                                                                     .to_numpy(dtype=float), pb.Y[mask[:, j], j],
-                                                                     equal_nan=True))) else "__outcome"
-        dj[label] = pb.Y[mask[:, j], j]
+        y = pb.Y[mask[:, j], j]
+        # the outcome under its own name, unless that name is a data column holding something else
+        own = name not in dj.columns or np.array_equal(
+            pd.to_numeric(dj[name], errors="coerce").to_numpy(dtype=float), y, equal_nan=True)
+        label = name if name.isidentifier() and own else "__outcome"
+        dj[label] = y
         kw = {k: (v if v is None or isinstance(v, str) else np.asarray(v)[pos]) for k, v in pb.args.items()}
-        if pb.family == "gaussian":
-            kw.pop("trials")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", JaxmixWarning)
-                res = fit(f"{label} ~ {pb.rhs}", dj, method=pb.method if pb.family == "gaussian" or pb.nagq == 1
-                          else "AGQ", family=pb.family, link=None if pb.family == "gaussian" else pb.link,
+                res = fit(f"{label} ~ {pb.rhs}", dj, method=pb.method, family=pb.family, link=pb.link,
                           nagq=pb.nagq, dtype=dtype, max_iter=max_iter, gtol=gtol, **kw)
         except JaxmixError as exc:
-            warnings.warn(f"outcome {name!r} not fitted: {SWEEP_STATUS[13]} and jaxmix.fit on its own rows "
-                          f"failed: {exc}", JaxmixWarning, stacklevel=4)
+            out.warnings.setdefault(name, []).append(f"jaxmix.fit on this outcome's rows failed: {exc}")
             continue
         kept = [x_names.index(n) for n in res.design.x_names]
         dropped = [n for n in x_names if n not in res.design.x_names]

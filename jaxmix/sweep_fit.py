@@ -6,8 +6,6 @@ data inside the batch (so they cost nothing extra and cannot produce NaNs); thei
 """
 from __future__ import annotations
 
-import warnings
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +13,7 @@ import numpy as np
 from .batch import default_width, glmm_one, lmm_one, run_batched
 from .covariance import lambdas, theta_layout
 from .crossprod import terms_structure
-from .errors import JaxmixError, JaxmixWarning
+from .errors import JaxmixError
 from .results import MixedResults, OptimSummary
 from .sweep import SWEEP_STATUS, Sweep, _outcome_design, _Problem, ranef_batch, status_message
 
@@ -143,19 +141,9 @@ def fit_lmm_batch(pb: _Problem, mask, status, nobs, dtype, max_iter, gtol, devic
             optim=_optim(res, j, tl.init(), cs, rs), b=[bk[j][u] for bk, u in zip(b_all, used)],
             _condvar_fn=condvar)
 
-    _warn_unconverged(pb.names, st)
     return Sweep(problem=pb, mask=mask, beta=beta, vcov_beta=vcov, theta_=theta, sigma_=sigma, loglik_=-obj / 2.0,
                  objective_=obj, status_=st, nobs_=nobs, singular_=singular, n_params=p + nt + 1, _build=build,
                  compile_seconds=cs, run_seconds=rs)
-
-
-def _warn_unconverged(names, st):
-    # status 13 (aliased fixed effects): jaxmix.sweep fits those outcomes on their own afterwards
-    bad = [f"{n!r} ({status_message(c)})" for n, c in zip(names, st) if c not in (0, 13)]
-    if bad:
-        shown = ", ".join(bad[:5]) + (", ..." if len(bad) > 5 else "")
-        warnings.warn(f"{len(bad)} of {len(names)} outcomes not converged or not fitted: {shown} "
-                      "(see sweep.status)", JaxmixWarning, stacklevel=5)
 
 
 # ---- GLMM ------------------------------------------------------------------------------------
@@ -230,14 +218,13 @@ def fit_glmm_batch(pb: _Problem, mask, status, nobs, dtype, max_iter, gtol, devi
     method = "AGQ" if pb.nagq > 1 else "Laplace"
 
     def build(j: int) -> MixedResults:
-        from .glmm import GlmmData, fisher_factor_jit
+        from .glmm import fisher_factor_jit, glmm_data
         from .lmm import cond_var
 
         sub, used = _outcome_design(d, mask[:, j], pb.Y[:, j], pb.names[j], pb.rhs)
 
         def condvar():
-            a = {**shared, **{name: v[j] for name, v in batched.items()}}
-            gd = GlmmData(*(jnp.asarray(a[name]) for name in ("Z1", "ZR", "X", "y", "ntr", "pw", "offset")))
+            gd = glmm_data({**shared, **{name: v[j] for name, v in batched.items()}})
             u_j = (jnp.asarray(u[0][j]), jnp.asarray(u[1][j]))
             f_j = fisher_factor_jit(jnp.asarray(x[j], dt), u_j, pb.fam, gd, idx_j, layout, tl)
             cv = cond_var(f_j, lambdas(jnp.asarray(theta[j], dt), tl), idx_j, layout)
@@ -251,7 +238,6 @@ def fit_glmm_batch(pb: _Problem, mask, status, nobs, dtype, max_iter, gtol, devi
             _condvar_fn=condvar,
             extra={"nagq": pb.nagq, "trials": pb.ntr[mask[:, j]], "offset_column": pb.offset_column})
 
-    _warn_unconverged(pb.names, st)
     return Sweep(problem=pb, mask=mask, beta=beta, vcov_beta=vcov, theta_=theta, sigma_=np.where(ok, 1.0, np.nan),
                  loglik_=-obj / 2.0, objective_=obj, status_=st, nobs_=nobs, singular_=singular, n_params=p + nt,
                  _build=build, compile_seconds=cs, run_seconds=rs, warnings=notes)

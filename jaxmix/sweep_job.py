@@ -67,17 +67,12 @@ def run_sweep_config(cfg: RunConfig) -> tuple[SweepJob, dict]:
     from . import __version__
     from .job import _check_writable, _prepare_output, fit_messages, load_data
     from .compare import compare_sweeps, comparison_report, plot_comparison
-    from .devices import init_distributed, maybe_init_from_env, use_cpu_devices
+    from .devices import start as start_devices
     from .formula import parse_formula
     from .sweep import fit_many
 
     s = cfg.sweep
-    if cfg.devices.cpu_devices is not None:
-        use_cpu_devices(cfg.devices.cpu_devices)
-    if cfg.devices.distributed:
-        init_distributed()
-    else:
-        maybe_init_from_env()
+    start_devices(cfg.devices.cpu_devices, cfg.devices.distributed)
     data = load_data(cfg)
     _check_writable(cfg.output.dir)
     t0 = time.perf_counter()

@@ -261,3 +261,10 @@ def test_outcome_with_aliased_columns_is_fitted_like_fit(sleep_data):
     np.testing.assert_allclose(sw.se.loc["ya", ["Intercept", "Days"]], one.se, rtol=1e-9)
     assert sw.loglik["ya"] == pytest.approx(one.loglik, rel=1e-12)
     _same_fit(sw["y1"], _quiet(jaxmix.fit, "y1 " + rhs, d))
+
+
+def test_unfitted_outcomes_are_warned_about_at_the_callers_line(sleep_data):
+    with pytest.warns(jaxmix.JaxmixWarning, match=r"1 of 2 outcomes not converged or not fitted: 'const' "
+                                                   r"\(constant response\)") as rec:
+        jaxmix.fit_many("~ Days + (1 | Subject)", sleep_data, outcomes=["y1", "const"])
+    assert any(w.filename == __file__ for w in rec)

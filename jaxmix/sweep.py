@@ -269,6 +269,9 @@ def fit_many(formula: str, data, outcomes=None, *, Y=None, names=None, family: s
       >>> sw.fixef, sw.se, sw.to_frame()
     """
     t0 = time.perf_counter()
+    if not (vmap_width is None or (isinstance(vmap_width, str) and vmap_width == "auto")
+            or (isinstance(vmap_width, (int, np.integer)) and not isinstance(vmap_width, bool) and vmap_width >= 1)):
+        raise JaxmixError(f"vmap_width must be 'auto', None or a positive integer, got {vmap_width!r}")
     pb = _setup(formula, data, outcomes, Y, names, family, link, method, nagq, weights, offset, trials)
     return _fit_problem(pb, dtype=dtype, max_iter=max_iter, gtol=gtol, devices=devices,
                         batch_size=batch_size, progress=progress, t0=t0, vmap_width=vmap_width)

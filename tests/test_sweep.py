@@ -157,6 +157,10 @@ def test_argument_errors(sleep_data):
         jaxmix.fit_many("~ Days", sleep_data)
     with pytest.raises(jaxmix.JaxmixError, match="shape"):
         jaxmix.fit_many("~ Days", sleep_data, Y=np.zeros((3, 2)))
+    for bad in (0, -3, "wide", 2.5, True):
+        with pytest.raises(jaxmix.JaxmixError, match=f"vmap_width must be 'auto', None or a positive integer, "
+                                                      f"got {bad!r}"):
+            jaxmix.fit_many(RHS, sleep_data, outcomes=["y1"], vmap_width=bad)
 
 
 def test_glmm_batch_equals_fit_one_by_one():

@@ -35,8 +35,8 @@ if _os.environ.get("JAXMIX_CPU_DEVICES", "").strip():  # e.g. "auto" or "2": see
 if _os.environ.get("JAXMIX_GC_FREEZE", "1").strip().lower() not in ("0", "false", "no", "off"):
     # Move the objects alive now (the modules of jax, numpy, pandas, scipy, ...) out of Python's cyclic
     # garbage collector: tracing a model allocates millions of objects, and every full collection (and
-    # the last one at exit) would walk these again.  Measured on the nine-endpoint job: 0.7 s less per
-    # process.  JAXMIX_GC_FREEZE=0 turns it off (see README "Performance").
+    # the last one at exit) would walk these again.  JAXMIX_GC_FREEZE=0 turns it off (see README
+    # "Performance").
     import gc as _gc
 
     _gc.freeze()

@@ -98,7 +98,8 @@ def _program(one, statics: tuple, mesh, width: int | None):
 
 #: outcomes vmapped together in an LMM sweep on the CPU: small groups keep the arrays of one step in
 #: the cache and let an outcome that needs more iterations hold back only its group (1,000 outcomes,
-#: 50 groups x 20 rows, one CPU device: 0.33 s vmapped together, 0.16 s in groups of 16)
+#: 50 groups x 20 rows, one CPU device: 0.55 s vmapped together, 0.25 s in groups of 16;
+#: ``python benchmarks/bench_sweep.py widths``)
 CPU_LMM_WIDTH = 16
 
 

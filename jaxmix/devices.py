@@ -11,7 +11,7 @@ Several CPU cores
     LMMs runs on one core.  :func:`use_cpu_devices` (or ``JAXMIX_CPU_DEVICES=auto`` / a number in
     the environment, or ``[devices] cpu_devices`` in a config) splits the host CPU into that many JAX
     devices before JAX starts, and ``fit_many`` then shards the outcomes over them (1,000 outcomes
-    of a random-slope model on 2 cores: 0.09 s against 0.16 s on one device).  Large fits (a GLMM on
+    of a random-slope model: 0.10 s on two cores against 0.25 s on one device, benchmarks/RESULTS.md).  Large fits (a GLMM on
     100,000 rows) already use several cores inside each operation and gain nothing.
 
 Several hosts

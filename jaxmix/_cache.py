@@ -71,13 +71,16 @@ def signature(tree) -> tuple:
                               for x in leaves)
 
 
-def compiled_program(jitted, args: tuple, kwargs: dict | None = None, statics: dict | None = None):
+def compiled_program(jitted, args: tuple, kwargs: dict | None = None, statics: dict | None = None,
+                     options: dict | None = None):
     """``jitted.lower(*args, **kwargs, **statics).compile()``, kept in memory for the process.
 
     A second call with the same shapes reuses the executable (no trace, no compile, no read of the
-    persistent cache).  Returns (executable, seconds spent compiling: 0 on reuse)."""
+    persistent cache).  ``options`` are XLA compiler options (part of the key).  Returns (executable,
+    seconds spent compiling: 0 on reuse)."""
     kwargs, statics = kwargs or {}, statics or {}
-    key = (jitted, tuple(sorted(statics.items(), key=lambda kv: kv[0])), signature((args, kwargs)))
+    key = (jitted, tuple(sorted(statics.items(), key=lambda kv: kv[0])), signature((args, kwargs)),
+           tuple(sorted((options or {}).items())))
     if key in _COMPILED:
         return _COMPILED[key], 0.0
     release_executables_if_needed()
@@ -87,7 +90,7 @@ def compiled_program(jitted, args: tuple, kwargs: dict | None = None, statics: d
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        exe = jitted.lower(*args, **kwargs, **statics).compile()
+        exe = jitted.lower(*args, **kwargs, **statics).compile(compiler_options=options)
     finally:
         if was_enabled:
             gc.enable()

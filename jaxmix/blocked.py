@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from .crossprod import CrossProducts, Index, Layout
-from .linalg import chol_small, solve_lower
+from .linalg import chol, chol_small, solve_lower
 
 __all__ = ["Factor", "factorize", "scale_rows"]
 
@@ -66,7 +66,7 @@ def factorize(lams, xp: CrossProducts, idx: Index, layout: Layout) -> Factor:
     lT = jnp.swapaxes(solve_lower(L11, jnp.swapaxes(BT, 1, 2)), 1, 2)
     MTT = xp.CTT - jnp.einsum("jtc,jsc->ts", lT, lT)
     if m_R == 0:
-        return _barrier(Factor(L11, jnp.zeros((0, q1), dt), lT, chol_small(MTT)))  # MTT symmetric
+        return _barrier(Factor(L11, jnp.zeros((0, q1), dt), lT, chol(MTT)))
     BR = _scale_entries(xp.BR, lams, layout)
     lR = solve_lower(L11[idx.e_blk], BR[:, :, None])[:, :, 0]
     CRR = scale_rows(scale_rows(xp.CRR, lams, layout).T, lams, layout)  # S′ C S (C symmetric)
@@ -83,7 +83,7 @@ def factorize(lams, xp: CrossProducts, idx: Index, layout: Layout) -> Factor:
     MRR, MRT, MTT = jax.lax.optimization_barrier((MRR, MRT, MTT))
     M = jnp.block([[jnp.tril(MRR), jnp.zeros((m_R, t), dt)], [MRT.T, jnp.tril(MTT)]])
     M = M + jnp.tril(M, -1).T  # only the lower triangle of MRR holds the Schur update
-    LDD = chol_small(M)  # unrolled up to 8 x 8, else LAPACK (jaxmix.linalg.chol)
+    LDD = chol(M)
     return _barrier(Factor(L11, lR, lT, LDD))
 
 

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["Layout", "Index", "CrossProducts", "build_structure", "terms_structure", "cross_products", "RowData",
-           "append_response"]
+           "append_response", "same_level_pairs"]
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class CrossProducts(NamedTuple):
     CTT: jnp.ndarray
 
 
-def _same_level_pairs(e_row: np.ndarray, e_blk: np.ndarray, l1: int):
+def same_level_pairs(e_row: np.ndarray, e_blk: np.ndarray, l1: int):
     """All pairs of entries that share a level of term 1, lower triangle (row[a] >= row[b])."""
     E = e_row.shape[0]
     if E == 0:
@@ -135,7 +135,7 @@ def build_structure(codes: list[np.ndarray], nlev: list[int], q: list[int], t: i
     e_blk = np.concatenate(e_blks) if e_blks else np.zeros(0, dtype=np.int64)
     rpos = np.stack(rpos_cols, axis=1) if rpos_cols else np.zeros((n, 0), dtype=np.int64)
     ent = np.stack(ent_cols, axis=1) if ent_cols else np.zeros((n, 0), dtype=np.int64)
-    pa, pb = _same_level_pairs(e_row, e_blk, l1)
+    pa, pb = same_level_pairs(e_row, e_blk, l1)
     ptgt = e_row[pa] * m_R + e_row[pb]
     order = np.argsort(ptgt, kind="stable")  # sorted targets: a faster segment sum
     pa, pb, ptgt = pa[order], pb[order], ptgt[order]

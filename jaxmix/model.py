@@ -85,9 +85,7 @@ _cross_products_jit = jax.jit(cross_products, static_argnames=("layout",))
 
 
 def _fit_lmm(formula, design: Design, method: str, dt, max_iter: int, gtol: float) -> MixedResults:
-    from .covariance import lambdas
-    from ._cache import compiled_program
-    from .lmm import cond_var, fit_program_jit, ranef_from_u
+    from .fitting.lmm import fit_lmm_arrays
 
     t0 = time.perf_counter()
     reml = method == "REML"
@@ -95,48 +93,45 @@ def _fit_lmm(formula, design: Design, method: str, dt, max_iter: int, gtol: floa
     n = design.nobs
     if reml and n <= p:
         raise JaxmixError(f"REML needs more rows ({n}) than fixed effects ({p})")
-    layout, idx, xp = lmm_arrays(design, dt)
-    tl = theta_layout(layout.q)
-    ldW = float(np.sum(np.log(design.weights[design.weights > 0])))
-    theta0 = jnp.asarray(tl.init(), dt)
-    args = (xp, idx, jnp.asarray(n, dt), jnp.asarray(ldW, dt), theta0)
-    statics = dict(layout=layout, tl=tl, p=p, reml=reml, max_iter=max_iter, gtol=gtol)
-    compiled, compile_s = compiled_program(fit_program_jit, args, {}, statics)
-    res, sol = compiled(*args)
-    res = jax.tree_util.tree_map(np.asarray, res)
-    theta = np.asarray(res.x, dtype=float)
+    terms = design.terms
+    tl = theta_layout(tuple(t.q for t in terms))
+    fitted = fit_lmm_arrays([t.codes for t in terms], [t.nlevels for t in terms], [t.Z for t in terms],
+                            design.X, design.y - design.offset, design.weights, reml, dt, gtol=gtol,
+                            max_iter=max_iter)
+    opt = fitted.opt
+    theta = fitted.theta
     denom = n - p if reml else n
-    sigma = float(np.sqrt(np.asarray(sol.r2) / denom))
-    RX = np.asarray(sol.RX, dtype=float)
-    RXinv = np.linalg.inv(RX) if p else np.zeros((0, 0))
+    sigma = float(np.sqrt(fitted.r2 / denom))
+    RXinv = np.linalg.inv(fitted.RX) if p else np.zeros((0, 0))
     vcov = sigma**2 * RXinv.T @ RXinv
-    lams = lambdas(jnp.asarray(theta, dt), tl)
-    b = [np.asarray(x, dtype=float) for x in ranef_from_u(sol, lams, layout)]
-    factor = sol.factor
 
     def condvar():
-        cv = cond_var(factor, lams, idx, layout)
-        return [sigma**2 * np.asarray(c, dtype=float) for c in cv]
+        return [sigma**2 * c for c in fitted.condvar()]
 
-    status = int(res.status)
+    status = int(opt.status)
     converged = status == 0
-    singular = bool(np.any(res.on_boundary)) or _is_singular(theta, tl)
+    # singular as lme4's isSingular, on the scaled θ (Z columns of unit RMS): the same for intercepts
+    singular = bool(np.any(opt.on_boundary)) or _is_singular(opt.x, tl)
+    grad = opt.grad  # in the scaled parameters θ̃ that the convergence test uses (jaxmix.fitting.lmm)
     if not converged:
         warnings.warn(f"model did not converge: {status_message(status)} "
-                      f"(max|grad| = {np.max(np.abs(res.grad)):.2e})", JaxmixWarning, stacklevel=3)
-    fit_s = time.perf_counter() - t0
-    optim = OptimSummary(theta_init=np.asarray(tl.init()), iterations=int(res.n_iter),
-                         evaluations=int(res.n_eval), grad=np.asarray(res.grad, dtype=float),
-                         grad_norm=float(np.linalg.norm(res.grad)), hess_min_eig=float(res.hess_min_eig),
-                         status=status, message=status_message(status), fit_seconds=fit_s,
-                         compile_seconds=compile_s)
-    obj = float(res.fun)
+                      f"(max|grad| = {np.max(np.abs(grad)) if grad.size else 0.0:.2e})", JaxmixWarning, stacklevel=3)
+    optim = OptimSummary(theta_init=tl.init() * fitted.theta_scale, iterations=opt.n_iter,
+                         evaluations=opt.n_eval, grad=grad, grad_norm=float(np.linalg.norm(grad)),
+                         hess_min_eig=opt.hess_min_eig, status=status, message=status_message(status),
+                         optimizer=OPTIMIZER, fit_seconds=time.perf_counter() - t0,
+                         compile_seconds=fitted.compile_seconds)
+    obj = float(opt.fun)
     return MixedResults(
         formula=formula, family="gaussian", link="identity", method=method, design=design,
-        beta=np.asarray(sol.beta, dtype=float), vcov_beta=vcov, theta=theta, sigma=sigma,
+        beta=fitted.beta, vcov_beta=vcov, theta=theta, sigma=sigma,
         loglik=-obj / 2.0, objective=obj, n_params=p + tl.size + 1, converged=converged,
-        singular=singular, optim=optim, b=b, _condvar_fn=condvar,
+        singular=singular, optim=optim, b=fitted.b, _condvar_fn=condvar,
     )
+
+
+OPTIMIZER = ("L-BFGS-B (scipy) on the exact gradient, then Newton steps on the central-difference "
+             "Hessian of the exact gradient")
 
 
 def _is_singular(theta: np.ndarray, tl) -> bool:

@@ -1,0 +1,157 @@
+"""Blocked cross-products of [Z₁ Z_R X y]′W[Z₁ Z_R X y] in numpy, padded to size buckets.
+
+The blocks are those of :mod:`jaxmix.crossprod` (A11, BR, BT, CRR, CRT, CTT), formed once in numpy
+with ``np.bincount`` (O(n·s²), no compiled program per number of rows).  Every size that varies
+between data sets of one model class — levels of each term, observed pairs of levels between term k
+and term 1, same-level pairs of those entries — is rounded up to a bucket, so one compiled objective
+serves many data sets.  Padding is exact:
+
+* a padded level of term 1 has A11 = 0 and BT = 0, so its block Λ′0Λ + I = I factors to I (log 1 = 0)
+  and it couples to nothing;
+* a padded level of term k ≥ 2 has zero rows and columns in CRR and CRT, so its rows of the Schur
+  complement are those of I;
+* a padded entry of Z_R′Z₁ is 0, so its column of LD1 is 0; padded same-level pairs point at a padded
+  entry and add 0·0 to the last element of the Schur complement.
+
+The number of rows n and log|W| enter the criterion as traced scalars, not shapes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..crossprod import CrossProducts, Index, Layout, same_level_pairs
+
+__all__ = ["bucket", "padded_system"]
+
+#: smallest bucket per size; the reference-sized models (up to 64 levels of term 1) share one program
+MIN_LEVELS1 = 64
+MIN_ROWS_R = 16
+MIN_ENTRIES = 64
+MIN_PAIRS = 256
+FINE = (1.0, 1.25, 1.5, 1.75)
+
+
+def bucket(x: int, minimum: int, steps: tuple[float, ...] = (1.0, 1.5)) -> int:
+    """The smallest size ≥ x of the form 2ᵏ·s (s in ``steps``), at least ``minimum``.
+
+    Steps (1, 1.5) waste at most half of a linear-cost block; the dense Schur complement (cubic
+    cost) uses (1, 1.25, 1.5, 1.75)."""
+    if x <= minimum:
+        return int(minimum)
+    k = int(np.floor(np.log2(x)))
+    for base in (2**k, 2 ** (k + 1)):
+        for s in steps:
+            if int(np.ceil(base * s)) >= x:
+                return int(np.ceil(base * s))
+    return int(2 ** (k + 1))
+
+
+def _wsum(idx: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
+    return np.bincount(idx, weights=values, minlength=size)[:size]
+
+
+def padded_system(codes: list[np.ndarray], nlev: list[int], Zs: list[np.ndarray], T: np.ndarray,
+                  w: np.ndarray):
+    """(Layout, Index, CrossProducts) of the blocked system, every varying size padded to a bucket.
+
+    Args:
+      codes: per term (lme4 order, term 1 first), the level code of each row (n,).
+      nlev: levels per term.
+      Zs: per term, the term's per-row columns (n, q_k).
+      T: the tail columns (n, t): X then the response.
+      w: prior weights (n,).
+
+    Returns numpy arrays; the Index holds only the arrays the factorization reads (the per-row index
+    arrays, which depend on n, are empty).
+    """
+    q = [int(Z.shape[1]) for Z in Zs]
+    t = int(T.shape[1])
+    q1 = q[0]
+    code1 = np.asarray(codes[0], dtype=np.int64)
+    l1 = int(nlev[0])
+    L1 = bucket(l1, MIN_LEVELS1)
+    Z1 = np.asarray(Zs[0], dtype=float)
+    wZ1 = w[:, None] * Z1
+    A11 = np.zeros((L1, q1, q1))
+    for a in range(q1):
+        for b in range(a, q1):
+            A11[:l1, a, b] = A11[:l1, b, a] = _wsum(code1, wZ1[:, a] * Z1[:, b], l1)
+    BT = np.zeros((L1, t, q1))
+    for s in range(t):
+        for c in range(q1):
+            BT[:l1, s, c] = _wsum(code1, wZ1[:, c] * T[:, s], l1)
+    CTT = T.T @ (w[:, None] * T)
+
+    # terms 2..K: R rows (levels padded per term) and the entries of Z_R'Z_1 (pairs padded per term)
+    nlev_pad, offsets, entry_starts, n_pairs = [L1], [], [], []
+    e_rows, e_blks, rpos_cols, ent_cols, zr_cols = [], [], [], [], []
+    off = ebase = 0
+    real_pairs = []
+    for k in range(1, len(Zs)):
+        ck = np.asarray(codes[k], dtype=np.int64)
+        qk, lk = q[k], int(nlev[k])
+        # the dense Schur complement costs m³: fine buckets for the levels of terms 2..K
+        Lk = bucket(lk, max(1, MIN_ROWS_R // qk) if k == 1 else 1, FINE)
+        key = ck * l1 + code1
+        uniq, pid = np.unique(key, return_inverse=True)
+        npair = int(uniq.shape[0])
+        real_pairs.append(npair)
+        # one spare pair at least in the last term, so that padded same-level pairs have a zero entry
+        npad = bucket(npair + (k == len(Zs) - 1), max(1, MIN_ENTRIES // qk))
+        offsets.append(off)
+        entry_starts.append(ebase)
+        nlev_pad.append(Lk)
+        n_pairs.append(npad)
+        lev_k, lev_1 = uniq // l1, uniq % l1
+        er = np.zeros((npad, qk), dtype=np.int64)
+        er[:npair] = off + lev_k[:, None] * qk + np.arange(qk)[None, :]
+        er[npair:] = off  # padded entries: any valid row; their value is 0
+        eb = np.zeros((npad, qk), dtype=np.int64)
+        eb[:npair] = lev_1[:, None]
+        e_rows.append(er.reshape(-1))
+        e_blks.append(eb.reshape(-1))
+        Zk = np.asarray(Zs[k], dtype=float)
+        for a in range(qk):
+            rpos_cols.append(off + ck * qk + a)
+            ent_cols.append(ebase + pid * qk + a)
+            zr_cols.append(Zk[:, a])
+        off += Lk * qk
+        ebase += npad * qk
+    m_R = off
+    E = ebase
+    e_row = np.concatenate(e_rows) if e_rows else np.zeros(0, dtype=np.int64)
+    e_blk = np.concatenate(e_blks) if e_blks else np.zeros(0, dtype=np.int64)
+    BR = np.zeros((E, q1))
+    CRR = np.zeros((m_R, m_R))
+    CRT = np.zeros((m_R, t))
+    for a, (rp, en, za) in enumerate(zip(rpos_cols, ent_cols, zr_cols)):
+        wza = w * za
+        for c in range(q1):
+            BR[:, c] += _wsum(en, wza * Z1[:, c], E)
+        for b, (rp2, zb) in enumerate(zip(rpos_cols, zr_cols)):
+            CRR.reshape(-1)[:] += _wsum(rp * m_R + rp2, wza * zb, m_R * m_R)
+        for s in range(t):
+            CRT[:, s] += _wsum(rp, wza * T[:, s], m_R)
+    if E:
+        real = np.zeros(E, dtype=bool)
+        for es, npair, qk in zip(entry_starts, real_pairs, q[1:]):
+            real[es : es + npair * qk] = True
+        sel = np.flatnonzero(real)
+        pa, pb = same_level_pairs(e_row[sel], e_blk[sel], L1)
+        pa, pb = sel[pa], sel[pb]
+        ptgt = e_row[pa] * m_R + e_row[pb]
+        order = np.argsort(ptgt, kind="stable")
+        pa, pb, ptgt = pa[order], pb[order], ptgt[order]
+        P = bucket(pa.shape[0], MIN_PAIRS)
+        spare = E - 1  # a padded entry of the last term (value 0)
+        pa = np.concatenate([pa, np.full(P - pa.shape[0], spare)])
+        pb = np.concatenate([pb, np.full(P - pb.shape[0], spare)])
+        ptgt = np.concatenate([ptgt, np.full(P - ptgt.shape[0], m_R * m_R - 1)])
+    else:
+        pa = pb = ptgt = np.zeros(0, dtype=np.int64)
+    layout = Layout(q=tuple(q), nlev=tuple(int(x) for x in nlev_pad), offsets=tuple(offsets), m_R=int(m_R),
+                    t=t, n_entries=int(E), entry_starts=tuple(entry_starts), n_pairs=tuple(n_pairs))
+    empty = np.zeros(0, dtype=np.int64)
+    idx = Index(code1=empty, rpos=empty.reshape(0, 0), ent=empty.reshape(0, 0), e_row=e_row, e_blk=e_blk,
+                pa=pa, pb=pb, ptgt=ptgt)
+    return layout, idx, CrossProducts(A11, BR, BT, CRR, CRT, CTT)

@@ -1,0 +1,1 @@
+"""Fitting: compiled programs per model class and the drivers that run them."""

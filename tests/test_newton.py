@@ -1,0 +1,53 @@
+"""jaxmix.core.newton: the bounded host optimiser on functions with known minima."""
+from __future__ import annotations
+
+import numpy as np
+
+from jaxmix.core.newton import fd_hessian, minimize_bounded
+
+
+def _quadratic(A, b):
+    def vg(x):
+        return 0.5 * x @ A @ x - b @ x, A @ x - b
+    return vg
+
+
+def test_interior_minimum_of_a_badly_scaled_quadratic():
+    A = np.diag([1e4, 1.0, 1e-4])
+    b = np.array([1e4, 2.0, 3e-4])  # minimum at (1, 2, 3)
+    r = minimize_bounded(_quadratic(A, b), np.zeros(3), np.full(3, -np.inf))
+    assert r.status == 0
+    np.testing.assert_allclose(r.x, [1.0, 2.0, 3.0], rtol=1e-6)
+
+
+def test_minimum_on_the_bound_is_held_there():
+    A = np.eye(2)
+    b = np.array([-1.0, 1.0])  # unconstrained minimum (-1, 1); with x0 >= 0: (0, 1)
+    r = minimize_bounded(_quadratic(A, b), np.ones(2), np.array([0.0, -np.inf]))
+    assert r.status == 0
+    assert r.x[0] == 0.0 and r.on_boundary[0] and not r.on_boundary[1]
+    np.testing.assert_allclose(r.x[1], 1.0, rtol=1e-8)
+
+
+def test_leaves_a_maximum_on_the_bound():
+    """f(x) = x⁴/4 − x²/2, even in x: at the bound x = 0 the gradient is 0 but the curvature is
+    negative; the minimum is x = 1 (f = −1/4)."""
+    vg = lambda x: (x[0] ** 4 / 4 - x[0] ** 2 / 2, np.array([x[0] ** 3 - x[0]]))  # noqa: E731
+    r = minimize_bounded(vg, np.array([0.0]), np.array([0.0]))
+    assert r.status == 0
+    np.testing.assert_allclose(r.x, [1.0], rtol=1e-8)
+    np.testing.assert_allclose(r.fun, -0.25, rtol=1e-12)
+
+
+def test_fd_hessian_of_an_exact_gradient():
+    vg = lambda x: (np.exp(x[0]) * x[1] ** 2, np.array([np.exp(x[0]) * x[1] ** 2, 2 * np.exp(x[0]) * x[1]]))  # noqa: E731
+    x = np.array([0.3, -1.7])
+    e = np.exp(0.3)
+    H = np.array([[e * 1.7**2, 2 * e * -1.7], [2 * e * -1.7, 2 * e]])
+    np.testing.assert_allclose(fd_hessian(vg, x), H, rtol=1e-7)
+
+
+def test_non_finite_objective_is_a_status():
+    vg = lambda x: (np.nan, np.full_like(x, np.nan))  # noqa: E731
+    r = minimize_bounded(vg, np.ones(2), np.full(2, -np.inf))
+    assert r.status == 2

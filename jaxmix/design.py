@@ -21,7 +21,8 @@ from formulaic import Formula
 from .errors import JaxmixError, JaxmixWarning
 from .formula import ParsedFormula, RandomTerm
 
-__all__ = ["Term", "Design", "build_design", "term_matrix_new", "fixed_matrix_new"]
+__all__ = ["Term", "Design", "build_design", "term_matrix_new", "fixed_matrix_new", "as_data_frame",
+           "check_nobs_vs_nre", "row_values"]
 
 
 @dataclass
@@ -30,6 +31,9 @@ class Term:
 
     ``Z`` holds the term's q columns per row (not the n x levels matrix); the level of row i is
     ``codes[i]``, so row i of the full Z has ``Z[i]`` at columns ``codes[i]*q : codes[i]*q + q``.
+    ``keys[k]`` is level k as the tuple of its factors' values (as text); ``levels[k]`` joins them with
+    ':' as lme4 prints them, which can coincide for different levels (``"p:q"``/``"t"`` and
+    ``"p"``/``"q:t"``), so new data are matched on the keys.
     """
 
     term: RandomTerm
@@ -39,6 +43,7 @@ class Term:
     codes: np.ndarray
     Z: np.ndarray
     spec: object = field(repr=False, default=None)
+    keys: list[tuple[str, ...]] | None = field(repr=False, default=None)
 
     @property
     def q(self) -> int:
@@ -64,6 +69,7 @@ class Design:
     n_dropped: int
     fixed_spec: object = field(repr=False, default=None)
     dropped_columns: list[str] = field(default_factory=list)
+    positions: np.ndarray | None = None  # 0-based positions of the rows used (the index may repeat labels)
 
     @property
     def nobs(self) -> int:
@@ -112,6 +118,34 @@ def _check_columns(data: pd.DataFrame, names: set[str], where: str) -> None:
     for name in sorted(names):
         if name not in data.columns:
             raise JaxmixError(f"column {name!r} used in {where} is not in the data{_column_hint(name, data)}")
+        if isinstance(data[name], pd.DataFrame):
+            raise JaxmixError(f"the data have {data[name].shape[1]} columns named {name!r} (used in {where}); "
+                              "rename them so that each name is unique")
+
+
+def as_data_frame(data) -> pd.DataFrame:
+    """The model data as a pandas DataFrame.
+
+    Accepts a pandas DataFrame, a polars DataFrame (converted column by column, without pyarrow), a
+    numpy structured or record array, or a dict of columns; anything else (a plain 2-D array, a list)
+    has no column names for a formula to use and is an error.
+    """
+    if isinstance(data, pd.DataFrame):
+        return data
+    if type(data).__module__.split(".")[0] == "polars" and hasattr(data, "to_dict"):
+        return pd.DataFrame(data.to_dict(as_series=False))
+    if isinstance(data, np.ndarray) and data.dtype.names:
+        return pd.DataFrame(data.reshape(-1) if data.ndim > 1 else data)
+    if isinstance(data, dict):
+        try:
+            return pd.DataFrame(data)
+        except Exception as exc:
+            raise JaxmixError(f"cannot make a data frame from the dict given as data: {exc}") from None
+    shape = f" of shape {data.shape}" if isinstance(data, np.ndarray) else ""
+    raise JaxmixError(
+        f"data must be a pandas DataFrame (or a polars DataFrame, a numpy record array or a dict of "
+        f"columns) with named columns, got {type(data).__name__}{shape}"
+    )
 
 
 def _column_hint(name: str, data: pd.DataFrame) -> str:
@@ -135,7 +169,10 @@ def _fmt(v) -> str:
 
 
 def grouping_factor(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[list[str], np.ndarray, list[tuple]]:
-    """Levels (labels joined by ':'), integer codes per row, and the sorted level tuples."""
+    """Levels (labels joined by ':'), integer codes per row, and the sorted level tuples.
+
+    Levels are the distinct tuples of the factors' values, never the joined labels: ``("p:q", "t")``
+    and ``("p", "q:t")`` are two levels (with the same label)."""
     cols = [data[f] for f in factors]
     keys = list(zip(*[c.tolist() for c in cols]))
     orders = []
@@ -147,6 +184,40 @@ def grouping_factor(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[list[
     codes = np.fromiter((index[t] for t in keys), dtype=np.int32, count=len(keys))
     labels = [":".join(_fmt(v) for v in t) for t in uniq]
     return labels, codes, uniq
+
+
+def level_keys(data: pd.DataFrame, factors: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Each row's grouping level as the tuple of its factors' values as text (what new data match on)."""
+    return [tuple(_fmt(v) for v in t) for t in zip(*[data[f].tolist() for f in factors])]
+
+
+def _check_finite(mm: pd.DataFrame, frame: pd.DataFrame, where: str) -> None:
+    """A column a transform made infinite (``log(z)`` at z = 0) is an error naming it, as a raw inf is."""
+    vals = mm.to_numpy(dtype=float)
+    bad = ~np.isfinite(vals)
+    if bad.any():
+        i, j = (int(k[0]) for k in np.nonzero(bad))
+        what = "NaN" if np.isnan(vals[i, j]) else ("-inf" if vals[i, j] < 0 else "inf")
+        more = int(bad[:, j].sum()) - 1
+        raise JaxmixError(f"column {str(mm.columns[j])!r} of {where} contains {what} (data row "
+                          f"{frame.index[i]!r}{f' and {more} more' if more else ''})")
+
+
+def check_nobs_vs_nre(design: Design) -> None:
+    """lme4's ``check.nobs.vs.nRE`` for linear mixed models: more observations than random effects.
+
+    Each term needs nobs > levels * q, or the random-effects parameters and the residual variance
+    cannot both be estimated; lmer stops with this message (glmer does not check by default).
+    """
+    n = design.nobs
+    for t in design.terms:
+        nre = t.nlevels * t.q
+        if n <= nre:
+            raise JaxmixError(
+                f"number of observations (={n}) <= number of random effects (={nre}) for term "
+                f"({t.term.expr} | {t.group}); the random-effects parameters and the residual variance "
+                "(or scale parameter) are probably unidentifiable"
+            )
 
 
 def _numeric_checks(frame: pd.DataFrame, where: str) -> None:
@@ -218,17 +289,13 @@ def build_design(
 
     Args:
       parsed: the parsed formula.
-      data: a pandas DataFrame (anything ``pd.DataFrame`` accepts).
+      data: a pandas DataFrame (or what :func:`as_data_frame` accepts).
       weights, offset: a column name or an array of length ``len(data)``.
       require_response: whether the formula must name a response.
       check_nlevels: lme4's LMM check that every grouping factor has fewer levels than rows.
       extra_columns: more columns whose missing values drop a row (e.g. a trials column).
     """
-    if not isinstance(data, pd.DataFrame):
-        try:
-            data = pd.DataFrame(data)
-        except Exception:
-            raise JaxmixError(f"data must be a pandas DataFrame, got {type(data).__name__}") from None
+    data = as_data_frame(data)
     if parsed.response is None and require_response:
         raise JaxmixError(f"formula {parsed.formula!r} has no response on the left of '~'")
 
@@ -247,8 +314,8 @@ def build_design(
         _check_columns(data, {c}, "the model")
         used.add(c)
 
-    w_arr = _row_vector(weights, data, "weights")
-    o_arr = _row_vector(offset, data, "offset")
+    w_arr = row_values(weights, data, "weights")
+    o_arr = row_values(offset, data, "offset")
     cols = [c for c in data.columns if c in used]
     frame = data[cols]
     keep = ~frame.isna().any(axis=1).to_numpy()
@@ -268,6 +335,7 @@ def build_design(
             + (worst or f"the data has {len(frame)} rows")
         )
     frame = frame.loc[keep]
+    positions = np.flatnonzero(keep)
     _numeric_checks(frame, "the model")
 
     y = None
@@ -275,6 +343,7 @@ def build_design(
         y = _response(parsed.response, frame)
 
     fixed_mm = _model_matrix(parsed.fixed, frame, "the fixed effects")
+    _check_finite(fixed_mm, frame, "the fixed effects")
     X = fixed_mm.to_numpy(dtype=float)
     x_names = [str(c) for c in fixed_mm.columns]
     X, x_names, dropped = _drop_aliased(X, x_names)
@@ -291,7 +360,8 @@ def build_design(
         mm = _model_matrix(rt.expr, frame, f"random term {rt.text}")
         if mm.shape[1] == 0:
             raise JaxmixError(f"random term {rt.text} has no columns")
-        labels, codes, _ = grouping_factor(frame, rt.factors)
+        _check_finite(mm, frame, f"random term {rt.text}")
+        labels, codes, uniq = grouping_factor(frame, rt.factors)
         group = rt.group
         if len(labels) < 2:
             raise JaxmixError(
@@ -305,7 +375,8 @@ def build_design(
             )
         terms.append(
             Term(term=rt, group=group, columns=[str(c) for c in mm.columns], levels=labels,
-                 codes=codes, Z=mm.to_numpy(dtype=float), spec=mm.model_spec)
+                 codes=codes, Z=mm.to_numpy(dtype=float), spec=mm.model_spec,
+                 keys=[tuple(_fmt(v) for v in t) for t in uniq])
         )
     # lme4's order: decreasing number of levels, ties keep formula order
     terms = [t for _, t in sorted(enumerate(terms), key=lambda it: (-it[1].nlevels, it[0]))]
@@ -319,8 +390,16 @@ def build_design(
     return Design(
         parsed=parsed, y=y, X=X, x_names=x_names, terms=terms, weights=w, offset=o,
         rows=np.asarray(frame.index), n_dropped=n_dropped, fixed_spec=fixed_mm.model_spec,
-        dropped_columns=dropped,
+        dropped_columns=dropped, positions=positions,
     )
+
+
+def row_values(spec, data: pd.DataFrame, what: str) -> np.ndarray:
+    """A per-row numeric argument (weights, offset, trials): a column name or an array, one value per data
+    row, by position (the data's index labels play no part)."""
+    if isinstance(spec, str):
+        _check_columns(data, {spec} & set(data.columns), f"the {what}")
+    return _row_vector(spec, data, what)
 
 
 def _row_vector(spec, data: pd.DataFrame, what: str):
@@ -404,7 +483,11 @@ def term_matrix_new(term: Term, newdata: pd.DataFrame) -> tuple[np.ndarray, np.n
         if f not in newdata.columns:
             raise JaxmixError(f"grouping column {f!r} of random term {term.term.text} is not in the new data")
     mm = _model_matrix_new(term.spec, newdata, f"random term {term.term.text}")
-    keys = [":".join(_fmt(v) for v in t) for t in zip(*[newdata[f].tolist() for f in term.term.factors])]
-    index = {lab: i for i, lab in enumerate(term.levels)}
+    if term.keys is not None:
+        keys = level_keys(newdata, term.term.factors)
+        index = {key: i for i, key in enumerate(term.keys)}
+    else:
+        keys = [":".join(t) for t in level_keys(newdata, term.term.factors)]
+        index = {lab: i for i, lab in enumerate(term.levels)}
     codes = np.array([index.get(k, -1) for k in keys], dtype=np.int64)
     return mm.to_numpy(dtype=float), codes

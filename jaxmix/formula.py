@@ -12,6 +12,10 @@ first.  The supported random-effect syntax is lme4's:
 ``(1 | a:b)``            one factor from the combinations of ``a`` and ``b``
 ``(1 | a) + (1 | b)``    crossed factors
 =======================  =====================================================
+
+Column names that are not R names go in backticks, in the fixed part and in bar terms alike
+(``(1 | `my group`)``).  As in R, ``^`` inside a function call (``I(x^2)``, ``log(x^2)``) is a power,
+while ``(a + b)^2`` outside one crosses the terms.
 """
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from dataclasses import dataclass
 
 from .errors import JaxmixError
 
-__all__ = ["RandomTerm", "ParsedFormula", "parse_formula"]
+__all__ = ["RandomTerm", "ParsedFormula", "parse_formula", "r_power"]
 
 
 @dataclass(frozen=True)
@@ -59,11 +63,25 @@ class ParsedFormula:
         return len(self.random) > 0
 
 
+def _quoted_end(text: str, i: int) -> int:
+    """If ``text[i]`` opens a backtick name or a string literal, the index just past its end, else -1."""
+    ch = text[i]
+    if ch not in "`'\"":
+        return -1
+    end = text.find(ch, i + 1)
+    return len(text) if end < 0 else end + 1
+
+
 def _split_top(text: str, sep: str) -> list[str]:
-    """Split ``text`` on ``sep`` where it is not inside brackets."""
+    """Split ``text`` on ``sep`` where it is not inside brackets, backtick names or string literals."""
     parts, depth, cur, i = [], 0, [], 0
     while i < len(text):
         ch = text[i]
+        end = _quoted_end(text, i)
+        if end >= 0:
+            cur.append(text[i:end])
+            i = end
+            continue
         if ch in "([{":
             depth += 1
         elif ch in ")]}":
@@ -86,7 +104,16 @@ def _bar_groups(rhs: str) -> tuple[list[tuple[int, int]], list[str]]:
     """
     spans, inner = [], []
     depth, start = 0, None
-    for i, ch in enumerate(rhs):
+    i, skip_to = -1, 0
+    while i + 1 < len(rhs):
+        i += 1
+        if i < skip_to:
+            continue
+        ch = rhs[i]
+        end = _quoted_end(rhs, i)
+        if end >= 0:
+            skip_to = end
+            continue
         if ch == "(":
             if depth == 0:
                 start = i
@@ -105,7 +132,33 @@ def _bar_groups(rhs: str) -> tuple[list[tuple[int, int]], list[str]]:
     return spans, inner
 
 
-_NAME = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$")
+_NAME = re.compile(r"^(?:[^\W\d]|\.)[\w.]*$")  # an R name (letters may be non-ASCII)
+
+
+def r_power(expr: str) -> str:
+    """Read ``^`` inside a function call as R does, a power: ``I(x^2)`` -> ``I(x**2)``.
+
+    A ``^`` outside every call (``(a + b)^2``) is left alone: there it crosses terms, in R and formulaic.
+    Backtick names and string literals are not touched.
+    """
+    out, stack, i = [], [], 0
+    while i < len(expr):
+        ch = expr[i]
+        end = _quoted_end(expr, i)
+        if end >= 0:
+            out.append(expr[i:end])
+            i = end
+            continue
+        if ch in "([{":
+            before = "".join(out).rstrip()
+            stack.append(ch != "(" or (bool(before) and (before[-1].isalnum() or before[-1] in "_.`")))
+        elif ch in ")]}" and stack:
+            stack.pop()
+        elif ch == "^" and any(stack):
+            ch = "**"
+        out.append(ch)
+        i += 1
+    return "".join(out)
 
 
 def _group_factors(group: str, text: str) -> list[tuple[str, ...]]:
@@ -117,13 +170,16 @@ def _group_factors(group: str, text: str) -> list[tuple[str, ...]]:
     out: list[tuple[str, ...]] = []
     outer: tuple[str, ...] = ()
     for piece in nest:
-        names = tuple(n.strip().strip("`") for n in _split_top(piece, ":"))
-        for n in names:
-            if not _NAME.match(n):
+        names = []
+        for n in (n.strip() for n in _split_top(piece, ":")):
+            quoted = len(n) > 2 and n[0] == n[-1] == "`" and "`" not in n[1:-1]
+            if not (quoted or _NAME.match(n)):
                 raise JaxmixError(
                     f"grouping factor {n!r} in random term {text!r} must be a column name "
-                    "(use a/b for nesting and a:b for combinations)"
+                    "(use a/b for nesting, a:b for combinations and `backticks` around other names)"
                 )
+            names.append(n[1:-1] if quoted else n)
+        names = tuple(names)
         outer = names + outer if outer else names
         out.append(outer)
     return out
@@ -167,6 +223,8 @@ def parse_formula(formula: str) -> ParsedFormula:
     lhs, rhs = sides[0].strip(), sides[1].strip()
     if not rhs:
         raise JaxmixError(f"formula {formula!r} has an empty right-hand side")
+    if rhs[-1] in "+-*/:^":
+        raise JaxmixError(f"formula {formula!r} ends with {rhs[-1]!r}: a term is missing after it")
     spans, inner = _bar_groups(rhs)
     terms: list[RandomTerm] = []
     for body in inner:
@@ -180,7 +238,7 @@ def parse_formula(formula: str) -> ParsedFormula:
         expr, group = pieces[0].strip(), pieces[1].strip()
         if not expr:
             raise JaxmixError(f"random term {text!r} has nothing before the bar; use (1 | g)")
-        exprs = _uncorrelated_exprs(expr, text) if uncorrelated else [expr]
+        exprs = [r_power(e) for e in (_uncorrelated_exprs(expr, text) if uncorrelated else [expr])]
         for factors in _group_factors(group, text):
             for e in exprs:
                 terms.append(RandomTerm(expr=e, factors=factors, text=text))
@@ -191,6 +249,6 @@ def parse_formula(formula: str) -> ParsedFormula:
     pieces = [p.strip() for p in _split_top(fixed, "+")]
     pieces = [p for p in pieces if p]
     fixed = " + ".join(pieces) if pieces else "1"
-    if "|" in fixed:
+    if "|" in re.sub(r"`[^`]*`", "", fixed):
         raise JaxmixError(f"random term in {formula!r} must be enclosed in parentheses: (expr | group)")
-    return ParsedFormula(formula=formula, response=lhs or None, fixed=fixed, random=tuple(terms))
+    return ParsedFormula(formula=formula, response=r_power(lhs) or None, fixed=r_power(fixed), random=tuple(terms))

@@ -10,7 +10,7 @@ import numpy as np
 
 from .covariance import theta_layout
 from .crossprod import RowData, cross_products, terms_structure
-from .design import Design, build_design
+from .design import Design, build_design, check_nobs_vs_nre
 from .errors import JaxmixError, JaxmixWarning
 from .formula import parse_formula
 from .optimize import status_message
@@ -62,6 +62,7 @@ def fit(formula: str, data, method: str | None = None, weights=None, family: str
     dt = _dtype(dtype)
     parsed = parse_formula(formula)
     design = build_design(parsed, data, weights=weights, offset=offset)
+    check_nobs_vs_nre(design)
     if not np.isfinite(design.y).all():
         raise JaxmixError(f"response {parsed.response!r} contains inf")
     if not parsed.is_mixed:

@@ -13,7 +13,7 @@ import formulaic
 
 from .covariance import lambdas, theta_layout
 from .crossprod import terms_structure
-from .design import build_design
+from .design import as_data_frame, build_design, row_values
 from .errors import JaxmixError, JaxmixWarning
 from .families import Family, get_family
 from .formula import ParsedFormula, _split_top, parse_formula
@@ -237,8 +237,7 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
 
     t0 = time.perf_counter()
     fam = get_family(family, link)
-    if not isinstance(data, pd.DataFrame):
-        data = pd.DataFrame(data)
+    data = as_data_frame(data)
     method = str(method)
     mkey = method.upper()
     if mkey not in ("LAPLACE", "AGQ"):
@@ -259,10 +258,8 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
     y = design.y
     if trials is None:
         ntr = np.ones_like(y)
-    elif isinstance(trials, str):
-        ntr = data.loc[design.rows, trials].to_numpy(dtype=float)
     else:
-        ntr = np.asarray(trials, dtype=float)[np.asarray(data.index.get_indexer(design.rows))]
+        ntr = row_values(trials, data, "trials")[design.positions]
     _response_checks(fam, y, ntr, orig_resp, trials is not None)
     if mkey == "AGQ" and (len(design.terms) != 1 or design.terms[0].q != 1):
         raise JaxmixError("adaptive Gauss-Hermite quadrature (nagq > 1) needs a single scalar random-effect "

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .covariance import theta_layout
-from .design import Design, _drop_aliased, build_design
+from .design import Design, _drop_aliased, as_data_frame, build_design
 from .errors import JaxmixError, JaxmixWarning
 from .formula import parse_formula
 from .optimize import status_message as _opt_message
@@ -91,8 +91,7 @@ def _setup(formula, data, outcomes, Y, names, family, link, method, nagq, weight
     if parsed.response:
         raise JaxmixError(f"fit_many takes a formula without a response (e.g. '~ x + (1 | g)'); "
                           f"got {parsed.response!r} on the left of '~': pass the responses as outcomes=[...] or Y=")
-    if not isinstance(data, pd.DataFrame):
-        data = pd.DataFrame(data)
+    data = as_data_frame(data)
     if not data.index.is_unique:
         data = data.reset_index(drop=True)
     fam_name = str(family).lower()
@@ -222,13 +221,14 @@ def _outcome_design(design: Design, mask: np.ndarray, y: np.ndarray, name: str, 
         remap = np.full(t.nlevels, -1, dtype=np.int64)
         remap[keep] = np.arange(keep.shape[0])
         terms.append(dataclasses.replace(t, levels=[t.levels[i] for i in keep],
+                                         keys=None if t.keys is None else [t.keys[i] for i in keep],
                                          codes=remap[t.codes[mask]].astype(t.codes.dtype), Z=t.Z[mask]))
         used.append(keep)
     label = name if name.isidentifier() else f"`{name}`"
     parsed = dataclasses.replace(design.parsed, response=label, formula=f"{label} ~ {rhs}")
     sub = dataclasses.replace(design, parsed=parsed, y=y[mask], X=design.X[mask], terms=terms,
                               weights=design.weights[mask], offset=design.offset[mask],
-                              rows=design.rows[mask], n_dropped=design.n_dropped + int((~mask).sum()))
+                              rows=design.rows[mask], positions=design.positions[mask], n_dropped=design.n_dropped + int((~mask).sum()))
     return sub, used
 
 

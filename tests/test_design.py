@@ -2,6 +2,7 @@
 its culprit; dropped rows and aliased columns are handled as lme4 does."""
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 import jaxmix
 from jaxmix import JaxmixError, JaxmixWarning
-from jaxmix.design import build_design
+from jaxmix.design import build_design, check_nobs_vs_nre, term_matrix_new
 from jaxmix.formula import parse_formula
 
 
@@ -331,3 +332,155 @@ def test_scaling_weights_rescales_sigma_only(data, method):
     assert b.sigma == pytest.approx(a.sigma * np.sqrt(3.0), rel=1e-6)  # σ²/(3w) = σ_a²/w
     va, vb = a.varcorr, b.varcorr
     assert vb["vcov"].iloc[0] == pytest.approx(va["vcov"].iloc[0], rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# formulas and data read as R reads them
+
+
+@pytest.mark.parametrize("col", ["k", "x"])
+def test_power_in_I_is_a_power_on_int_and_float_columns(data, col):
+    # R's ^ inside I() is a power (Python's ^ on integers is XOR: 10^2 == 8)
+    design = build_design(parse_formula(f"y ~ {col} + I({col}^2) + (1 | g)"), data)
+    np.testing.assert_array_equal(design.X[:, 2], data[col].to_numpy(float) ** 2)
+    np.testing.assert_array_equal(design.X, build_design(parse_formula(f"y ~ {col} + I({col}**2) + (1 | g)"), data).X)
+    # in a random term too
+    design = build_design(parse_formula(f"y ~ 1 + (0 + I({col}^2) | g)"), data)
+    np.testing.assert_array_equal(design.terms[0].Z[:, 0], data[col].to_numpy(float) ** 2)
+
+
+def test_power_of_a_sum_outside_I_crosses(data):
+    design = build_design(parse_formula("y ~ (x + k)^2 + (1 | g)"), data)
+    assert design.x_names == ["Intercept", "x", "k", "x:k"]
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+@pytest.mark.parametrize("formula,name", [
+    ("y ~ log(z) + (1 | g)", "log(z)"),
+    ("y ~ x + (0 + log(z) | g)", "log(z)"),
+    ("y ~ np.log(z) + (1 | g)", "np.log(z)"),
+])
+def test_transform_that_gives_inf_is_an_error_naming_the_column(data, formula, name):
+    d = data.assign(z=np.abs(data["x"]))
+    d.loc[5, "z"] = 0.0  # log(0) = -inf: an error, not a column dropped as aliased
+    with pytest.raises(JaxmixError, match=re.escape(f"'{name}'") + r".*-inf \(data row 5\)"):
+        build_design(parse_formula(formula), d)
+
+
+@pytest.mark.parametrize("formula,kwargs,name", [
+    ("y ~ x + (1 | g)", {}, "x"),
+    ("y ~ x + (1 | g)", {}, "g"),
+    ("y ~ x + (1 | g)", {}, "y"),
+    ("y ~ x + (1 | g)", {"weights": "w"}, "w"),
+])
+def test_duplicate_column_names_are_an_error_naming_the_column(data, formula, kwargs, name):
+    d = data.assign(w=1.0)
+    d = pd.concat([d, d[[name]]], axis=1)
+    with pytest.raises(JaxmixError, match=f"2 columns named '{name}'"):
+        jaxmix.fit(formula, d, **kwargs)
+    # a duplicated column the model does not use is no problem
+    d = pd.concat([data, data[["unused"]]], axis=1)
+    assert build_design(parse_formula(formula), d).nobs == len(data)
+
+
+@pytest.fixture(scope="module")
+def binom():
+    rng = np.random.default_rng(7)
+    n = 48
+    size = rng.integers(2, 9, size=n)
+    x = rng.normal(size=n)
+    return pd.DataFrame({"k": rng.binomial(size, 1 / (1 + np.exp(-0.3 - 0.8 * x))), "size": size, "x": x,
+                         "g": np.arange(n) % 8})
+
+
+def test_trials_with_a_repeated_or_non_default_index(binom):
+    # trials are taken by position, as the rows of the data (the GLM path reads them as the GLMM's does)
+    ref = quiet_fit("k ~ x", binom, family="binomial", trials="size")
+    dup = binom.set_axis([0] * len(binom))  # every row labelled 0
+    for trials in ["size", binom["size"].to_numpy()]:
+        res = quiet_fit("k ~ x", dup, family="binomial", trials=trials)
+        np.testing.assert_array_equal(res.extra["trials"], binom["size"].to_numpy(float))
+        assert res.objective == pytest.approx(ref.objective, rel=1e-12)
+    # a shuffled index with a dropped row: the trials of the rows kept, in the data's order
+    d = binom.set_axis(np.arange(len(binom))[::-1] * 3)
+    d.iloc[3, d.columns.get_loc("x")] = np.nan
+    res = quiet_fit("k ~ x", d, family="binomial", trials=binom["size"].to_numpy())
+    np.testing.assert_array_equal(res.extra["trials"], binom["size"].drop(index=3).to_numpy(float))
+    assert res.objective == pytest.approx(
+        quiet_fit("k ~ x", binom.drop(index=3), family="binomial", trials="size").objective, rel=1e-12)
+
+
+def test_interaction_levels_are_pairs_not_joined_labels():
+    # ("p:q", "t") and ("p", "q:t") both print as "p:q:t" but are different levels
+    a = np.array(["p:q", "p", "u", "u", "v", "v"] * 2)
+    b = np.array(["t", "q:t", "s", "t", "s", "t"] * 2)
+    d = pd.DataFrame({"y": np.arange(12.0), "A": a, "B": b})
+    term = build_design(parse_formula("y ~ 1 + (1 | A:B)"), d).terms[0]
+    assert term.nlevels == 6 and term.levels.count("p:q:t") == 2
+    assert term.codes[0] != term.codes[1]
+    # new data (predict) find each row's own level, not the other one with the same label
+    Z, codes = term_matrix_new(term, d)
+    np.testing.assert_array_equal(codes, term.codes)
+    np.testing.assert_array_equal(term_matrix_new(term, d.iloc[[1, 0]])[1], term.codes[[1, 0]])
+    # nesting: the inner factor B:A of (1 | A/B) is built from pairs too
+    d2 = d.assign(A=np.where(a == "p:q", "z", np.where(a == "p", "y:z", a)),
+                  B=np.where(b == "t", "x:y", np.where(b == "q:t", "x", b)))
+    design = build_design(parse_formula("y ~ 1 + (1 | A/B)"), d2)
+    inner = [t for t in design.terms if t.group == "B:A"][0]
+    assert inner.levels.count("x:y:z") == 2 and inner.codes[0] != inner.codes[1]
+    np.testing.assert_array_equal(term_matrix_new(inner, d2)[1], inner.codes)
+
+
+def test_more_random_effects_than_observations_is_an_error_for_lmms():
+    rng = np.random.default_rng(5)
+    d = pd.DataFrame({"y": rng.normal(size=12), "x": rng.normal(size=12), "g": np.arange(12) % 6})
+    msg = ("number of observations (=12) <= number of random effects (=12) for term (x | g); "
+           "the random-effects parameters and the residual variance (or scale parameter) are probably "
+           "unidentifiable")
+    with pytest.raises(JaxmixError, match=re.escape(msg)):
+        jaxmix.fit("y ~ 1 + (x | g)", d)
+    # checked per term: (1 | g) and (0 + x | g) have 6 random effects each for 12 rows
+    check_nobs_vs_nre(build_design(parse_formula("y ~ 1 + (1 + x || g)"), d))
+    with pytest.raises(JaxmixError, match=re.escape("(=10) <= number of random effects (=12) for term (x | g)")):
+        check_nobs_vs_nre(build_design(parse_formula("y ~ 1 + (x | g) + (1 | h)"), d.assign(h=np.arange(12) % 2).iloc[:10]))
+    # the design itself (used by GLMMs, which lme4 does not check) is still built
+    assert build_design(parse_formula("y ~ 1 + (x | g)"), d).terms[0].nlevels == 6
+
+
+def test_numpy_record_array_data(data, base_fit):
+    rec = data.to_records(index=False)
+    res = quiet_fit("y ~ x + (1 | g)", rec)
+    assert_same_fit(res, base_fit, rtol=1e-10)
+    structured = np.array(list(zip(data["y"], data["x"], data["g"])),
+                          dtype=[("y", "f8"), ("x", "f8"), ("g", "U4")])
+    assert_same_fit(quiet_fit("y ~ x + (1 | g)", structured), base_fit, rtol=1e-10)
+
+
+def test_polars_data(data, base_fit):
+    pl = pytest.importorskip("polars")
+    frame = pl.DataFrame({c: data[c].tolist() for c in ["y", "x", "g"]})
+    assert_same_fit(quiet_fit("y ~ x + (1 | g)", frame), base_fit, rtol=1e-10)
+
+
+@pytest.mark.parametrize("bad,shown", [
+    (np.zeros((10, 3)), r"got ndarray of shape \(10, 3\)"),
+    ([[1.0, 2.0], [3.0, 4.0]], "got list"),
+    (pd.Series([1.0, 2.0]), "got Series"),
+])
+@pytest.mark.parametrize("family", ["gaussian", "binomial"])
+def test_data_without_column_names_is_an_error(bad, shown, family):
+    with pytest.raises(JaxmixError, match=r"data must be a pandas DataFrame .*with named columns, " + shown):
+        jaxmix.fit("y ~ x + (1 | g)", bad, family=family)
+
+
+def test_backtick_grouping_columns(data, base_fit):
+    for name in ["my group", "Schüler"]:
+        res = quiet_fit(f"y ~ x + (1 | `{name}`)", data.rename(columns={"g": name}))
+        assert_same_fit(res, base_fit, rtol=1e-10)
+        assert res.varcorr["group"].iloc[0] == name
+        np.testing.assert_allclose(res.predict(data.rename(columns={"g": name})), res.fitted, rtol=1e-10)
+    d = data.rename(columns={"g": "a b"}).assign(c=np.arange(len(data)) % 2)
+    design = build_design(parse_formula("y ~ x + (x | `a b`/c)"), d)
+    assert sorted(t.group for t in design.terms) == ["a b", "c:a b"]
+    inner = [t for t in design.terms if t.group == "c:a b"][0]
+    assert inner.nlevels == 8 and inner.columns == ["Intercept", "x"]

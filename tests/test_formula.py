@@ -115,3 +115,39 @@ def test_error_names_the_bad_term():
 def test_formula_must_be_a_string():
     with pytest.raises(JaxmixError, match="string"):
         parse_formula(None)
+
+
+# ---------------------------------------------------------------------------------------------
+# R's reading: ^ inside a call is a power, a trailing operator is an error, backticks in bar terms
+
+
+def test_power_inside_a_call_is_read_as_a_power():
+    pf = parse_formula("y ~ I(x^2) + log(z^3) + (I(x^2) | g)")
+    assert pf.fixed == "I(x**2) + log(z**3)"
+    assert pf.random[0].expr == "I(x**2)"
+    assert pf.random[0].text == "(I(x^2) | g)"  # messages show the term as written
+    # outside a call, ^ crosses terms (R and formulaic): left alone
+    assert parse_formula("y ~ (a + b)^2 + (1 | g)").fixed == "(a + b)^2"
+    assert parse_formula("y ~ I((a + b)^2)").fixed == "I((a + b)**2)"
+    # a backtick name is not touched
+    assert parse_formula("y ~ I(`x^y` + 1)").fixed == "I(`x^y` + 1)"
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + (1 | g) +", "y ~ x +", "y ~ x + (1 | g) + ", "y ~ x -"])
+def test_trailing_operator_is_an_error(formula):
+    with pytest.raises(JaxmixError, match=r"ends with '[+-]'.*missing"):
+        parse_formula(formula)
+
+
+def test_backtick_grouping_factors():
+    assert _terms("y ~ x + (1 | `my group`)") == [("1", ("my group",))]
+    assert _terms("y ~ x + (1 | `Schüler`)") == [("1", ("Schüler",))]
+    assert _terms("y ~ x + (1 | Schüler)") == [("1", ("Schüler",))]  # an R name may have non-ASCII letters
+    terms = parse_formula("y ~ x + (x | `a b`/c)").random
+    assert [t.factors for t in terms] == [("a b",), ("c", "a b")]
+    assert [t.expr for t in terms] == ["x", "x"]
+    # ':' and '/' inside backticks belong to the name
+    assert _terms("y ~ (1 | `a:b`:c)") == [("1", ("a:b", "c"))]
+    assert _terms("y ~ (1 | `a/b`)") == [("1", ("a/b",))]
+    # a '|' inside a backtick name in the fixed part is not a bar
+    assert parse_formula("y ~ `p|q` + (1 | g)").fixed == "`p|q`"

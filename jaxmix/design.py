@@ -19,10 +19,10 @@ import formulaic
 from formulaic import Formula
 
 from .errors import JaxmixError, JaxmixWarning
-from .formula import ParsedFormula, RandomTerm
+from .formula import ParsedFormula, RandomTerm, _split_top
 
 __all__ = ["Term", "Design", "build_design", "term_matrix_new", "fixed_matrix_new", "as_data_frame",
-           "check_nobs_vs_nre", "row_values"]
+           "check_nobs_vs_nre", "row_values", "split_offsets", "offset_new"]
 
 
 @dataclass
@@ -70,6 +70,11 @@ class Design:
     fixed_spec: object = field(repr=False, default=None)
     dropped_columns: list[str] = field(default_factory=list)
     positions: np.ndarray | None = None  # 0-based positions of the rows used (the index may repeat labels)
+    # how the offset was given, to rebuild it on new data: the offset(...) expressions of the formula,
+    # the offset= column name, and whether offset= was an array (which new data cannot supply)
+    offset_terms: tuple[str, ...] = ()
+    offset_column: str | None = None
+    offset_array: bool = False
 
     @property
     def nobs(self) -> int:
@@ -302,7 +307,8 @@ def build_design(
     used: set[str] = set()
     resp_vars = _variables(parsed.response, data) if parsed.response else set()
     _check_columns(data, resp_vars, "the response")
-    fixed_vars = _variables(parsed.fixed, data)
+    fixed_expr, offset_terms = split_offsets(parsed.fixed)
+    fixed_vars = _variables(fixed_expr, data)
     _check_columns(data, fixed_vars, "the fixed effects")
     used |= resp_vars | fixed_vars
     for t in parsed.random:
@@ -316,6 +322,10 @@ def build_design(
 
     w_arr = row_values(weights, data, "weights")
     o_arr = row_values(offset, data, "offset")
+    for expr in offset_terms:
+        used |= _offset_columns(expr, data, "the data")
+        vals = _offset_values(expr, data, "the data")
+        o_arr = vals if o_arr is None else o_arr + vals
     cols = [c for c in data.columns if c in used]
     frame = data[cols]
     keep = ~frame.isna().any(axis=1).to_numpy()
@@ -342,7 +352,7 @@ def build_design(
     if parsed.response:
         y = _response(parsed.response, frame)
 
-    fixed_mm = _model_matrix(parsed.fixed, frame, "the fixed effects")
+    fixed_mm = _model_matrix(fixed_expr, frame, "the fixed effects")
     _check_finite(fixed_mm, frame, "the fixed effects")
     X = fixed_mm.to_numpy(dtype=float)
     x_names = [str(c) for c in fixed_mm.columns]
@@ -390,8 +400,85 @@ def build_design(
     return Design(
         parsed=parsed, y=y, X=X, x_names=x_names, terms=terms, weights=w, offset=o,
         rows=np.asarray(frame.index), n_dropped=n_dropped, fixed_spec=fixed_mm.model_spec,
-        dropped_columns=dropped, positions=positions,
+        dropped_columns=dropped, positions=positions, offset_terms=offset_terms,
+        offset_column=offset if isinstance(offset, str) else None,
+        offset_array=offset is not None and not isinstance(offset, str),
     )
+
+
+def split_offsets(fixed: str) -> tuple[str, tuple[str, ...]]:
+    """``"x + offset(np.log(e))"`` -> ``("x", ("np.log(e)",))``: the fixed part without its offset terms,
+    and the expressions inside ``offset(...)`` (added to the linear predictor with coefficient 1)."""
+    keep, offs = [], []
+    for piece in (p.strip() for p in _split_top(fixed, "+")):
+        expr = _offset_call(piece)
+        if expr == "":
+            raise JaxmixError("offset() in the formula needs an expression, e.g. offset(np.log(exposure))")
+        if expr is not None:
+            offs.append(expr)
+        elif piece:
+            keep.append(piece)
+    if offs and not keep:
+        keep = ["1"]
+    return (" + ".join(keep) if offs else fixed), tuple(offs)
+
+
+def _offset_call(piece: str) -> str | None:
+    """The argument of a whole-term ``offset(...)``, else None."""
+    m = re.match(r"offset\s*\(", piece)
+    if not m:
+        return None
+    depth = 0
+    for i in range(m.end() - 1, len(piece)):
+        depth += {"(": 1, ")": -1}.get(piece[i], 0)
+        if depth == 0:
+            return piece[m.end() : i].strip() if i == len(piece) - 1 else None
+    return None
+
+
+def _offset_columns(expr: str, data: pd.DataFrame, where: str) -> set[str]:
+    """The data columns an ``offset(expr)`` term reads; a missing one is an error naming it."""
+    names = {expr} if expr in data.columns else _python_names(expr)
+    for name in sorted(names):
+        if name not in data.columns:
+            raise JaxmixError(f"column {name!r} used in offset({expr}) is not in {where}"
+                              f"{_column_hint(name, data)}")
+    return names
+
+
+def _offset_values(expr: str, data: pd.DataFrame, where: str) -> np.ndarray:
+    """``expr`` evaluated on every row of ``data`` (missing values stay NaN)."""
+    _offset_columns(expr, data, where)
+    if expr in data.columns:
+        vals = data[expr]
+    else:
+        try:
+            mm = formulaic.model_matrix(f"0 + I({expr})", data, na_action="ignore", output="pandas")
+        except Exception as exc:
+            raise JaxmixError(f"cannot evaluate offset({expr}) on {where}: {exc}") from None
+        if mm.shape[1] != 1:
+            raise JaxmixError(f"offset({expr}) must give one numeric value per row")
+        vals = mm.iloc[:, 0]
+    if not (pd.api.types.is_numeric_dtype(vals) or pd.api.types.is_bool_dtype(vals)):
+        raise JaxmixError(f"offset({expr}) is not numeric (dtype {vals.dtype})")
+    return vals.to_numpy(dtype=float)
+
+
+def offset_new(design: Design, newdata: pd.DataFrame) -> np.ndarray:
+    """The offset for new data, as the model was given it: ``offset(...)`` terms of the formula
+    evaluated on ``newdata`` plus its ``offset=`` column."""
+    o = np.zeros(len(newdata))
+    for expr in design.offset_terms:
+        o = o + _offset_values(expr, newdata, "the new data")
+    if design.offset_column is not None:
+        if design.offset_column not in newdata.columns:
+            raise JaxmixError(f"offset column {design.offset_column!r} is not in the new data"
+                              f"{_column_hint(design.offset_column, newdata)}")
+        o = o + _row_vector(design.offset_column, newdata, "offset")
+    elif design.offset_array:
+        raise JaxmixError("the model was fitted with offset= given as an array, which new data cannot supply: "
+                          "to predict on new data, give offset= as a column name (or offset(...) in the formula)")
+    return o
 
 
 def row_values(spec, data: pd.DataFrame, what: str) -> np.ndarray:

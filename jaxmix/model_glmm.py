@@ -37,7 +37,8 @@ def _eval_expr(expr: str, data: pd.DataFrame, what: str) -> np.ndarray:
 
 
 def _prepare(formula: str, data: pd.DataFrame, trials, offset, family: str | None = None):
-    """Rewrite cbind(k, n − k) responses and offset(...) terms into plain columns; check ``trials``."""
+    """Rewrite a cbind(k, n − k) response into plain columns; check ``trials``.  (``offset(...)`` terms
+    stay in the formula: the design evaluates them, on new data too.)"""
     parsed = parse_formula(formula)
     data = data.copy()
     resp = parsed.response
@@ -50,19 +51,7 @@ def _prepare(formula: str, data: pd.DataFrame, trials, offset, family: str | Non
         f = _eval_expr(parts[1], data, "failures")
         data["__successes"], data["__trials"] = k, k + f
         resp, trials = "__successes", "__trials"
-    offs = []
-    pieces = [p.strip() for p in _split_top(parsed.fixed, "+")]
-    keep = []
-    for p in pieces:
-        if p.startswith("offset(") and p.endswith(")"):
-            offs.append(_eval_expr(p[len("offset("):-1], data, "offset"))
-        else:
-            keep.append(p)
-    if offs:
-        data["__offset"] = np.sum(offs, axis=0) + (0.0 if offset is None else _offset_vec(offset, data))
-        offset = "__offset"
-    fixed = " + ".join(keep) if keep else "1"
-    rhs = " + ".join([fixed] + [f"({t})" for t in _bar_texts(parsed)])
+    rhs = " + ".join([parsed.fixed] + [f"({t})" for t in _bar_texts(parsed)])
     new = parse_formula(f"{resp or ''} ~ {rhs}")
     if trials is not None and family is not None and family != "binomial":
         raise JaxmixError(f"trials= is only for the binomial family, not {family!r}")
@@ -76,14 +65,6 @@ def _bar_texts(parsed: ParsedFormula) -> list[str]:
     for t in parsed.random:
         out.append(t.text[1:-1]) if t.text[1:-1] not in out else None
     return out
-
-
-def _offset_vec(offset, data):
-    if isinstance(offset, str):
-        if offset not in data.columns:
-            raise JaxmixError(f"offset column {offset!r} is not in the data")
-        return data[offset].to_numpy(dtype=float)
-    return np.asarray(offset, dtype=float)
 
 
 def _response_checks(fam: Family, y: np.ndarray, ntr: np.ndarray, name: str, has_trials: bool):

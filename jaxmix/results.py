@@ -11,10 +11,12 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from .design import Design, fixed_matrix_new, term_matrix_new
+from .design import Design, fixed_matrix_new, offset_new, term_matrix_new
 from .errors import JaxmixError
 
-__all__ = ["MixedResults", "OptimSummary"]
+__all__ = ["MixedResults", "OptimSummary", "Residuals", "RESIDUAL_TYPES"]
+
+RESIDUAL_TYPES = ("response", "pearson", "deviance", "working")
 
 
 @dataclass
@@ -51,6 +53,33 @@ def _make_unique(names: list[str]) -> list[str]:
             seen[n] = 0
             out.append(n)
     return out
+
+
+class Residuals(np.ndarray):
+    """``res.residuals``: the residuals of lme4's default type (an ordinary array in every use), and
+    callable for another type: ``res.residuals(type="pearson")`` (lme4's ``residuals(m, type=)``)."""
+
+    def __new__(cls, values, results):
+        obj = np.asarray(values, dtype=float).view(cls)
+        obj._results = results
+        return obj
+
+    def __array_finalize__(self, obj):
+        self._results = None  # a slice or copy is plain data, not tied to the fit
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        plain = lambda xs: tuple(x.view(np.ndarray) if isinstance(x, Residuals) else x for x in xs)  # noqa: E731
+        if "out" in kwargs:
+            kwargs["out"] = plain(kwargs["out"])
+        return getattr(ufunc, method)(*plain(inputs), **kwargs)
+
+    def __reduce__(self):
+        return (np.asarray, (self.view(np.ndarray),))
+
+    def __call__(self, type: str | None = None) -> np.ndarray:
+        if self._results is None:
+            raise JaxmixError("residuals of another type come from the results object: res.residuals(type=...)")
+        return self._results.residuals_of(type)
 
 
 @dataclass
@@ -120,7 +149,14 @@ class MixedResults:
 
     @property
     def deviance(self) -> float:
-        return -2.0 * self.loglik
+        """lme4's ``deviance()``: for a GLMM (and a GLM, as R's) the sum of squared deviance residuals
+        at the conditional modes, not −2 log L; for a REML fit the REML criterion; for an ML fit
+        −2 log L; for least squares the weighted residual sum of squares (R's ``deviance.lm``)."""
+        if self.family != "gaussian":
+            return float(np.sum(self.residuals_of("deviance") ** 2))
+        if self.method == "OLS":
+            return float(np.sum(self.residuals_of("pearson") ** 2))
+        return float(self.objective)
 
     @property
     def is_mixed(self) -> bool:
@@ -195,12 +231,7 @@ class MixedResults:
         if not isinstance(newdata, pd.DataFrame):
             newdata = pd.DataFrame(newdata)
         X = fixed_matrix_new(d, newdata)
-        eta = X @ self.beta
-        off = self.extra.get("offset_column")
-        if off is not None:
-            if off not in newdata.columns:
-                raise JaxmixError(f"offset column {off!r} is not in the new data")
-            eta = eta + newdata[off].to_numpy(dtype=float)
+        eta = X @ self.beta + offset_new(d, newdata)
         if include_re:
             for k, t in enumerate(d.terms):
                 Z, codes = term_matrix_new(t, newdata)
@@ -224,8 +255,59 @@ class MixedResults:
         return self.predict()
 
     @property
-    def residuals(self) -> np.ndarray:
-        return self.design.y - self.fitted
+    def residuals(self) -> Residuals:
+        """Residuals of lme4's default type: ``"deviance"`` for a GLMM (or GLM), ``"response"`` for a
+        Gaussian model; call it for another: ``res.residuals(type="pearson")``."""
+        return Residuals(self.residuals_of(None), self)
+
+    def residuals_of(self, type: str | None = None) -> np.ndarray:
+        """Residuals as lme4's ``residuals(m, type)`` (conditional on the modes, offset included).
+
+        With y the response (for a binomial with trials n the proportion k/n), μ the fitted mean and w
+        the prior weights (times n for a binomial with trials), V(μ) the variance function and
+        dμ/dη the link's derivative:
+
+        * ``"response"``: y − μ;
+        * ``"pearson"``: (y − μ)·√(w / V(μ)) (Gaussian: √w (y − μ), not divided by σ);
+        * ``"deviance"``: sign(y − μ)·√dᵢ with dᵢ the family's deviance contribution (Gaussian: as
+          Pearson);
+        * ``"working"``: (y − μ)/(dμ/dη) (Gaussian: y − μ).
+        """
+        gaussian = self.family == "gaussian"
+        if type is None:
+            type = "response" if gaussian else "deviance"
+        if type not in RESIDUAL_TYPES:
+            raise JaxmixError(f"residual type must be one of {', '.join(map(repr, RESIDUAL_TYPES))}, got {type!r}")
+        eta = self._linear_predictor(None, True)
+        d = self.design
+        w = np.asarray(d.weights, dtype=float)
+        if gaussian:
+            r = d.y - eta
+            return r * np.sqrt(w) if type in ("pearson", "deviance") else r
+        from scipy.special import xlogy
+
+        from .families import get_family
+
+        mu = np.asarray(get_family(self.family, self.link).linkinv(eta), dtype=float)
+        y = np.asarray(d.y, dtype=float)
+        if self.family == "binomial":
+            ntr = np.asarray(self.extra.get("trials", np.ones_like(y)), dtype=float)
+            y, w = y / ntr, w * ntr
+            var = mu * (1.0 - mu)
+            dev = 2.0 * w * (xlogy(y, y / mu) + xlogy(1.0 - y, (1.0 - y) / (1.0 - mu)))
+        else:  # poisson
+            var = mu
+            dev = 2.0 * w * (xlogy(y, y / mu) - (y - mu))
+        if type == "response":
+            return y - mu
+        if type == "pearson":
+            return (y - mu) * np.sqrt(w / var)
+        if type == "deviance":
+            return np.where(y > mu, 1.0, -1.0) * np.sqrt(np.maximum(dev, 0.0))
+        import jax
+
+        mu_eta = np.asarray(jax.vmap(jax.grad(get_family(self.family, self.link).linkinv))(eta), dtype=float)
+        return (y - mu) / mu_eta
 
     # ---- tables and printing -----------------------------------------------------------------
     def coef_table(self, ddf=None, level: float = 0.95) -> pd.DataFrame:

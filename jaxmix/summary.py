@@ -29,7 +29,7 @@ def format_summary(res) -> str:
         lines.append(f"REML criterion at convergence: {res.objective:.4f}")
     else:
         tab = pd.DataFrame({"AIC": [res.aic], "BIC": [res.bic], "logLik": [res.loglik],
-                            "deviance": [res.deviance], "df.resid": [res.nobs - (len(res.beta) if res.method == "OLS" else res.n_params)]})
+                            "deviance": [-2.0 * res.loglik], "df.resid": [res.nobs - (len(res.beta) if res.method == "OLS" else res.n_params)]})
         lines.append(tab.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     if res.method == "OLS":
         lines.append(f"Residual standard error: {res.sigma:.4g} on {res.nobs - len(res.beta)} degrees of freedom")

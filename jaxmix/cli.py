@@ -2,8 +2,8 @@
 
 ::
 
-    jaxmix run CONFIG.toml [--out DIR] [--quiet] [--set KEY=VALUE ...]   fit the models, write the results
-    jaxmix validate CONFIG.toml [--out DIR] [--set KEY=VALUE ...]        check config, data, formulas; no fit
+    jaxmix run CONFIG.toml [--out DIR] [--force] [--quiet] [--set KEY=VALUE ...]   fit the models, write the results
+    jaxmix validate CONFIG.toml [--out DIR] [--force] [--set KEY=VALUE ...]        check config, data, formulas; no fit
     jaxmix datasets                                                      list the built-in data sets
 
 This module parses the command line; :mod:`jaxmix.job` checks, fits and writes a model config (the
@@ -11,11 +11,14 @@ files are listed there), :mod:`jaxmix.sweep_job` a ``[sweep]`` config, :mod:`jax
 ``fit.json``.  ``--set section.key=value``
 overrides a key of the file (value read as TOML, else a string).  Any problem with the
 configuration, the data or the model prints one line ``jaxmix: error: ...`` on stderr and exits
-with status 2 (``--debug`` shows the traceback instead).
+with status 2 (``--debug`` shows the traceback instead); Ctrl-C prints one line and exits with 130.
+The output folder's rules (manifest, ``--force``, results moved into place at the end) are
+:mod:`jaxmix.outdir`'s.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -23,12 +26,13 @@ from pathlib import Path
 from .config import ConfigError, RunConfig, load_config
 from .errors import JaxmixError
 from .job import OUTPUT_FILES, PLOT_FILES, _check_writable, load_data, one_line, prepare_run, run_config  # noqa: F401
+from .outdir import check_output, planned_outputs
 from .records import cache_info, fit_record, package_versions  # noqa: F401
 
 __all__ = ["main", "load_data", "run_config", "OUTPUT_FILES", "PLOT_FILES", "fit_record", "cache_info",
            "package_versions"]
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,6 +51,9 @@ def _load(args) -> RunConfig:
     cfg = load_config(args.config, overrides=getattr(args, "set", None) or ())
     if getattr(args, "out", None):
         cfg = cfg.with_output(args.out)
+    if getattr(args, "force", False):
+        cfg = dataclasses.replace(cfg, force=True)
+    args.out_dir = cfg.output.dir  # for the message of an interrupted run
     return cfg
 
 
@@ -110,6 +117,7 @@ def _validate_sweep(cfg: RunConfig, args) -> int:
 
     s = cfg.sweep
     try:
+        check_output(cfg, planned_outputs(cfg))  # first: the data file may be inside the output folder
         data = load_data(cfg)
         missing = [c for c in s.outcomes if c not in data.columns]
         if missing:
@@ -126,7 +134,6 @@ def _validate_sweep(cfg: RunConfig, args) -> int:
             if absent:
                 raise ConfigError(f"[sweep] compare_terms {absent} are not fixed-effect terms "
                                   f"(terms: {', '.join(design.x_names)})")
-        _check_writable(cfg.output.dir)
     except ConfigError as e:
         raise _in_file(cfg, e) from None
     groups = ", ".join(f"{t.group} ({t.nlevels} levels)" for t in design.terms) or "none"
@@ -159,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", metavar="CONFIG", help="TOML configuration file")
     p.add_argument("--out", metavar="DIR", help="output folder (overrides [output] dir)")
     p.add_argument("--quiet", "-q", action="store_true", help="do not print the summary")
+    p.add_argument("--force", action="store_true",
+                   help="write into an output folder that holds files jaxmix did not write, or another "
+                        "config's results (those files are kept; jaxmix's earlier results are replaced)")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                    help="override a config key, e.g. --set model.method=ML or --set data.args.seed=2 "
                         "(repeatable; VALUE is read as TOML, else as a string)")
@@ -168,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check CONFIG, its data and formula without fitting")
     p.add_argument("config", metavar="CONFIG", help="TOML configuration file")
     p.add_argument("--out", metavar="DIR", help="output folder (overrides [output] dir)")
+    p.add_argument("--force", action="store_true",
+                   help="check the output folder as 'run --force' would")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                    help="override a config key, e.g. --set model.method=ML or --set data.args.seed=2 "
                         "(repeatable; VALUE is read as TOML, else as a string)")
@@ -188,6 +200,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.code) if isinstance(e.code, int) else (0 if e.code is None else EXIT_USAGE)
     try:
         return args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C: the output folder is as it was (jaxmix.outdir.staged_output)
+        if args.debug:
+            raise
+        out = getattr(args, "out_dir", None)
+        where = f"the output folder '{out}' and its files" if out is not None else "the files"
+        print(f"jaxmix: interrupted; {where} left as they were", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except JaxmixError as e:  # includes ConfigError
         if args.debug:
             raise

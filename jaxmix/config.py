@@ -320,6 +320,7 @@ class RunConfig:
     options: OptionsConfig = field(default_factory=OptionsConfig)
     named: bool = False  # models came from [models.NAME] tables
     overrides: tuple = ()  # the --set KEY=VALUE strings applied
+    force: bool = False  # --force: write into an output folder beside files jaxmix did not write
 
     @property
     def model(self) -> ModelConfig | None:

@@ -42,7 +42,7 @@ from .formula import _split_top
 
 __all__ = ["coef_table", "wald_test", "contrast_matrix", "type3_anova", "type3_contrasts",
            "covparm_table", "vcov_covparms", "icc", "r2", "WaldTest",
-           "satterthwaite_df", "kenward_roger_parts", "containment_df", "between_within_df"]
+           "satterthwaite_df", "kenward_roger_parts", "containment_df", "between_within_df", "check_ddf_size"]
 
 KR_MAX_ROWS = 3000  # Kenward–Roger builds n x n matrices: O(n³) time, O(n²) memory
 RANK_MAX_COLUMNS = 6000  # containment df: dense Gram matrix of [X Z]
@@ -215,6 +215,21 @@ def _dense_Z(design) -> tuple[np.ndarray, list[int]]:
     return np.column_stack(blocks), offs
 
 
+def check_ddf_size(ddf: str, design) -> None:
+    """Refuse (JaxmixError) a df method too large for ``design``: Kenward-Roger above ``KR_MAX_ROWS``
+    rows, containment above ``RANK_MAX_COLUMNS`` columns of [X Z].  Needs only the design, not a fit."""
+    if ddf == "kenward-roger" and design.nobs > KR_MAX_ROWS:
+        n = design.nobs
+        raise JaxmixError(f"Kenward-Roger needs dense {n} x {n} matrices (O(n^3) time); it is limited to "
+                          f"{KR_MAX_ROWS} rows. Use ddf='satterthwaite' (exact, no size limit)")
+    if ddf == "containment":
+        n, p = design.X.shape
+        m = sum(t.nlevels * t.q for t in design.terms)
+        if p + m > RANK_MAX_COLUMNS:
+            raise JaxmixError(f"containment df need the rank of the dense {n} x {p + m} matrix [X Z]; limited to "
+                              f"{RANK_MAX_COLUMNS} columns. Use ddf='satterthwaite' or 'between-within'")
+
+
 def kenward_roger_parts(res):
     """pbkrtest's ``vcovAdj``: (Φ_A, P, W) for a REML fit.
 
@@ -231,9 +246,7 @@ def kenward_roger_parts(res):
         return got
     design = res.design
     n = design.nobs
-    if n > KR_MAX_ROWS:
-        raise JaxmixError(f"Kenward-Roger needs dense {n} x {n} matrices (O(n^3) time); it is limited to "
-                          f"{KR_MAX_ROWS} rows. Use ddf='satterthwaite' (exact, no size limit)")
+    check_ddf_size("kenward-roger", design)
     X = design.X
     Z, offs = _dense_Z(design)
     m = Z.shape[1]
@@ -364,9 +377,7 @@ def containment_df(res) -> np.ndarray:
     X = d.X
     n, p = X.shape
     m = sum(t.nlevels * t.q for t in d.terms)
-    if p + m > RANK_MAX_COLUMNS:
-        raise JaxmixError(f"containment df need the rank of the dense {n} x {p + m} matrix [X Z]; limited to "
-                          f"{RANK_MAX_COLUMNS} columns. Use ddf='satterthwaite' or 'between-within'")
+    check_ddf_size("containment", d)
     xvars = _spec_column_vars(d.fixed_spec, d.x_names) if d.fixed_spec is not None else [set()] * p
     order = {rt: i for i, rt in enumerate(d.parsed.random)}
     terms = sorted(d.terms, key=lambda t: order.get(t.term, 0))

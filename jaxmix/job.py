@@ -5,15 +5,14 @@ is created); ``jaxmix run`` runs :func:`run_config`.  For a one-model config the
 ``summary.txt``, ``fixed.csv``, ``covparms.csv``, ``varcorr.csv``, ``ranef.csv``, ``fit.json``,
 ``anova.csv`` and ``bootstrap.csv`` when asked, and the PNG plots; with several named models each
 model's files go into ``<out>/<name>/`` and ``summary.txt``, ``fit.json`` and ``lrt.csv`` into
-``<out>``.  Problems are :class:`jaxmix.config.ConfigError` with one-line messages.
+``<out>``; every run also writes the manifest ``.jaxmix-run.json``, into a hidden folder first
+(:mod:`jaxmix.outdir`).  Problems are :class:`jaxmix.config.ConfigError` with one-line messages.
 """
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -22,6 +21,7 @@ import pandas as pd
 
 from .config import ConfigError, RunConfig
 from .errors import JaxmixError
+from .outdir import check_output, check_writable, planned_outputs, staged_output
 from .records import environment_record, fit_record, json_num, json_records, write_table
 
 __all__ = ["load_data", "check_model", "prepare_run", "run_config", "fit_messages", "one_line", "ModelJob",
@@ -93,29 +93,7 @@ def load_data(cfg: RunConfig) -> pd.DataFrame:
     return frame
 
 
-def _check_writable(directory: Path) -> None:
-    """Whether ``directory`` could be created and written, without creating anything."""
-    p = Path(os.path.abspath(directory))
-    probe = p
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ConfigError(f"output folder '{directory}': '{probe}' exists and is not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"output folder '{directory}' is not writable (no write permission on '{probe}')")
-
-
-def _prepare_output(directory: Path) -> None:
-    """Create the output folder and prove it is writable before spending time on the fit."""
-    _check_writable(directory)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".jaxmix-probe-"):
-            pass
-    except OSError as e:
-        raise ConfigError(f"output folder '{directory}' is not writable: {e.strerror or e}") from None
+_check_writable = check_writable  # the name older callers import
 
 
 def _check_formats(cfg: RunConfig) -> None:
@@ -148,6 +126,13 @@ def check_model(m, data: pd.DataFrame):
         raise
     except JaxmixError as e:
         raise ConfigError(f"{section} {e}") from None
+    if m.ddf is not None:
+        from .inference import check_ddf_size
+
+        try:
+            check_ddf_size(m.ddf, design)
+        except JaxmixError as e:
+            raise ConfigError(f"{section} ddf {m.ddf!r}: {e}") from None
     if m.method == "AGQ" and (len(design.terms) != 1 or design.terms[0].q != 1):
         terms = ", ".join(f"({' + '.join('1' if c == 'Intercept' else c for c in t.columns)} | {t.group})"
                           for t in design.terms)
@@ -195,13 +180,15 @@ def config_did_you_mean(word, candidates) -> str:
 
 
 def prepare_run(cfg: RunConfig) -> tuple[pd.DataFrame, dict]:
-    """Everything ``validate`` checks: the data, every model's design, plot keys, table formats and the
-    output folder (nothing is created).  Returns the data and name -> Design."""
+    """Everything ``validate`` checks: the data, every model's design and df method's size limit, plot
+    keys, table formats and the output folder (:func:`jaxmix.outdir.check_output`; nothing is created).
+    Returns the data and name -> Design."""
+    check_output(cfg, planned_outputs(cfg))  # first: the data file may be inside the output folder
     data = load_data(cfg)
     designs = {name: check_model(m, data) for name, m in cfg.models.items()}
     _check_plot_keys(cfg, designs)
     _check_formats(cfg)
-    _check_writable(cfg.output.dir)
+    check_output(cfg, planned_outputs(cfg, designs))
     return data, designs
 
 
@@ -338,7 +325,14 @@ def run_config(cfg: RunConfig):
                 boots[name] = job.results[name].bootstrap(n=b.n, seed=b.seed, max_iter=cfg.options.max_iter,
                                                           gtol=cfg.options.gtol)
     out = Path(cfg.output.dir)
-    _prepare_output(out)
+    with staged_output(cfg, planned_outputs(cfg, designs)) as stage:  # moved into place at the end
+        record = _write_outputs(job, cfg, designs, data, walls, msgs, boots, stage)
+    job.files = [out / Path(p).relative_to(stage) for p in job.files]
+    return job, record
+
+
+def _write_outputs(job: ModelJob, cfg: RunConfig, designs, data, walls, msgs, boots, out: Path) -> dict:
+    """Write every model's files into ``out`` (the staging folder); returns the run's record."""
     single = len(cfg.models) == 1
     records = {}
     for name in cfg.models:
@@ -349,7 +343,7 @@ def run_config(cfg: RunConfig):
         job.files += files
     if single:
         job.text = job.res.summary()
-        return job, records[next(iter(records))]
+        return records[next(iter(records))]
     parts = [f"== {n}: {r.formula}\n{r.summary()}" for n, r in job.results.items()]
     if job.lrt is not None:
         job.files += write_table(job.lrt, out, "lrt", cfg.output.formats)
@@ -363,6 +357,6 @@ def run_config(cfg: RunConfig):
               "wall_seconds": json_num(sum(walls.values())), **environment_record(), "config": cfg.to_dict()}
     (out / "fit.json").write_text(json.dumps(record, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     job.files += [out / "summary.txt", out / "fit.json"]
-    return job, record
+    return record
 
 

@@ -13,6 +13,8 @@ Writes into the output folder:
 ``comparison.png``         estimates ± z·SE under both analyses (needs matplotlib: ``pip install .[plot]``;
                            not with ``[output] plots = false``)
 =========================  ==========================================================================
+
+and the manifest ``.jaxmix-run.json``; the folder's rules are :mod:`jaxmix.outdir`'s.
 """
 from __future__ import annotations
 
@@ -62,19 +64,18 @@ def _sweep_record(sw) -> dict:
 
 def run_sweep_config(cfg: RunConfig) -> tuple[SweepJob, dict]:
     """Load the data, fit the sweep (and the single-level comparison), write the outputs."""
-    import jax
-
-    from . import __version__
-    from .job import _check_writable, _prepare_output, fit_messages, load_data
-    from .compare import compare_sweeps, comparison_report, plot_comparison
+    from .compare import compare_sweeps
+    from .job import fit_messages, load_data
+    from .outdir import check_output, planned_outputs, staged_output
     from .devices import start as start_devices
     from .formula import parse_formula
     from .sweep import fit_many
 
     s = cfg.sweep
     start_devices(cfg.devices.cpu_devices, cfg.devices.distributed)
+    planned = planned_outputs(cfg)
+    check_output(cfg, planned)  # before the data: the data file may be inside the output folder
     data = load_data(cfg)
-    _check_writable(cfg.output.dir)
     t0 = time.perf_counter()
     job = None
     with fit_messages("sweep") as messages:
@@ -90,7 +91,20 @@ def run_sweep_config(cfg: RunConfig) -> tuple[SweepJob, dict]:
             job.comparison = compare_sweeps(multi, job.single, s.compare_terms, s.alpha)
     wall = time.perf_counter() - t0
     out = Path(cfg.output.dir)
-    _prepare_output(out)
+    with staged_output(cfg, planned) as stage:  # moved into place at the end
+        record = _write_sweep_outputs(job, cfg, multi, wall, messages, stage)
+    job.files = [out / Path(p).relative_to(stage) for p in job.files]
+    return job, record
+
+
+def _write_sweep_outputs(job: SweepJob, cfg: RunConfig, multi, wall: float, messages, out: Path) -> dict:
+    """Write the sweep's files into ``out`` (the staging folder); returns the record."""
+    import jax
+
+    from . import __version__
+    from .compare import comparison_report, plot_comparison
+
+    s = cfg.sweep
     files = [out / name for name in SWEEP_OUTPUT_FILES]
     summary, fixed, varcorr, fitjson = files
     text = multi.summary()
@@ -123,4 +137,4 @@ def run_sweep_config(cfg: RunConfig) -> tuple[SweepJob, dict]:
                                 "share_differ": _num(differs.mean()) if len(differs) else None}
     fitjson.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     job.files = files
-    return job, record
+    return record

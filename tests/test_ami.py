@@ -69,7 +69,7 @@ def test_main_job_writes_the_comparison(ami_run):
     assert rc == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(["summary.txt", "fixed.csv", "varcorr.csv", "fit.json", "fixed_single_level.csv",
-                            "comparison.csv", "report.txt", "comparison.png"])
+                            "comparison.csv", "report.txt", "comparison.png", ".jaxmix-run.json"])
     comp = pd.read_csv(out / "comparison.csv")
     assert list(comp.columns) == COMPARISON_COLUMNS
     assert sorted(set(comp["term"])) == ["cardiologist", "rural", "teaching", "volume"]  # auto-detected levels

@@ -41,7 +41,11 @@ def test_run_writes_outputs(sleep_run, capsys):
     rc, out = sleep_run
     assert rc == 0
     pngs = ["caterpillar.png", "group_lines.png", "shrinkage.png"] if _has_mpl() else []
-    assert sorted(p.name for p in out.iterdir()) == sorted([*cli.OUTPUT_FILES, "anova.csv", *pngs])
+    written = sorted([*cli.OUTPUT_FILES, "anova.csv", *pngs])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*written, ".jaxmix-run.json"])
+    manifest = json.loads((out / ".jaxmix-run.json").read_text())
+    assert manifest["files"] == written and manifest["config"] == str(SLEEP) and manifest["time"][:2] == "20"
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")] == []  # no staging folder
     assert "Reaction ~ Days + (Days | Subject)" in (out / "summary.txt").read_text()
     fixed = pd.read_csv(out / "fixed.csv")
     assert list(fixed.columns) == ["term", "estimate", "se", "df", "statistic", "p", "ci_low", "ci_high"]
@@ -335,3 +339,191 @@ def test_glmm_run_matches_python_and_parquet_tables(tmp_path, capsys, monkeypatc
     fixed = pd.read_csv(out / "fixed.csv").set_index("term")
     assert fixed["estimate"].tolist() == pytest.approx(res.fixef.tolist(), rel=1e-8)
     assert np.isinf(fixed["df"]).all()  # asymptotic: z tests
+
+
+# ---- the output folder: never lose a user's file ------------------------------------------------------
+MANIFEST = ".jaxmix-run.json"
+QUICK = ["--quiet", "--set", "output.plots=false"]  # the fixture's model: compiled once per process
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _no_staging_left(out: Path) -> None:
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")] == []
+
+
+def _call(argv) -> int:
+    try:
+        return cli.main(argv)
+    except KeyboardInterrupt:  # pragma: no cover - the behaviour under test
+        pytest.fail("KeyboardInterrupt escaped jaxmix's main")
+
+
+def test_data_file_in_output_folder_is_never_written(sleep_run, tmp_path, capsys):
+    """The data file named fixed.csv inside the output folder: refused by validate and run, with or
+    without --force, and left byte for byte."""
+    out = tmp_path / "out"
+    out.mkdir()
+    jaxmix.datasets.sleepstudy().to_csv(out / "fixed.csv", index=False)
+    before = (out / "fixed.csv").read_bytes()
+    cfg = tmp_path / "inside.toml"
+    cfg.write_text(f'[data]\npath = "out/fixed.csv"\n[model]\nformula = "Reaction ~ Days + (Days | Subject)"\n'
+                   f'[output]\ndir = "{out}"\nplots = false\n')
+    for argv in (["validate", str(cfg)], ["validate", str(cfg), "--force"], ["run", str(cfg), "--quiet"],
+                 ["run", str(cfg), "--quiet", "--force"]):
+        rc = cli.main(argv)
+        _check_one_line_error(rc, capsys.readouterr().err, ["inside.toml", "[data] path", "fixed.csv",
+                                                            "inside the output folder", str(out)])
+    assert (out / "fixed.csv").read_bytes() == before and sorted(p.name for p in out.iterdir()) == ["fixed.csv"]
+    _no_staging_left(out)
+
+
+def test_foreign_files_refused_kept_with_force(sleep_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes")
+    for command in (["validate"], ["run", *QUICK]):
+        rc = cli.main([command[0], str(SLEEP), "--out", str(out), *command[1:]])
+        _check_one_line_error(rc, capsys.readouterr().err, [str(out), "'notes.txt'", "did not write", "--force"])
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert cli.main(["validate", str(SLEEP), "--out", str(out), "--force"]) == 0
+    capsys.readouterr()
+    for _ in range(2):  # a rerun with --force replaces jaxmix's files, keeps the user's
+        assert cli.main(["run", str(SLEEP), "--out", str(out), "--force", *QUICK]) == 0
+        assert (out / "notes.txt").read_text() == "my notes"
+        manifest = json.loads((out / MANIFEST).read_text())
+        assert "notes.txt" not in manifest["files"] and "fixed.csv" in manifest["files"]
+        assert sorted(p.name for p in out.iterdir()) == sorted([*manifest["files"], MANIFEST, "notes.txt"])
+    _no_staging_left(out)
+    # without --force the folder still holds a file jaxmix did not write
+    rc = cli.main(["run", str(SLEEP), "--out", str(out), *QUICK])
+    _check_one_line_error(rc, capsys.readouterr().err, ["'notes.txt'"])
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_foreign_file_with_an_output_name_is_an_error(force, sleep_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "fixed.csv").write_text("my own table\n")
+    (out / "summary.txt").write_text("my summary\n")
+    before = _snapshot(out)
+    for argv in (["validate", str(SLEEP)], ["run", str(SLEEP), *QUICK]):
+        rc = cli.main([*argv, "--out", str(out), *force])
+        _check_one_line_error(rc, capsys.readouterr().err, [str(out), "'fixed.csv'", "would write over"])
+    assert _snapshot(out) == before
+    _no_staging_left(out)
+
+
+def test_sweep_validate_refuses_foreign_files(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.txt").write_text("mine")
+    cfg = tmp_path / "sw.toml"
+    cfg.write_text('[data]\nbuiltin = "sleepstudy"\n[sweep]\nformula = "~ Days + (1 | Subject)"\noutcomes = ["Reaction"]\n')
+    rc = cli.main(["validate", str(cfg), "--out", str(out)])
+    _check_one_line_error(rc, capsys.readouterr().err, ["sw.toml", str(out), "'report.txt'", "--force"])
+    assert cli.main(["validate", str(cfg), "--out", str(out), "--force"]) == 0
+
+
+def test_two_configs_with_the_same_name(sleep_run, tmp_path, monkeypatch, capsys):
+    """a/sleep.toml and b/sleep.toml both default to out/sleep: the second is refused unless --force."""
+    monkeypatch.chdir(tmp_path)
+    text = SLEEP.read_text().replace('dir = "out/sleepstudy"', "")
+    configs = []
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        configs.append(tmp_path / sub / "sleep.toml")
+        configs[-1].write_text(text)
+    a, b = configs
+    assert cli.main(["run", str(a), *QUICK]) == 0
+    out = tmp_path / "out" / "sleep"
+    before = _snapshot(out)
+    assert json.loads(before[MANIFEST])["config"] == str(a)
+    for argv in (["validate", str(b)], ["run", str(b), *QUICK]):
+        rc = cli.main(argv)
+        _check_one_line_error(rc, capsys.readouterr().err, ["out/sleep", "another config", str(a), "--force"])
+    assert _snapshot(out) == before
+    assert cli.main(["run", str(a), *QUICK]) == 0  # the same config again: replaced
+    assert cli.main(["run", str(b), *QUICK, "--force"]) == 0
+    assert json.loads((out / MANIFEST).read_text())["config"] == str(b)
+    _no_staging_left(out)
+
+
+def test_rerun_removes_stale_results(sleep_run, tmp_path, capsys):
+    """Stale anova.csv, lrt.csv and model folders of an earlier run of the config are removed."""
+    cfg = tmp_path / "two.toml"
+    cfg.write_text('[data]\nbuiltin = "sleepstudy"\n[models.null]\nformula = "Reaction ~ Days"\n[models.full]\n'
+                   'formula = "Reaction ~ Days + (Days | Subject)"\nanova = true\n[comparisons]\nlrt = ["null", "full"]\n'
+                   '[output]\nplots = false\n')
+    out = tmp_path / "out"
+    assert cli.main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    assert {"null", "full", "lrt.csv"} <= {p.name for p in out.iterdir()} and (out / "full" / "anova.csv").exists()
+    cfg.write_text('[data]\nbuiltin = "sleepstudy"\n[model]\nformula = "Reaction ~ Days + (Days | Subject)"\n'
+                   '[output]\nplots = false\n')
+    assert cli.main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted([*cli.OUTPUT_FILES, MANIFEST])
+    assert cli.main(["run", str(cfg), "--out", str(out), "--set", "inference.anova=true", *QUICK]) == 0
+    assert (out / "anova.csv").exists()
+    assert cli.main(["run", str(cfg), "--out", str(out), *QUICK]) == 0
+    assert not (out / "anova.csv").exists()
+    _no_staging_left(out)
+
+
+def _previous_run(tmp_path) -> tuple[Path, dict]:
+    out = tmp_path / "out"
+    assert cli.main(["run", str(SLEEP), "--out", str(out), *QUICK]) == 0
+    (out / "summary.txt").write_text("the previous run\n")  # to see whether it is rewritten
+    return out, _snapshot(out)
+
+
+def test_failed_write_leaves_previous_results(sleep_run, tmp_path, monkeypatch, capsys):
+    from jaxmix import job
+
+    out, before = _previous_run(tmp_path)
+
+    def broken(*a, **k):
+        raise RuntimeError("disk trouble")
+
+    monkeypatch.setattr(job, "write_table", broken)  # after summary.txt is written
+    rc = cli.main(["run", str(SLEEP), "--out", str(out), *QUICK])
+    assert rc == 1 and "disk trouble" in capsys.readouterr().err
+    assert _snapshot(out) == before
+    _no_staging_left(out)
+
+
+@pytest.mark.parametrize("where", ["fit", "writing"])
+def test_ctrl_c_one_line_130_previous_results_kept(where, sleep_run, tmp_path, monkeypatch, capsys):
+    import jaxmix.model
+    from jaxmix import job
+
+    out, before = _previous_run(tmp_path)
+    capsys.readouterr()
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(*((jaxmix.model, "fit") if where == "fit" else (job, "write_table")), interrupt)
+    rc = _call(["run", str(SLEEP), "--out", str(out), *QUICK])
+    err = capsys.readouterr().err
+    assert rc == 130 and "Traceback" not in err
+    assert err.splitlines() == [f"jaxmix: interrupted; the output folder '{out}' and its files left as they were"]
+    assert _snapshot(out) == before
+    _no_staging_left(out)
+
+
+@pytest.mark.parametrize("ddf, limit, needles", [
+    ("kenward-roger", "KR_MAX_ROWS", ["[model] ddf 'kenward-roger'", "limited to 100 rows", "satterthwaite"]),
+    ("containment", "RANK_MAX_COLUMNS", ["[model] ddf 'containment'", "limited to 10 columns"]),
+])
+def test_validate_checks_df_size_limits(ddf, limit, needles, tmp_path, monkeypatch, capsys):
+    """The df methods' size limits (inference.KR_MAX_ROWS, RANK_MAX_COLUMNS; lowered here to use
+    sleepstudy's 180 rows and 38 columns) refuse in validate, and in run before any fit."""
+    from jaxmix import inference
+
+    monkeypatch.setattr(inference, limit, {"KR_MAX_ROWS": 100, "RANK_MAX_COLUMNS": 10}[limit])
+    for argv in (["validate", str(SLEEP)], ["run", str(SLEEP), "--quiet"]):
+        rc = cli.main([*argv, "--out", str(tmp_path / "o"), "--set", f"inference.ddf={ddf}"])
+        _check_one_line_error(rc, capsys.readouterr().err, ["sleepstudy.toml", *needles])
+    assert list(tmp_path.iterdir()) == []

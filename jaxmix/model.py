@@ -11,6 +11,7 @@ import numpy as np
 from .covariance import theta_layout
 from .crossprod import RowData, cross_products, terms_structure
 from .design import Design, build_design, check_nobs_vs_nre
+from . import runtime
 from .errors import JaxmixError, JaxmixWarning
 from .formula import parse_formula
 from .optimize import status_message
@@ -48,6 +49,7 @@ def fit(formula: str, data, method: str | None = None, weights=None, family: str
     Returns:
       :class:`jaxmix.MixedResults`.
     """
+    runtime.start()
     fam = str(family).lower()
     if fam != "gaussian":
         from .model_glmm import fit_glmm

@@ -25,6 +25,7 @@ import pandas as pd
 
 from .covariance import theta_layout
 from .design import Design, _drop_aliased, as_data_frame, build_design
+from . import runtime
 from .errors import JaxmixError, JaxmixWarning
 from .formula import parse_formula
 from .optimize import status_message as _opt_message
@@ -268,6 +269,7 @@ def fit_many(formula: str, data, outcomes=None, *, Y=None, names=None, family: s
       ...                      family="binomial")
       >>> sw.fixef, sw.se, sw.to_frame()
     """
+    runtime.start()
     t0 = time.perf_counter()
     if not (vmap_width is None or (isinstance(vmap_width, str) and vmap_width == "auto")
             or (isinstance(vmap_width, (int, np.integer)) and not isinstance(vmap_width, bool) and vmap_width >= 1)):

@@ -24,6 +24,8 @@ import pytest  # noqa: E402
 
 import jaxmix  # noqa: E402
 
+jaxmix.runtime.start()  # float64 before the tests build JAX arrays of their own
+
 DATA_DIR = Path(__file__).parent / "data"
 REFERENCE_FILE = DATA_DIR / "lme4_reference.json"
 

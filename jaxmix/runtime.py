@@ -1,0 +1,44 @@
+"""Process-wide settings a fit needs, applied when the first fit starts (``import jaxmix`` sets none).
+
+:func:`start` (idempotent) is called by :func:`jaxmix.fit`, :func:`jaxmix.fit_many` and everything built
+on them.  It
+
+* switches JAX to 64-bit floats (``jax_enable_x64``: results must match lme4; ``dtype="float32"``
+  is the opt-in for single precision);
+* turns on JAX's persistent compilation cache in ``$JAXMIX_CACHE_DIR`` (default
+  ``~/.cache/jaxmix/xla``; ``off`` disables it; a cache folder the user gave JAX is left alone);
+* splits the CPU into ``$JAXMIX_CPU_DEVICES`` devices when that is set (see
+  :func:`jaxmix.use_cpu_devices`);
+* unless ``JAXMIX_GC_FREEZE=0``, moves the objects alive at that moment (the modules of jax, numpy,
+  pandas, scipy, ...) out of Python's cyclic garbage collector (``gc.freeze()``): tracing a model
+  allocates millions of objects, and every full collection would walk these again.
+
+Code that builds JAX arrays for jaxmix's functions before its first fit calls :func:`start` first.
+"""
+from __future__ import annotations
+
+import gc
+import os
+
+import jax
+
+from ._cache import enable_compilation_cache
+
+__all__ = ["start"]
+
+_STARTED = [False]
+
+
+def start() -> None:
+    """Apply the settings above once per process."""
+    if _STARTED[0]:
+        return
+    _STARTED[0] = True
+    jax.config.update("jax_enable_x64", True)
+    enable_compilation_cache()
+    if os.environ.get("JAXMIX_CPU_DEVICES", "").strip():
+        from .devices import use_cpu_devices
+
+        use_cpu_devices(os.environ["JAXMIX_CPU_DEVICES"].strip())
+    if os.environ.get("JAXMIX_GC_FREEZE", "1").strip().lower() not in ("0", "false", "no", "off"):
+        gc.freeze()

@@ -15,6 +15,7 @@ from . import runtime
 from .errors import JaxmixError, JaxmixWarning
 from .formula import parse_formula
 from .optimize import status_message
+from .options import check_fit_options
 from .results import MixedResults, OptimSummary
 
 __all__ = ["fit"]
@@ -41,16 +42,20 @@ def fit(formula: str, data, method: str | None = None, weights=None, family: str
       data: a pandas DataFrame.
       method: ``"REML"`` (default for Gaussian) or ``"ML"``; ``"Laplace"`` or ``"AGQ"`` for GLMMs.
       weights: prior weights, a column name or an array.
-      family, link, nagq, offset, trials: generalised models (binomial, poisson).
+      family, link, nagq, offset, trials: generalised models (binomial, poisson); ``nagq`` (1 to 25
+        Gauss-Hermite points) and ``trials`` (binomial) are refused for a Gaussian model.
       dtype: ``"float64"`` (default, needed to match lme4) or ``"float32"`` (opt-in, faster on GPUs).
       max_iter, gtol: L-BFGS iteration limit; convergence tolerance on the largest absolute
-        gradient entry of the objective (deviance units).
+        gradient entry of the objective (deviance units).  Bad values of any argument raise a
+        :class:`jaxmix.JaxmixError` naming it (:func:`jaxmix.options.check_fit_options`).
 
     Returns:
       :class:`jaxmix.MixedResults`.
     """
     runtime.start()
     fam = str(family).lower()
+    opts = check_fit_options(fam, nagq=nagq, trials=trials, max_iter=max_iter, gtol=gtol)
+    nagq, max_iter, gtol = opts["nagq"], opts["max_iter"], opts["gtol"]
     if fam != "gaussian":
         from .model_glmm import fit_glmm
 

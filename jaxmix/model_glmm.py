@@ -19,10 +19,21 @@ from .families import Family, get_family
 from .formula import ParsedFormula, _split_top, parse_formula
 from ._cache import compiled_program
 from .glmm import GlmmData, fit_program_jit
-from .optimize import status_message
+from .optimize import status_message as status_message_opt
 from .results import MixedResults, OptimSummary
 
-__all__ = ["fit_glmm", "glm_irls", "glmm_vcov"]
+__all__ = ["fit_glmm", "glm_irls", "glmm_vcov", "separated_columns", "separation_suspected", "status_message",
+           "SEPARATION_STATUS"]
+
+#: ``optim.status`` / ``sweep.status`` of a GLMM whose fixed effects are (quasi-)completely separated
+#: (after the optimiser's codes 0-4 and fit_many's screening codes 10-15)
+SEPARATION_STATUS = 20
+SEPARATION_MESSAGE = "fixed effects (quasi-)completely separated: estimates infinite, standard errors NaN"
+
+
+def status_message(code: int) -> str:
+    """The optimiser's status messages, and :data:`SEPARATION_STATUS`'s."""
+    return SEPARATION_MESSAGE if int(code) == SEPARATION_STATUS else status_message_opt(code)
 
 
 def _eval_expr(expr: str, data: pd.DataFrame, what: str) -> np.ndarray:
@@ -202,8 +213,103 @@ def glmm_vcov(H, on_boundary, nt: int, p: int):
             raise np.linalg.LinAlgError
         return vcov, None
     except np.linalg.LinAlgError:
-        return 2.0 * np.linalg.pinv(H[nt:, nt:]), ("Hessian of the deviance is not positive definite; standard "
-                                                    "errors use the fixed-effects block alone")
+        pass
+    Hb = H[nt:, nt:]
+    nan = np.full((p, p), np.nan)
+    if not np.all(np.isfinite(Hb)):
+        return nan, "Hessian of the deviance is not finite; standard errors are NaN"
+    try:
+        vcov = 2.0 * np.linalg.pinv(Hb)
+    except np.linalg.LinAlgError:
+        return nan, "Hessian of the deviance cannot be inverted; standard errors are NaN"
+    return vcov, "Hessian of the deviance is not positive definite; standard errors use the fixed-effects block alone"
+
+
+def separation_suspected(glm=None, beta=None, fun=None, vcov_note=None) -> bool:
+    """Cheap signs that the fixed effects may be separated (then :func:`separated_columns` decides).
+
+    ``glm = (X, prior weights, vcov, converged, flag)`` of the GLM start (:func:`glm_irls`): it did
+    not converge, has very large estimates or SEs (its ``flag``), or a fitted linear predictor with an
+    SE above 100 (information below 1e-4: fitted probabilities or means at 0 or 1).  A GLMM fit
+    (``beta``, ``fun``) that is not finite or has an estimate above 15 in absolute value; a deviance
+    Hessian that needed :func:`glmm_vcov`'s fallback (``vcov_note``).
+    """
+    if vcov_note is not None or (fun is not None and not np.isfinite(fun)):
+        return True
+    if beta is not None and (not np.all(np.isfinite(beta)) or (beta.size and np.max(np.abs(beta)) > 15)):
+        return True
+    if glm is None:
+        return False
+    X, pw, vcov, converged, flag = glm
+    V = np.asarray(vcov, dtype=float)
+    if flag or not converged or not np.all(np.isfinite(V)):
+        return True
+    Xu = np.asarray(X, dtype=float)[np.asarray(pw) > 0]
+    return bool(Xu.size and np.max(np.einsum("ij,jk,ik->i", Xu, V, Xu)) > 1e4)
+
+
+def separated_columns(fam: Family, X, y, ntr, pw, x_names) -> list[str]:
+    """The fixed-effect columns of a direction along which the likelihood increases without bound.
+
+    (Quasi-)complete separation: a direction v ≠ 0 with x′v ≥ 0 on the rows with all successes,
+    x′v ≤ 0 on those with all failures (poisson: zero counts), x′v = 0 on the others, and x′v ≠ 0 on
+    some row; then the maximum-likelihood estimates (of the GLM and of the GLMM, whose random effects
+    are penalised) are infinite.  Found exactly by a linear program (Konis, 2007), rows with zero
+    prior weight left out.  Returns [] when there is none.
+    """
+    from scipy.optimize import linprog
+
+    use = np.asarray(pw, dtype=float) > 0
+    X = np.asarray(X, dtype=float)[use]
+    y, ntr = np.asarray(y, dtype=float)[use], np.asarray(ntr, dtype=float)[use]
+    n, p = X.shape
+    if n == 0 or p == 0:
+        return []
+    scale = np.max(np.abs(X), axis=0)
+    Xs = X / np.where(scale > 0, scale, 1.0)
+    lo = y <= 0
+    hi = (y >= ntr) if fam.name == "binomial" else np.zeros(n, dtype=bool)
+    ext = lo | hi
+    if not ext.any():
+        return []
+    sign = np.where(hi, 1.0, -1.0)[ext]
+
+    def direction(cols):  # v over ``cols`` (others 0) maximising Σ sign·x′v, or None without separation
+        Xc = Xs[:, cols]
+        kw = {"A_eq": Xc[~ext], "b_eq": np.zeros(int((~ext).sum()))} if (~ext).any() else {}
+        try:
+            r = linprog(-(sign @ Xc[ext]), A_ub=-(sign[:, None] * Xc[ext]), b_ub=np.zeros(int(ext.sum())),
+                        bounds=[(-1.0, 1.0)] * len(cols), method="highs", **kw)
+        except Exception:  # noqa: BLE001 - an LP that fails gives no evidence of separation
+            return None
+        if r.status != 0 or not -r.fun > 1e-6 * max(1, int(ext.sum())):
+            return None
+        return np.asarray(r.x, dtype=float)
+
+    # one column alone (a covariate or factor level that predicts the response): no LP needed
+    sx = sign[:, None] * Xs[ext]
+    flat = np.all(np.abs(Xs[~ext]) <= 1e-12, axis=0)
+    alone = flat & (np.all(sx >= -1e-12, axis=0) & np.any(sx > 1e-12, axis=0)
+                    | np.all(sx <= 1e-12, axis=0) & np.any(sx < -1e-12, axis=0))
+    if alone.any():
+        return [str(x_names[c]) for c in np.flatnonzero(alone)]
+    cols = np.arange(p)
+    v = direction(cols)
+    if v is None:
+        return []
+    main = cols[np.abs(v) >= 1e-2 * np.max(np.abs(v))]  # a direction on fewer columns names them better
+    if len(main) < p:
+        v_main = direction(main)
+        if v_main is not None:
+            cols, v = main, v_main
+    return [str(x_names[c]) for c, vj in zip(cols, v) if abs(vj) > 1e-6]
+
+
+def separation_message(columns) -> str:
+    """The warning of a separated GLMM (``jaxmix.fit``; a note in ``fit_many``)."""
+    return (f"fixed effects (quasi-)completely separated by {', '.join(columns)}: a combination of them predicts "
+            "the response perfectly on some rows, so their maximum-likelihood estimates are infinite; the fit "
+            f"is not converged (status {SEPARATION_STATUS}) and its standard errors are NaN")
 
 
 def _probit_inv(mu):
@@ -248,7 +354,7 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
                           f"with {[t.q for t in design.terms]} column(s)")
     X, pw, off = design.X, design.weights, design.offset
     beta0, dev0, vcov0, conv0, separated = glm_irls(fam, X, y, ntr, pw, off)
-    if separated:
+    if separated and not design.terms:
         warnings.warn("fixed effects appear to be (quasi-)completely separated: some estimates are very "
                       "large; their standard errors are not reliable", JaxmixWarning, stacklevel=3)
     if not design.terms:
@@ -274,7 +380,14 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
     x = np.asarray(res.x, dtype=float)
     theta, beta = x[:nt], x[nt:]
     vcov, msg = glmm_vcov(np.asarray(res.hess, dtype=float), np.asarray(res.on_boundary), nt, p)
-    if msg:
+    status = int(res.status)
+    sep = []
+    if separation_suspected((X, pw, vcov0, conv0, separated), beta, float(res.fun), msg):
+        sep = separated_columns(fam, X, y, ntr, pw, design.x_names)
+    if sep:  # infinite estimates: not converged, whatever the gradient says; no standard errors
+        status, vcov = SEPARATION_STATUS, np.full((p, p), np.nan)
+        warnings.warn(separation_message(sep), JaxmixWarning, stacklevel=3)
+    elif msg:
         warnings.warn(msg, JaxmixWarning, stacklevel=3)
     lams = lambdas(jnp.asarray(theta, dt), tl)
     from .lmm import cond_var
@@ -292,9 +405,8 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
         f = fisher_factor_jit(jnp.asarray(x, dt), u, fam, d, idx, layout, tl)
         return [np.asarray(c, dtype=float) for c in cond_var(f, lams, idx, layout)]
 
-    status = int(res.status)
     converged = status == 0
-    if not converged:
+    if not converged and not sep:
         warnings.warn(f"model did not converge: {status_message(status)} "
                       f"(max|grad| = {np.max(np.abs(res.grad)):.2e})", JaxmixWarning, stacklevel=3)
     optim = OptimSummary(theta_init=np.asarray(params0), iterations=int(res.n_iter), evaluations=int(res.n_eval),

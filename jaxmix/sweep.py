@@ -28,7 +28,7 @@ from .design import Design, _drop_aliased, as_data_frame, build_design
 from . import runtime
 from .errors import JaxmixError, JaxmixWarning
 from .formula import parse_formula
-from .optimize import status_message as _opt_message
+from .options import check_fit_options
 from .results import MixedResults, _make_unique
 
 __all__ = ["fit_many", "Sweep", "SWEEP_STATUS", "status_message"]
@@ -45,8 +45,10 @@ SWEEP_STATUS = {
 
 
 def status_message(code: int) -> str:
+    from .model_glmm import status_message as fit_message  # the optimiser's codes and GLMM separation (20)
+
     code = int(code)
-    return SWEEP_STATUS[code] if code in SWEEP_STATUS else _opt_message(code)
+    return SWEEP_STATUS[code] if code in SWEEP_STATUS else fit_message(code)
 
 
 # ---- the problem: one design, k responses ----------------------------------------------------
@@ -93,6 +95,8 @@ def _setup(formula, data, outcomes, Y, names, family, link, method, nagq, weight
         raise JaxmixError(f"fit_many takes a formula without a response (e.g. '~ x + (1 | g)'); "
                           f"got {parsed.response!r} on the left of '~': pass the responses as outcomes=[...] or Y=")
     data = as_data_frame(data)
+    if Y is not None:
+        Y = _outcome_matrix(Y, data)
     if not data.index.is_unique:
         data = data.reset_index(drop=True)
     fam_name = str(family).lower()
@@ -121,7 +125,7 @@ def _setup(formula, data, outcomes, Y, names, family, link, method, nagq, weight
             Yfull[:, outcomes.index(c)] = np.inf
         names = list(outcomes) if names is None else list(names)
     else:
-        Yfull = np.asarray(Y, dtype=float)
+        Yfull = Y
         if Yfull.ndim == 1:
             Yfull = Yfull[:, None]
         if Yfull.ndim != 2 or Yfull.shape[0] != len(data):
@@ -154,6 +158,28 @@ def _setup(formula, data, outcomes, Y, names, family, link, method, nagq, weight
     return _Problem(design=design, Y=Yfull[pos], names=names, family=fam_name, link=link_name, fam=fam,
                     method=meth, nagq=nagq, ntr=ntr, rhs=rhs, has_trials=has_trials,
                     offset_column=offset if isinstance(offset, str) else None, data=given[0], args=given[1])
+
+
+def _outcome_matrix(Y, data: pd.DataFrame) -> np.ndarray:
+    """``Y=`` as a float array in the rows of ``data``: a DataFrame or Series is aligned on the data's
+    index (the same labels, in any order); anything else is taken by position."""
+    if isinstance(Y, (pd.DataFrame, pd.Series)):
+        idx = Y.index
+        if not idx.equals(data.index):
+            if not (idx.is_unique and data.index.is_unique and len(idx) == len(data.index)
+                    and idx.isin(data.index).all()):
+                extra = [v for v in idx[~idx.isin(data.index)][:3]]
+                lacking = [v for v in data.index[~data.index.isin(idx)][:3]]
+                what = (f"Y has row label(s) {extra} that are not in the data's index" if extra else
+                        f"the data's row label(s) {lacking} are not in Y's index" if lacking else
+                        "Y's or the data's index has repeated labels")
+                raise JaxmixError(f"the index of Y (a pandas {type(Y).__name__}) does not match the data's index: "
+                                  f"{what}; align them, or pass Y.to_numpy() to take the rows by position")
+            Y = Y.reindex(data.index)
+    try:
+        return np.asarray(Y, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise JaxmixError(f"Y must be a rectangular (n rows of data) x k array of numbers: {exc}") from None
 
 
 # ---- per-outcome screening -------------------------------------------------------------------
@@ -246,9 +272,11 @@ def fit_many(formula: str, data, outcomes=None, *, Y=None, names=None, family: s
       data: a pandas DataFrame with the covariates (and the outcome columns).
       outcomes: column names of the responses, or
       Y: an (n rows of ``data``) x k array of responses (NaN = missing), named by ``names``
-        (default ``y0, y1, ...``).
+        (default ``y0, y1, ...``); a pandas DataFrame or Series is aligned on the data's index (the
+        same labels, in any order; other labels are an error).
       family, link, method, nagq, weights, offset, trials, dtype, max_iter, gtol: as for
-        :func:`jaxmix.fit`; the same for every outcome.
+        :func:`jaxmix.fit` (checked by the same :func:`jaxmix.options.check_fit_options`); the same for
+        every outcome.
       devices: the devices to shard the outcome axis over (default ``jax.devices()``).
       batch_size: fit in chunks of this many outcomes (one compiled shape; a progress bar shows).
       progress: force the progress bar on or off.
@@ -271,9 +299,9 @@ def fit_many(formula: str, data, outcomes=None, *, Y=None, names=None, family: s
     """
     runtime.start()
     t0 = time.perf_counter()
-    if not (vmap_width is None or (isinstance(vmap_width, str) and vmap_width == "auto")
-            or (isinstance(vmap_width, (int, np.integer)) and not isinstance(vmap_width, bool) and vmap_width >= 1)):
-        raise JaxmixError(f"vmap_width must be 'auto', None or a positive integer, got {vmap_width!r}")
+    opts = check_fit_options(family, nagq=nagq, trials=trials, max_iter=max_iter, gtol=gtol, batch_size=batch_size,
+                             vmap_width=vmap_width)
+    nagq, max_iter, gtol = opts["nagq"], opts["max_iter"], opts["gtol"]
     pb = _setup(formula, data, outcomes, Y, names, family, link, method, nagq, weights, offset, trials)
     return _fit_problem(pb, dtype=dtype, max_iter=max_iter, gtol=gtol, devices=devices,
                         batch_size=batch_size, progress=progress, t0=t0, vmap_width=vmap_width)

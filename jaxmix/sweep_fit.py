@@ -52,9 +52,9 @@ def _all_failed(pb, mask, status, nobs, p, nt, n_params) -> Sweep:
                  singular_=np.zeros(k, dtype=bool), n_params=n_params, _build=lambda j: None)
 
 
-def _optim(res, j: int, theta_init, compile_s: float, fit_s: float) -> OptimSummary:
+def _optim(res, j: int, theta_init, compile_s: float, fit_s: float, status=None) -> OptimSummary:
     g = np.asarray(res.grad[j], dtype=float)
-    st = int(res.status[j])
+    st = int(res.status[j] if status is None else status)
     return OptimSummary(theta_init=np.asarray(theta_init, dtype=float), iterations=int(res.n_iter[j]),
                         evaluations=int(res.n_eval[j]), grad=g, grad_norm=float(np.linalg.norm(g)),
                         hess_min_eig=float(res.hess_min_eig[j]), status=st, message=status_message(st),
@@ -147,10 +147,11 @@ def fit_lmm_batch(pb: _Problem, mask, status, nobs, dtype, max_iter, gtol, devic
 
 
 # ---- GLMM ------------------------------------------------------------------------------------
-def _glm_starts(pb: _Problem, mask, status, notes: dict, tl) -> np.ndarray:
+def _glm_starts(pb: _Problem, mask, status, suspect: np.ndarray, tl) -> np.ndarray:
     """(θ, β) starts of every good outcome: β from a GLM on its own rows, θ from
-    :func:`jaxmix.model_glmm.theta_start` (the starts ``jaxmix.fit`` uses)."""
-    from .model_glmm import glm_irls, theta_start
+    :func:`jaxmix.model_glmm.theta_start` (the starts ``jaxmix.fit`` uses).  ``suspect[j]`` is set
+    where the GLM shows signs of separation (:func:`jaxmix.model_glmm.separation_suspected`)."""
+    from .model_glmm import glm_irls, separation_suspected, theta_start
 
     d = pb.design
     p = d.X.shape[1]
@@ -158,19 +159,17 @@ def _glm_starts(pb: _Problem, mask, status, notes: dict, tl) -> np.ndarray:
     for j in np.flatnonzero(status == 0):
         m = mask[:, j]  # all rows, the outcome's missing ones with zero weight: one compiled shape
         yj, wj = np.where(m, pb.Y[:, j], 0.0), d.weights * m
-        beta0, _, _, _, separated = glm_irls(pb.fam, d.X, yj, pb.ntr, wj, d.offset, tol=1e-8)  # β is refined
+        beta0, _, vcov0, conv0, separated = glm_irls(pb.fam, d.X, yj, pb.ntr, wj, d.offset, tol=1e-8)  # refined later
         out[j] = np.concatenate([theta_start(pb.fam, d.X, yj, pb.ntr, wj, d.offset, beta0, d.terms, tl), beta0])
-        if separated:
-            notes.setdefault(pb.names[j], []).append(
-                "fixed effects appear to be (quasi-)completely separated: some estimates are very large; "
-                "their standard errors are not reliable")
+        suspect[j] = separation_suspected((d.X, wj, vcov0, conv0, separated))
     return out
 
 
 def fit_glmm_batch(pb: _Problem, mask, status, nobs, dtype, max_iter, gtol, devices, batch_size, progress,
                    start=None, desc="fitting", vmap_width="auto") -> Sweep:
     from .model import _dtype
-    from .model_glmm import glmm_vcov
+    from .model_glmm import (SEPARATION_STATUS, glmm_vcov, separated_columns, separation_message,
+                             separation_suspected)
 
     dt = np.dtype(_dtype(dtype))
     d = pb.design
@@ -185,8 +184,9 @@ def fit_glmm_batch(pb: _Problem, mask, status, nobs, dtype, max_iter, gtol, devi
     if not (status == 0).any():
         return _all_failed(pb, mask, status, nobs, p, nt, p + nt)
     notes: dict = {}
+    suspect = np.zeros(len(pb.names), dtype=bool)
     if start is None:
-        params0 = _glm_starts(pb, mask, status, notes, tl)
+        params0 = _glm_starts(pb, mask, status, suspect, tl)
     else:
         params0 = np.broadcast_to(np.asarray(start, dtype=float), (len(pb.names), nt + p)).copy()
     fill, M, Yc, PW, same = _row_args(pb, mask, status, dt)
@@ -206,12 +206,18 @@ def fit_glmm_batch(pb: _Problem, mask, status, nobs, dtype, max_iter, gtol, devi
     H = np.asarray(res.hess, dtype=float)
     onb = np.asarray(res.on_boundary)
     vcov = _nan((len(ok), p, p))
-    for j in np.flatnonzero(ok):
-        vcov[j], note = glmm_vcov(H[j], onb[j], nt, p)
-        if note:
-            notes.setdefault(pb.names[j], []).append(note)
     obj = np.where(ok, np.asarray(res.fun, dtype=float), np.nan)
     st = np.where(ok, np.asarray(res.status), status)
+    for j in np.flatnonzero(ok):
+        vcov[j], note = glmm_vcov(H[j], onb[j], nt, p)
+        sep = []
+        if suspect[j] or separation_suspected(beta=beta[j], fun=obj[j], vcov_note=note):
+            m = mask[:, j]
+            sep = separated_columns(pb.fam, d.X[m], pb.Y[m, j], pb.ntr[m], d.weights[m], d.x_names)
+        if sep:  # as jaxmix.fit: infinite estimates, not converged, no standard errors
+            st[j], vcov[j], note = SEPARATION_STATUS, np.nan, separation_message(sep)
+        if note:
+            notes.setdefault(pb.names[j], []).append(note)
     singular = ok & _is_singular_batch(np.nan_to_num(theta, nan=1.0), tl, onb)
     b_all = ranef_batch(np.asarray(u[0], dtype=float), np.asarray(u[1], dtype=float), theta, tl, layout)
     idx_j = type(idx)(*(jnp.asarray(a) for a in idx))
@@ -234,7 +240,7 @@ def fit_glmm_batch(pb: _Problem, mask, status, nobs, dtype, max_iter, gtol, devi
             formula=sub.parsed.formula, family=pb.family, link=pb.link, method=method, design=sub, beta=beta[j],
             vcov_beta=vcov[j], theta=theta[j], sigma=1.0, loglik=-obj[j] / 2.0, objective=float(obj[j]),
             n_params=p + nt, converged=bool(st[j] == 0), singular=bool(singular[j]),
-            optim=_optim(res, j, params0[j], cs, rs), b=[bk[j][uu] for bk, uu in zip(b_all, used)],
+            optim=_optim(res, j, params0[j], cs, rs, st[j]), b=[bk[j][uu] for bk, uu in zip(b_all, used)],
             _condvar_fn=condvar,
             extra={"nagq": pb.nagq, "trials": pb.ntr[mask[:, j]], "offset_column": pb.offset_column})
 

@@ -303,3 +303,99 @@ def test_theta_start_is_the_moment_estimate_of_the_group_sd():
         starts[sd] = theta_start(fam, des.X, des.y, ones, ones, des.offset, beta0, des.terms, tl)
     assert 0.35 < starts[0.5][0] < 0.65 and starts[0.5][1] == 1.0
     assert starts[0.0][0] == 0.1 and starts[0.0][1] == 1.0
+
+
+# ---- separation and the fit arguments --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cbpp_separated():
+    """cbpp with two separating covariates: ``quasi`` (1 where a row has cases: the rows without any
+    have quasi = 0, the others mix) and ``x`` with a response ``ysep`` = all cases where x > 0, none else."""
+    d = load_csv("cbpp.csv")
+    rng = np.random.default_rng(3)
+    d["quasi"] = (d["incidence"] > 0).astype(float)
+    d["x"] = rng.normal(size=len(d))
+    d["ysep"] = np.where(d["x"] > 0, d["size"], 0)
+    return d
+
+
+def _separation_checks(r, column):
+    assert column in r.fixef.index and not r.converged and r.optim.status == 20
+    assert "separated" in r.optim.message
+    assert np.isnan(r.se.to_numpy()).all() and np.isnan(r.vcov.to_numpy()).all()
+
+
+def test_complete_separation_is_a_status_not_a_crash(cbpp_separated):
+    """A response that x predicts perfectly: a warning naming x, NaN SEs, not converged (status 20)."""
+    with pytest.warns(jaxmix.JaxmixWarning, match=r"separated by x: .*infinite.*status 20.*NaN"):
+        r = jaxmix.fit("ysep ~ x + (1 | herd)", cbpp_separated, family="binomial", trials="size")
+    _separation_checks(r, "x")
+
+
+def test_quasi_separation_is_not_reported_as_converged(cbpp_separated):
+    """Quasi-complete separation: the optimiser stops on a flat deviance (its gradient is small), but the
+    estimates are infinite: not converged, NaN SEs; the finite deviance is kept."""
+    f = "cbind(incidence, size - incidence) ~ quasi + (1 | herd)"
+    with pytest.warns(jaxmix.JaxmixWarning, match=r"separated by Intercept, quasi"):
+        r = jaxmix.fit(f, cbpp_separated, family="binomial")
+    _separation_checks(r, "quasi")
+    assert np.isfinite(r.loglik) and r.fixef["quasi"] > 15
+
+
+def test_separated_columns_is_exact_and_scale_free():
+    """The linear program finds separation whatever the scale of x, and none in cbpp itself."""
+    from jaxmix.families import get_family
+    from jaxmix.model_glmm import separated_columns
+
+    fam = get_family("binomial", None)
+    x = np.array([-2.0, -1.0, -0.5, 0.5, 1.0, 3.0])
+    y = (x > 0).astype(float)
+    ones = np.ones_like(x)
+    for scale in (1e-6, 1.0, 1e6):
+        X = np.column_stack([ones, scale * x])
+        assert separated_columns(fam, X, y, ones, ones, ["Intercept", "x"]) == ["x"]
+    y[0] = 1.0  # overlap: no separation
+    assert separated_columns(fam, np.column_stack([ones, x]), y, ones, ones, ["Intercept", "x"]) == []
+    d = load_csv("cbpp.csv")
+    X = np.column_stack([np.ones(len(d))] + [(d["period"] == k).to_numpy(float) for k in (2, 3, 4)])
+    assert separated_columns(fam, X, d["incidence"].to_numpy(float), d["size"].to_numpy(float),
+                             np.ones(len(d)), ["Intercept", "p2", "p3", "p4"]) == []
+    pois = get_family("poisson", None)  # a level with zero counts only: its coefficient is -inf
+    g = np.repeat([0.0, 1.0], 3)
+    counts = np.array([2.0, 1.0, 4.0, 0.0, 0.0, 0.0])
+    assert separated_columns(pois, np.column_stack([np.ones(6), g]), counts, np.ones(6), np.ones(6),
+                             ["Intercept", "g"]) == ["g"]
+
+
+@pytest.mark.parametrize("nagq, match", [
+    ("abc", "nagq must be a positive integer.*got 'abc'"),
+    (2.5, "nagq must be a positive integer.*got 2.5"),
+    (True, "nagq must be a positive integer.*got True"),
+    (26, "nagq must be at most 25 .*got 26"),
+    (1000, "nagq must be at most 25 .*got 1000"),
+])
+def test_nagq_is_checked(cbpp_separated, nagq, match):
+    """lme4's glmer takes nAGQ up to 25; a non-integer or larger value is an error naming nagq."""
+    with pytest.raises(jaxmix.JaxmixError, match=match):
+        jaxmix.fit("incidence ~ period + (1 | herd)", cbpp_separated, family="binomial", trials="size", nagq=nagq)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"gtol": -1e-4}, r"gtol must be a finite number >= 0.*got -0.0001"),
+    ({"gtol": float("nan")}, r"gtol must be a finite number >= 0.*got nan"),
+    ({"max_iter": 0}, r"max_iter must be a positive integer, got 0"),
+    ({"max_iter": 2.5}, r"max_iter must be a positive integer, got 2.5"),
+])
+def test_tolerances_are_checked(cbpp_separated, kw, match):
+    with pytest.raises(jaxmix.JaxmixError, match=match):
+        jaxmix.fit("incidence ~ period + (1 | herd)", cbpp_separated, family="binomial", trials="size", **kw)
+
+
+def test_glmm_arguments_refused_for_gaussian_and_poisson(cbpp_separated, sleepstudy):
+    f = "Reaction ~ Days + (1 | Subject)"
+    with pytest.raises(jaxmix.JaxmixError, match="nagq=5 applies to binomial and poisson GLMMs.*not to family "
+                                                  "'gaussian'"):
+        jaxmix.fit(f, sleepstudy, nagq=5)
+    with pytest.raises(jaxmix.JaxmixError, match="trials= is only for the binomial family, not 'gaussian'"):
+        jaxmix.fit(f, sleepstudy.assign(n=3), trials="n")
+    with pytest.raises(jaxmix.JaxmixError, match="trials= is only for the binomial family, not 'poisson'"):
+        jaxmix.fit("incidence ~ period + (1 | herd)", cbpp_separated, family="poisson", trials="size")

@@ -272,3 +272,72 @@ def test_unfitted_outcomes_are_warned_about_at_the_callers_line(sleep_data):
                                                    r"\(constant response\)") as rec:
         jaxmix.fit_many("~ Days + (1 | Subject)", sleep_data, outcomes=["y1", "const"])
     assert any(w.filename == __file__ for w in rec)
+
+
+# ---- separation and the fit arguments --------------------------------------------------------------
+def test_separated_outcome_gets_a_status_the_others_their_own_fit():
+    """One outcome that x predicts perfectly: status 20 and NaN SEs for it alone (the sweep used to stop
+    with a LinAlgError); the other outcome's numbers are those of a sweep without it (the same compiled
+    program; that a sweep equals jaxmix.fit is tested above)."""
+    d = pd.read_csv(REPO / "tests" / "data" / "cbpp.csv")
+    d["x"] = np.random.default_rng(3).normal(size=len(d))
+    d["ysep"] = np.where(d["x"] > 0, d["size"], 0)
+    d["inc2"] = d["incidence"]
+    with pytest.warns(jaxmix.JaxmixWarning, match=r"1 of 2 outcomes not converged.*'ysep' \(fixed effects "
+                                                   r"\(quasi-\)completely separated"):
+        sw = jaxmix.fit_many("~ x + (1 | herd)", d, outcomes=["incidence", "ysep"], family="binomial", trials="size")
+    assert sw.status.tolist() == [0, 20] and sw.converged.tolist() == [True, False]
+    assert "separated" in sw.messages["ysep"] and any("separated by x" in n for n in sw.warnings["ysep"])
+    assert sw.se.loc["ysep"].isna().all() and sw.se.loc["incidence"].notna().all()
+    r = sw["ysep"]
+    assert not r.converged and r.optim.status == 20 and np.isnan(r.se.to_numpy()).all()
+    clean = _quiet(jaxmix.fit_many, "~ x + (1 | herd)", d, outcomes=["incidence", "inc2"], family="binomial",
+                   trials="size")
+    _same_fit(sw["incidence"], clean["incidence"], rtol=1e-12)
+    assert clean.status.tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"nagq": "abc"}, "nagq must be a positive integer.*got 'abc'"),
+    ({"nagq": 2.5}, "nagq must be a positive integer.*got 2.5"),
+    ({"nagq": 1000}, "nagq must be at most 25 .*got 1000"),
+    ({"gtol": -1.0}, "gtol must be a finite number >= 0.*got -1.0"),
+    ({"max_iter": -5}, "max_iter must be a positive integer, got -5"),
+    ({"batch_size": 0}, "batch_size must be None or a positive integer, got 0"),
+    ({"batch_size": -2}, "batch_size must be None or a positive integer, got -2"),
+    ({"batch_size": 1.5}, "batch_size must be None or a positive integer, got 1.5"),
+])
+def test_fit_arguments_are_checked_as_in_fit(sleep_data, kw, match):
+    """The same checks as jaxmix.fit (jaxmix.options.check_fit_options), before anything is fitted."""
+    sleep_data = sleep_data.assign(b=(sleep_data["y1"] > 300).astype(int))
+    with pytest.raises(jaxmix.JaxmixError, match=match):
+        jaxmix.fit_many("~ Days + (1 | Subject)", sleep_data, outcomes=["b"], family="binomial", **kw)
+
+
+def test_glmm_arguments_refused_for_a_gaussian_sweep(sleep_data):
+    with pytest.raises(jaxmix.JaxmixError, match="nagq=3 applies to binomial and poisson GLMMs"):
+        jaxmix.fit_many(RHS, sleep_data, outcomes=["y1"], nagq=3)
+    with pytest.raises(jaxmix.JaxmixError, match="trials= is only for the binomial family, not 'gaussian'"):
+        jaxmix.fit_many(RHS, sleep_data.assign(n=2), outcomes=["y1"], trials="n")
+
+
+def test_ragged_Y_is_a_clear_error(sleep_data):
+    Y = [[1.0, 2.0]] * (len(sleep_data) - 1) + [[1.0]]
+    with pytest.raises(jaxmix.JaxmixError, match="Y must be a rectangular"):
+        jaxmix.fit_many(RHS, sleep_data, Y=Y)
+    with pytest.raises(jaxmix.JaxmixError, match="Y must be a rectangular"):
+        jaxmix.fit_many(RHS, sleep_data, Y=np.full((len(sleep_data), 1), "a", dtype=object))
+
+
+def test_Y_dataframe_is_aligned_on_the_data_index(sleep_data):
+    """Y= a DataFrame in another row order: matched by index label, as pandas does; an index with
+    labels that the data does not have is refused."""
+    rhs = "~ Days + (1 | Subject)"
+    ref = _quiet(jaxmix.fit_many, rhs, sleep_data, outcomes=["y1", "y3"])
+    shuffled = sleep_data[["y1", "y3"]].sample(frac=1.0, random_state=0)
+    sw = _quiet(jaxmix.fit_many, rhs, sleep_data, Y=shuffled, names=["y1", "y3"])
+    np.testing.assert_allclose(sw.fixef.to_numpy(), ref.fixef.to_numpy(), rtol=1e-9)
+    np.testing.assert_allclose(sw.loglik.to_numpy(), ref.loglik.to_numpy(), rtol=1e-12)
+    with pytest.raises(jaxmix.JaxmixError, match=r"index of Y \(a pandas DataFrame\) does not match the data's "
+                                                  r"index: Y has row label\(s\) \[1000\]"):
+        jaxmix.fit_many(rhs, sleep_data, Y=shuffled.rename(index={shuffled.index[0]: 1000}))

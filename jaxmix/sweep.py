@@ -40,7 +40,7 @@ SWEEP_STATUS = {
     12: "too few rows for the fixed effects",
     13: "fixed effects are aliased on this outcome's rows",
     14: "invalid response values",
-    15: "a grouping factor has fewer than two levels, or (LMM) as many levels as rows, on this outcome's rows",
+    15: "a grouping factor has fewer than two levels, or (LMM) no fewer random effects than rows (lme4's check.nobs.vs.nRE), on this outcome's rows",
 }
 
 
@@ -211,7 +211,8 @@ def _screen(pb: _Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 levels_bad = False
                 for t in d.terms:
                     nl = np.unique(t.codes[m]).shape[0]
-                    levels_bad |= nl < 2 or (pb.family == "gaussian" and nl >= nobs[j])
+                    # lme4 check.nobs.vs.nRE (jaxmix.design.check_nobs_vs_nre): nobs > levels * q
+                    levels_bad |= nl < 2 or (pb.family == "gaussian" and nl * t.q >= nobs[j])
                 seen[key] = (aliased, levels_bad)
             aliased, levels_bad = seen[key]
             status[j] = 13 if aliased else (15 if levels_bad else 0)

@@ -7,9 +7,9 @@ around it is numpy and scipy, so nothing of the loop is compiled.  Steps:
 2. Newton polish: the Hessian H by central differences of the exact gradient (2k gradient calls),
    the projected Newton step −H_FF⁻¹g_F on the free coordinates F (those not held at their bound by
    a gradient pointing outwards), eigenvalue-modified so that directions of negative curvature are
-   followed downhill, and a backtracking line search.  The Newton decrement λ² = g_F′H_FF⁻¹g_F
-   (≈ 2·(f − f*)) does not depend on the scale of the parameters; the polish stops when it is
-   below ``dec_tol``.
+   followed downhill, and a backtracking line search, until the gradient is at its own precision
+   (or stops shrinking).  The Newton decrement λ² = g_F′H_FF⁻¹g_F (≈ 2·(f − f*)) does not depend
+   on the scale of the parameters: the convergence test uses it beside the gradient.
 3. Boundary: coordinates with a lower bound that end within ``zero_tol`` of it are tried exactly at
    the bound (and the rest polished again); the boundary point is kept when its objective is not
    worse (MixedModels.jl's rule).
@@ -108,8 +108,13 @@ def _newton_step(g, H, free, at_bound):
     return step, float(np.sum(gv**2 / wabs)), w
 
 
-def _polish(vg, x, f, g, lower, fixed, gtol, dec_tol, max_newton, prec):
-    """Projected Newton iterations from x; ``fixed`` coordinates stay where they are."""
+def _polish(vg, x, f, g, lower, fixed, gtol, max_newton, prec):
+    """Projected Newton iterations from x until the largest free gradient entry is below ``gtol`` or
+    stops shrinking; ``fixed`` coordinates stay where they are.
+
+    Next to the optimum the decrease of f falls below its rounding noise while a Newton step still
+    shrinks the gradient: a step is taken when f decreases (Armijo), or when f rises by no more than
+    its noise and the largest free gradient entry at least halves."""
     it = 0
     H = fd_hessian(vg, x, prec.fd_step)
     while True:
@@ -119,7 +124,7 @@ def _polish(vg, x, f, g, lower, fixed, gtol, dec_tol, max_newton, prec):
         step, dec, w = _newton_step(g, H, free, at_bound)
         minimum = w[0] >= -NEG_CURV * (1.0 + np.max(np.abs(w)))
         gmax = np.max(np.abs(g[free])) if free.any() else 0.0
-        if (dec < dec_tol and gmax < gtol and minimum) or it >= max_newton:
+        if (gmax < gtol and minimum) or it >= max_newton:
             return x, f, g, H, free, dec, w, it
         t, moved = 1.0, False
         noise = prec.noise * (1.0 + abs(f))
@@ -127,7 +132,8 @@ def _polish(vg, x, f, g, lower, fixed, gtol, dec_tol, max_newton, prec):
             xn = np.maximum(x + t * step, lower)
             xn[fixed] = x[fixed]
             fn, gn = vg(xn)
-            if fn < f - 1e-4 * t * max(dec, 0.0) or (dec < 1e3 * noise and fn <= f + noise and fn < np.inf):
+            if fn < f - 1e-4 * t * max(dec, 0.0) or (
+                    fn <= f + noise and (np.max(np.abs(gn[free])) if free.any() else 0.0) < 0.5 * gmax):
                 moved = True
                 break
             t *= 0.5
@@ -168,11 +174,10 @@ def minimize_bounded(vg: Callable, x0: np.ndarray, lower: np.ndarray, *, gtol: f
         return HostResult(x, f, g, np.full((k, k), np.nan), np.nan, np.nan, n_iter, fun.n,
                           np.zeros(k, bool), 2)
     gtol_f = lambda f: gtol + prec.grad_rel * abs(f)  # noqa: E731
-    # the polish goes on to the rounding noise of f (Newton converges quadratically: a step or two)
-    pol_gtol = lambda f: 1e-3 * gtol + prec.grad_rel * abs(f)  # noqa: E731
-    dec_tol = lambda f: prec.noise * (1.0 + abs(f))  # noqa: E731
+    # the polish goes on to the gradient's own precision (Newton converges quadratically: a step or two)
+    pol_gtol = lambda f: 1e-3 * (gtol + prec.grad_rel * abs(f))  # noqa: E731
     nofix = np.zeros(k, dtype=bool)
-    x, f, g, H, free, dec, w, it = _polish(fun, x, f, g, lower, nofix, pol_gtol(f), dec_tol(f), max_newton, prec)
+    x, f, g, H, free, dec, w, it = _polish(fun, x, f, g, lower, nofix, pol_gtol(f), max_newton, prec)
     n_iter += it
     near = np.isfinite(lower) & (x > lower) & (x - lower < zero_tol)
     if near.any():  # try the bound itself
@@ -180,7 +185,7 @@ def minimize_bounded(vg: Callable, x0: np.ndarray, lower: np.ndarray, *, gtol: f
         fb, gb = fun(xb)
         if np.isfinite(fb):
             xb, fb, gb, Hb, freeb, decb, wb, itb = _polish(fun, xb, fb, gb, lower, near, pol_gtol(fb),
-                                                          dec_tol(fb), max_newton, prec)
+                                                          max_newton, prec)
             n_iter += itb
             if fb <= f + 1e-8 * (1.0 + abs(f)):
                 x, f, g, H, free, dec, w = xb, fb, gb, Hb, freeb, decb, wb

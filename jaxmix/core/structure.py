@@ -23,11 +23,12 @@ from ..crossprod import CrossProducts, Index, Layout, same_level_pairs
 
 __all__ = ["bucket", "padded_system"]
 
-#: smallest bucket per size; the reference-sized models (up to 64 levels of term 1) share one program
+#: smallest bucket per size: models up to 64 levels of term 1, 32 levels of each other term and 256
+#: observed pairs of levels share one program per model class (padding costs next to nothing there)
 MIN_LEVELS1 = 64
-MIN_ROWS_R = 16
-MIN_ENTRIES = 64
-MIN_PAIRS = 256
+MIN_ROWS_R = 32
+MIN_ENTRIES = 256
+MIN_PAIRS = 1024
 FINE = (1.0, 1.25, 1.5, 1.75)
 
 
@@ -91,7 +92,7 @@ def padded_system(codes: list[np.ndarray], nlev: list[int], Zs: list[np.ndarray]
         ck = np.asarray(codes[k], dtype=np.int64)
         qk, lk = q[k], int(nlev[k])
         # the dense Schur complement costs m³: fine buckets for the levels of terms 2..K
-        Lk = bucket(lk, max(1, MIN_ROWS_R // qk) if k == 1 else 1, FINE)
+        Lk = bucket(lk, max(1, MIN_ROWS_R // qk), FINE)
         key = ck * l1 + code1
         uniq, pid = np.unique(key, return_inverse=True)
         npair = int(uniq.shape[0])

@@ -54,9 +54,11 @@ _solution_jit = jax.jit(_solution, static_argnames=("layout", "tl", "p"))
 _cond_var_jit = jax.jit(_cond_var, static_argnames=("layout", "tl"))
 
 
-#: XLA options for the programs of small model classes: LLVM's optimisation passes cost more time
-#: compiling than they save in a fit whose blocks are this small (the dense factor is LAPACK's anyway)
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+#: XLA options for the programs of small model classes: XLA:CPU's MLIR fusion emitters and LLVM's
+#: optimisation passes cost more time compiling (about 4x) than they save in a fit whose blocks are
+#: this small (the dense factor is LAPACK's anyway)
+FAST_COMPILE = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0,
+                "xla_llvm_disable_expensive_passes": True}
 SMALL_CLASS = 4096  # padded levels of term 1 plus rows of the Schur complement
 
 

@@ -18,6 +18,7 @@ from .errors import JaxmixError, JaxmixWarning
 from .families import Family, get_family
 from .formula import ParsedFormula, _split_top, parse_formula
 from ._cache import compiled_program
+from .fitting.lmm import compile_options
 from .glmm import GlmmData, fit_program_jit
 from .optimize import status_message as status_message_opt
 from .results import MixedResults, OptimSummary
@@ -373,7 +374,8 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
     tl = theta_layout(layout.q)
     params0 = jnp.asarray(np.concatenate([theta_start(fam, X, y, ntr, pw, off, beta0, terms, tl), beta0]), dt)
     statics = dict(fam=fam, layout=layout, tl=tl, p=p, nagq=nagq, max_iter=max_iter, gtol=gtol)
-    compiled, compile_s = compiled_program(fit_program_jit, (params0,), dict(d=d, idx=idx), statics)
+    compiled, compile_s = compiled_program(fit_program_jit, (params0,), dict(d=d, idx=idx), statics,
+                                           compile_options(layout))
     res, u = compiled(params0, d=d, idx=idx)
     res = jax.tree_util.tree_map(np.asarray, res)
     nt = tl.size

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .config import ConfigError, RunConfig, load_config
 from .errors import JaxmixError
-from .job import OUTPUT_FILES, PLOT_FILES, _check_writable, load_data, one_line, prepare_run, run_config  # noqa: F401
+from .job import OUTPUT_FILES, PLOT_FILES, load_data, one_line, prepare_run, run_config  # noqa: F401
 from .outdir import check_output, planned_outputs
 from .records import cache_info, fit_record, package_versions  # noqa: F401
 

@@ -19,7 +19,7 @@ import formulaic
 from formulaic import Formula
 
 from .errors import JaxmixError, JaxmixWarning
-from .formula import ParsedFormula, RandomTerm, _split_top
+from .formula import ParsedFormula, RandomTerm, split_top
 
 __all__ = ["Term", "Design", "build_design", "term_matrix_new", "fixed_matrix_new", "as_data_frame",
            "check_nobs_vs_nre", "row_values", "split_offsets", "offset_new"]
@@ -410,7 +410,7 @@ def split_offsets(fixed: str) -> tuple[str, tuple[str, ...]]:
     """``"x + offset(np.log(e))"`` -> ``("x", ("np.log(e)",))``: the fixed part without its offset terms,
     and the expressions inside ``offset(...)`` (added to the linear predictor with coefficient 1)."""
     keep, offs = [], []
-    for piece in (p.strip() for p in _split_top(fixed, "+")):
+    for piece in (p.strip() for p in split_top(fixed, "+")):
         expr = _offset_call(piece)
         if expr == "":
             raise JaxmixError("offset() in the formula needs an expression, e.g. offset(np.log(exposure))")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from .errors import JaxmixError
 
-__all__ = ["RandomTerm", "ParsedFormula", "parse_formula", "r_power"]
+__all__ = ["RandomTerm", "ParsedFormula", "parse_formula", "r_power", "split_top"]
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def _quoted_end(text: str, i: int) -> int:
     return len(text) if end < 0 else end + 1
 
 
-def _split_top(text: str, sep: str) -> list[str]:
+def split_top(text: str, sep: str) -> list[str]:
     """Split ``text`` on ``sep`` where it is not inside brackets, backtick names or string literals."""
     parts, depth, cur, i = [], 0, [], 0
     while i < len(text):
@@ -124,7 +124,7 @@ def _bar_groups(rhs: str) -> tuple[list[tuple[int, int]], list[str]]:
                 raise JaxmixError(f"unbalanced ')' in formula right-hand side {rhs!r}")
             if depth == 0:
                 body = rhs[start + 1 : i]
-                if len(_split_top(body, "|")) > 1:
+                if len(split_top(body, "|")) > 1:
                     spans.append((start, i + 1))
                     inner.append(body)
     if depth != 0:
@@ -166,12 +166,12 @@ def _group_factors(group: str, text: str) -> list[tuple[str, ...]]:
     group = group.strip()
     if not group:
         raise JaxmixError(f"random term {text!r} has no grouping factor after '|'")
-    nest = [p.strip() for p in _split_top(group, "/")]
+    nest = [p.strip() for p in split_top(group, "/")]
     out: list[tuple[str, ...]] = []
     outer: tuple[str, ...] = ()
     for piece in nest:
         names = []
-        for n in (n.strip() for n in _split_top(piece, ":")):
+        for n in (n.strip() for n in split_top(piece, ":")):
             quoted = len(n) > 2 and n[0] == n[-1] == "`" and "`" not in n[1:-1]
             if not (quoted or _NAME.match(n)):
                 raise JaxmixError(
@@ -187,7 +187,7 @@ def _group_factors(group: str, text: str) -> list[tuple[str, ...]]:
 
 def _uncorrelated_exprs(lhs: str, text: str) -> list[str]:
     """``1 + x + z`` with ``||`` -> ["1", "0 + x", "0 + z"] (lme4's expansion)."""
-    tokens = [t.strip() for t in _split_top(lhs, "+") if t.strip()]
+    tokens = [t.strip() for t in split_top(lhs, "+") if t.strip()]
     intercept = True
     rest = []
     for t in tokens:
@@ -217,7 +217,7 @@ def parse_formula(formula: str) -> ParsedFormula:
     """
     if not isinstance(formula, str):
         raise JaxmixError(f"formula must be a string, got {type(formula).__name__}")
-    sides = _split_top(formula, "~")
+    sides = split_top(formula, "~")
     if len(sides) != 2:
         raise JaxmixError(f"formula {formula!r} must contain exactly one '~'")
     lhs, rhs = sides[0].strip(), sides[1].strip()
@@ -229,10 +229,10 @@ def parse_formula(formula: str) -> ParsedFormula:
     terms: list[RandomTerm] = []
     for body in inner:
         text = f"({body.strip()})"
-        pieces = _split_top(body, "||")
+        pieces = split_top(body, "||")
         uncorrelated = len(pieces) == 2
         if not uncorrelated:
-            pieces = _split_top(body, "|")
+            pieces = split_top(body, "|")
         if len(pieces) != 2:
             raise JaxmixError(f"random term {text!r} must have the form (expr | group)")
         expr, group = pieces[0].strip(), pieces[1].strip()
@@ -246,7 +246,7 @@ def parse_formula(formula: str) -> ParsedFormula:
     fixed = rhs
     for start, end in reversed(spans):
         fixed = fixed[:start] + " " + fixed[end:]
-    pieces = [p.strip() for p in _split_top(fixed, "+")]
+    pieces = [p.strip() for p in split_top(fixed, "+")]
     pieces = [p for p in pieces if p]
     fixed = " + ".join(pieces) if pieces else "1"
     if "|" in re.sub(r"`[^`]*`", "", fixed):

@@ -38,11 +38,12 @@ from jax.scipy.linalg import solve_triangular
 from .blocked import factorize, logdets
 from .covariance import ThetaLayout, lambdas, theta_layout
 from .errors import JaxmixError, JaxmixWarning
-from .formula import _split_top
+from .formula import split_top
 
 __all__ = ["coef_table", "wald_test", "contrast_matrix", "type3_anova", "type3_contrasts",
            "covparm_table", "vcov_covparms", "icc", "r2", "WaldTest",
-           "satterthwaite_df", "kenward_roger_parts", "containment_df", "between_within_df", "check_ddf_size"]
+           "satterthwaite_df", "kenward_roger_parts", "containment_df", "between_within_df", "check_ddf_size",
+           "is_lmm", "lmm_state", "LmmState", "satterthwaite_parts", "covbeta", "cache_get", "cache_put"]
 
 KR_MAX_ROWS = 3000  # Kenward–Roger builds n x n matrices: O(n³) time, O(n²) memory
 RANK_MAX_COLUMNS = 6000  # containment df: dense Gram matrix of [X Z]
@@ -55,11 +56,11 @@ _DDF = {"satterthwaite": "satterthwaite", "satt": "satterthwaite", "kenward-roge
         "wald": "asymptotic"}
 
 
-def _is_lmm(res) -> bool:
+def is_lmm(res) -> bool:
     return res.family == "gaussian" and res.method in ("REML", "ML") and res.is_mixed
 
 
-def _cache_get(res, key):
+def cache_get(res, key):
     """A value cached on ``res.extra`` by this module, if it was computed for this very fit.
 
     ``dataclasses.replace`` copies share ``extra``; the stamp (design object, θ, σ, β, method) keeps
@@ -69,7 +70,7 @@ def _cache_get(res, key):
     return got[1] if got is not None and got[0] == _stamp(res) else None
 
 
-def _cache_put(res, key, value):
+def cache_put(res, key, value):
     res.extra[key] = (_stamp(res), value)
     return value
 
@@ -81,14 +82,14 @@ def _stamp(res):
 
 def _ddf_method(res, ddf) -> str:
     if ddf is None:
-        if _is_lmm(res):
+        if is_lmm(res):
             return "satterthwaite"
         return "residual" if res.method == "OLS" else "asymptotic"
     key = _DDF.get(str(ddf).strip().lower().replace(" ", "-"))
     if key is None:
         raise JaxmixError(f"unknown ddf {ddf!r}: use 'satterthwaite', 'kenward-roger', 'containment', "
                           "'between-within', 'residual' or 'asymptotic'")
-    if key in ("satterthwaite", "kenward-roger") and not _is_lmm(res):
+    if key in ("satterthwaite", "kenward-roger") and not is_lmm(res):
         what = "a least-squares fit" if res.method == "OLS" else f"a {res.family} GLMM"
         raise JaxmixError(f"ddf={key!r} needs a linear mixed model; this is {what} "
                           "(use 'asymptotic', 'residual', 'containment' or 'between-within')")
@@ -101,7 +102,7 @@ def _ddf_method(res, ddf) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # the LMM pieces, recomputed from the design (cached on the results)
-class _Lmm(NamedTuple):
+class LmmState(NamedTuple):
     layout: object
     idx: object
     xp: object
@@ -112,18 +113,18 @@ class _Lmm(NamedTuple):
     reml: bool
 
 
-def _lmm(res) -> _Lmm:
-    if not _is_lmm(res):
+def lmm_state(res) -> LmmState:
+    if not is_lmm(res):
         raise JaxmixError("this needs a linear mixed model (a Gaussian fit with random effects)")
-    got = _cache_get(res, "_inf_lmm")
+    got = cache_get(res, "_inf_lmm")
     if got is None:
         from .model import lmm_arrays
 
         layout, idx, xp = lmm_arrays(res.design, jnp.float64)
         w = res.design.weights
-        got = _Lmm(layout, idx, xp, theta_layout(layout.q), float(res.nobs), res.design.X.shape[1],
+        got = LmmState(layout, idx, xp, theta_layout(layout.q), float(res.nobs), res.design.X.shape[1],
                    float(np.sum(np.log(w[w > 0]))), res.method == "REML")
-        _cache_put(res, "_inf_lmm", got)
+        cache_put(res, "_inf_lmm", got)
     return got
 
 
@@ -139,7 +140,7 @@ def varpar_deviance(vp, xp, idx, n, ldW, layout, tl: ThetaLayout, p: int, reml):
     return dev + reml * (ldRX2 - p * jnp.log(2.0 * jnp.pi * s2))
 
 
-def _covbeta(vp, xp, idx, layout, tl, p):
+def covbeta(vp, xp, idx, layout, tl, p):
     """Φ(ϑ) = σ² (L_X L_X′)⁻¹."""
     f = factorize(lambdas(vp[:-1], tl), xp, idx, layout)
     m_R = layout.m_R
@@ -150,7 +151,7 @@ def _covbeta(vp, xp, idx, layout, tl, p):
 
 def _satt_program(vp, xp, idx, n, ldW, layout, tl, p, reml):
     H = jax.hessian(varpar_deviance)(vp, xp, idx, n, ldW, layout, tl, p, reml)
-    J = jax.jacfwd(_covbeta)(vp, xp, idx, layout, tl, p)
+    J = jax.jacfwd(covbeta)(vp, xp, idx, layout, tl, p)
     return H, J
 
 
@@ -164,23 +165,23 @@ def _pinv_sym(H, tol=1e-8):
     return (U[:, pos] / ev[pos]) @ U[:, pos].T
 
 
-def _satt(res):
+def satterthwaite_parts(res):
     """(H, A = 2H⁺, J) at ϑ̂: the Hessian of d(ϑ), lmerTest's vcov_varpar and ∂Φ/∂ϑ (p, p, k)."""
-    got = _cache_get(res, "_inf_satt")
+    got = cache_get(res, "_inf_satt")
     if got is None:
-        m = _lmm(res)
+        m = lmm_state(res)
         vp = jnp.asarray(np.append(res.theta, res.sigma), jnp.float64)
         H, J = _satt_jit(vp, m.xp, m.idx, m.n, m.ldW, m.layout, m.tl, m.p, float(m.reml))
         H = np.asarray(H, dtype=float)
         H = (H + H.T) / 2
         got = (H, 2.0 * _pinv_sym(H), np.asarray(J, dtype=float))
-        _cache_put(res, "_inf_satt", got)
+        cache_put(res, "_inf_satt", got)
     return got
 
 
 def satterthwaite_df(res, L) -> np.ndarray:
     """ν = 2 (l′Φl)² / (g′Ag) for every row l of L (lmerTest's ``contest1D``)."""
-    _, A, J = _satt(res)
+    _, A, J = satterthwaite_parts(res)
     L = np.atleast_2d(np.asarray(L, dtype=float))
     v = np.einsum("ri,ij,rj->r", L, res.vcov_beta, L)
     g = np.einsum("ri,ijk,rj->rk", L, J, L)
@@ -241,7 +242,7 @@ def kenward_roger_parts(res):
 
     Dense in the n rows: O(n³) time and O(n²) memory, refused above ``KR_MAX_ROWS`` rows.
     """
-    got = _cache_get(res, "_inf_kr")
+    got = cache_get(res, "_inf_kr")
     if got is not None:
         return got
     design = res.design
@@ -298,7 +299,7 @@ def kenward_roger_parts(res):
             U += W[r, s] * (Q[r][s] - P[r] @ Phi @ P[s])
     PhiA = Phi + 2.0 * Phi @ U @ Phi
     got = (PhiA, P, W, Phi)
-    _cache_put(res, "_inf_kr", got)
+    cache_put(res, "_inf_kr", got)
     return got
 
 
@@ -424,7 +425,7 @@ def residual_df(res) -> float:
 
 def _design_df(res, method: str) -> np.ndarray:
     key = f"_inf_df_{method}"
-    got = _cache_get(res, key)
+    got = cache_get(res, key)
     if got is None:
         if method == "containment":
             got = containment_df(res)
@@ -432,7 +433,7 @@ def _design_df(res, method: str) -> np.ndarray:
             got = between_within_df(res)
         else:
             got = np.full(len(res.beta), residual_df(res))
-        _cache_put(res, key, got)
+        cache_put(res, key, got)
     return got
 
 
@@ -543,11 +544,11 @@ def contrast_matrix(res, hypothesis, rhs=None) -> tuple[np.ndarray, np.ndarray, 
     p = len(names)
     if isinstance(hypothesis, str):
         rows, cs, labels = [], [], []
-        for piece in _split_top(hypothesis, ","):
+        for piece in split_top(hypothesis, ","):
             piece = piece.strip()
             if not piece:
                 continue
-            sides = _split_top(piece, "=")
+            sides = split_top(piece, "=")
             if len(sides) > 2:
                 raise JaxmixError(f"hypothesis {piece!r} has more than one '='")
             lv, lc = _parse_linear(sides[0], names, piece)
@@ -790,7 +791,7 @@ def _glmm_hessian(res) -> np.ndarray:
     h = getattr(res.optim, "hess", None)
     if h is not None:
         return np.asarray(h, dtype=float)
-    got = _cache_get(res, "_inf_glmm_hess")
+    got = cache_get(res, "_inf_glmm_hess")
     if got is not None:
         return got
     from .crossprod import terms_structure
@@ -811,7 +812,7 @@ def _glmm_hessian(res) -> np.ndarray:
         xk, wk = (jnp.asarray(a) for a in gauss_hermite(nagq))
     fun = lambda prm: laplace_objective(prm, fam, gd, idx, layout, tl, xk, wk)  # noqa: E731
     H = np.asarray(jax.jit(jax.hessian(fun))(jnp.asarray(np.concatenate([res.theta, res.beta]))), dtype=float)
-    return _cache_put(res, "_inf_glmm_hess", H)
+    return cache_put(res, "_inf_glmm_hess", H)
 
 
 def _covparm_parts(res):
@@ -825,8 +826,8 @@ def _covparm_parts(res):
     if not res.is_mixed:
         raise JaxmixError("covariance parameters need a model with random effects")
     tl = theta_layout([t.q for t in res.design.terms])
-    if _is_lmm(res):
-        _, A, _ = _satt(res)
+    if is_lmm(res):
+        _, A, _ = satterthwaite_parts(res)
         vp = jnp.asarray(np.append(res.theta, res.sigma))
         f = lambda v: _vech_cov(v[:-1], v[-1], tl, True)  # noqa: E731
     else:

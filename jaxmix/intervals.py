@@ -29,7 +29,7 @@ from scipy import optimize, stats
 from .blocked import factorize, logdets
 from .covariance import ThetaLayout, lambdas, theta_layout
 from .errors import JaxmixError
-from .inference import _cache_get, _cache_put, _covbeta, _is_lmm, _lmm, _satt, varpar_deviance
+from .inference import cache_get, cache_put, covbeta, is_lmm, lmm_state, satterthwaite_parts, varpar_deviance
 from .lmm import objective, solve, solve_factor
 from .progress import progress_bar
 
@@ -53,10 +53,10 @@ def ml_refit(res) -> dict:
     if res.method == "ML":
         return {"theta": np.asarray(res.theta), "sigma": res.sigma, "beta": np.asarray(res.beta),
                 "deviance": res.objective, "loglik": res.loglik, "refitted": False}
-    got = _cache_get(res, "_inf_ml")
+    got = cache_get(res, "_inf_ml")
     if got is not None:
         return got
-    m = _lmm(res)
+    m = lmm_state(res)
 
     def fg(th):
         v, g = _vg_jit(jnp.asarray(th), m.xp, m.idx, m.n, m.ldW, m.layout, m.tl, m.p, False)
@@ -71,7 +71,7 @@ def ml_refit(res) -> dict:
     dev = fg(th)[0]
     got = {"theta": th, "sigma": float(np.sqrt(float(sol.r2) / m.n)), "beta": np.asarray(sol.beta, dtype=float),
            "deviance": dev, "loglik": -dev / 2, "refitted": True}
-    return _cache_put(res, "_inf_ml", got)
+    return cache_put(res, "_inf_ml", got)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,7 +174,7 @@ class _Profiler:
     """ζ for each of lme4's parameters, by constrained re-optimisation of the ML deviance."""
 
     def __init__(self, res):
-        self.m = m = _lmm(res)
+        self.m = m = lmm_state(res)
         self.ml = ml = ml_refit(res)
         self.tl = m.tl
         vp = np.append(ml["theta"], ml["sigma"])
@@ -194,7 +194,7 @@ class _Profiler:
         except np.linalg.LinAlgError:
             self.se_sig = np.full(self.k, np.nan)
         self.beta = ml["beta"]
-        Vb = np.asarray(_covbeta(jnp.asarray(vp), m.xp, m.idx, m.layout, m.tl, m.p))
+        Vb = np.asarray(covbeta(jnp.asarray(vp), m.xp, m.idx, m.layout, m.tl, m.p))
         self.se_beta = np.sqrt(np.diag(Vb))
 
     def _sig(self, x):
@@ -339,7 +339,7 @@ def confint(res, method: str = "profile", level: float = 0.95, parm=None, nsim: 
     cols = [f"{100 * (1 - level) / 2:g} %", f"{100 * (1 + level) / 2:g} %"]
     if method == "boot":
         return _select(_boot(res, level, nsim, seed, cols), parm)
-    if not _is_lmm(res):
+    if not is_lmm(res):
         if method == "wald" or not res.is_mixed:
             se = np.sqrt(np.diag(res.vcov_beta))
             out = pd.DataFrame({cols[0]: res.beta - z * se, cols[1]: res.beta + z * se}, index=list(res.x_names))
@@ -364,7 +364,7 @@ def confint(res, method: str = "profile", level: float = 0.95, parm=None, nsim: 
 
 def _wald(res, z, names, cols) -> pd.DataFrame:
     tl = theta_layout([t.q for t in res.design.terms])
-    _, A, _ = _satt(res)
+    _, A, _ = satterthwaite_parts(res)
     vp = jnp.asarray(np.append(res.theta, res.sigma))
     f = lambda v: _theta_sig(v, tl)  # noqa: E731
     psi = np.asarray(f(vp), dtype=float)

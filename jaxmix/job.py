@@ -93,7 +93,6 @@ def load_data(cfg: RunConfig) -> pd.DataFrame:
     return frame
 
 
-_check_writable = check_writable  # the name older callers import
 
 
 def _check_formats(cfg: RunConfig) -> None:

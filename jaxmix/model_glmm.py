@@ -16,7 +16,7 @@ from .crossprod import terms_structure
 from .design import as_data_frame, build_design, row_values
 from .errors import JaxmixError, JaxmixWarning
 from .families import Family, get_family
-from .formula import ParsedFormula, _split_top, parse_formula
+from .formula import ParsedFormula, split_top, parse_formula
 from ._cache import compiled_program
 from .fitting.lmm import compile_options
 from .glmm import GlmmData, fit_program_jit
@@ -56,7 +56,7 @@ def _prepare(formula: str, data: pd.DataFrame, trials, offset, family: str | Non
     resp = parsed.response
     if resp and resp.replace(" ", "").startswith("cbind("):
         inner = resp.strip()[len("cbind("):-1]
-        parts = _split_top(inner, ",")
+        parts = split_top(inner, ",")
         if len(parts) != 2:
             raise JaxmixError(f"cbind response {resp!r} needs two arguments: cbind(successes, failures)")
         k = _eval_expr(parts[0], data, "successes")

@@ -49,7 +49,7 @@ def planned_outputs(cfg: RunConfig, designs: dict | None = None) -> list[str]:
         extra = COMPARE_OUTPUT_FILES if cfg.sweep.compare_single_level else ()
         return [*SWEEP_OUTPUT_FILES, *extra, MANIFEST]
     from .job import PLOT_FILES
-    from .plots import _safe
+    from .plots import safe_name
 
     fmts = cfg.output.formats
     single = len(cfg.models) == 1
@@ -61,7 +61,7 @@ def planned_outputs(cfg: RunConfig, designs: dict | None = None) -> list[str]:
         names += [f"{pre}summary.txt", f"{pre}fit.json"] + [f"{pre}{s}.{f}" for s in stems for f in fmts]
         names += [pre + PLOT_FILES[k] for k in cfg.output.plots]
         if "caterpillar" in cfg.output.plots and designs and name in designs:
-            names += [f"{pre}caterpillar_{_safe(g)}.png" for g in dict.fromkeys(t.group for t in designs[name].terms)]
+            names += [f"{pre}caterpillar_{safe_name(g)}.png" for g in dict.fromkeys(t.group for t in designs[name].terms)]
     if not single:
         names += ["summary.txt", "fit.json"]
         if cfg.comparisons is not None:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from .errors import JaxmixError
 
-__all__ = ["caterpillar", "group_lines", "shrinkage", "shrinkage_table", "save_all"]
+__all__ = ["caterpillar", "group_lines", "shrinkage", "shrinkage_table", "save_all", "safe_name"]
 
 _MAX_LEGEND = 20
 
@@ -377,7 +377,7 @@ def shrinkage(res, x: str, group: str | None = None, data=None, ax=None):
 
 # ---- all at once ----------------------------------------------------------------------------------
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "group"
 
 
@@ -404,7 +404,7 @@ def save_all(res, folder, x: str | None = None, group: str | None = None, data=N
         figs["caterpillar.png"] = caterpillar(res, group=main, max_levels=max_levels)
         for g in dict.fromkeys(t.group for t in res.design.terms):
             if g != main:
-                figs[f"caterpillar_{_safe(g)}.png"] = caterpillar(res, group=g, max_levels=max_levels)
+                figs[f"caterpillar_{safe_name(g)}.png"] = caterpillar(res, group=g, max_levels=max_levels)
     if x is not None and "group_lines" in kinds:
         figs["group_lines.png"] = group_lines(res, x=x, group=main, data=data)
     if x is not None and "shrinkage" in kinds:

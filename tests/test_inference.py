@@ -118,8 +118,8 @@ def test_satterthwaite_is_autodiff_of_lmertest_recipe():
     # ν = 2 (l'Φl)² / (g'Ag) with A = 2 H⁻¹, H the Hessian of the deviance in (θ, σ): check H and g
     # against central differences of the same functions
     res = reference_fit("sleepstudy_intercept", "REML")
-    H, A, J = inference._satt(res)
-    m = inference._lmm(res)
+    H, A, J = inference.satterthwaite_parts(res)
+    m = inference.lmm_state(res)
     vp = np.append(res.theta, res.sigma)
 
     def dev(v):
@@ -231,7 +231,7 @@ def test_covparm_vector_term_equals_direct_hessian():
     res = reference_fit("sleepstudy_slope", "REML")
     tab = res.covparm_table()
     assert list(tab["var2"].isna()) == [True, True, False, True]
-    m = inference._lmm(res)
+    m = inference.lmm_state(res)
 
     def crit(phi):
         s2 = phi[3]

@@ -33,7 +33,7 @@ from .results import MixedResults, _make_unique
 
 __all__ = ["fit_many", "Sweep", "SWEEP_STATUS", "status_message"]
 
-#: Status codes of outcomes that were screened out before the fit (the optimiser's are 0-3).
+#: Status codes of outcomes that were screened out before the fit (the optimiser's are 0-5).
 SWEEP_STATUS = {
     10: "no non-missing rows",
     11: "constant response",

@@ -286,4 +286,4 @@ def fit_fixed_only(pb: _Problem, mask, status, nobs, progress=None) -> Sweep:
                  n_params=n_params, _build=fits.__getitem__, warnings=notes)
 
 
-assert set(SWEEP_STATUS).isdisjoint({0, 1, 2, 3})
+assert set(SWEEP_STATUS).isdisjoint({0, 1, 2, 3, 4, 5})

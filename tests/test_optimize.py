@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 from scipy.optimize import minimize_scalar
 
+import jax
 import jax.numpy as jnp
 import jaxmix
 from jaxmix.covariance import theta_layout
 from jaxmix.lmm import objective
 from jaxmix.model import lmm_arrays
-from jaxmix.optimize import minimize
+from jaxmix.optimize import minimize, status_message
 
 
 def _datasets(n_rep=12, seed=7):
@@ -66,3 +67,34 @@ def test_boundary_fit_reported_exactly_zero():
     assert small > at0  # this data set's criterion increases away from 0: a boundary fit
     assert r.theta[0] == 0.0 and r.singular and r.varcorr["vcov"].iloc[0] == 0.0
     assert r.objective == pytest.approx(at0, abs=1e-10)
+
+
+def _cosh_bowl(z):
+    """A smooth convex function that Newton needs several steps on; minimum near (1, 2)."""
+    return jnp.sum(jnp.cosh(z - jnp.asarray([1.0, 2.0]))) + 0.5 * (z[0] - z[1]) ** 2
+
+
+@pytest.mark.parametrize("scale", [1e-8, 1e-4])
+def test_minimum_does_not_depend_on_the_scale_of_a_coordinate(scale):
+    """x₂ in units `scale` times another's: the same minimum, status 0 and number of evaluations.  An
+    absolute gradient rule stops short at scale 1e-8 (its gradient in x₂ is 1e-8 times smaller)."""
+    s = jnp.asarray([1.0, scale])
+    ref = minimize(_cosh_bowl, jnp.ones(2), jnp.zeros(2), lambda x: x, lbfgs=False)
+    res = minimize(lambda x: _cosh_bowl(s * x), jnp.ones(2) / s, jnp.zeros(2), lambda x: x, lbfgs=False)
+    assert int(ref.status) == 0 and int(res.status) == 0
+    assert float(res.fun) == pytest.approx(float(ref.fun), abs=1e-12)
+    np.testing.assert_allclose(np.asarray(res.x * s), np.asarray(ref.x), rtol=1e-7)
+    assert int(res.n_eval) == int(ref.n_eval)
+
+
+def test_noisy_objective_is_not_reported_converged():
+    """Values with noise far above the tolerance that the derivatives do not see (as the rounding
+    noise of an LMM's cross-products at a residual SD ~1e-6 of the group SD) cannot confirm the
+    minimum: status 5, not 0; without the noise the same fit converges."""
+    noise = lambda x: 1e-4 * jnp.sin(1e9 * jnp.sum(x))  # noqa: E731
+    clean = lambda x: jnp.sum((x - 1.0) ** 2)  # noqa: E731
+    res = minimize(lambda x: clean(x) + jax.lax.stop_gradient(noise(x)), jnp.zeros(2), jnp.zeros(2),
+                   lambda x: x, lbfgs=False)
+    np.testing.assert_allclose(np.asarray(res.x), 1.0, atol=1e-8)  # the derivatives lead there
+    assert int(res.status) == 5 and "disagree" in status_message(5)
+    assert int(minimize(clean, jnp.zeros(2), jnp.zeros(2), lambda x: x, lbfgs=False).status) == 0

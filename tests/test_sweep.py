@@ -341,3 +341,51 @@ def test_Y_dataframe_is_aligned_on_the_data_index(sleep_data):
     with pytest.raises(jaxmix.JaxmixError, match=r"index of Y \(a pandas DataFrame\) does not match the data's "
                                                   r"index: Y has row label\(s\) \[1000\]"):
         jaxmix.fit_many(rhs, sleep_data, Y=shuffled.rename(index={shuffled.index[0]: 1000}))
+
+
+@pytest.mark.parametrize("method", ["REML", "ML"])
+def test_rescaled_covariate_reaches_the_same_optimum(sleepstudy, method):
+    """Days x 1e-6 is the same model with the Days rows of θ x 1e6 (the ML log-likelihood is the same,
+    REML's gains −log 1e-6 from log|L_X|²); an absolute gradient rule in θ stopped 4.8 short."""
+    s = 1e-6
+    base = _quiet(jaxmix.fit_many, RHS, sleepstudy, outcomes=["Reaction"], method=method)["Reaction"]
+    r = _quiet(jaxmix.fit_many, RHS, sleepstudy.assign(Days=sleepstudy["Days"] * s), outcomes=["Reaction"],
+               method=method)["Reaction"]
+    assert base.converged and r.converged
+    assert r.loglik == pytest.approx(base.loglik - (np.log(s) if method == "REML" else 0.0), abs=1e-6)
+    np.testing.assert_allclose(r.theta * [1.0, s, s], base.theta, rtol=1e-4)
+    assert r.fixef["Days"] * s == pytest.approx(base.fixef["Days"], rel=1e-6)
+
+
+def _oneway_reml(y, g):
+    """REML criterion and θ̂ = σ_b/σ of y ~ 1 + (1 | g) on balanced groups in closed form (the ANOVA
+    estimators; every term in logs, exact whatever the ratio of the SDs)."""
+    G, N = g.max() + 1, y.size
+    n = N // G
+    means = np.array([y[g == j].mean() for j in range(G)])
+    ssw = sum(((y[g == j] - means[j]) ** 2).sum() for j in range(G))
+    ssb = n * ((means - means.mean()) ** 2).sum()
+    s2, lam = ssw / (N - G), ssb / (G - 1)  # σ², σ² + n σ_b²
+    crit = ((N - G) * np.log(s2) + G * np.log(lam) + ssw / s2 + ssb / lam + np.log(N / lam)
+            + (N - 1) * np.log(2 * np.pi))
+    return crit, np.sqrt((lam - s2) / n / s2)
+
+
+def test_tiny_residual_sd_reaches_the_optimum_or_is_not_converged():
+    """Residual SD 1e-6 of the group SD: the criterion's cross-products lose its value to rounding
+    (noise ~0.5), so the fit must not claim the optimum: converged only where the closed-form
+    optimum is matched; residual SD 1 checks the closed form."""
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(30), 5)
+    sds = [1.0, 1.0, 1e-6, 1e-6, 1e-6, 1e-6]
+    Y = np.column_stack([2.0 + rng.normal(0, 1, 30)[g] + rng.normal(0, sd, g.size) for sd in sds])
+    sw = _quiet(jaxmix.fit_many, "~ 1 + (1 | g)", pd.DataFrame({"g": g}), Y=Y)
+    for j, sd in enumerate(sds):
+        r = sw[f"y{j}"]
+        best, theta = _oneway_reml(Y[:, j], g)
+        assert r.converged or sd < 1.0
+        if r.converged:
+            assert r.objective == pytest.approx(best, abs=1e-6)
+            assert r.theta[0] == pytest.approx(theta, rel=1e-5)
+        else:
+            assert r.optim.status in (3, 5) and "converged" not in r.optim.message

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .options import MAX_NAGQ
 from .errors import JaxmixError
 
 __all__ = ["ConfigError", "Field", "SCHEMA", "DataConfig", "ModelConfig", "OutputConfig", "RunConfig",
@@ -462,8 +463,9 @@ def _model(m: dict, name: str, inference: InferenceConfig, options: OptionsConfi
                               f"got {method!r}{did_you_mean(method, allowed)}")
         method = v
     nagq = m["nagq"]
-    if nagq is not None and nagq < 1:
-        raise ConfigError(f"{label} nagq must be a positive integer, got {nagq!r}")
+    if nagq is not None and not 1 <= nagq <= MAX_NAGQ:
+        raise ConfigError(f"{label} nagq must be a whole number from 1 to {MAX_NAGQ} (as lme4's glmer nAGQ), "
+                          f"got {nagq!r}")
     if gauss and nagq not in (None, 1):
         raise ConfigError(f"{label} nagq is for binomial and poisson models (method 'AGQ'), not a gaussian one")
     if method == "Laplace" and nagq not in (None, 1):

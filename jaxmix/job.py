@@ -21,7 +21,7 @@ import pandas as pd
 
 from .config import ConfigError, RunConfig
 from .errors import JaxmixError
-from .outdir import check_output, check_writable, planned_outputs, staged_output
+from .outdir import check_output, planned_outputs, staged_output
 from .records import environment_record, fit_record, json_num, json_records, write_table
 
 __all__ = ["load_data", "check_model", "prepare_run", "run_config", "fit_messages", "one_line", "ModelJob",
@@ -108,13 +108,14 @@ def _check_formats(cfg: RunConfig) -> None:
 def check_model(m, data: pd.DataFrame):
     """Build the model's design without fitting: formula columns, weights, offset, trials, and the
     structure AGQ needs.  Returns the :class:`jaxmix.design.Design`; problems are ConfigError."""
-    from .design import build_design
+    from .design import build_design, check_nobs_vs_nre
     from .formula import parse_formula
 
     section = m.label
     try:
         if m.family == "gaussian":
             design = build_design(parse_formula(m.formula), data, weights=m.weights, offset=m.offset)
+            check_nobs_vs_nre(design)  # lmer's check, as jaxmix.fit makes it
         else:
             from .model_glmm import _prepare
 

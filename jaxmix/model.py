@@ -14,7 +14,7 @@ from .design import Design, build_design, check_nobs_vs_nre
 from . import runtime
 from .errors import JaxmixError, JaxmixWarning
 from .formula import parse_formula
-from .optimize import status_message
+from .status import status_message
 from .options import check_fit_options
 from .results import MixedResults, OptimSummary
 

@@ -20,21 +20,15 @@ from .formula import ParsedFormula, split_top, parse_formula
 from ._cache import compiled_program
 from .fitting.lmm import compile_options
 from .glmm import GlmmData, fit_program_jit
-from .optimize import status_message as status_message_opt
+from .status import MESSAGES, Status, status_message
 from .results import MixedResults, OptimSummary
 
 __all__ = ["fit_glmm", "glm_irls", "glmm_vcov", "separated_columns", "separation_suspected", "status_message",
            "SEPARATION_STATUS"]
 
 #: ``optim.status`` / ``sweep.status`` of a GLMM whose fixed effects are (quasi-)completely separated
-#: (after the optimiser's codes 0-4 and fit_many's screening codes 10-15)
-SEPARATION_STATUS = 20
-SEPARATION_MESSAGE = "fixed effects (quasi-)completely separated: estimates infinite, standard errors NaN"
-
-
-def status_message(code: int) -> str:
-    """The optimiser's status messages, and :data:`SEPARATION_STATUS`'s."""
-    return SEPARATION_MESSAGE if int(code) == SEPARATION_STATUS else status_message_opt(code)
+SEPARATION_STATUS = int(Status.SEPARATION)
+SEPARATION_MESSAGE = MESSAGES[Status.SEPARATION]
 
 
 def _eval_expr(expr: str, data: pd.DataFrame, what: str) -> np.ndarray:

@@ -18,18 +18,12 @@ import optax
 from optax import tree_utils as otu
 
 from .linalg import eigh_sym, eigvalsh_sym
+from .status import MESSAGES, OPTIMIZER, status_message
 
 __all__ = ["OptResult", "minimize", "STATUS", "status_message"]
 
-STATUS = {0: "converged", 1: "iteration limit reached", 2: "non-finite objective",
-          3: "gradient or Newton decrement above tolerance",
-          4: "stopped at a saddle point (Hessian not positive semi-definite)",
-          5: "objective's values disagree with its derivatives at the end (rounding noise above the "
-             "tolerance, or no minimum there)"}
-
-
-def status_message(code: int) -> str:
-    return STATUS.get(int(code), f"unknown status {code}")
+#: the optimiser's status codes (:mod:`jaxmix.status`, the one table for fit and sweep)
+STATUS = {int(c): MESSAGES[c] for c in sorted(OPTIMIZER)}
 
 
 class OptResult(NamedTuple):

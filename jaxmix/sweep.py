@@ -26,6 +26,7 @@ import pandas as pd
 from .covariance import theta_layout
 from .design import Design, _drop_aliased, as_data_frame, build_design
 from . import runtime
+from .status import MESSAGES, SCREENING, status_message
 from .errors import JaxmixError, JaxmixWarning
 from .formula import parse_formula
 from .options import check_fit_options
@@ -34,21 +35,7 @@ from .results import MixedResults, _make_unique
 __all__ = ["fit_many", "Sweep", "SWEEP_STATUS", "status_message"]
 
 #: Status codes of outcomes that were screened out before the fit (the optimiser's are 0-5).
-SWEEP_STATUS = {
-    10: "no non-missing rows",
-    11: "constant response",
-    12: "too few rows for the fixed effects",
-    13: "fixed effects are aliased on this outcome's rows",
-    14: "invalid response values",
-    15: "a grouping factor has fewer than two levels, or (LMM) no fewer random effects than rows (lme4's check.nobs.vs.nRE), on this outcome's rows",
-}
-
-
-def status_message(code: int) -> str:
-    from .model_glmm import status_message as fit_message  # the optimiser's codes and GLMM separation (20)
-
-    code = int(code)
-    return SWEEP_STATUS[code] if code in SWEEP_STATUS else fit_message(code)
+SWEEP_STATUS = {int(c): MESSAGES[c] for c in sorted(SCREENING)}
 
 
 # ---- the problem: one design, k responses ----------------------------------------------------

@@ -15,7 +15,7 @@ from .covariance import lambdas, theta_layout
 from .crossprod import terms_structure
 from .errors import JaxmixError
 from .results import MixedResults, OptimSummary
-from .sweep import SWEEP_STATUS, Sweep, _outcome_design, _Problem, ranef_batch, status_message
+from .sweep import Sweep, _outcome_design, _Problem, ranef_batch, status_message
 
 __all__ = ["fit_lmm_batch", "fit_glmm_batch", "fit_fixed_only"]
 
@@ -284,6 +284,3 @@ def fit_fixed_only(pb: _Problem, mask, status, nobs, progress=None) -> Sweep:
     return Sweep(problem=pb, mask=mask, beta=beta, vcov_beta=vcov, theta_=np.zeros((k, 0)), sigma_=sigma,
                  loglik_=ll, objective_=-2 * ll, status_=st, nobs_=nobs, singular_=np.zeros(k, dtype=bool),
                  n_params=n_params, _build=fits.__getitem__, warnings=notes)
-
-
-assert set(SWEEP_STATUS).isdisjoint({0, 1, 2, 3, 4, 5})

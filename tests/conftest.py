@@ -86,3 +86,41 @@ def rel_close(actual, expected, rtol=1e-3, atol_zero=1e-6):
         f"mismatch at {np.flatnonzero(bad).tolist()}: actual {actual[bad].tolist()} "
         f"expected {expected[bad].tolist()} (rtol {rtol}, atol at 0 {atol_zero})"
     )
+
+
+# ---- long checks: marked slow, outside the README's test command ------------------------------------
+# ``python -m pytest -q`` skips them (pyproject's addopts); ``python -m pytest -q -m slow`` runs them alone
+# and ``python -m pytest -q -m ""`` runs everything.  Each is a batch / device / precision / tight-tolerance
+# variant of a check that the quick run makes on a smaller case.
+SLOW = (
+    "test_sweep.py::test_complete_outcomes_share_the_design_blocks",
+    "test_sweep.py::test_vmap_width_groups_equal_one_batch",
+    "test_sweep.py::test_sharded_equals_single_device",
+    "test_sweep.py::test_glmm_batch_equals_fit_one_by_one",
+    "test_sweep.py::test_separated_outcome_gets_a_status_the_others_their_own_fit",
+    "test_sweep.py::test_chunks_with_progress_bar",
+    "test_sweep.py::test_tiny_residual_sd_reaches_the_optimum_or_is_not_converged",
+    "test_bootstrap.py::test_glmm_and_glm_bootstrap",
+    "test_configs_all.py::test_sweep_config",
+    "test_configs_all.py::test_single_model_configs[centres]",
+    "test_configs_all.py::test_single_model_configs[crossed_evaluations]",
+    "test_glmm.py::test_matches_lme4_tight[",
+    "test_glmm.py::test_agq_converges_to_brute_force_integral_and_laplace_does_not",
+    "test_glmm.py::test_rescaled_covariate_slope_reaches_the_same_optimum",
+    "test_glmm.py::test_group_with_all_zero_responses_converges",
+    "test_devices.py::test_cpu_devices_from_the_environment",
+    "test_devices.py::test_two_processes_equal_one",
+    "test_precision.py::test_float32_sweep_stops_at_the_objectives_precision",
+    "test_optimize.py::test_random_intercept_fits_reach_the_global_minimum",
+    "test_linalg.py::test_vmapped_crossed_sweep_finishes",
+    "test_linalg.py::test_batched_calls_become_loops_on_cpu",
+    "test_inference.py::test_monte_carlo_coverage_fixed_effects_and_residual",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        nodeid = item.nodeid.split("/")[-1]
+        if any(nodeid == s or (nodeid.startswith(s) and s.endswith("[")) or nodeid.startswith(s + "[")
+               for s in SLOW):
+            item.add_marker(pytest.mark.slow)

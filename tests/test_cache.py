@@ -32,12 +32,13 @@ def test_release_executables_when_mappings_pile_up():
     assert third.loglik == first.loglik and (third.fixef == first.fixef).all()
 
 
-def test_import_freezes_the_garbage_collector_unless_disabled():
-    """import jaxmix moves the objects alive then out of the cyclic collector (JAXMIX_GC_FREEZE=0: not)."""
+def test_first_fit_freezes_the_garbage_collector_unless_disabled():
+    """The first fit (jaxmix.runtime.start) moves the objects alive then out of the cyclic collector
+    (JAXMIX_GC_FREEZE=0: not); import jaxmix alone does not (tests/test_runtime.py)."""
     import subprocess
     import sys
 
-    code = "import gc, jaxmix; print(gc.get_freeze_count())"
+    code = "import gc, jaxmix; jaxmix.runtime.start(); print(gc.get_freeze_count())"
     counts = {}
     for value in ("1", "0"):
         env = dict(os.environ, JAXMIX_GC_FREEZE=value)

@@ -165,6 +165,8 @@ BAD = {
                       ["[output] plot_x 'days'", "did you mean 'Days'"]),
     "bad_ddf_for_model": ('[data]\nbuiltin = "sleepstudy"\n' + BASE_MODEL + 'method = "ML"\n[inference]\n'
                           'ddf = "kenward-roger"\n', ["[inference] ddf", "needs method = 'REML'"]),
+    "nagq_above_25": ('[data]\nbuiltin = "sleepstudy"\n[model]\nformula = "Reaction ~ Days + (1 | Subject)"\n'
+                      'family = "poisson"\nmethod = "AGQ"\nnagq = 30\n', ["nagq", "1 to 25", "30"]),
     "unwritable_output": ('[data]\nbuiltin = "sleepstudy"\n' + BASE_MODEL + '[output]\ndir = "a_file/sub"\n',
                           ["output folder", "a_file"]),
 }
@@ -527,3 +529,17 @@ def test_validate_checks_df_size_limits(ddf, limit, needles, tmp_path, monkeypat
         rc = cli.main([*argv, "--out", str(tmp_path / "o"), "--set", f"inference.ddf={ddf}"])
         _check_one_line_error(rc, capsys.readouterr().err, ["sleepstudy.toml", *needles])
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_more_random_effects_than_rows_is_refused_before_any_fit(command, tmp_path, capsys):
+    """lmer's check.nobs.vs.nRE (jaxmix.fit makes it too): 100 groups x 2 rows, (x | g) = 200 random effects."""
+    rng = np.random.default_rng(0)
+    d = pd.DataFrame({"g": np.repeat(np.arange(100), 2), "x": rng.normal(size=200), "y": rng.normal(size=200)})
+    d.to_csv(tmp_path / "d.csv", index=False)
+    cfg = tmp_path / "nre.toml"
+    cfg.write_text('[data]\npath = "d.csv"\n[model]\nformula = "y ~ x + (x | g)"\n')
+    rc = cli.main([command, str(cfg)] + (["--quiet"] if command == "run" else []))
+    _check_one_line_error(rc, capsys.readouterr().err,
+                          ["number of observations (=200) <= number of random effects (=200)", "(x | g)"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "nre.toml"]

@@ -114,6 +114,8 @@ SLOW = (
     "test_optimize.py::test_random_intercept_fits_reach_the_global_minimum",
     "test_linalg.py::test_vmapped_crossed_sweep_finishes",
     "test_linalg.py::test_batched_calls_become_loops_on_cpu",
+    "test_linalg.py::test_sequential_forms_equal_jnp[jacrev_grad]",
+    "test_examples.py::test_ami_nine_endpoints",  # the main job: tests/test_ami.py runs it quickly
     "test_inference.py::test_monte_carlo_coverage_fixed_effects_and_residual",
 )
 

@@ -18,6 +18,8 @@ start Λ̃ = I and the tolerances mean the same whatever the units of the covari
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from typing import NamedTuple
 
@@ -62,9 +64,26 @@ FAST_COMPILE = {"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_
 SMALL_CLASS = 4096  # padded levels of term 1 plus rows of the Schur complement
 
 
+def opts_small(layout: Layout) -> bool:
+    """Whether the class is small (:data:`SMALL_CLASS`)."""
+    return layout.nlev[0] + layout.m_R <= SMALL_CLASS
+
+
 def compile_options(layout: Layout) -> dict | None:
     """:data:`FAST_COMPILE` for small classes, XLA's defaults otherwise."""
-    return FAST_COMPILE if layout.nlev[0] + layout.m_R <= SMALL_CLASS else None
+    return FAST_COMPILE if opts_small(layout) else None
+
+
+def blas_threads(layout: Layout):
+    """Every core for LAPACK while a large class is fitted (its dense factor is worth the threads);
+    small ones keep the one thread :func:`jaxmix.runtime.start` set."""
+    if opts_small(layout) or os.environ.get("JAXMIX_BLAS_THREADS", "1").strip().lower() == "keep":
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    from ..devices import usable_cores
+
+    return threadpool_limits(usable_cores(), user_api="blas")
 
 
 def theta_scale(Zs: list[np.ndarray], tl: ThetaLayout) -> np.ndarray:
@@ -129,7 +148,8 @@ def fit_lmm_arrays(codes, nlev, Zs, X, y, w, reml: bool, dt, gtol: float = 1e-4,
 
     lower = np.where(tl.is_diagonal(), 0.0, -np.inf)
     prec = FLOAT32 if jnp.dtype(dt) == jnp.float32 else FLOAT64
-    opt = minimize_bounded(vg, tl.init(), lower, gtol=gtol, max_iter=max_iter, prec=prec)
+    with blas_threads(layout):
+        opt = minimize_bounded(vg, tl.init(), lower, gtol=gtol, max_iter=max_iter, prec=prec)
     worker.join()
     sol_exe, sol_s = box["sol"]
     theta = opt.x * c

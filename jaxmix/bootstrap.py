@@ -161,7 +161,7 @@ def bootstrap(res: MixedResults, n: int = 1000, seed: int = 0, *, batch_size: in
     """
     from .progress import progress_bar
     from .families import get_family
-    from .sweep import _fit_problem, _Problem
+    from .sweep import fit_problem, Problem
 
     t0 = time.perf_counter()
     n = int(n)
@@ -190,13 +190,13 @@ def bootstrap(res: MixedResults, n: int = 1000, seed: int = 0, *, batch_size: in
     try:
         for c in range(nchunks):
             Y = np.asarray(sim(jnp.arange(c * chunk, (c + 1) * chunk))).T
-            pb = _Problem(design=design0, Y=Y, names=names_all[c * chunk : (c + 1) * chunk], family=res.family,
+            pb = Problem(design=design0, Y=Y, names=names_all[c * chunk : (c + 1) * chunk], family=res.family,
                           link=res.link, fam=fam, method=method, nagq=nagq, ntr=ntr, rhs=rhs,
                           has_trials=bool(np.any(ntr != 1)),
                           offset_column=res.extra.get("offset_column"))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                sw = _fit_problem(pb, dtype=dtype, max_iter=max_iter, gtol=gtol, devices=devices,
+                sw = fit_problem(pb, dtype=dtype, max_iter=max_iter, gtol=gtol, devices=devices,
                                   batch_size=None, progress=False, start=start)
             comp += sw.compile_seconds
             rows.append(_params_of(sw, res))

@@ -25,7 +25,9 @@ from pathlib import Path
 
 from .config import ConfigError, RunConfig, load_config
 from .errors import JaxmixError
-from .job import OUTPUT_FILES, PLOT_FILES, load_data, one_line, prepare_run, run_config  # noqa: F401
+from .job import OUTPUT_FILES, PLOT_FILES, load_data, one_line, prepare_run  # noqa: F401
+from .job import run_config as run_model_config
+from .sweep_job import run_sweep_config
 from .outdir import check_output, planned_outputs
 from .records import cache_info, fit_record, package_versions  # noqa: F401
 
@@ -189,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("datasets", help="list the built-in data sets")
     p.set_defaults(func=_cmd_datasets)
     return parser
+
+
+def run_config(cfg):
+    """Run a config: its ``[sweep]`` (:mod:`jaxmix.sweep_job`) or its models (:mod:`jaxmix.job`);
+    returns ``(job, fit record)``."""
+    return run_sweep_config(cfg) if cfg.sweep is not None else run_model_config(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

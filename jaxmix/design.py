@@ -246,7 +246,7 @@ def _model_matrix(expr: str, data: pd.DataFrame, where: str):
     return mm
 
 
-def _drop_aliased(X: np.ndarray, names: list[str], tol: float = 1e-7) -> tuple[np.ndarray, list[str], list[str]]:
+def drop_aliased(X: np.ndarray, names: list[str], tol: float = 1e-7) -> tuple[np.ndarray, list[str], list[str]]:
     """Drop columns of X that are linear combinations of earlier ones (lme4's rule).
 
     Like R's ``qr()`` (LINPACK ``dqrdc2``, limited pivoting) as used by lme4's ``chkRank.drop.cols``:
@@ -356,7 +356,7 @@ def build_design(
     _check_finite(fixed_mm, frame, "the fixed effects")
     X = fixed_mm.to_numpy(dtype=float)
     x_names = [str(c) for c in fixed_mm.columns]
-    X, x_names, dropped = _drop_aliased(X, x_names)
+    X, x_names, dropped = drop_aliased(X, x_names)
     if dropped:
         warnings.warn(
             f"fixed-effect model matrix is rank deficient: dropping column(s) {', '.join(dropped)}",

@@ -49,7 +49,7 @@ def glmm_data(arrays: dict) -> GlmmData:
     return GlmmData(*(jnp.asarray(arrays[name]) for name in GlmmData._fields))
 
 
-def _lam_apply(uR, lams, layout: Layout):
+def lam_apply(uR, lams, layout: Layout):
     """Λ_R u for the R terms, block by block (levels x q_k each)."""
     if layout.m_R == 0:
         return uR
@@ -63,7 +63,7 @@ def _eta_re(u1, uR, lams, d: GlmmData, idx: Index, layout: Layout):
     b1 = u1 @ lams[0].T
     eta = jnp.sum(d.Z1 * b1[idx.code1], axis=1)
     if layout.m_R:
-        bR = _lam_apply(uR, lams, layout)
+        bR = lam_apply(uR, lams, layout)
         eta = eta + jnp.sum(d.ZR * bR[idx.rpos], axis=1)
     return eta
 

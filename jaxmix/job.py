@@ -21,15 +21,13 @@ import pandas as pd
 
 from .config import ConfigError, RunConfig
 from .errors import JaxmixError
-from .outdir import check_output, planned_outputs, staged_output
+from .outdir import OUTPUT_FILES, PLOT_FILES, check_output, planned_outputs, staged_output
 from .records import environment_record, fit_record, json_num, json_records, write_table
 
 __all__ = ["load_data", "check_model", "prepare_run", "run_config", "fit_messages", "one_line", "ModelJob",
            "OUTPUT_FILES", "PLOT_FILES"]
 
 #: tables and records of one mixed model (a model without random effects has no covparms.csv / ranef.csv)
-OUTPUT_FILES = ("summary.txt", "fixed.csv", "covparms.csv", "varcorr.csv", "ranef.csv", "fit.json")
-PLOT_FILES = {"caterpillar": "caterpillar.png", "group_lines": "group_lines.png", "shrinkage": "shrinkage.png"}
 
 
 def one_line(message) -> str:
@@ -117,9 +115,9 @@ def check_model(m, data: pd.DataFrame):
             design = build_design(parse_formula(m.formula), data, weights=m.weights, offset=m.offset)
             check_nobs_vs_nre(design)  # lmer's check, as jaxmix.fit makes it
         else:
-            from .model_glmm import _prepare
+            from .model_glmm import prepare_glmm
 
-            parsed, frame, trials, offset = _prepare(m.formula, data, m.trials, m.offset, m.family)
+            parsed, frame, trials, offset = prepare_glmm(m.formula, data, m.trials, m.offset, m.family)
             design = build_design(parsed, frame, weights=m.weights, offset=offset, check_nlevels=False,
                                   extra_columns=(trials,) if isinstance(trials, str) else ())
     except ConfigError:
@@ -302,9 +300,7 @@ def run_config(cfg: RunConfig):
     from .model import fit
 
     if cfg.sweep is not None:
-        from .sweep_job import run_sweep_config
-
-        return run_sweep_config(cfg)
+        raise ValueError("a [sweep] config runs through jaxmix.sweep_job.run_sweep_config")
     from .devices import start as start_devices
 
     start_devices(cfg.devices.cpu_devices, cfg.devices.distributed)

@@ -23,7 +23,7 @@ __all__ = ["fit"]
 _METHODS = {"REML", "ML"}
 
 
-def _dtype(dtype):
+def parse_dtype(dtype):
     if dtype is None or dtype in ("float64", np.float64, jnp.float64):
         return jnp.float64
     if dtype in ("float32", np.float32, jnp.float32):
@@ -66,14 +66,14 @@ def fit(formula: str, data, method: str | None = None, weights=None, family: str
     method = "REML" if method is None else str(method).upper()
     if method not in _METHODS:
         raise JaxmixError(f"method must be 'REML' or 'ML' for a Gaussian model, got {method!r}")
-    dt = _dtype(dtype)
+    dt = parse_dtype(dtype)
     parsed = parse_formula(formula)
     design = build_design(parsed, data, weights=weights, offset=offset)
     check_nobs_vs_nre(design)
     if not np.isfinite(design.y).all():
         raise JaxmixError(f"response {parsed.response!r} contains inf")
     if not parsed.is_mixed:
-        return _fit_ols(formula, design, method)
+        return fit_ols(formula, design, method)
     return _fit_lmm(formula, design, method, dt, max_iter, gtol)
 
 
@@ -119,7 +119,7 @@ def _fit_lmm(formula, design: Design, method: str, dt, max_iter: int, gtol: floa
     status = int(opt.status)
     converged = status == 0
     # singular as lme4's isSingular, on the scaled θ (Z columns of unit RMS): the same for intercepts
-    singular = bool(np.any(opt.on_boundary)) or _is_singular(opt.x, tl)
+    singular = bool(np.any(opt.on_boundary)) or is_singular(opt.x, tl)
     grad = opt.grad  # in the scaled parameters θ̃ that the convergence test uses (jaxmix.fitting.lmm)
     if not converged:
         warnings.warn(f"model did not converge: {status_message(status)} "
@@ -142,12 +142,12 @@ OPTIMIZER = ("L-BFGS-B (scipy) on the exact gradient, then Newton steps on the c
              "Hessian of the exact gradient")
 
 
-def _is_singular(theta: np.ndarray, tl) -> bool:
+def is_singular(theta: np.ndarray, tl) -> bool:
     """lme4's isSingular: a diagonal θ within 1e-4 of its bound 0."""
     return bool(np.any(np.abs(theta[tl.is_diagonal()]) < 1e-4))
 
 
-def _fit_ols(formula, design: Design, method: str) -> MixedResults:
+def fit_ols(formula, design: Design, method: str) -> MixedResults:
     """Weighted least squares through the same results object (the 'traditional solution')."""
     X, y, w = design.X, design.y - design.offset, design.weights
     n, p = X.shape

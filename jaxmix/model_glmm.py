@@ -42,7 +42,7 @@ def _eval_expr(expr: str, data: pd.DataFrame, what: str) -> np.ndarray:
     return mm.to_numpy(dtype=float)[:, 0]
 
 
-def _prepare(formula: str, data: pd.DataFrame, trials, offset, family: str | None = None):
+def prepare_glmm(formula: str, data: pd.DataFrame, trials, offset, family: str | None = None):
     """Rewrite a cbind(k, n − k) response into plain columns; check ``trials``.  (``offset(...)`` terms
     stay in the formula: the design evaluates them, on new data too.)"""
     parsed = parse_formula(formula)
@@ -315,7 +315,7 @@ def _probit_inv(mu):
 
 def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq=1, weights=None,
              offset=None, trials=None, dtype=None, max_iter=500, gtol=1e-4) -> MixedResults:
-    from .model import _dtype, _is_singular
+    from .model import parse_dtype, is_singular
 
     t0 = time.perf_counter()
     fam = get_family(family, link)
@@ -331,9 +331,9 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
         nagq = 9
     if mkey == "LAPLACE" and nagq > 1:
         mkey = "AGQ"
-    dt = _dtype(dtype)
+    dt = parse_dtype(dtype)
     orig_resp = parse_formula(formula).response
-    parsed, data, trials, offset = _prepare(formula, data, trials, offset, fam.name)
+    parsed, data, trials, offset = prepare_glmm(formula, data, trials, offset, fam.name)
     extra_cols = (trials,) if isinstance(trials, str) else ()
     design = build_design(parsed, data, weights=weights, offset=offset, check_nlevels=False,
                           extra_columns=extra_cols)
@@ -387,11 +387,11 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
         warnings.warn(msg, JaxmixWarning, stacklevel=3)
     lams = lambdas(jnp.asarray(theta, dt), tl)
     from .lmm import cond_var
-    from .glmm import _lam_apply
+    from .glmm import lam_apply
 
     u1, uR = (np.asarray(a, dtype=float) for a in u)
     b = [u1 @ np.asarray(lams[0]).T]
-    bR = np.asarray(_lam_apply(jnp.asarray(uR), lams, layout))
+    bR = np.asarray(lam_apply(jnp.asarray(uR), lams, layout))
     for off_k, qk, lk in zip(layout.offsets, layout.q[1:], layout.nlev[1:]):
         b.append(bR[off_k : off_k + lk * qk].reshape(lk, qk))
 
@@ -413,7 +413,7 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
     return MixedResults(
         formula=formula, family=fam.name, link=fam.link, method="AGQ" if nagq > 1 else "Laplace",
         design=design, beta=beta, vcov_beta=vcov, theta=theta, sigma=1.0, loglik=-obj / 2.0, objective=obj,
-        n_params=p + nt, converged=converged, singular=bool(np.any(res.on_boundary)) or _is_singular(theta, tl),
+        n_params=p + nt, converged=converged, singular=bool(np.any(res.on_boundary)) or is_singular(theta, tl),
         optim=optim, b=b, _condvar_fn=condvar,
         extra={"nagq": nagq, "trials": ntr, "offset_column": offset if isinstance(offset, str) else None},
     )

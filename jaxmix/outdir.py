@@ -32,8 +32,15 @@ from pathlib import Path
 
 from .config import ConfigError, RunConfig
 
-__all__ = ["MANIFEST", "planned_outputs", "check_writable", "check_output", "folder_state", "staged_output",
+__all__ = ["MANIFEST", "OUTPUT_FILES", "PLOT_FILES", "SWEEP_OUTPUT_FILES", "COMPARE_OUTPUT_FILES", "planned_outputs",
+           "check_writable", "check_output", "folder_state", "staged_output",
            "FolderState"]
+
+#: the files a single-model run writes (plots and optional tables besides), and a sweep's
+OUTPUT_FILES = ("summary.txt", "fixed.csv", "covparms.csv", "varcorr.csv", "ranef.csv", "fit.json")
+PLOT_FILES = {"caterpillar": "caterpillar.png", "group_lines": "group_lines.png", "shrinkage": "shrinkage.png"}
+SWEEP_OUTPUT_FILES = ("summary.txt", "fixed.csv", "varcorr.csv", "fit.json")
+COMPARE_OUTPUT_FILES = ("fixed_single_level.csv", "comparison.csv", "report.txt", "comparison.png")
 
 MANIFEST = ".jaxmix-run.json"
 _HINT = "choose another folder (--out or [output] dir)"
@@ -44,11 +51,9 @@ def planned_outputs(cfg: RunConfig, designs: dict | None = None) -> list[str]:
     """The paths (relative, '/'-separated) a run of ``cfg`` may write, a superset of what it writes;
     ``designs`` (name -> Design) adds the per-group ``caterpillar_<group>.png``."""
     if cfg.sweep is not None:
-        from .sweep_job import COMPARE_OUTPUT_FILES, SWEEP_OUTPUT_FILES
 
         extra = COMPARE_OUTPUT_FILES if cfg.sweep.compare_single_level else ()
         return [*SWEEP_OUTPUT_FILES, *extra, MANIFEST]
-    from .job import PLOT_FILES
     from .plots import safe_name
 
     fmts = cfg.output.formats

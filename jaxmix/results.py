@@ -41,7 +41,7 @@ class OptimSummary:
                 f"min eig(H)={self.hess_min_eig:.3g})")
 
 
-def _make_unique(names: list[str]) -> list[str]:
+def make_unique(names: list[str]) -> list[str]:
     """R's make.unique: later duplicates get '.1', '.2', ..."""
     seen: dict[str, int] = {}
     out = []
@@ -174,7 +174,7 @@ class MixedResults:
     def varcorr(self) -> pd.DataFrame:
         """lme4's ``as.data.frame(VarCorr(m))``: group, var1, var2, vcov, sdcor."""
         rows = []
-        groups = _make_unique([t.group for t in self.design.terms])
+        groups = make_unique([t.group for t in self.design.terms])
         for g, t, om in zip(groups, self.design.terms, self.term_covariances()):
             sd = np.sqrt(np.diag(om))
             for i, c in enumerate(t.columns):

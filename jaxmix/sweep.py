@@ -24,13 +24,13 @@ import numpy as np
 import pandas as pd
 
 from .covariance import theta_layout
-from .design import Design, _drop_aliased, as_data_frame, build_design
+from .design import Design, drop_aliased, as_data_frame, build_design
 from . import runtime
 from .status import MESSAGES, SCREENING, status_message
 from .errors import JaxmixError, JaxmixWarning
 from .formula import parse_formula
 from .options import check_fit_options
-from .results import MixedResults, _make_unique
+from .results import MixedResults, make_unique
 
 __all__ = ["fit_many", "Sweep", "SWEEP_STATUS", "status_message"]
 
@@ -40,7 +40,7 @@ SWEEP_STATUS = {int(c): MESSAGES[c] for c in sorted(SCREENING)}
 
 # ---- the problem: one design, k responses ----------------------------------------------------
 @dataclasses.dataclass
-class _Problem:
+class Problem:
     design: Design  # rows with complete covariates; y is None
     Y: np.ndarray  # (n, k) responses on the design's rows, NaN = missing
     names: list[str]
@@ -74,7 +74,7 @@ def _method(family: str, method, nagq: int) -> tuple[str, int]:
     return ("AGQ" if nagq > 1 else "Laplace"), nagq
 
 
-def _setup(formula, data, outcomes, Y, names, family, link, method, nagq, weights, offset, trials) -> _Problem:
+def _setup(formula, data, outcomes, Y, names, family, link, method, nagq, weights, offset, trials) -> Problem:
     from .families import get_family
 
     parsed = parse_formula(formula)
@@ -126,9 +126,9 @@ def _setup(formula, data, outcomes, Y, names, family, link, method, nagq, weight
     has_trials = trials is not None
     given = data, {"weights": weights, "offset": offset, "trials": trials}
     if fam is not None:
-        from .model_glmm import _prepare
+        from .model_glmm import prepare_glmm
 
-        parsed, data, trials, offset = _prepare(formula, data, trials, offset, fam.name)
+        parsed, data, trials, offset = prepare_glmm(formula, data, trials, offset, fam.name)
     elif isinstance(trials, str) and trials not in data.columns:
         raise JaxmixError(f"trials column {trials!r} is not in the data")
     extra = (trials,) if isinstance(trials, str) else ()
@@ -142,7 +142,7 @@ def _setup(formula, data, outcomes, Y, names, family, link, method, nagq, weight
     else:
         ntr = np.asarray(trials, dtype=float)[pos]
     rhs = formula.split("~", 1)[1].strip()
-    return _Problem(design=design, Y=Yfull[pos], names=names, family=fam_name, link=link_name, fam=fam,
+    return Problem(design=design, Y=Yfull[pos], names=names, family=fam_name, link=link_name, fam=fam,
                     method=meth, nagq=nagq, ntr=ntr, rhs=rhs, has_trials=has_trials,
                     offset_column=offset if isinstance(offset, str) else None, data=given[0], args=given[1])
 
@@ -170,7 +170,7 @@ def _outcome_matrix(Y, data: pd.DataFrame) -> np.ndarray:
 
 
 # ---- per-outcome screening -------------------------------------------------------------------
-def _screen(pb: _Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _screen(pb: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mask (n, k), status (k,), nobs (k,)): status 0 = fit it, else a code of SWEEP_STATUS."""
     d, Y = pb.design, pb.Y
     mask = ~np.isnan(Y)
@@ -194,7 +194,7 @@ def _screen(pb: _Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         else:
             key = np.packbits(m).tobytes()
             if key not in seen:
-                aliased = bool(_drop_aliased(d.X[m], list(d.x_names))[2]) if p else False
+                aliased = bool(drop_aliased(d.X[m], list(d.x_names))[2]) if p else False
                 levels_bad = False
                 for t in d.terms:
                     nl = np.unique(t.codes[m]).shape[0]
@@ -206,7 +206,7 @@ def _screen(pb: _Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return mask, status, nobs
 
 
-def _invalid(pb: _Problem, y, ntr) -> bool:
+def _invalid(pb: Problem, y, ntr) -> bool:
     if pb.family == "binomial":
         if pb.has_trials:
             return bool((y < 0).any() or (y > ntr).any())
@@ -216,7 +216,7 @@ def _invalid(pb: _Problem, y, ntr) -> bool:
     return False
 
 
-def _constant(pb: _Problem, y, ntr) -> bool:
+def _constant(pb: Problem, y, ntr) -> bool:
     if pb.family == "binomial":
         return bool((y == 0).all() or (y == ntr).all())
     if pb.family == "poisson":
@@ -225,7 +225,7 @@ def _constant(pb: _Problem, y, ntr) -> bool:
 
 
 # ---- per-outcome design (for sweep[name]) ------------------------------------------------------
-def _outcome_design(design: Design, mask: np.ndarray, y: np.ndarray, name: str, rhs: str):
+def outcome_design(design: Design, mask: np.ndarray, y: np.ndarray, name: str, rhs: str):
     """The design restricted to ``mask`` rows with response ``y``; levels without rows removed.
 
     Returns (design, used): ``used[t]`` are the kept level indices of term t in the full design.
@@ -291,11 +291,11 @@ def fit_many(formula: str, data, outcomes=None, *, Y=None, names=None, family: s
                              vmap_width=vmap_width)
     nagq, max_iter, gtol = opts["nagq"], opts["max_iter"], opts["gtol"]
     pb = _setup(formula, data, outcomes, Y, names, family, link, method, nagq, weights, offset, trials)
-    return _fit_problem(pb, dtype=dtype, max_iter=max_iter, gtol=gtol, devices=devices,
+    return fit_problem(pb, dtype=dtype, max_iter=max_iter, gtol=gtol, devices=devices,
                         batch_size=batch_size, progress=progress, t0=t0, vmap_width=vmap_width)
 
 
-def _fit_problem(pb: _Problem, dtype=None, max_iter=500, gtol=1e-4, devices=None, batch_size=None,
+def fit_problem(pb: Problem, dtype=None, max_iter=500, gtol=1e-4, devices=None, batch_size=None,
                  progress=None, t0=None, start=None, desc="fitting", vmap_width="auto") -> "Sweep":
     t0 = time.perf_counter() if t0 is None else t0
     mask, status, nobs = _screen(pb)
@@ -329,7 +329,7 @@ def _warn_unconverged(names, st):
                       "(see sweep.status)", JaxmixWarning, stacklevel=4)
 
 
-def _fit_aliased(pb: _Problem, out: "Sweep", mask, which, dtype, max_iter, gtol) -> None:
+def _fit_aliased(pb: Problem, out: "Sweep", mask, which, dtype, max_iter, gtol) -> None:
     """Outcomes whose rows make fixed-effect columns aliased: ``jaxmix.fit`` on each (it drops the
     later aliased columns, as lme4 does); their dropped columns are NaN in the tables.
 
@@ -396,7 +396,7 @@ class Sweep:
       warnings: outcome -> notes (separation, a Hessian that is not positive definite, ...).
     """
 
-    problem: _Problem = dataclasses.field(repr=False)
+    problem: Problem = dataclasses.field(repr=False)
     mask: np.ndarray = dataclasses.field(repr=False)
     beta: np.ndarray = dataclasses.field(repr=False)  # (k, p)
     vcov_beta: np.ndarray = dataclasses.field(repr=False)  # (k, p, p)
@@ -598,7 +598,7 @@ def _varcorr_long(sw: Sweep) -> pd.DataFrame:
     gauss = sw.family == "gaussian"
     lams = lambda_batch(sw.theta_, tl)
     scale = sw.sigma_**2 if gauss else np.ones(len(sw))
-    groups = _make_unique([t.group for t in terms])
+    groups = make_unique([t.group for t in terms])
     cols: dict[str, list] = {"group": [], "var1": [], "var2": [], "vcov": [], "sdcor": []}
     for g, t, lam in zip(groups, terms, lams):
         om = scale[:, None, None] * np.einsum("kab,kcb->kac", lam, lam)

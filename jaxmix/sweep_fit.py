@@ -15,7 +15,7 @@ from .covariance import lambdas, theta_layout
 from .crossprod import terms_structure
 from .errors import JaxmixError
 from .results import MixedResults, OptimSummary
-from .sweep import Sweep, _outcome_design, _Problem, ranef_batch, status_message
+from .sweep import Sweep, outcome_design, Problem, ranef_batch, status_message
 
 __all__ = ["fit_lmm_batch", "fit_glmm_batch", "fit_fixed_only"]
 
@@ -24,7 +24,7 @@ def _nan(shape) -> np.ndarray:
     return np.full(shape, np.nan)
 
 
-def _structure(pb: _Problem, t: int, dt):
+def _structure(pb: Problem, t: int, dt):
     d = pb.design
     terms = d.terms
     layout, idx, ZR = terms_structure(terms, d.nobs, t)
@@ -61,7 +61,7 @@ def _optim(res, j: int, theta_init, compile_s: float, fit_s: float, status=None)
                         fit_seconds=fit_s, compile_seconds=compile_s)
 
 
-def _row_args(pb: _Problem, mask, status, dt, response_shift=None):
+def _row_args(pb: Problem, mask, status, dt, response_shift=None):
     """Per-outcome responses (NaN -> 0), row weights and counts, with failed outcomes filled."""
     d = pb.design
     fill = _fill(status)
@@ -74,11 +74,11 @@ def _row_args(pb: _Problem, mask, status, dt, response_shift=None):
 
 
 # ---- LMM -------------------------------------------------------------------------------------
-def fit_lmm_batch(pb: _Problem, mask, status, nobs, dtype, max_iter, gtol, devices, batch_size, progress,
+def fit_lmm_batch(pb: Problem, mask, status, nobs, dtype, max_iter, gtol, devices, batch_size, progress,
                   desc="fitting", vmap_width="auto") -> Sweep:
-    from .model import _dtype
+    from .model import parse_dtype
 
-    dt = np.dtype(_dtype(dtype))
+    dt = np.dtype(parse_dtype(dtype))
     d = pb.design
     p = d.X.shape[1]
     reml = pb.method == "REML"
@@ -126,7 +126,7 @@ def fit_lmm_batch(pb: _Problem, mask, status, nobs, dtype, max_iter, gtol, devic
         from .lmm import cond_var
 
         name = pb.names[j]
-        sub, used = _outcome_design(d, mask[:, j], pb.Y[:, j], name, pb.rhs)
+        sub, used = outcome_design(d, mask[:, j], pb.Y[:, j], name, pb.rhs)
         f_j = jax.tree_util.tree_map(lambda a: jnp.asarray(a[j]), factor)
         s2 = float(sigma[j]) ** 2
 
@@ -147,7 +147,7 @@ def fit_lmm_batch(pb: _Problem, mask, status, nobs, dtype, max_iter, gtol, devic
 
 
 # ---- GLMM ------------------------------------------------------------------------------------
-def _glm_starts(pb: _Problem, mask, status, suspect: np.ndarray, tl) -> np.ndarray:
+def _glm_starts(pb: Problem, mask, status, suspect: np.ndarray, tl) -> np.ndarray:
     """(θ, β) starts of every good outcome: β from a GLM on its own rows, θ from
     :func:`jaxmix.model_glmm.theta_start` (the starts ``jaxmix.fit`` uses).  ``suspect[j]`` is set
     where the GLM shows signs of separation (:func:`jaxmix.model_glmm.separation_suspected`)."""
@@ -165,13 +165,13 @@ def _glm_starts(pb: _Problem, mask, status, suspect: np.ndarray, tl) -> np.ndarr
     return out
 
 
-def fit_glmm_batch(pb: _Problem, mask, status, nobs, dtype, max_iter, gtol, devices, batch_size, progress,
+def fit_glmm_batch(pb: Problem, mask, status, nobs, dtype, max_iter, gtol, devices, batch_size, progress,
                    start=None, desc="fitting", vmap_width="auto") -> Sweep:
-    from .model import _dtype
+    from .model import parse_dtype
     from .model_glmm import (SEPARATION_STATUS, glmm_vcov, separated_columns, separation_message,
                              separation_suspected)
 
-    dt = np.dtype(_dtype(dtype))
+    dt = np.dtype(parse_dtype(dtype))
     d = pb.design
     p = d.X.shape[1]
     if pb.nagq > 1 and (len(d.terms) != 1 or d.terms[0].q != 1):
@@ -227,7 +227,7 @@ def fit_glmm_batch(pb: _Problem, mask, status, nobs, dtype, max_iter, gtol, devi
         from .glmm import fisher_factor_jit, glmm_data
         from .lmm import cond_var
 
-        sub, used = _outcome_design(d, mask[:, j], pb.Y[:, j], pb.names[j], pb.rhs)
+        sub, used = outcome_design(d, mask[:, j], pb.Y[:, j], pb.names[j], pb.rhs)
 
         def condvar():
             gd = glmm_data({**shared, **{name: v[j] for name, v in batched.items()}})
@@ -250,9 +250,9 @@ def fit_glmm_batch(pb: _Problem, mask, status, nobs, dtype, max_iter, gtol, devi
 
 
 # ---- no random effects: least squares or GLM per outcome ------------------------------------------
-def fit_fixed_only(pb: _Problem, mask, status, nobs, progress=None) -> Sweep:
+def fit_fixed_only(pb: Problem, mask, status, nobs, progress=None) -> Sweep:
     """Formulas without a bar term: ``jaxmix.fit``'s least-squares or GLM fit, outcome by outcome."""
-    from .model import _fit_ols
+    from .model import fit_ols
     from .model_glmm import glm_irls
 
     d = pb.design
@@ -261,9 +261,9 @@ def fit_fixed_only(pb: _Problem, mask, status, nobs, progress=None) -> Sweep:
     notes: dict = {}
     for j in np.flatnonzero(status == 0):
         name = pb.names[j]
-        sub, _ = _outcome_design(d, mask[:, j], pb.Y[:, j], name, pb.rhs)
+        sub, _ = outcome_design(d, mask[:, j], pb.Y[:, j], name, pb.rhs)
         if pb.family == "gaussian":
-            fits[j] = _fit_ols(sub.parsed.formula, sub, "OLS")
+            fits[j] = fit_ols(sub.parsed.formula, sub, "OLS")
             continue
         ntr = pb.ntr[mask[:, j]]
         beta0, dev0, vcov0, conv0, separated = glm_irls(pb.fam, sub.X, sub.y, ntr, sub.weights, sub.offset)

@@ -26,11 +26,9 @@ from pathlib import Path
 from .config import ConfigError, RunConfig
 from .records import environment_record
 from .records import json_num as _num
+from .outdir import COMPARE_OUTPUT_FILES, SWEEP_OUTPUT_FILES
 
 __all__ = ["run_sweep_config", "SWEEP_OUTPUT_FILES", "COMPARE_OUTPUT_FILES", "SweepJob"]
-
-SWEEP_OUTPUT_FILES = ("summary.txt", "fixed.csv", "varcorr.csv", "fit.json")
-COMPARE_OUTPUT_FILES = ("fixed_single_level.csv", "comparison.csv", "report.txt", "comparison.png")
 
 
 @dataclass

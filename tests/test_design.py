@@ -179,14 +179,14 @@ def test_rank_deficient_X_drops_the_later_aliased_column(data, base_fit):
 def test_rank_deficient_categorical_interaction():
     # a column of zeros (an empty cell of an interaction) is dropped, the rest kept in order
     X = np.column_stack([np.ones(6), [0, 1, 0, 1, 0, 1], [0, 0, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6]]).astype(float)
-    from jaxmix.design import _drop_aliased
+    from jaxmix.design import drop_aliased
 
-    X2, names, dropped = _drop_aliased(X, ["a", "b", "c", "d"])
+    X2, names, dropped = drop_aliased(X, ["a", "b", "c", "d"])
     assert names == ["a", "b", "d"] and dropped == ["c"]
     np.testing.assert_array_equal(X2, X[:, [0, 1, 3]])
     # a later column equal to a combination of earlier ones goes, whatever the column norms
     X = np.column_stack([np.ones(5), np.arange(5.0), 1e3 * (1 + np.arange(5.0))])
-    assert _drop_aliased(X, ["i", "t", "big"])[2] == ["big"]
+    assert drop_aliased(X, ["i", "t", "big"])[2] == ["big"]
 
 
 def test_rows_with_missing_values_are_dropped_and_counted(data, base_fit):

@@ -10,7 +10,7 @@ import sys as _sys
 if _os.path.basename(_sys.argv[0] or "") == "jaxmix" and "numpy" not in _sys.modules:
     # the `jaxmix` command: one OpenBLAS thread (the dense Schur-complement Cholesky is small, and
     # OpenBLAS's threads slowed whole fits 6x on a busy machine; see README "Performance").
-    # Python users set OPENBLAS_NUM_THREADS=1 themselves before importing numpy.
+    # In Python, the first fit limits the BLAS libraries to one thread (jaxmix.runtime.start).
     _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from . import datasets  # noqa: E402

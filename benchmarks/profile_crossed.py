@@ -186,7 +186,7 @@ def main(argv=None):
     import jax.numpy as jnp
 
     import jaxmix
-    from jaxmix import model as jm
+    from jaxmix.fitting import lmm as jm
     from jaxmix.covariance import theta_layout
     from jaxmix.crossprod import build_structure
     from jaxmix.design import build_design

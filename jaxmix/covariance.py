@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["ThetaLayout", "theta_layout", "lambdas", "normalize_theta", "column_signs", "flip_columns",
-           "covariances"]
+           "covariances", "is_singular"]
 
 
 @dataclass(frozen=True)
@@ -96,3 +96,8 @@ def covariances(theta: np.ndarray, layout: ThetaLayout, scale: float = 1.0) -> l
         lam = np.asarray(lam)
         out.append(scale * lam @ lam.T)
     return out
+
+
+def is_singular(theta: np.ndarray, tl) -> bool:
+    """lme4's isSingular: a diagonal θ within 1e-4 of its bound 0."""
+    return bool(np.any(np.abs(theta[tl.is_diagonal()]) < 1e-4))

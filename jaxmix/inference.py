@@ -118,7 +118,7 @@ def lmm_state(res) -> LmmState:
         raise JaxmixError("this needs a linear mixed model (a Gaussian fit with random effects)")
     got = cache_get(res, "_inf_lmm")
     if got is None:
-        from .model import lmm_arrays
+        from .fitting.lmm import lmm_arrays
 
         layout, idx, xp = lmm_arrays(res.design, jnp.float64)
         w = res.design.weights

@@ -4,31 +4,20 @@ from __future__ import annotations
 import time
 import warnings
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from .covariance import theta_layout
-from .crossprod import RowData, cross_products, terms_structure
+from .covariance import is_singular, theta_layout
 from .design import Design, build_design, check_nobs_vs_nre
 from . import runtime
 from .errors import JaxmixError, JaxmixWarning
 from .formula import parse_formula
 from .status import status_message
-from .options import check_fit_options
+from .options import check_fit_options, parse_dtype
 from .results import MixedResults, OptimSummary
 
-__all__ = ["fit"]
+__all__ = ["fit", "fit_ols"]
 
 _METHODS = {"REML", "ML"}
-
-
-def parse_dtype(dtype):
-    if dtype is None or dtype in ("float64", np.float64, jnp.float64):
-        return jnp.float64
-    if dtype in ("float32", np.float32, jnp.float32):
-        return jnp.float32
-    raise JaxmixError(f"dtype must be 'float64' (default) or 'float32', got {dtype!r}")
 
 
 def fit(formula: str, data, method: str | None = None, weights=None, family: str = "gaussian",
@@ -77,19 +66,6 @@ def fit(formula: str, data, method: str | None = None, weights=None, family: str
     return _fit_lmm(formula, design, method, dt, max_iter, gtol)
 
 
-def lmm_arrays(design: Design, dt, responses: np.ndarray | None = None):
-    """Structure and cross-products for an LMM (tail = [X, y - offset])."""
-    terms = design.terms
-    y = design.y - design.offset if responses is None else responses
-    T = np.column_stack([design.X, y])
-    layout, idx, ZR = terms_structure(terms, design.nobs, T.shape[1])
-    idx = idx.as_jax()
-    rows = RowData(jnp.asarray(terms[0].Z, dt), jnp.asarray(ZR, dt), jnp.asarray(T, dt))
-    xp = _cross_products_jit(rows, jnp.asarray(design.weights, dt), idx, layout)
-    return layout, idx, xp
-
-
-_cross_products_jit = jax.jit(cross_products, static_argnames=("layout",))
 
 
 def _fit_lmm(formula, design: Design, method: str, dt, max_iter: int, gtol: float) -> MixedResults:
@@ -140,11 +116,6 @@ def _fit_lmm(formula, design: Design, method: str, dt, max_iter: int, gtol: floa
 
 OPTIMIZER = ("L-BFGS-B (scipy) on the exact gradient, then Newton steps on the central-difference "
              "Hessian of the exact gradient")
-
-
-def is_singular(theta: np.ndarray, tl) -> bool:
-    """lme4's isSingular: a diagonal θ within 1e-4 of its bound 0."""
-    return bool(np.any(np.abs(theta[tl.is_diagonal()]) < 1e-4))
 
 
 def fit_ols(formula, design: Design, method: str) -> MixedResults:

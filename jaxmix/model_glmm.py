@@ -315,7 +315,8 @@ def _probit_inv(mu):
 
 def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq=1, weights=None,
              offset=None, trials=None, dtype=None, max_iter=500, gtol=1e-4) -> MixedResults:
-    from .model import parse_dtype, is_singular
+    from .covariance import is_singular
+    from .options import parse_dtype
 
     t0 = time.perf_counter()
     fam = get_family(family, link)

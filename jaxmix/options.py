@@ -7,9 +7,12 @@ from __future__ import annotations
 import math
 import numbers
 
+import jax.numpy as jnp
+import numpy as np
+
 from .errors import JaxmixError
 
-__all__ = ["check_fit_options", "MAX_NAGQ"]
+__all__ = ["check_fit_options", "MAX_NAGQ", "parse_dtype"]
 
 #: the most Gauss-Hermite points per axis lme4's ``glmer`` accepts (``nAGQ <= 25``)
 MAX_NAGQ = 25
@@ -58,3 +61,12 @@ def check_fit_options(family: str = "gaussian", *, nagq=1, trials=None, max_iter
             or (_is_int(vmap_width) and vmap_width >= 1)):
         raise JaxmixError(f"vmap_width must be 'auto', None or a positive integer, got {vmap_width!r}")
     return {"nagq": nagq, "max_iter": int(max_iter), "gtol": float(gtol)}
+
+
+def parse_dtype(dtype):
+    """jnp.float64 (default, None) or jnp.float32 from a dtype argument; anything else is an error."""
+    if dtype is None or dtype in ("float64", np.float64, jnp.float64):
+        return jnp.float64
+    if dtype in ("float32", np.float32, jnp.float32):
+        return jnp.float32
+    raise JaxmixError(f"dtype must be 'float64' (default) or 'float32', got {dtype!r}")

@@ -24,7 +24,7 @@ from jaxmix.covariance import lambdas, theta_layout
 from jaxmix.design import build_design
 from jaxmix.formula import parse_formula
 from jaxmix.lmm import cond_var, objective, ranef_from_u, solve
-from jaxmix.model import lmm_arrays
+from jaxmix.fitting.lmm import lmm_arrays
 
 SHAPES = {
     "scalar": "y ~ x + (1 | g)",

@@ -14,7 +14,7 @@ import jaxmix
 from conftest import load_csv
 from jaxmix.covariance import theta_layout
 from jaxmix.lmm import objective
-from jaxmix.model import lmm_arrays
+from jaxmix.fitting.lmm import lmm_arrays
 
 SLEEP = "Reaction ~ Days + (Days | Subject)"
 

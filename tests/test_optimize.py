@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import jaxmix
 from jaxmix.covariance import theta_layout
 from jaxmix.lmm import objective
-from jaxmix.model import lmm_arrays
+from jaxmix.fitting.lmm import lmm_arrays
 from jaxmix.optimize import minimize, status_message
 
 

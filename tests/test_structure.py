@@ -14,7 +14,7 @@ from jaxmix.crossprod import CrossProducts, Index
 from jaxmix.design import build_design
 from jaxmix.formula import parse_formula
 from jaxmix.lmm import objective
-from jaxmix.model import lmm_arrays
+from jaxmix.fitting.lmm import lmm_arrays
 
 
 def _crossed3(seed=0):

@@ -32,10 +32,10 @@ from .._cache import compiled_program
 from ..core.newton import FLOAT32, FLOAT64, HostResult, minimize_bounded
 from ..core.structure import padded_system
 from ..covariance import ThetaLayout, theta_layout
-from ..crossprod import CrossProducts, Index, Layout
+from ..crossprod import CrossProducts, Index, Layout, RowData, cross_products, terms_structure
 from ..lmm import cond_var, objective, solve
 
-__all__ = ["LmmFit", "fit_lmm_arrays", "theta_scale", "lambdas_np"]
+__all__ = ["LmmFit", "fit_lmm_arrays", "theta_scale", "lambdas_np", "lmm_arrays"]
 
 
 def _value_and_grad(x, c, xp, idx, n, ldW, *, layout, tl, p, reml):
@@ -174,3 +174,19 @@ def fit_lmm_arrays(codes, nlev, Zs, X, y, w, reml: bool, dt, gtol: float = 1e-4,
 
     return LmmFit(theta=theta, opt=opt, theta_scale=c, beta=beta, r2=float(sol.r2),
                   RX=np.asarray(sol.RX, dtype=float), b=b, condvar=condvar, compile_seconds=vg_s + min(wait, sol_s))
+
+
+def lmm_arrays(design, dt, responses: np.ndarray | None = None):
+    """Unpadded structure and cross-products of a design (tail = [X, y − offset]), on the device: the
+    form the inference functions and the sweeps differentiate."""
+    terms = design.terms
+    y = design.y - design.offset if responses is None else responses
+    T = np.column_stack([design.X, y])
+    layout, idx, ZR = terms_structure(terms, design.nobs, T.shape[1])
+    idx = idx.as_jax()
+    rows = RowData(jnp.asarray(terms[0].Z, dt), jnp.asarray(ZR, dt), jnp.asarray(T, dt))
+    xp = _cross_products_jit(rows, jnp.asarray(design.weights, dt), idx, layout)
+    return layout, idx, xp
+
+
+_cross_products_jit = jax.jit(cross_products, static_argnames=("layout",))

@@ -12,8 +12,8 @@ on them.  It
 * limits the BLAS/LAPACK libraries already loaded (OpenBLAS of numpy and scipy, whose LAPACK XLA:CPU
   calls) to ``$JAXMIX_BLAS_THREADS`` threads, default 1 (``keep`` leaves them as they are), with
   threadpoolctl: the dense factors of a fit are small, and waking OpenBLAS's threads costs more
-  than they save (a 32 x 32 triangular solve took 8 ms with two threads on a busy 2-core machine,
-  40 µs with one);
+  than they save on a busy machine (both cores of a 2-core machine busy: a 512 x 512 Cholesky took
+  236 ms with two threads, 2.3 ms with one; ``benchmarks/bench_blas_threads.py``);
 * unless ``JAXMIX_GC_FREEZE=0``, moves the objects alive at that moment (the modules of jax, numpy,
   pandas, scipy, ...) out of Python's cyclic garbage collector (``gc.freeze()``): tracing a model
   allocates millions of objects, and every full collection would walk these again.

@@ -138,7 +138,13 @@ def fit_lmm_arrays(codes, nlev, Zs, X, y, w, reml: bool, dt, gtol: float = 1e-4,
     box = {}
     opts = compile_options(layout)
     # the solution program compiles on a second thread while the optimiser runs
-    worker = threading.Thread(target=lambda: box.update(sol=compiled_program(_solution_jit, sol_args, {}, sol_statics, opts)))
+    def compile_solution():
+        try:
+            box["sol"] = compiled_program(_solution_jit, sol_args, {}, sol_statics, opts)
+        except BaseException as exc:  # raised again in the caller's thread, after the join
+            box["error"] = exc
+
+    worker = threading.Thread(target=compile_solution)
     worker.start()
     vg_exe, vg_s = compiled_program(_vg_jit, args, {}, statics, opts)
     cdt, rest = args[1], args[2:]
@@ -154,6 +160,8 @@ def fit_lmm_arrays(codes, nlev, Zs, X, y, w, reml: bool, dt, gtol: float = 1e-4,
     t_join = time.perf_counter()
     worker.join()
     wait = time.perf_counter() - t_join  # the part of the solution's compile the optimiser did not hide
+    if "error" in box:
+        raise box["error"]
     sol_exe, sol_s = box["sol"]
     theta = opt.x * c
     sol = sol_exe(jnp.asarray(theta, dt), xp, idx)

@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 
+from .core.newton import OPTIMIZER
 from .covariance import is_singular, theta_layout
 from .design import Design, build_design, check_nobs_vs_nre
 from . import runtime
@@ -112,10 +113,6 @@ def _fit_lmm(formula, design: Design, method: str, dt, max_iter: int, gtol: floa
         loglik=-obj / 2.0, objective=obj, n_params=p + tl.size + 1, converged=converged,
         singular=singular, optim=optim, b=fitted.b, _condvar_fn=condvar,
     )
-
-
-OPTIMIZER = ("L-BFGS-B (scipy) on the exact gradient, then Newton steps on the central-difference "
-             "Hessian of the exact gradient")
 
 
 def fit_ols(formula, design: Design, method: str) -> MixedResults:

@@ -17,9 +17,9 @@ from .design import as_data_frame, build_design, row_values
 from .errors import JaxmixError, JaxmixWarning
 from .families import Family, get_family
 from .formula import ParsedFormula, split_top, parse_formula
-from ._cache import compiled_program
-from .fitting.lmm import compile_options
-from .glmm import GlmmData, fit_program_jit
+from .fitting.glmm import fit_glmm_arrays
+from .glmm import GlmmData
+from .core.newton import OPTIMIZER
 from .status import MESSAGES, Status, status_message
 from .results import MixedResults, OptimSummary
 
@@ -367,17 +367,16 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
     d = GlmmData(jnp.asarray(terms[0].Z, dt), jnp.asarray(ZR, dt), jnp.asarray(X, dt), jnp.asarray(y, dt),
                  jnp.asarray(ntr, dt), jnp.asarray(pw, dt), jnp.asarray(off, dt))
     tl = theta_layout(layout.q)
-    params0 = jnp.asarray(np.concatenate([theta_start(fam, X, y, ntr, pw, off, beta0, terms, tl), beta0]), dt)
-    statics = dict(fam=fam, layout=layout, tl=tl, p=p, nagq=nagq, max_iter=max_iter, gtol=gtol)
-    compiled, compile_s = compiled_program(fit_program_jit, (params0,), dict(d=d, idx=idx), statics,
-                                           compile_options(layout))
-    res, u = compiled(params0, d=d, idx=idx)
-    res = jax.tree_util.tree_map(np.asarray, res)
+    params0 = np.concatenate([theta_start(fam, X, y, ntr, pw, off, beta0, terms, tl), beta0])
+    fitted = fit_glmm_arrays(fam, d, idx, layout, tl, [t.Z for t in terms], X, params0, nagq, dt, gtol=gtol,
+                             max_iter=max_iter)
+    res = fitted.opt
     nt = tl.size
-    x = np.asarray(res.x, dtype=float)
+    x = fitted.params
     theta, beta = x[:nt], x[nt:]
-    vcov, msg = glmm_vcov(np.asarray(res.hess, dtype=float), np.asarray(res.on_boundary), nt, p)
+    vcov, msg = glmm_vcov(fitted.hess, res.on_boundary, nt, p)
     status = int(res.status)
+    u = fitted.modes
     sep = []
     if separation_suspected((X, pw, vcov0, conv0, separated), beta, float(res.fun), msg):
         sep = separated_columns(fam, X, y, ntr, pw, design.x_names)
@@ -409,12 +408,14 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
     optim = OptimSummary(theta_init=np.asarray(params0), iterations=int(res.n_iter), evaluations=int(res.n_eval),
                          grad=np.asarray(res.grad, dtype=float), grad_norm=float(np.linalg.norm(res.grad)),
                          hess_min_eig=float(res.hess_min_eig), status=status, message=status_message(status),
-                         fit_seconds=time.perf_counter() - t0, compile_seconds=compile_s)
+                         optimizer=OPTIMIZER, fit_seconds=time.perf_counter() - t0,
+                         compile_seconds=fitted.compile_seconds)
     obj = float(res.fun)
     return MixedResults(
         formula=formula, family=fam.name, link=fam.link, method="AGQ" if nagq > 1 else "Laplace",
         design=design, beta=beta, vcov_beta=vcov, theta=theta, sigma=1.0, loglik=-obj / 2.0, objective=obj,
-        n_params=p + nt, converged=converged, singular=bool(np.any(res.on_boundary)) or is_singular(theta, tl),
+        n_params=p + nt, converged=converged,
+        singular=bool(np.any(res.on_boundary)) or is_singular(res.x[:nt], tl),  # scaled θ, as for LMMs
         optim=optim, b=b, _condvar_fn=condvar,
         extra={"nagq": nagq, "trials": ntr, "offset_column": offset if isinstance(offset, str) else None},
     )

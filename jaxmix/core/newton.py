@@ -25,8 +25,11 @@ from typing import Callable, NamedTuple
 import numpy as np
 from scipy.optimize import minimize as scipy_minimize
 
-__all__ = ["HostResult", "Precision", "FLOAT64", "FLOAT32", "minimize_bounded", "fd_hessian"]
+__all__ = ["OPTIMIZER", "HostResult", "Precision", "FLOAT64", "FLOAT32", "minimize_bounded", "fd_hessian"]
 
+#: the name the results give this optimiser (``res.optim.optimizer``)
+OPTIMIZER = ("L-BFGS-B (scipy) on the exact gradient, then Newton steps on the central-difference "
+             "Hessian of the exact gradient")
 NEG_CURV = 1e-7  # relative size of an eigenvalue treated as negative curvature
 #: L-BFGS-B stops on a relative decrease below this; the Newton polish takes it from there
 LBFGSB_FTOL = 1e-10
@@ -202,7 +205,7 @@ def minimize_bounded(vg: Callable, x0: np.ndarray, lower: np.ndarray, *, gtol: f
         status = 2
     elif not minimum:
         status = 4
-    elif gmax < gtol_f(f) and dec < prec.dec_abs + prec.dec_rel * abs(f):  # f within ~dec/2 of the optimum
+    elif gmax < gtol_f(f) and dec < max(prec.dec_abs, 1e-2 * gtol) + prec.dec_rel * abs(f):  # f within ~dec/2 of f*
         status = 0
     else:
         status = 1 if n_iter >= max_iter else 3

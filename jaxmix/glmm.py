@@ -287,4 +287,3 @@ def fit_program(params0, fam: Family, d: GlmmData, idx: Index, layout: Layout, t
     return res, res.aux  # the optimiser's state: the modes at its last point
 
 
-fit_program_jit = jax.jit(fit_program, static_argnames=("fam", "layout", "tl", "p", "nagq", "max_iter", "gtol"))

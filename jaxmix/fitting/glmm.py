@@ -11,7 +11,6 @@ for the standard errors is the central-difference Hessian of the exact gradient 
 """
 from __future__ import annotations
 
-import time
 from typing import NamedTuple
 
 import jax

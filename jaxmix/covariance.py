@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["ThetaLayout", "theta_layout", "lambdas", "normalize_theta", "column_signs", "flip_columns",
-           "covariances", "is_singular"]
+           "covariances", "is_singular", "lambdas_np"]
 
 
 @dataclass(frozen=True)
@@ -89,13 +89,19 @@ def normalize_theta(theta, layout: ThetaLayout) -> np.ndarray:
     return np.asarray(flip_columns(jnp.asarray(theta, dtype=jnp.float64), layout))
 
 
+def lambdas_np(theta: np.ndarray, tl: ThetaLayout) -> list[np.ndarray]:
+    """Λ_k for every term (numpy)."""
+    out = []
+    for qk, r, c, s in zip(tl.q, tl.rows, tl.cols, tl.starts):
+        lam = np.zeros((qk, qk))
+        lam[np.asarray(r, dtype=int), np.asarray(c, dtype=int)] = theta[s : s + len(r)]
+        out.append(lam)
+    return out
+
+
 def covariances(theta: np.ndarray, layout: ThetaLayout, scale: float = 1.0) -> list[np.ndarray]:
     """Ω_k = scale · Λ_k Λ_k′ for every term (numpy)."""
-    out = []
-    for lam in lambdas(jnp.asarray(theta, dtype=jnp.float64), layout):
-        lam = np.asarray(lam)
-        out.append(scale * lam @ lam.T)
-    return out
+    return [scale * lam @ lam.T for lam in lambdas_np(np.asarray(theta, dtype=float), layout)]
 
 
 def is_singular(theta: np.ndarray, tl) -> bool:

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["Layout", "Index", "CrossProducts", "build_structure", "terms_structure", "cross_products", "RowData",
-           "append_response", "same_level_pairs"]
+           "append_response", "same_level_pairs", "sorted_pairs"]
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,15 @@ def same_level_pairs(e_row: np.ndarray, e_blk: np.ndarray, l1: int):
     return a[keep], b[keep]
 
 
+def sorted_pairs(e_row: np.ndarray, e_blk: np.ndarray, l1: int, m_R: int):
+    """(pa, pb, ptgt): the same-level pairs of entries and the flat index row[pa]·m_R + row[pb] of each
+    pair's product in the Schur complement, sorted by that index (a faster segment sum)."""
+    pa, pb = same_level_pairs(e_row, e_blk, l1)
+    ptgt = e_row[pa] * m_R + e_row[pb]
+    order = np.argsort(ptgt, kind="stable")
+    return pa[order], pb[order], ptgt[order]
+
+
 def build_structure(codes: list[np.ndarray], nlev: list[int], q: list[int], t: int):
     """Index arrays and sizes for terms with level codes ``codes`` (lme4 order), q columns each.
 
@@ -135,10 +144,7 @@ def build_structure(codes: list[np.ndarray], nlev: list[int], q: list[int], t: i
     e_blk = np.concatenate(e_blks) if e_blks else np.zeros(0, dtype=np.int64)
     rpos = np.stack(rpos_cols, axis=1) if rpos_cols else np.zeros((n, 0), dtype=np.int64)
     ent = np.stack(ent_cols, axis=1) if ent_cols else np.zeros((n, 0), dtype=np.int64)
-    pa, pb = same_level_pairs(e_row, e_blk, l1)
-    ptgt = e_row[pa] * m_R + e_row[pb]
-    order = np.argsort(ptgt, kind="stable")  # sorted targets: a faster segment sum
-    pa, pb, ptgt = pa[order], pb[order], ptgt[order]
+    pa, pb, ptgt = sorted_pairs(e_row, e_blk, l1, m_R)
     layout = Layout(
         q=tuple(int(x) for x in q), nlev=tuple(int(x) for x in nlev), offsets=tuple(offsets), m_R=int(m_R),
         t=int(t), n_entries=int(e_row.shape[0]), entry_starts=tuple(entry_starts), n_pairs=tuple(n_pairs),

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..crossprod import CrossProducts, Index, Layout, same_level_pairs
+from ..crossprod import CrossProducts, Index, Layout, sorted_pairs
 
 __all__ = ["bucket", "padded_system"]
 
@@ -125,11 +125,11 @@ def padded_system(codes: list[np.ndarray], nlev: list[int], Zs: list[np.ndarray]
     BR = np.zeros((E, q1))
     CRR = np.zeros((m_R, m_R))
     CRT = np.zeros((m_R, t))
-    for a, (rp, en, za) in enumerate(zip(rpos_cols, ent_cols, zr_cols)):
+    for rp, en, za in zip(rpos_cols, ent_cols, zr_cols):
         wza = w * za
         for c in range(q1):
             BR[:, c] += _wsum(en, wza * Z1[:, c], E)
-        for b, (rp2, zb) in enumerate(zip(rpos_cols, zr_cols)):
+        for rp2, zb in zip(rpos_cols, zr_cols):
             CRR.reshape(-1)[:] += _wsum(rp * m_R + rp2, wza * zb, m_R * m_R)
         for s in range(t):
             CRT[:, s] += _wsum(rp, wza * T[:, s], m_R)
@@ -138,11 +138,8 @@ def padded_system(codes: list[np.ndarray], nlev: list[int], Zs: list[np.ndarray]
         for es, npair, qk in zip(entry_starts, real_pairs, q[1:]):
             real[es : es + npair * qk] = True
         sel = np.flatnonzero(real)
-        pa, pb = same_level_pairs(e_row[sel], e_blk[sel], L1)
+        pa, pb, ptgt = sorted_pairs(e_row[sel], e_blk[sel], L1, m_R)
         pa, pb = sel[pa], sel[pb]
-        ptgt = e_row[pa] * m_R + e_row[pb]
-        order = np.argsort(ptgt, kind="stable")
-        pa, pb, ptgt = pa[order], pb[order], ptgt[order]
         P = bucket(pa.shape[0], MIN_PAIRS)
         spare = E - 1  # a padded entry of the last term (value 0)
         pa = np.concatenate([pa, np.full(P - pa.shape[0], spare)])

@@ -22,7 +22,7 @@ from ..core.newton import FLOAT32, FLOAT64, HostResult, fd_hessian, minimize_bou
 from ..covariance import ThetaLayout
 from ..crossprod import Index, Layout
 from ..glmm import GlmmData, gauss_hermite, laplace_objective, zero_modes
-from .lmm import compile_options, theta_scale
+from .lmm import column_rms, compile_options, theta_scale
 
 __all__ = ["GlmmFit", "fit_glmm_arrays"]
 
@@ -51,9 +51,7 @@ def fit_glmm_arrays(fam, d: GlmmData, idx: Index, layout: Layout, tl: ThetaLayou
                     nagq: int, dt, gtol: float = 1e-4, max_iter: int = 500) -> GlmmFit:
     """Minimise the Laplace (nagq = 1) or AGQ deviance over (θ, β) from ``params0``."""
     nt = tl.size
-    sx = np.sqrt(np.mean(np.asarray(X, dtype=float) ** 2, axis=0)) if X.shape[1] else np.zeros(0)
-    sx = np.where(np.isfinite(sx) & (sx > 0), sx, 1.0)
-    c = np.concatenate([theta_scale(Zs, tl), 1.0 / sx])
+    c = np.concatenate([theta_scale(Zs, tl), 1.0 / column_rms(X)])
     if nagq > 1:
         xk, wk = (jnp.asarray(a, dt) for a in gauss_hermite(nagq))
     else:

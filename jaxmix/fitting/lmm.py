@@ -31,11 +31,11 @@ import numpy as np
 from .._cache import compiled_program
 from ..core.newton import FLOAT32, FLOAT64, HostResult, minimize_bounded
 from ..core.structure import padded_system
-from ..covariance import ThetaLayout, theta_layout
+from ..covariance import ThetaLayout, lambdas_np, theta_layout
 from ..crossprod import CrossProducts, Index, Layout, RowData, cross_products, terms_structure
 from ..lmm import cond_var, objective, solve
 
-__all__ = ["LmmFit", "fit_lmm_arrays", "theta_scale", "lambdas_np", "lmm_arrays"]
+__all__ = ["LmmFit", "fit_lmm_arrays", "theta_scale", "column_rms", "lmm_arrays"]
 
 
 def _value_and_grad(x, c, xp, idx, n, ldW, *, layout, tl, p, reml):
@@ -87,24 +87,19 @@ def blas_threads(layout: Layout):
     return threadpool_limits(usable_cores(), user_api="blas")
 
 
+def column_rms(M) -> np.ndarray:
+    """Root mean square of each column of M (1 for a column of zeros)."""
+    M = np.asarray(M, dtype=float)
+    s = np.sqrt(np.mean(M**2, axis=0)) if M.shape[0] else np.ones(M.shape[1])
+    return np.where(np.isfinite(s) & (s > 0), s, 1.0)
+
+
 def theta_scale(Zs: list[np.ndarray], tl: ThetaLayout) -> np.ndarray:
     """c with θ = c ⊙ θ̃: 1/sᵢ for every entry in row i of a term's Λ, sᵢ the RMS of Z column i."""
     out = []
     for Z, rows in zip(Zs, tl.rows):
-        s = np.sqrt(np.mean(np.asarray(Z, dtype=float) ** 2, axis=0))
-        s = np.where(np.isfinite(s) & (s > 0), s, 1.0)
-        out.append(1.0 / s[np.asarray(rows, dtype=int)])
+        out.append(1.0 / column_rms(Z)[np.asarray(rows, dtype=int)])
     return np.concatenate(out) if out else np.zeros(0)
-
-
-def lambdas_np(theta: np.ndarray, tl: ThetaLayout) -> list[np.ndarray]:
-    """Λ_k for every term (numpy)."""
-    out = []
-    for qk, r, c, s in zip(tl.q, tl.rows, tl.cols, tl.starts):
-        lam = np.zeros((qk, qk))
-        lam[np.asarray(r, dtype=int), np.asarray(c, dtype=int)] = theta[s : s + len(r)]
-        out.append(lam)
-    return out
 
 
 class LmmFit(NamedTuple):

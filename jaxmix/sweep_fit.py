@@ -14,6 +14,8 @@ from .batch import default_width, glmm_one, lmm_one, run_batched
 from .covariance import lambdas, theta_layout
 from .crossprod import terms_structure
 from .errors import JaxmixError
+from .fitting.lmm import fit_lmm_outcomes
+from .progress import progress_bar
 from .results import MixedResults, OptimSummary
 from .sweep import Sweep, outcome_design, Problem, ranef_batch, status_message
 
@@ -82,31 +84,41 @@ def fit_lmm_batch(pb: Problem, mask, status, nobs, dtype, max_iter, gtol, device
     d = pb.design
     p = d.X.shape[1]
     reml = pb.method == "REML"
-    layout, idx, shared = _structure(pb, p + 1, dt)
-    tl = theta_layout(layout.q)
+    terms = d.terms
+    tl = theta_layout(tuple(t.q for t in terms))
     nt = tl.size
     if not (status == 0).any():
         return _all_failed(pb, mask, status, nobs, p, nt, p + nt + 1)
-    fill, M, Yc, W, same = _row_args(pb, mask, status, dt, response_shift=d.offset)
-    n_j = M.sum(axis=0).astype(dt)
+    fill, M, Yc, W, same = _row_args(pb, mask, status, np.float64, response_shift=d.offset)
+    n_j = M.sum(axis=0).astype(float)
     logw = np.log(np.where(d.weights > 0, d.weights, 1.0))
-    ldW_j = ((M & (d.weights[:, None] > 0)) * logw[:, None]).sum(axis=0).astype(dt)
-    batched = {"y": Yc}
-    shared["start"] = np.asarray(tl.init(), dt)
-    if same:
-        shared.update(w=W[0], n=n_j[0], ldW=ldW_j[0])
-    else:
-        batched.update(w=W, n=n_j, ldW=ldW_j)
-    statics = (("layout", layout), ("tl", tl), ("p", p), ("reml", reml), ("max_iter", int(max_iter)),
-               ("gtol", float(gtol)))
-    width = default_width("lmm", devices) if vmap_width == "auto" else vmap_width
-    (res, sol), cs, rs = run_batched(lmm_one, statics, batched, shared, devices, batch_size, progress, desc, width)
+    ldW_j = ((M & (d.weights[:, None] > 0)) * logw[:, None]).sum(axis=0)
+    k = len(pb.names)
+    chunk = k if batch_size is None else max(1, min(int(batch_size), k))
+    nchunks = -(-k // chunk)
+    show = (nchunks > 1) if progress is None else bool(progress)
+    bar = progress_bar(k, desc, quiet=not show, unit="outcome")
+    codes, nlev, Zs = [t.codes for t in terms], [t.nlevels for t in terms], [t.Z for t in terms]
+    parts = []
+    try:
+        for c in range(nchunks):
+            sl = slice(c * chunk, min((c + 1) * chunk, k))
+            parts.append(fit_lmm_outcomes(codes, nlev, Zs, d.X, Yc.T[:, sl], W.T[:, sl], n_j[sl], ldW_j[sl], reml, dt,
+                                          gtol=gtol, max_iter=max_iter, devices=devices))
+            bar.update(sl.stop - sl.start)
+    finally:
+        bar.close()
+    cat = lambda f: np.concatenate([f(b) for b in parts], axis=0)  # noqa: E731
+    res = type(parts[0].opt)(*(np.concatenate([getattr(b.opt, name) for b in parts], axis=0)
+                               for name in parts[0].opt._fields))
+    cs = sum(b.compile_seconds for b in parts)
+    rs = sum(b.run_seconds for b in parts)
     ok = status == 0
-    theta = np.where(ok[:, None], np.asarray(res.x, dtype=float), np.nan)
+    theta = np.where(ok[:, None], cat(lambda b: b.theta), np.nan)
     denom = nobs - p if reml else nobs
     with np.errstate(invalid="ignore", divide="ignore"):
-        sigma = np.where(ok, np.sqrt(np.asarray(sol.r2, dtype=float) / denom), np.nan)
-    RX = np.asarray(sol.RX, dtype=float)
+        sigma = np.where(ok, np.sqrt(cat(lambda b: b.r2) / denom), np.nan)
+    RX = cat(lambda b: b.RX)
     vcov = _nan((len(ok), p, p))
     for j in np.flatnonzero(ok):
         try:
@@ -114,31 +126,26 @@ def fit_lmm_batch(pb: Problem, mask, status, nobs, dtype, max_iter, gtol, device
             vcov[j] = sigma[j] ** 2 * Ri.T @ Ri
         except np.linalg.LinAlgError:
             pass
-    obj = np.where(ok, np.asarray(res.fun, dtype=float), np.nan)
-    st = np.where(ok, np.asarray(res.status), status)
-    singular = ok & _is_singular_batch(np.nan_to_num(theta, nan=1.0), tl, np.asarray(res.on_boundary))
-    beta = np.where(ok[:, None], np.asarray(sol.beta, dtype=float), np.nan)
-    b_all = ranef_batch(np.asarray(sol.u1, dtype=float), np.asarray(sol.uR, dtype=float), theta, tl, layout)
-    factor = sol.factor
-    idx_j = type(idx)(*(jnp.asarray(a) for a in idx))
+    obj = np.where(ok, res.fun, np.nan)
+    st = np.where(ok, res.status, status)
+    scaled = res.x  # the singularity test is on the scaled θ̃ (Z columns of unit RMS), as jaxmix.fit's
+    singular = ok & _is_singular_batch(np.nan_to_num(scaled, nan=1.0), tl, res.on_boundary)
+    beta = np.where(ok[:, None], cat(lambda b: b.beta), np.nan)
 
     def build(j: int) -> MixedResults:
-        from .lmm import cond_var
-
         name = pb.names[j]
         sub, used = outcome_design(d, mask[:, j], pb.Y[:, j], name, pb.rhs)
-        f_j = jax.tree_util.tree_map(lambda a: jnp.asarray(a[j]), factor)
+        part, jj = parts[j // chunk], j % chunk
         s2 = float(sigma[j]) ** 2
 
         def condvar():
-            cv = cond_var(f_j, lambdas(jnp.asarray(theta[j], dt), tl), idx_j, layout)
-            return [s2 * np.asarray(c, dtype=float)[u] for c, u in zip(cv, used)]
+            return [s2 * cv[u] for cv, u in zip(part.condvar(jj, nlev), used)]
 
         return MixedResults(
             formula=sub.parsed.formula, family="gaussian", link="identity", method=pb.method, design=sub,
             beta=beta[j], vcov_beta=vcov[j], theta=theta[j], sigma=float(sigma[j]), loglik=-obj[j] / 2.0,
             objective=float(obj[j]), n_params=p + nt + 1, converged=bool(st[j] == 0), singular=bool(singular[j]),
-            optim=_optim(res, j, tl.init(), cs, rs), b=[bk[j][u] for bk, u in zip(b_all, used)],
+            optim=_optim(res, j, tl.init() * part.theta_scale, cs, rs), b=[bk[u] for bk, u in zip(part.b(jj, nlev), used)],
             _condvar_fn=condvar)
 
     return Sweep(problem=pb, mask=mask, beta=beta, vcov_beta=vcov, theta_=theta, sigma_=sigma, loglik_=-obj / 2.0,

@@ -1,38 +1,49 @@
-"""Bounded minimisation on the host: L-BFGS-B, then Newton steps on a Hessian from the exact gradient.
+"""Bounded minimisation of many independent problems at once, on the host: quasi-Newton steps from
+a central-difference Hessian of the exact gradient, certified by a fresh one at the end.
 
-The objective is one compiled program returning the value and its exact gradient; the optimiser
-around it is numpy and scipy, so nothing of the loop is compiled.  Steps:
+The objective is one compiled program that returns values and exact gradients for a batch of
+points, each belonging to one of k problems (outcomes); the optimiser around it is numpy, so
+nothing of the loop is compiled, and every problem's step of one iteration is evaluated in one call
+of the program (``vg(X, which) -> (f, G)``, X of shape (m, d), ``which`` the problem of each row).
+``jaxmix.fit`` is the case k = 1.  Per problem, vectorised over the problems still running:
 
-1. ``scipy.optimize.minimize(method="L-BFGS-B")`` with the lower bounds (0 for the diagonal of Λ).
-2. Newton polish: the Hessian H by central differences of the exact gradient (2k gradient calls),
-   the projected Newton step −H_FF⁻¹g_F on the free coordinates F (those not held at their bound by
-   a gradient pointing outwards), eigenvalue-modified so that directions of negative curvature are
-   followed downhill, and a backtracking line search, until the gradient is at its own precision
-   (or stops shrinking); H is kept between full steps that shrink the decrement tenfold.  The Newton decrement λ² = g_F′H_FF⁻¹g_F (≈ 2·(f − f*)) does not depend
-   on the scale of the parameters: the convergence test uses it beside the gradient.
-3. Boundary: coordinates with a lower bound that end within ``zero_tol`` of it are tried exactly at
+1. H₀ by central differences of the exact gradient at the start (the 2d points of every problem in
+   one call).
+2. Projected Newton steps −H_FF⁻¹g_F on the free coordinates F (those not held at their bound by a
+   gradient pointing outwards), eigenvalue-modified so that directions of negative curvature are
+   followed downhill, with a backtracking line search (Armijo; near the optimum a step whose value
+   rises by no more than its rounding noise is taken when it at least halves the largest free
+   gradient entry).  After a full step from a positive definite H, H is updated by BFGS
+   (Hₖ₊₁ = Hₖ − Hs s′H/s′Hs + yy′/y′s, with s the step and y the change of gradient); after a
+   shortened step or from an indefinite H it is taken anew by central differences (Newton's method
+   far from the optimum, quasi-Newton steps near it).
+3. When the largest free gradient entry is at its own precision, or a step fails, H is taken anew
+   by central differences at the point, and the iteration goes on with it until the test passes on
+   that exact Hessian or a step fails with it.  The returned Hessian is therefore a
+   central-difference Hessian at the returned point (used for standard errors).
+4. Boundary: coordinates with a lower bound that end within ``zero_tol`` of it are tried exactly at
    the bound (and the rest polished again); the boundary point is kept when its objective is not
    worse (MixedModels.jl's rule).
 
-The result is "converged" (status 0) only when the gradient on F is below tolerance, the decrement
-is small and H_FF has no negative eigenvalue; otherwise a status of :data:`jaxmix.optimize.STATUS`.
+The Newton decrement λ² = g_F′H_FF⁻¹g_F (≈ 2·(f − f*)) does not depend on the scale of the
+parameters.  A problem is "converged" (status 0) only when its gradient on F is below tolerance,
+its decrement is small and H_FF has no negative eigenvalue; otherwise a status of
+:mod:`jaxmix.status` (1 iteration limit, 2 non-finite objective, 3 stopped short, 4 not a minimum).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import numpy as np
-from scipy.optimize import minimize as scipy_minimize
 
-__all__ = ["OPTIMIZER", "HostResult", "Precision", "FLOAT64", "FLOAT32", "minimize_bounded", "fd_hessian"]
+__all__ = ["OPTIMIZER", "HostResult", "BatchResult", "Precision", "FLOAT64", "FLOAT32", "minimize_batch",
+           "minimize_bounded", "fd_hessian", "fd_hessian_batch", "newton_steps"]
 
 #: the name the results give this optimiser (``res.optim.optimizer``)
-OPTIMIZER = ("L-BFGS-B (scipy) on the exact gradient, then Newton steps on the central-difference "
-             "Hessian of the exact gradient")
+OPTIMIZER = ("projected quasi-Newton (BFGS from a central-difference Hessian of the exact gradient), "
+             "certified on a fresh central-difference Hessian")
 NEG_CURV = 1e-7  # relative size of an eigenvalue treated as negative curvature
-#: L-BFGS-B stops on a relative decrease below this; the Newton polish takes it from there
-LBFGSB_FTOL = 1e-10
+MAX_HALVINGS = 30
 
 
 class Precision(NamedTuple):
@@ -49,165 +60,291 @@ FLOAT64 = Precision(1e-8, 1e-6, 1e-9, 1e-11, 1e-4)
 FLOAT32 = Precision(1e-4, 1e-2, 1e-5, 1e-6, 1e-2)
 
 
-@dataclass
-class HostResult:
+class BatchResult(NamedTuple):
+    """The optimiser's record for k problems (leading axis k)."""
+
+    x: np.ndarray  # (k, d)
+    fun: np.ndarray  # (k,)
+    grad: np.ndarray  # (k, d) at x (0 on coordinates held at their bound)
+    hess: np.ndarray  # (k, d, d) central-difference Hessian of the exact gradient at x
+    hess_min_eig: np.ndarray  # (k,) over the free coordinates
+    decrement: np.ndarray  # (k,) Newton decrement on the free coordinates
+    n_iter: np.ndarray  # (k,)
+    n_eval: np.ndarray  # (k,) points evaluated for the problem
+    on_boundary: np.ndarray  # (k, d) coordinates held exactly at their bound
+    status: np.ndarray  # (k,)
+
+    def item(self, j: int) -> "HostResult":
+        """Problem j's record."""
+        return HostResult(self.x[j], float(self.fun[j]), self.grad[j], self.hess[j], float(self.hess_min_eig[j]),
+                          float(self.decrement[j]), int(self.n_iter[j]), int(self.n_eval[j]), self.on_boundary[j],
+                          int(self.status[j]))
+
+
+class HostResult(NamedTuple):
+    """One problem's record (:meth:`BatchResult.item`)."""
+
     x: np.ndarray
     fun: float
-    grad: np.ndarray  # at x (0 on coordinates held at their bound)
-    hess: np.ndarray  # central-difference Hessian of the exact gradient at x
-    hess_min_eig: float  # over the free coordinates
-    decrement: float  # Newton decrement on the free coordinates
+    grad: np.ndarray
+    hess: np.ndarray
+    hess_min_eig: float
+    decrement: float
     n_iter: int
     n_eval: int
-    on_boundary: np.ndarray  # coordinates held exactly at their bound
+    on_boundary: np.ndarray
     status: int
 
 
 class _Counted:
-    """The value-and-gradient function with an evaluation count; non-finite values become +inf."""
+    """The batched value-and-gradient function with per-problem evaluation counts; a point with a
+    non-finite value or gradient gets f = +inf and g = 0."""
 
-    def __init__(self, vg):
-        self.vg, self.n = vg, 0
+    def __init__(self, vg, k: int):
+        self.vg, self.n = vg, np.zeros(k, dtype=np.int64)
 
-    def __call__(self, x):
-        self.n += 1
-        f, g = self.vg(np.asarray(x, dtype=float))
-        f, g = float(f), np.asarray(g, dtype=float)
-        if not (np.isfinite(f) and np.all(np.isfinite(g))):
-            return np.inf, np.zeros_like(g)
-        return f, g
+    def __call__(self, X, which):
+        X = np.asarray(X, dtype=float)
+        which = np.asarray(which, dtype=np.int64)
+        if X.shape[0] == 0:
+            return np.zeros(0), np.zeros_like(X)
+        np.add.at(self.n, which, 1)
+        f, G = self.vg(X, which)
+        f = np.array(f, dtype=float).reshape(X.shape[0])
+        G = np.array(G, dtype=float).reshape(X.shape)
+        bad = ~(np.isfinite(f) & np.all(np.isfinite(G), axis=1))
+        f[bad] = np.inf
+        G[bad] = 0.0
+        return f, G
+
+
+def fd_hessian_batch(vg: Callable, X: np.ndarray, which: np.ndarray, h_rel: float = 1e-4) -> np.ndarray:
+    """Symmetrised central differences of the exact gradient for m points at once (one call of
+    ``vg`` with 2·m·d points): H[:, j] ≈ (g(x + hⱼeⱼ) − g(x − hⱼeⱼ)) / 2hⱼ, hⱼ = h_rel·max(1, |xⱼ|)."""
+    m, d = X.shape
+    if d == 0 or m == 0:
+        return np.zeros((m, d, d))
+    h = h_rel * np.maximum(1.0, np.abs(X))  # (m, d)
+    E = np.eye(d)[None, :, :] * h[:, :, None]  # (m, d, d): row j = hⱼeⱼ
+    P = np.concatenate([X[:, None, :] + E, X[:, None, :] - E], axis=1).reshape(m * 2 * d, d)
+    _, G = vg(P, np.repeat(np.asarray(which), 2 * d))
+    G = G.reshape(m, 2, d, d)  # [point, ±, j, gradient]
+    H = np.swapaxes((G[:, 0] - G[:, 1]) / (2.0 * h[:, :, None]), 1, 2)  # H[:, :, j]
+    return 0.5 * (H + np.swapaxes(H, 1, 2))
 
 
 def fd_hessian(vg: Callable, x: np.ndarray, h_rel: float = 1e-4) -> np.ndarray:
-    """Symmetrised central differences of the exact gradient: H[:, j] ≈ (g(x + hⱼeⱼ) − g(x − hⱼeⱼ)) / 2hⱼ."""
-    k = x.shape[0]
-    H = np.zeros((k, k))
-    for j in range(k):
-        h = h_rel * max(1.0, abs(x[j]))
-        e = np.zeros(k)
-        e[j] = h
-        H[:, j] = (vg(x + e)[1] - vg(x - e)[1]) / (2.0 * h)
-    return 0.5 * (H + H.T)
+    """:func:`fd_hessian_batch` for one point of a one-problem ``vg(x) -> (f, g)``."""
+    x = np.asarray(x, dtype=float)
+
+    def vgb(X, which):
+        out = [vg(xi) for xi in X]
+        return np.array([o[0] for o in out], dtype=float), np.array([o[1] for o in out], dtype=float)
+
+    return fd_hessian_batch(vgb, x[None, :], np.zeros(1, dtype=np.int64), h_rel)[0]
 
 
-def _newton_step(g, H, free, at_bound):
-    """Eigenvalue-modified Newton step on the free coordinates, its decrement and H_FF's eigenvalues.
+def newton_steps(G: np.ndarray, H: np.ndarray, free: np.ndarray, at_bound: np.ndarray):
+    """Eigenvalue-modified Newton steps on the free coordinates of m problems; their decrements and
+    the smallest eigenvalue of each H_FF (+inf with no free coordinate).
 
-    Along a direction of negative curvature with no slope (a saddle, or θ = 0 of a criterion that is
-    even in θ) the step goes towards the feasible side of the coordinates at their bound."""
-    F = np.flatnonzero(free)
-    step = np.zeros_like(g)
-    if F.size == 0:
-        return step, 0.0, np.array([np.inf])
-    w, V = np.linalg.eigh(H[np.ix_(F, F)])
-    gv = V.T @ g[F]
-    scale = np.max(np.abs(w)) if w.size else 1.0
+    The coordinates that are not free get unit rows and columns (and no gradient), so one batched
+    ``eigh`` serves every free set.  Along a direction of negative curvature with no slope (a saddle,
+    or θ = 0 of a criterion that is even in θ) the step goes towards the feasible side of the
+    coordinates at their bound."""
+    m, d = G.shape
+    if d == 0:
+        return np.zeros((m, 0)), np.zeros(m), np.full(m, np.inf), np.ones(m, dtype=bool)
+    fm = free.astype(float)
+    Hm = H * fm[:, :, None] * fm[:, None, :] + np.eye(d)[None] * (1.0 - fm)[:, :, None]
+    Hm = np.where(np.isfinite(Hm), Hm, 0.0)
+    gm = np.where(free, G, 0.0)
+    w, V = np.linalg.eigh(Hm)
+    # eigenvectors of the unit block of fixed coordinates carry no gradient and get no step
+    on_free = np.einsum("mdk,md->mk", V**2, fm) > 0.5
+    gv = np.einsum("mdk,md->mk", V, gm)
+    scale = np.max(np.where(on_free, np.abs(w), 0.0), axis=1, keepdims=True)
+    scale = np.where(scale > 0, scale, 1.0)
     wabs = np.maximum(np.abs(w), 1e-10 * scale + 1e-14)
     coef = -gv / wabs
-    neg = w < -NEG_CURV * (1.0 + scale)
-    # negative curvature: downhill along the eigenvector, at least 0.1 (at a saddle g ≈ 0)
-    inward = np.where(V[at_bound[F]].sum(axis=0) >= 0, 1.0, -1.0)
+    neg = on_free & (w < -NEG_CURV * (1.0 + scale))
+    inward = np.where(np.einsum("mdk,md->mk", V, at_bound.astype(float)) >= 0, 1.0, -1.0)
     sign = np.where(gv > 0, -1.0, np.where(gv < 0, 1.0, inward))
     coef = np.where(neg, sign * np.maximum(np.abs(coef), 0.1), coef)
-    step[F] = V @ coef
-    return step, float(np.sum(gv**2 / wabs)), w
+    coef = np.where(on_free, coef, 0.0)
+    step = np.einsum("mdk,mk->md", V, coef) * fm
+    dec = np.sum(np.where(on_free, gv**2 / wabs, 0.0), axis=1)
+    wmin = np.min(np.where(on_free, w, np.inf), axis=1)
+    is_min = ~np.any(neg, axis=1)
+    return step, dec, wmin, is_min
 
 
-def _polish(vg, x, f, g, lower, fixed, gtol, max_newton, prec):
-    """Projected Newton iterations from x until the largest free gradient entry is below ``gtol`` or
-    stops shrinking; ``fixed`` coordinates stay where they are.
+def _free(X, G, H, lower, fixed):
+    """Coordinates not held: held are the fixed ones and those at their bound with a gradient
+    pushing outwards (or none, and no negative curvature)."""
+    at_bound = X <= lower
+    diag = np.diagonal(H, axis1=1, axis2=2)
+    held = fixed | (at_bound & ((G > 0) | ((G == 0) & (diag >= 0))))
+    return ~held, at_bound
 
-    Next to the optimum the decrease of f falls below its rounding noise while a Newton step still
-    shrinks the gradient: a step is taken when f decreases (Armijo), or when f rises by no more than
-    its noise and the largest free gradient entry at least halves."""
-    it = 0
-    H = fd_hessian(vg, x, prec.fd_step)
-    while True:
-        # held at the bound: a gradient pushing outwards, or none and no negative curvature
-        at_bound = x <= lower
-        free = ~(fixed | (at_bound & ((g > 0) | ((g == 0) & (np.diag(H) >= 0)))))
-        step, dec, w = _newton_step(g, H, free, at_bound)
-        minimum = w[0] >= -NEG_CURV * (1.0 + np.max(np.abs(w)))
-        gmax = np.max(np.abs(g[free])) if free.any() else 0.0
-        if (gmax < gtol and minimum) or it >= max_newton:
-            return x, f, g, H, free, dec, w, it
-        t, moved = 1.0, False
-        noise = prec.noise * (1.0 + abs(f))
-        for _ in range(30):
-            xn = np.maximum(x + t * step, lower)
-            xn[fixed] = x[fixed]
-            fn, gn = vg(xn)
-            if fn < f - 1e-4 * t * max(dec, 0.0) or (
-                    fn <= f + noise and (np.max(np.abs(gn[free])) if free.any() else 0.0) < 0.5 * gmax):
-                moved = True
+
+def _bfgs(H, s, y):
+    """BFGS update of Hessian approximations, and where it was made (not where y′s or s′Hs is not
+    safely positive)."""
+    Hs = np.einsum("mij,mj->mi", H, s)
+    sHs = np.einsum("mi,mi->m", s, Hs)
+    sy = np.einsum("mi,mi->m", s, y)
+    ok = (sy > 1e-10 * np.linalg.norm(s, axis=1) * np.linalg.norm(y, axis=1)) & (sHs > 0)
+    sy_, sHs_ = np.where(ok, sy, 1.0), np.where(ok, sHs, 1.0)
+    upd = H - np.einsum("mi,mj->mij", Hs, Hs) / sHs_[:, None, None] + np.einsum("mi,mj->mij", y, y) / sy_[:, None, None]
+    return np.where(ok[:, None, None], upd, H), ok
+
+
+def _descend(fun, X, F, G, which, lower, fixed, gtol_of, max_iter, prec):
+    """Projected (quasi-)Newton iterations for m problems until each one's largest free gradient
+    entry is below ``gtol_of(f)`` on an exact (central-difference) Hessian, or a step fails on one.
+
+    Returns X, F, G, H (central differences at X), free, decrement, smallest eigenvalue of H_FF,
+    whether H_FF has no negative curvature, and the iterations."""
+    m, d = X.shape
+    X, F, G = X.copy(), F.copy(), G.copy()
+    H = fd_hessian_batch(fun, X, which, prec.fd_step)
+    exact = np.ones(m, dtype=bool)
+    it = np.zeros(m, dtype=np.int64)
+    free = np.ones((m, d), dtype=bool)
+    dec, wmin, is_min = np.zeros(m), np.full(m, np.inf), np.ones(m, dtype=bool)
+    running = np.isfinite(F)
+    while running.any():
+        A = np.flatnonzero(running)
+        fr, atb = _free(X[A], G[A], H[A], lower, fixed[A])
+        step, dA, wA, mA = newton_steps(G[A], H[A], fr, atb)
+        free[A], dec[A], wmin[A], is_min[A] = fr, dA, wA, mA
+        gmax = np.max(np.where(fr, np.abs(G[A]), 0.0), axis=1) if d else np.zeros(A.size)
+        small = (gmax < gtol_of(F[A])) & mA
+        # a small gradient counts on an exact Hessian only: take one where H is BFGS's
+        renew = small & ~exact[A]
+        stop = (small & exact[A]) | (it[A] >= max_iter)
+        running[A[stop]] = False
+        if renew.any():
+            R = A[renew]
+            H[R] = fd_hessian_batch(fun, X[R], which[R], prec.fd_step)
+            exact[R] = True
+        go = ~stop & ~renew
+        if not go.any():
+            continue
+        B, step, dB, gmaxB = A[go], step[go], dA[go], gmax[go]
+        frB = fr[go]
+        t = np.ones(B.size)
+        moved = np.zeros(B.size, dtype=bool)
+        Xn, Fn, Gn = X[B].copy(), F[B].copy(), G[B].copy()
+        pending = np.ones(B.size, dtype=bool)
+        noise = prec.noise * (1.0 + np.abs(F[B]))
+        for _ in range(MAX_HALVINGS):
+            P = np.flatnonzero(pending)
+            if P.size == 0:
                 break
-            t *= 0.5
-        it += 1
-        if not moved:
-            return x, f, g, H, free, dec, w, it
-        x, f, g = xn, fn, gn
-        # near the optimum the Hessian hardly changes: keep it while full steps shrink the decrement
-        # tenfold (2k gradient calls saved per step); take it anew after a shortened or slow step
-        if t < 1.0 or _newton_step(g, H, free, x <= lower)[1] > 0.1 * dec:
-            H = fd_hessian(vg, x, prec.fd_step)
+            xc = np.maximum(X[B[P]] + t[P, None] * step[P], lower)
+            xc = np.where(fixed[B[P]], X[B[P]], xc)
+            fc, gc = fun(xc, which[B[P]])
+            gnew = np.max(np.where(frB[P], np.abs(gc), 0.0), axis=1) if d else np.zeros(P.size)
+            ok = (fc < F[B[P]] - 1e-4 * t[P] * np.maximum(dB[P], 0.0)) | (
+                (fc <= F[B[P]] + noise[P]) & (gnew < 0.5 * gmaxB[P]))
+            Q = P[ok]
+            Xn[Q], Fn[Q], Gn[Q] = xc[ok], fc[ok], gc[ok]
+            moved[Q] = True
+            pending[Q] = False
+            t[pending] *= 0.5
+        it[B] += 1
+        # failed steps: on a BFGS Hessian take an exact one and try again; on an exact one, stop
+        failed = ~moved
+        retry = B[failed & ~exact[B]]
+        if retry.size:
+            H[retry] = fd_hessian_batch(fun, X[retry], which[retry], prec.fd_step)
+            exact[retry] = True
+        running[B[failed & exact[B] & ~np.isin(B, retry)]] = False
+        M = np.flatnonzero(moved)
+        if M.size:
+            BM = B[M]
+            s, y = Xn[M] - X[BM], Gn[M] - G[BM]
+            X[BM], F[BM], G[BM] = Xn[M], Fn[M], Gn[M]
+            # BFGS after a full step from a positive definite H (near the optimum); an exact
+            # Hessian after a shortened step, from an indefinite H, or where the update fails
+            Hu, upd = _bfgs(H[BM], s, y)
+            upd &= (t[M] == 1.0) & (wmin[BM] > 0)
+            H[BM[upd]] = Hu[upd]
+            exact[BM[upd]] = False
+            R = BM[~upd]
+            if R.size:
+                H[R] = fd_hessian_batch(fun, X[R], which[R], prec.fd_step)
+                exact[R] = True
+    # the record's Hessian is exact at the final point
+    R = np.flatnonzero(~exact & np.isfinite(F))
+    if R.size:
+        H[R] = fd_hessian_batch(fun, X[R], which[R], prec.fd_step)
+        fr, atb = _free(X[R], G[R], H[R], lower, fixed[R])
+        _, dec[R], wmin[R], is_min[R] = newton_steps(G[R], H[R], fr, atb)
+        free[R] = fr
+    return X, F, G, H, free, dec, wmin, is_min, it
 
 
-def minimize_bounded(vg: Callable, x0: np.ndarray, lower: np.ndarray, *, gtol: float = 1e-4,
-                     max_iter: int = 500, zero_tol: float = 1e-4, max_newton: int = 50,
-                     prec: Precision = FLOAT64) -> HostResult:
-    """Minimise f from ``x0`` subject to x ≥ ``lower`` (−inf for unbounded), given ``vg(x) -> (f, ∇f)``.
+def minimize_batch(vg: Callable, X0: np.ndarray, lower: np.ndarray, *, gtol: float = 1e-4,
+                   max_iter: int = 500, zero_tol: float = 1e-4, prec: Precision = FLOAT64) -> BatchResult:
+    """Minimise k functions fⱼ from the rows of ``X0`` (k, d) subject to x ≥ ``lower`` (d,) (−inf for
+    unbounded), given ``vg(X, which) -> (f, G)`` for points X (m, d) of problems ``which`` (m,).
 
     Args:
       gtol: tolerance on the largest gradient entry on the free coordinates (objective units);
-        1e-8·|f| is added, the precision to which the gradient of a large objective is known.
-      max_iter: L-BFGS-B iteration limit.
+        ``prec.grad_rel``·|f| is added, the precision to which the gradient of a large objective is
+        known.  The iterations go on to a thousandth of it (Newton converges quadratically: a step
+        or two); the status uses ``gtol`` itself and the decrement.
+      max_iter: iteration limit per problem.
       zero_tol: bounded coordinates within this of their bound are tried exactly at it.
-      max_newton: Newton iteration limit of each polish.
       prec: :data:`FLOAT64` or :data:`FLOAT32`, the precision of the objective's values.
     """
-    fun = _Counted(vg)
-    x0 = np.asarray(x0, dtype=float)
-    bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
-    k = x0.shape[0]
-    if k == 0:
-        f, g = fun(x0)
-        return HostResult(x0, f, g, np.zeros((0, 0)), np.inf, 0.0, 0, fun.n, np.zeros(0, bool),
-                          0 if np.isfinite(f) else 2)
-    opt = scipy_minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=bounds,
-                         options=dict(maxiter=max_iter, ftol=LBFGSB_FTOL, gtol=gtol * 1e-2, maxcor=20))
-    x = np.maximum(np.asarray(opt.x, dtype=float), lower)
-    f, g = fun(x)
-    n_iter = int(opt.nit)
-    if not np.isfinite(f):
-        return HostResult(x, f, g, np.full((k, k), np.nan), np.nan, np.nan, n_iter, fun.n,
-                          np.zeros(k, bool), 2)
-    gtol_f = lambda f: gtol + prec.grad_rel * abs(f)  # noqa: E731
-    # the polish goes on to the gradient's own precision (Newton converges quadratically: a step or two)
-    pol_gtol = lambda f: 1e-3 * (gtol + prec.grad_rel * abs(f))  # noqa: E731
-    nofix = np.zeros(k, dtype=bool)
-    x, f, g, H, free, dec, w, it = _polish(fun, x, f, g, lower, nofix, pol_gtol(f), max_newton, prec)
-    n_iter += it
-    near = np.isfinite(lower) & (x > lower) & (x - lower < zero_tol)
-    if near.any():  # try the bound itself
-        xb = np.where(near, lower, x)
-        fb, gb = fun(xb)
-        if np.isfinite(fb):
-            xb, fb, gb, Hb, freeb, decb, wb, itb = _polish(fun, xb, fb, gb, lower, near, pol_gtol(fb),
-                                                          max_newton, prec)
-            n_iter += itb
-            if fb <= f + 1e-8 * (1.0 + abs(f)):
-                x, f, g, H, free, dec, w = xb, fb, gb, Hb, freeb, decb, wb
+    X0 = np.atleast_2d(np.asarray(X0, dtype=float))
+    k, d = X0.shape
+    lower = np.asarray(lower, dtype=float).reshape(d)
+    fun = _Counted(vg, k)
+    which = np.arange(k)
+    X = np.maximum(X0, lower)
+    F, G = fun(X, which)
+    gtol_f = lambda f: gtol + prec.grad_rel * np.abs(f)  # noqa: E731
+    pol = lambda f: 1e-3 * gtol_f(f)  # noqa: E731
+    nofix = np.zeros((k, d), dtype=bool)
+    X, F, G, H, free, dec, wmin, is_min, it = _descend(fun, X, F, G, which, lower, nofix, pol, max_iter, prec)
+    near = np.isfinite(lower) & (X > lower) & (X - lower < zero_tol)
+    tryb = np.flatnonzero(near.any(axis=1) & np.isfinite(F))
+    if tryb.size:  # the bound itself
+        Xb = np.where(near[tryb], lower, X[tryb])
+        Fb, Gb = fun(Xb, tryb)
+        Xb, Fb, Gb, Hb, freeb, decb, wb, minb, itb = _descend(fun, Xb, Fb, Gb, tryb, lower, near[tryb], pol,
+                                                              max_iter, prec)
+        it[tryb] += itb
+        keep = np.isfinite(Fb) & (Fb <= F[tryb] + 1e-8 * (1.0 + np.abs(F[tryb])))
+        K, kb = tryb[keep], np.flatnonzero(keep)
+        X[K], F[K], G[K], H[K], free[K] = Xb[kb], Fb[kb], Gb[kb], Hb[kb], freeb[kb]
+        dec[K], wmin[K], is_min[K] = decb[kb], wb[kb], minb[kb]
     held = ~free
-    g = np.where(held, 0.0, g)
-    gmax = np.max(np.abs(g)) if k else 0.0
-    minimum = w[0] >= -NEG_CURV * (1.0 + np.max(np.abs(w)))
-    if not np.isfinite(f):
-        status = 2
-    elif not minimum:
-        status = 4
-    elif gmax < gtol_f(f) and dec < max(prec.dec_abs, 1e-2 * gtol) + prec.dec_rel * abs(f):  # f within ~dec/2 of f*
-        status = 0
-    else:
-        status = 1 if n_iter >= max_iter else 3
-    on_b = held & np.isfinite(lower) & (x <= lower)
-    return HostResult(x, f, g, H, float(w[0]), float(dec), n_iter, fun.n, on_b, status)
+    G = np.where(held, 0.0, G)
+    gmax = np.max(np.abs(G), axis=1) if d else np.zeros(k)
+    status = np.where(gmax < gtol_f(F), 0, np.where(it >= max_iter, 1, 3))
+    status = np.where(dec < np.maximum(prec.dec_abs, 1e-2 * gtol) + prec.dec_rel * np.abs(F), status,
+                      np.where(it >= max_iter, 1, 3))
+    status = np.where(is_min, status, 4)
+    status = np.where(np.isfinite(F), status, 2)
+    bad = ~np.isfinite(F)
+    H = np.where(bad[:, None, None], np.nan, H)
+    on_b = held & np.isfinite(lower) & (X <= lower)
+    return BatchResult(X, F, G, H, np.where(bad, np.nan, wmin), np.where(bad, np.nan, dec), it, fun.n.copy(),
+                       on_b, status.astype(np.int64))
+
+
+def minimize_bounded(vg: Callable, x0: np.ndarray, lower: np.ndarray, **kw) -> HostResult:
+    """:func:`minimize_batch` for one problem given ``vg(x) -> (f, g)``."""
+    x0 = np.asarray(x0, dtype=float)
+
+    def vgb(X, which):
+        out = [vg(xi) for xi in X]
+        return np.array([float(o[0]) for o in out]), np.array([np.asarray(o[1], dtype=float) for o in out])
+
+    return minimize_batch(vgb, x0[None, :], lower, **kw).item(0)

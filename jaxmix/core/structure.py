@@ -18,6 +18,7 @@ The number of rows n and log|W| enter the criterion as traced scalars, not shape
 from __future__ import annotations
 
 import numpy as np
+from scipy import sparse
 
 from ..crossprod import CrossProducts, Index, Layout, sorted_pairs
 
@@ -52,7 +53,7 @@ def _wsum(idx: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
 
 
 def padded_system(codes: list[np.ndarray], nlev: list[int], Zs: list[np.ndarray], T: np.ndarray,
-                  w: np.ndarray):
+                  w: np.ndarray, tail_cross: bool = True):
     """(Layout, Index, CrossProducts) of the blocked system, every varying size padded to a bucket.
 
     Args:
@@ -61,6 +62,8 @@ def padded_system(codes: list[np.ndarray], nlev: list[int], Zs: list[np.ndarray]
       Zs: per term, the term's per-row columns (n, q_k).
       T: the tail columns (n, t): X then the response.
       w: prior weights (n,).
+
+      tail_cross: form CTT = T′WT (False: CTT is None, for callers that need only parts of it).
 
     Returns numpy arrays; the Index holds only the arrays the factorization reads (the per-row index
     arrays, which depend on n, are empty).
@@ -77,11 +80,12 @@ def padded_system(codes: list[np.ndarray], nlev: list[int], Zs: list[np.ndarray]
     for a in range(q1):
         for b in range(a, q1):
             A11[:l1, a, b] = A11[:l1, b, a] = _wsum(code1, wZ1[:, a] * Z1[:, b], l1)
+    n = code1.shape[0]
+    S1 = sparse.csr_matrix((np.ones(n), (code1, np.arange(n))), shape=(l1, n))
     BT = np.zeros((L1, t, q1))
-    for s in range(t):
-        for c in range(q1):
-            BT[:l1, s, c] = _wsum(code1, wZ1[:, c] * T[:, s], l1)
-    CTT = T.T @ (w[:, None] * T)
+    for c in range(q1):
+        BT[:l1, :, c] = S1 @ (wZ1[:, c : c + 1] * T)
+    CTT = T.T @ (w[:, None] * T) if tail_cross else None
 
     # terms 2..K: R rows (levels padded per term) and the entries of Z_R'Z_1 (pairs padded per term)
     nlev_pad, offsets, entry_starts, n_pairs = [L1], [], [], []
@@ -131,8 +135,7 @@ def padded_system(codes: list[np.ndarray], nlev: list[int], Zs: list[np.ndarray]
             BR[:, c] += _wsum(en, wza * Z1[:, c], E)
         for rp2, zb in zip(rpos_cols, zr_cols):
             CRR.reshape(-1)[:] += _wsum(rp * m_R + rp2, wza * zb, m_R * m_R)
-        for s in range(t):
-            CRT[:, s] += _wsum(rp, wza * T[:, s], m_R)
+        CRT += sparse.csr_matrix((np.ones(n), (rp, np.arange(n))), shape=(m_R, n)) @ (wza[:, None] * T)
     if E:
         real = np.zeros(E, dtype=bool)
         for es, npair, qk in zip(entry_starts, real_pairs, q[1:]):

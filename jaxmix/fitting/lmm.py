@@ -19,6 +19,7 @@ start Λ̃ = I and the tolerances mean the same whatever the units of the covari
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 import time
@@ -29,21 +30,60 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._cache import compiled_program
-from ..core.newton import FLOAT32, FLOAT64, HostResult, minimize_bounded
-from ..core.structure import padded_system
+from ..core.newton import FLOAT32, FLOAT64, BatchResult, HostResult, minimize_batch
+from ..core.structure import FINE, bucket, padded_system
 from ..covariance import ThetaLayout, lambdas_np, theta_layout
 from ..crossprod import CrossProducts, Index, Layout, RowData, cross_products, terms_structure
 from ..lmm import cond_var, objective, solve
 
-__all__ = ["LmmFit", "fit_lmm_arrays", "theta_scale", "column_rms", "lmm_arrays"]
+__all__ = ["LmmBatch", "LmmFit", "fit_lmm_outcomes", "outcome_blocks", "fit_lmm_arrays", "theta_scale", "column_rms", "lmm_arrays"]
 
 
-def _value_and_grad(x, c, xp, idx, n, ldW, *, layout, tl, p, reml):
+def _vg_point(x, c, xp, idx, n, ldW, *, layout, tl, p, reml):
     return jax.value_and_grad(lambda z: objective(z * c, xp, idx, layout, tl, n, p, ldW, reml))(x)
 
 
-def _solution(theta, xp, idx, *, layout, tl, p):
-    return solve(theta, xp, idx, layout, tl, p)
+def _gather(which, grp, shared, per, one_group):
+    """Each point's cross-products: the group blocks (A11, BR, CRR) by the outcome's mask group,
+    the tail blocks (BT, CRT, CTT) by the outcome."""
+    A11, BR, CRR = shared
+    BT, CRT, CTT = per
+    take = lambda a, i: jnp.take(a, i, axis=0)  # noqa: E731
+    g = take(grp, which)
+    if one_group:
+        A11, BR, CRR = A11[0], BR[0], CRR[0]
+    else:
+        A11, BR, CRR = take(A11, g), take(BR, g), take(CRR, g)
+    return CrossProducts(A11, BR, take(BT, which), CRR, take(CRT, which), take(CTT, which))
+
+
+def _vg_points(X, which, c, grp, shared, per, n, ldW, idx, *, layout, tl, p, reml, width):
+    """Values and gradients of the criterion at points X (width, d), point i for outcome which[i]."""
+    one_group = shared[0].shape[0] == 1
+    xp = _gather(which, grp, shared, per, one_group)
+    nj, lj = jnp.take(n, which), jnp.take(ldW, which)
+    if width == 1:
+        f, g = _vg_point(X[0], c, _first(xp, one_group), idx, nj[0], lj[0], layout=layout, tl=tl, p=p, reml=reml)
+        return f[None], g[None]
+    axes = CrossProducts(None if one_group else 0, None if one_group else 0, 0, None if one_group else 0, 0, 0)
+    return jax.vmap(lambda x, xp_, n_, l_: _vg_point(x, c, xp_, idx, n_, l_, layout=layout, tl=tl, p=p, reml=reml),
+                    in_axes=(0, axes, 0, 0))(X, xp, nj, lj)
+
+
+def _first(xp, one_group):
+    """The cross-products of a one-point batch."""
+    if one_group:
+        return CrossProducts(xp.A11, xp.BR, xp.BT[0], xp.CRR, xp.CRT[0], xp.CTT[0])
+    return CrossProducts(*(a[0] for a in xp))
+
+
+def _solutions(theta, grp, shared, per, idx, *, layout, tl, p):
+    """β̂, modes, r², R_X and the factor of every outcome at its θ̂ (theta (K, nt))."""
+    K = theta.shape[0]
+    one_group = shared[0].shape[0] == 1
+    xp = _gather(jnp.arange(K), grp, shared, per, one_group)
+    axes = CrossProducts(None if one_group else 0, None if one_group else 0, 0, None if one_group else 0, 0, 0)
+    return jax.vmap(lambda t, xp_: solve(t, xp_, idx, layout, tl, p), in_axes=(0, axes))(theta, xp)
 
 
 def _cond_var(theta, factor, idx, *, layout, tl):
@@ -52,8 +92,8 @@ def _cond_var(theta, factor, idx, *, layout, tl):
     return cond_var(factor, lambdas(theta, tl), idx, layout)
 
 
-_vg_jit = jax.jit(_value_and_grad, static_argnames=("layout", "tl", "p", "reml"))
-_solution_jit = jax.jit(_solution, static_argnames=("layout", "tl", "p"))
+_vg_jit = jax.jit(_vg_points, static_argnames=("layout", "tl", "p", "reml", "width"))
+_solution_jit = jax.jit(_solutions, static_argnames=("layout", "tl", "p"))
 _cond_var_jit = jax.jit(_cond_var, static_argnames=("layout", "tl"))
 
 
@@ -102,6 +142,197 @@ def theta_scale(Zs: list[np.ndarray], tl: ThetaLayout) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0)
 
 
+class LmmBatch(NamedTuple):
+    """The fits of k outcomes of one design (leading axis k)."""
+
+    theta: np.ndarray  # (k, nt)
+    opt: BatchResult  # in the scaled parameters θ̃
+    theta_scale: np.ndarray  # (nt,) θ = c ⊙ θ̃
+    beta: np.ndarray  # (k, p)
+    r2: np.ndarray  # (k,)
+    RX: np.ndarray  # (k, p, p)
+    u1: np.ndarray  # (k, padded levels of term 1, q1)
+    uR: np.ndarray  # (k, m_R)
+    factor: object  # the blocked factors, leading axis k (device arrays)
+    layout: Layout
+    tl: ThetaLayout
+    idx: Index
+    compile_seconds: float
+    run_seconds: float
+
+    def b(self, j: int, nlev) -> list:
+        """Outcome j's conditional modes per term, (levels, q) with the real levels only."""
+        lams = lambdas_np(self.theta[j], self.tl)
+        out = [self.u1[j][: nlev[0]] @ lams[0].T]
+        for lam, off, qk, lk in zip(lams[1:], self.layout.offsets, self.layout.q[1:], nlev[1:]):
+            out.append(self.uR[j][off : off + lk * qk].reshape(lk, qk) @ lam.T)
+        return out
+
+    def condvar(self, j: int, nlev) -> list:
+        """Outcome j's conditional covariances of the random effects relative to σ², per term
+        (levels, q, q) with the real levels only."""
+        dt = self.factor[0].dtype if isinstance(self.factor, tuple) else jax.tree_util.tree_leaves(self.factor)[0].dtype
+        f_j = jax.tree_util.tree_map(lambda a: a[j], self.factor)
+        th = jnp.asarray(self.theta[j], dt)
+        exe, _ = compiled_program(_cond_var_jit, (th, f_j, self.idx), {}, dict(layout=self.layout, tl=self.tl),
+                                  compile_options(self.layout))
+        cv = exe(th, f_j, self.idx)
+        return [np.asarray(v, dtype=float)[:lk] for v, lk in zip(cv, nlev)]
+
+
+def outcome_blocks(codes, nlev, Zs, X, Y, W):
+    """The padded blocked system of k outcomes of one design: one :func:`padded_system` per group
+    of outcomes with the same row weights (their missing rows weigh 0), with every response of the
+    group in the tail.  Returns (layout, idx, grp (k,), shared (A11, BR, CRR) stacked by group,
+    per (BT, CRT, CTT) stacked by outcome)."""
+    n, p = X.shape
+    k = Y.shape[1]
+    groups: dict[bytes, list[int]] = {}
+    for j in range(k):
+        groups.setdefault(np.ascontiguousarray(W[:, j]).tobytes(), []).append(j)
+    grp = np.zeros(k, dtype=np.int64)
+    A11s, BRs, CRRs = [], [], []
+    BT = CRT = CTT = None
+    layout = idx = None
+    for g, cols in enumerate(groups.values()):
+        cols = np.asarray(cols)
+        grp[cols] = g
+        w = W[:, cols[0]]
+        Yg = Y[:, cols]
+        lay, ix, xp = padded_system(codes, nlev, Zs, np.column_stack([X, Yg]), w, tail_cross=False)
+        if layout is None:
+            layout, idx = dataclasses.replace(lay, t=p + 1), ix  # each outcome's tail is [X, y]
+            L1, q1, m_R = xp.BT.shape[0], xp.BT.shape[2], xp.CRT.shape[0]
+            BT = np.zeros((k, L1, p + 1, q1))
+            CRT = np.zeros((k, m_R, p + 1))
+            CTT = np.zeros((k, p + 1, p + 1))
+        A11s.append(xp.A11)
+        BRs.append(xp.BR)
+        CRRs.append(xp.CRR)
+        BT[cols, :, :p, :] = xp.BT[None, :, :p, :]
+        BT[cols, :, p, :] = np.moveaxis(xp.BT[:, p:, :], 1, 0)
+        CRT[cols, :, :p] = xp.CRT[None, :, :p]
+        CRT[cols, :, p] = xp.CRT[:, p:].T
+        wX = w[:, None] * X
+        CTT[cols, :p, :p] = (X.T @ wX)[None]
+        Xy = wX.T @ Yg  # (p, kg)
+        CTT[cols, :p, p] = Xy.T
+        CTT[cols, p, :p] = Xy.T
+        CTT[cols, p, p] = np.einsum("i,ij,ij->j", w, Yg, Yg)
+    shared = (np.stack(A11s), np.stack(BRs), np.stack(CRRs))
+    return layout, idx, grp, shared, (BT, CRT, CTT)
+
+
+def _pad_rows(a: np.ndarray, K: int) -> np.ndarray:
+    """``a`` with its first row repeated to K rows."""
+    if a.shape[0] == K:
+        return a
+    return np.concatenate([a, np.repeat(a[:1], K - a.shape[0], axis=0)], axis=0)
+
+
+def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: float = 1e-4,
+                     max_iter: int = 500, devices=None) -> LmmBatch:
+    """Fit θ of k outcomes of one design together: the host optimiser
+    (:func:`jaxmix.core.newton.minimize_batch`) on one compiled program that evaluates the criterion
+    and its exact gradient at a batch of points; then β̂, b and the factor at each θ̂.
+
+    Args:
+      codes, nlev, Zs: per random term, the level code of each row, the number of levels and the
+        term's columns (n, q).
+      X: (n, p) fixed effects; Y: (n, k) responses (offset removed; anything finite where W is 0);
+      W: (n, k) row weights per outcome (prior weights, 0 for an outcome's missing rows).
+      n, ldW: (k,) rows and Σ log w over the rows of positive weight, per outcome.
+      devices: with several, each call's points are split over them (the data replicated).
+    The outcomes are padded to a bucket (:func:`jaxmix.core.structure.bucket`), so sweeps of
+    similar sizes share the program; ``jaxmix.fit`` is k = 1.
+    """
+    t0 = time.perf_counter()
+    k = Y.shape[1]
+    p = X.shape[1]
+    layout, idx_np, grp, shared_np, per_np = outcome_blocks(codes, nlev, Zs, X, Y, W)
+    tl = theta_layout(layout.q)
+    c = theta_scale(Zs, tl)
+    K = 1 if k == 1 else bucket(k, 2, FINE)
+    G = shared_np[0].shape[0]
+    Gb = 1 if G == 1 else bucket(G, 2, FINE)
+    shared = tuple(jnp.asarray(_pad_rows(a, Gb), dt) for a in shared_np)
+    per = tuple(jnp.asarray(_pad_rows(a, K), dt) for a in per_np)
+    grp_j = jnp.asarray(_pad_rows(grp, K))
+    n_j = jnp.asarray(_pad_rows(np.asarray(n, dtype=float), K), dt)
+    ld_j = jnp.asarray(_pad_rows(np.asarray(ldW, dtype=float), K), dt)
+    idx = Index(*(jnp.asarray(a) for a in idx_np))
+    cj = jnp.asarray(c, dt)
+    width = K
+    mesh = None
+    if devices is not None and len(devices) > 1 and k > 1:
+        from .. import devices as _devs
+
+        mesh = _devs.outcome_mesh(devices)
+        width = -(-K // mesh.size) * mesh.size
+    d = tl.size
+    statics = dict(layout=layout, tl=tl, p=p, reml=reml, width=width)
+    X0 = jnp.zeros((width, d), dt)
+    w0 = jnp.zeros(width, jnp.int32)
+    args = (X0, w0, cj, grp_j, shared, per, n_j, ld_j, idx)
+    sol_args = (jnp.zeros((K, d), dt), grp_j, shared, per, idx)
+    sol_statics = dict(layout=layout, tl=tl, p=p)
+    opts = compile_options(layout)
+    box = {}
+
+    def compile_solution():  # on a second thread while the optimiser runs
+        try:
+            box["sol"] = compiled_program(_solution_jit, sol_args, {}, sol_statics, opts)
+        except BaseException as exc:  # raised again in the caller's thread, after the join
+            box["error"] = exc
+
+    worker = threading.Thread(target=compile_solution)
+    worker.start()
+    if mesh is not None:
+        args = (_devs.put(np.zeros((width, d), dt), mesh, True), _devs.put(np.zeros(width, np.int32), mesh, True)) + tuple(
+            jax.tree_util.tree_map(lambda a: _devs.put(np.asarray(a), mesh, False), args[2:]))
+    try:
+        vg_exe, vg_s = compiled_program(_vg_jit, args, {}, statics, opts)
+    except BaseException:
+        worker.join()
+        raise
+    rest = args[2:]
+
+    def vg(P, which):
+        m = P.shape[0]
+        f, g = np.empty(m), np.empty((m, d))
+        for s in range(0, m, width):
+            e = min(s + width, m)
+            Pc = _pad_rows(P[s:e], width)
+            wc = _pad_rows(np.asarray(which[s:e], dtype=np.int32), width)
+            if mesh is None:
+                fc, gc = vg_exe(jnp.asarray(Pc, dt), jnp.asarray(wc), *rest)
+            else:
+                fc, gc = vg_exe(_devs.put(Pc.astype(dt), mesh, True), _devs.put(wc, mesh, True), *rest)
+            f[s:e] = np.asarray(fc, dtype=float)[: e - s]
+            g[s:e] = np.asarray(gc, dtype=float)[: e - s]
+        return f, g
+
+    lower = np.where(tl.is_diagonal(), 0.0, -np.inf)
+    prec = FLOAT32 if jnp.dtype(dt) == jnp.float32 else FLOAT64
+    with blas_threads(layout):
+        opt = minimize_batch(vg, np.tile(tl.init(), (k, 1)), lower, gtol=gtol, max_iter=max_iter, prec=prec)
+    t_join = time.perf_counter()
+    worker.join()
+    wait = time.perf_counter() - t_join  # the part of the solution's compile the optimiser did not hide
+    if "error" in box:
+        raise box["error"]
+    sol_exe, sol_s = box["sol"]
+    theta = opt.x * c
+    sol = sol_exe(jnp.asarray(_pad_rows(np.nan_to_num(theta), K), dt), grp_j, shared, per, idx)
+    factor = jax.tree_util.tree_map(lambda a: a[:k], sol.factor)
+    compile_s = vg_s + min(wait, sol_s)
+    return LmmBatch(theta=theta, opt=opt, theta_scale=c, beta=np.asarray(sol.beta, dtype=float)[:k],
+                    r2=np.asarray(sol.r2, dtype=float)[:k], RX=np.asarray(sol.RX, dtype=float)[:k],
+                    u1=np.asarray(sol.u1, dtype=float)[:k], uR=np.asarray(sol.uR, dtype=float)[:k],
+                    factor=factor, layout=layout, tl=tl, idx=idx, compile_seconds=compile_s,
+                    run_seconds=time.perf_counter() - t0 - compile_s)
+
+
 class LmmFit(NamedTuple):
     theta: np.ndarray
     opt: HostResult
@@ -116,67 +347,13 @@ class LmmFit(NamedTuple):
 
 def fit_lmm_arrays(codes, nlev, Zs, X, y, w, reml: bool, dt, gtol: float = 1e-4,
                    max_iter: int = 500) -> LmmFit:
-    """Fit θ by the host optimiser on the compiled criterion; then β̂, b and the factor at θ̂."""
-    p = X.shape[1]
-    n = X.shape[0]
-    T = np.column_stack([X, y])
-    layout, idx_np, xp_np = padded_system(codes, nlev, Zs, T, w)
-    tl = theta_layout(layout.q)
-    c = theta_scale(Zs, tl)
-    xp = CrossProducts(*(jnp.asarray(a, dt) for a in xp_np))
-    idx = Index(*(jnp.asarray(a) for a in idx_np))
+    """:func:`fit_lmm_outcomes` for one outcome."""
     ldW = float(np.sum(np.log(w[w > 0])))
-    statics = dict(layout=layout, tl=tl, p=p, reml=reml)
-    args = (jnp.asarray(tl.init(), dt), jnp.asarray(c, dt), xp, idx, jnp.asarray(n, dt), jnp.asarray(ldW, dt))
-    sol_args = (jnp.asarray(tl.init(), dt), xp, idx)
-    sol_statics = dict(layout=layout, tl=tl, p=p)
-    box = {}
-    opts = compile_options(layout)
-    # the solution program compiles on a second thread while the optimiser runs
-    def compile_solution():
-        try:
-            box["sol"] = compiled_program(_solution_jit, sol_args, {}, sol_statics, opts)
-        except BaseException as exc:  # raised again in the caller's thread, after the join
-            box["error"] = exc
-
-    worker = threading.Thread(target=compile_solution)
-    worker.start()
-    vg_exe, vg_s = compiled_program(_vg_jit, args, {}, statics, opts)
-    cdt, rest = args[1], args[2:]
-
-    def vg(x):
-        f, g = vg_exe(jnp.asarray(x, dt), cdt, *rest)
-        return np.asarray(f, dtype=float), np.asarray(g, dtype=float)
-
-    lower = np.where(tl.is_diagonal(), 0.0, -np.inf)
-    prec = FLOAT32 if jnp.dtype(dt) == jnp.float32 else FLOAT64
-    with blas_threads(layout):
-        opt = minimize_bounded(vg, tl.init(), lower, gtol=gtol, max_iter=max_iter, prec=prec)
-    t_join = time.perf_counter()
-    worker.join()
-    wait = time.perf_counter() - t_join  # the part of the solution's compile the optimiser did not hide
-    if "error" in box:
-        raise box["error"]
-    sol_exe, sol_s = box["sol"]
-    theta = opt.x * c
-    sol = sol_exe(jnp.asarray(theta, dt), xp, idx)
-    beta = np.asarray(sol.beta, dtype=float)
-    u1 = np.asarray(sol.u1, dtype=float)[: nlev[0]]
-    uR = np.asarray(sol.uR, dtype=float)
-    lams = lambdas_np(theta, tl)
-    b = [u1 @ lams[0].T]
-    for lam, off, qk, lk in zip(lams[1:], layout.offsets, layout.q[1:], nlev[1:]):
-        b.append(uR[off : off + lk * qk].reshape(lk, qk) @ lam.T)
-    factor = sol.factor
-
-    def condvar():
-        exe, _ = compiled_program(_cond_var_jit, (jnp.asarray(theta, dt), factor, idx), {},
-                                  dict(layout=layout, tl=tl), opts)
-        cv = exe(jnp.asarray(theta, dt), factor, idx)
-        return [np.asarray(v, dtype=float)[:lk] for v, lk in zip(cv, nlev)]
-
-    return LmmFit(theta=theta, opt=opt, theta_scale=c, beta=beta, r2=float(sol.r2),
-                  RX=np.asarray(sol.RX, dtype=float), b=b, condvar=condvar, compile_seconds=vg_s + min(wait, sol_s))
+    fb = fit_lmm_outcomes(codes, nlev, Zs, X, np.asarray(y, dtype=float)[:, None], np.asarray(w, dtype=float)[:, None],
+                          [X.shape[0]], [ldW], reml, dt, gtol=gtol, max_iter=max_iter)
+    return LmmFit(theta=fb.theta[0], opt=fb.opt.item(0), theta_scale=fb.theta_scale, beta=fb.beta[0],
+                  r2=float(fb.r2[0]), RX=fb.RX[0], b=fb.b(0, nlev), condvar=lambda: fb.condvar(0, nlev),
+                  compile_seconds=fb.compile_seconds)
 
 
 def lmm_arrays(design, dt, responses: np.ndarray | None = None):

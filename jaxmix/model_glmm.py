@@ -11,8 +11,7 @@ import numpy as np
 import pandas as pd
 import formulaic
 
-from .covariance import lambdas, theta_layout
-from .crossprod import terms_structure
+from .covariance import theta_layout
 from .design import as_data_frame, build_design, row_values
 from .errors import JaxmixError, JaxmixWarning
 from .families import Family, get_family
@@ -362,21 +361,17 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
         )
     terms = design.terms
     p = X.shape[1]
-    layout, idx, ZR = terms_structure(terms, design.nobs, 1)
-    idx = idx.as_jax()
-    d = GlmmData(jnp.asarray(terms[0].Z, dt), jnp.asarray(ZR, dt), jnp.asarray(X, dt), jnp.asarray(y, dt),
-                 jnp.asarray(ntr, dt), jnp.asarray(pw, dt), jnp.asarray(off, dt))
-    tl = theta_layout(layout.q)
-    params0 = np.concatenate([theta_start(fam, X, y, ntr, pw, off, beta0, terms, tl), beta0])
-    fitted = fit_glmm_arrays(fam, d, idx, layout, tl, [t.Z for t in terms], X, params0, nagq, dt, gtol=gtol,
-                             max_iter=max_iter)
-    res = fitted.opt
+    tl = theta_layout(tuple(t.q for t in terms))
     nt = tl.size
+    params0 = np.concatenate([theta_start(fam, X, y, ntr, pw, off, beta0, terms, tl), beta0])
+    nlev = [t.nlevels for t in terms]
+    fitted = fit_glmm_arrays(fam, [t.codes for t in terms], nlev, [t.Z for t in terms], X, y, pw, ntr, off,
+                             params0, nagq, dt, gtol=gtol, max_iter=max_iter)
+    res = fitted.opt
     x = fitted.params
     theta, beta = x[:nt], x[nt:]
     vcov, msg = glmm_vcov(fitted.hess, res.on_boundary, nt, p)
     status = int(res.status)
-    u = fitted.modes
     sep = []
     if separation_suspected((X, pw, vcov0, conv0, separated), beta, float(res.fun), msg):
         sep = separated_columns(fam, X, y, ntr, pw, design.x_names)
@@ -385,21 +380,10 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
         warnings.warn(separation_message(sep), JaxmixWarning, stacklevel=3)
     elif msg:
         warnings.warn(msg, JaxmixWarning, stacklevel=3)
-    lams = lambdas(jnp.asarray(theta, dt), tl)
-    from .lmm import cond_var
-    from .glmm import lam_apply
-
-    u1, uR = (np.asarray(a, dtype=float) for a in u)
-    b = [u1 @ np.asarray(lams[0]).T]
-    bR = np.asarray(lam_apply(jnp.asarray(uR), lams, layout))
-    for off_k, qk, lk in zip(layout.offsets, layout.q[1:], layout.nlev[1:]):
-        b.append(bR[off_k : off_k + lk * qk].reshape(lk, qk))
+    b = fitted.batch.b(0, nlev)
 
     def condvar():
-        from .glmm import fisher_factor_jit
-
-        f = fisher_factor_jit(jnp.asarray(x, dt), u, fam, d, idx, layout, tl)
-        return [np.asarray(c, dtype=float) for c in cond_var(f, lams, idx, layout)]
+        return fitted.batch.condvar(0, nlev)
 
     converged = status == 0
     if not converged and not sep:

@@ -6,33 +6,21 @@ data inside the batch (so they cost nothing extra and cannot produce NaNs); thei
 """
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from .batch import default_width, glmm_one, lmm_one, run_batched
-from .covariance import lambdas, theta_layout
-from .crossprod import terms_structure
+from .covariance import theta_layout
 from .errors import JaxmixError
+from .fitting.glmm import fit_glmm_outcomes
 from .fitting.lmm import fit_lmm_outcomes
 from .progress import progress_bar
 from .results import MixedResults, OptimSummary
-from .sweep import Sweep, outcome_design, Problem, ranef_batch, status_message
+from .sweep import Sweep, outcome_design, Problem, status_message
 
 __all__ = ["fit_lmm_batch", "fit_glmm_batch", "fit_fixed_only"]
 
 
 def _nan(shape) -> np.ndarray:
     return np.full(shape, np.nan)
-
-
-def _structure(pb: Problem, t: int, dt):
-    d = pb.design
-    terms = d.terms
-    layout, idx, ZR = terms_structure(terms, d.nobs, t)
-    shared = {"Z1": np.asarray(terms[0].Z, dt), "ZR": np.asarray(ZR, dt), "X": np.asarray(d.X, dt),
-              "idx": type(idx)(*(np.asarray(a) for a in idx))}
-    return layout, idx, shared
 
 
 def _fill(status: np.ndarray) -> np.ndarray:
@@ -185,8 +173,8 @@ def fit_glmm_batch(pb: Problem, mask, status, nobs, dtype, max_iter, gtol, devic
         raise JaxmixError("adaptive Gauss-Hermite quadrature (nagq > 1) needs a single scalar random-effect "
                           f"term such as (1 | g); the formula has {len(d.terms)} term(s) "
                           f"with {[t.q for t in d.terms]} column(s)")
-    layout, idx, shared = _structure(pb, 1, dt)
-    tl = theta_layout(layout.q)
+    terms = d.terms
+    tl = theta_layout(tuple(t.q for t in terms))
     nt = tl.size
     if not (status == 0).any():
         return _all_failed(pb, mask, status, nobs, p, nt, p + nt)
@@ -196,25 +184,35 @@ def fit_glmm_batch(pb: Problem, mask, status, nobs, dtype, max_iter, gtol, devic
         params0 = _glm_starts(pb, mask, status, suspect, tl)
     else:
         params0 = np.broadcast_to(np.asarray(start, dtype=float), (len(pb.names), nt + p)).copy()
-    fill, M, Yc, PW, same = _row_args(pb, mask, status, dt)
-    batched = {"y": Yc, "start": np.asarray(params0[fill], dt)}
-    shared.update(ntr=np.asarray(pb.ntr, dt), offset=np.asarray(d.offset, dt))
-    if same:
-        shared["pw"] = PW[0]
-    else:
-        batched["pw"] = PW
-    statics = (("fam", pb.fam), ("layout", layout), ("tl", tl), ("p", p), ("nagq", pb.nagq),
-               ("max_iter", int(max_iter)), ("gtol", float(gtol)))
-    width = default_width("glmm", devices) if vmap_width == "auto" else vmap_width
-    (res, u), cs, rs = run_batched(glmm_one, statics, batched, shared, devices, batch_size, progress, desc, width)
+    fill, M, Yc, PW, same = _row_args(pb, mask, status, np.float64)
+    k = len(pb.names)
+    chunk = k if batch_size is None else max(1, min(int(batch_size), k))
+    nchunks = -(-k // chunk)
+    show = (nchunks > 1) if progress is None else bool(progress)
+    bar = progress_bar(k, desc, quiet=not show, unit="outcome")
+    codes, nlev, Zs = [t.codes for t in terms], [t.nlevels for t in terms], [t.Z for t in terms]
+    parts = []
+    try:
+        for c in range(nchunks):
+            sl = slice(c * chunk, min((c + 1) * chunk, k))
+            parts.append(fit_glmm_outcomes(pb.fam, codes, nlev, Zs, d.X, Yc.T[:, sl], PW.T[:, sl], pb.ntr, d.offset,
+                                           params0[fill][sl], pb.nagq, dt, gtol=gtol, max_iter=max_iter,
+                                           devices=devices))
+            bar.update(sl.stop - sl.start)
+    finally:
+        bar.close()
+    res = type(parts[0].opt)(*(np.concatenate([getattr(b.opt, name) for b in parts], axis=0)
+                               for name in parts[0].opt._fields))
+    cs = sum(b.compile_seconds for b in parts)
+    rs = sum(b.run_seconds for b in parts)
     ok = status == 0
-    x = np.where(ok[:, None], np.asarray(res.x, dtype=float), np.nan)
+    x = np.where(ok[:, None], np.concatenate([b.params for b in parts], axis=0), np.nan)
     theta, beta = x[:, :nt], x[:, nt:]
-    H = np.asarray(res.hess, dtype=float)
-    onb = np.asarray(res.on_boundary)
+    H = np.concatenate([b.hess for b in parts], axis=0)
+    onb = res.on_boundary
     vcov = _nan((len(ok), p, p))
-    obj = np.where(ok, np.asarray(res.fun, dtype=float), np.nan)
-    st = np.where(ok, np.asarray(res.status), status)
+    obj = np.where(ok, res.fun, np.nan)
+    st = np.where(ok, res.status, status)
     for j in np.flatnonzero(ok):
         vcov[j], note = glmm_vcov(H[j], onb[j], nt, p)
         sep = []
@@ -225,29 +223,21 @@ def fit_glmm_batch(pb: Problem, mask, status, nobs, dtype, max_iter, gtol, devic
             st[j], vcov[j], note = SEPARATION_STATUS, np.nan, separation_message(sep)
         if note:
             notes.setdefault(pb.names[j], []).append(note)
-    singular = ok & _is_singular_batch(np.nan_to_num(theta, nan=1.0), tl, onb)
-    b_all = ranef_batch(np.asarray(u[0], dtype=float), np.asarray(u[1], dtype=float), theta, tl, layout)
-    idx_j = type(idx)(*(jnp.asarray(a) for a in idx))
+    singular = ok & _is_singular_batch(np.nan_to_num(res.x[:, :nt], nan=1.0), tl, onb[:, :nt])
     method = "AGQ" if pb.nagq > 1 else "Laplace"
 
     def build(j: int) -> MixedResults:
-        from .glmm import fisher_factor_jit, glmm_data
-        from .lmm import cond_var
-
         sub, used = outcome_design(d, mask[:, j], pb.Y[:, j], pb.names[j], pb.rhs)
+        part, jj = parts[j // chunk], j % chunk
 
         def condvar():
-            gd = glmm_data({**shared, **{name: v[j] for name, v in batched.items()}})
-            u_j = (jnp.asarray(u[0][j]), jnp.asarray(u[1][j]))
-            f_j = fisher_factor_jit(jnp.asarray(x[j], dt), u_j, pb.fam, gd, idx_j, layout, tl)
-            cv = cond_var(f_j, lambdas(jnp.asarray(theta[j], dt), tl), idx_j, layout)
-            return [np.asarray(c, dtype=float)[uu] for c, uu in zip(cv, used)]
+            return [cv[uu] for cv, uu in zip(part.condvar(jj, nlev), used)]
 
         return MixedResults(
             formula=sub.parsed.formula, family=pb.family, link=pb.link, method=method, design=sub, beta=beta[j],
             vcov_beta=vcov[j], theta=theta[j], sigma=1.0, loglik=-obj[j] / 2.0, objective=float(obj[j]),
             n_params=p + nt, converged=bool(st[j] == 0), singular=bool(singular[j]),
-            optim=_optim(res, j, params0[j], cs, rs, st[j]), b=[bk[j][uu] for bk, uu in zip(b_all, used)],
+            optim=_optim(res, j, params0[j], cs, rs, st[j]), b=[bk[uu] for bk, uu in zip(part.b(jj, nlev), used)],
             _condvar_fn=condvar,
             extra={"nagq": pb.nagq, "trials": pb.ntr[mask[:, j]], "offset_column": pb.offset_column})
 

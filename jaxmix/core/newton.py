@@ -1,5 +1,5 @@
 """Bounded minimisation of many independent problems at once, on the host: quasi-Newton steps from
-a central-difference Hessian of the exact gradient, certified by a fresh one at the end.
+a finite-difference Hessian of the exact gradient, certified by a fresh one at the end.
 
 The objective is one compiled program that returns values and exact gradients for a batch of
 points, each belonging to one of k problems (outcomes); the optimiser around it is numpy, so
@@ -7,28 +7,29 @@ nothing of the loop is compiled, and every problem's step of one iteration is ev
 of the program (``vg(X, which) -> (f, G)``, X of shape (m, d), ``which`` the problem of each row).
 ``jaxmix.fit`` is the case k = 1.  Per problem, vectorised over the problems still running:
 
-1. H₀ by central differences of the exact gradient at the start (the 2d points of every problem in
-   one call).
+1. H₀ by forward differences of the exact gradient at the start, H[:, j] ≈ (g(x + hⱼeⱼ) − g(x))/hⱼ
+   with hⱼ = 10⁻⁴·max(1, |xⱼ|) in float64 (the d points of every problem in one call).
 2. Projected Newton steps −H_FF⁻¹g_F on the free coordinates F (those not held at their bound by a
    gradient pointing outwards), eigenvalue-modified so that directions of negative curvature are
    followed downhill, with a backtracking line search (Armijo; near the optimum a step whose value
    rises by no more than its rounding noise is taken when it at least halves the largest free
    gradient entry).  After a full step from a positive definite H, H is updated by BFGS
    (Hₖ₊₁ = Hₖ − Hs s′H/s′Hs + yy′/y′s, with s the step and y the change of gradient); after a
-   shortened step or from an indefinite H it is taken anew by central differences (Newton's method
-   far from the optimum, quasi-Newton steps near it).
+   shortened step or from an indefinite H it is taken anew by differences (Newton's method far
+   from the optimum, quasi-Newton steps near it).
 3. When the largest free gradient entry is at its own precision, or a step fails, H is taken anew
-   by central differences at the point, and the iteration goes on with it until the test passes on
-   that exact Hessian or a step fails with it.  The returned Hessian is therefore a
-   central-difference Hessian at the returned point (used for standard errors).
+   by differences at the point, and the iteration goes on with it until the test passes on that
+   Hessian or a step fails with it.  The returned Hessian is a difference Hessian at the returned
+   point: forward, or central (``central=True``, for standard errors: GLMMs).
 4. Boundary: coordinates with a lower bound that end within ``zero_tol`` of it are tried exactly at
    the bound (and the rest polished again); the boundary point is kept when its objective is not
    worse (MixedModels.jl's rule).
 
 The Newton decrement λ² = g_F′H_FF⁻¹g_F (≈ 2·(f − f*)) does not depend on the scale of the
 parameters.  A problem is "converged" (status 0) only when its gradient on F is below tolerance,
-its decrement is small and H_FF has no negative eigenvalue; otherwise a status of
-:mod:`jaxmix.status` (1 iteration limit, 2 non-finite objective, 3 stopped short, 4 not a minimum).
+its decrement is small, H_FF has no negative eigenvalue and the values around x agree with H
+(:func:`precise`); otherwise a status of :mod:`jaxmix.status` (1 iteration limit, 2 non-finite
+objective, 3 stopped short, 4 not a minimum, 5 values within rounding noise).
 """
 from __future__ import annotations
 
@@ -37,11 +38,11 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 __all__ = ["OPTIMIZER", "HostResult", "BatchResult", "Precision", "FLOAT64", "FLOAT32", "minimize_batch",
-           "minimize_bounded", "fd_hessian", "fd_hessian_batch", "newton_steps"]
+           "minimize_bounded", "fd_hessian", "fd_hessian_batch", "newton_steps", "precise"]
 
 #: the name the results give this optimiser (``res.optim.optimizer``)
-OPTIMIZER = ("projected quasi-Newton (BFGS from a central-difference Hessian of the exact gradient), "
-             "certified on a fresh central-difference Hessian")
+OPTIMIZER = ("projected quasi-Newton (BFGS from a finite-difference Hessian of the exact gradient), "
+             "certified on a fresh finite-difference Hessian")
 NEG_CURV = 1e-7  # relative size of an eigenvalue treated as negative curvature
 MAX_HALVINGS = 30
 
@@ -118,18 +119,27 @@ class _Counted:
         return f, G
 
 
-def fd_hessian_batch(vg: Callable, X: np.ndarray, which: np.ndarray, h_rel: float = 1e-4) -> np.ndarray:
-    """Symmetrised central differences of the exact gradient for m points at once (one call of
-    ``vg`` with 2·m·d points): H[:, j] ≈ (g(x + hⱼeⱼ) − g(x − hⱼeⱼ)) / 2hⱼ, hⱼ = h_rel·max(1, |xⱼ|)."""
+def fd_hessian_batch(vg: Callable, X: np.ndarray, which: np.ndarray, h_rel: float = 1e-4,
+                     G: np.ndarray | None = None) -> np.ndarray:
+    """Symmetrised differences of the exact gradient for m points at once (one call of ``vg``).
+
+    Central (2·m·d points): H[:, j] ≈ (g(x + hⱼeⱼ) − g(x − hⱼeⱼ)) / 2hⱼ, hⱼ = h_rel·max(1, |xⱼ|).
+    Forward, when the gradients G at X are given (m·d points): H[:, j] ≈ (g(x + hⱼeⱼ) − g(x)) / hⱼ,
+    half the cost and less precise (O(h) against O(h²)): good enough to steer the iterations."""
     m, d = X.shape
     if d == 0 or m == 0:
         return np.zeros((m, d, d))
     h = h_rel * np.maximum(1.0, np.abs(X))  # (m, d)
     E = np.eye(d)[None, :, :] * h[:, :, None]  # (m, d, d): row j = hⱼeⱼ
+    if G is not None:
+        P = (X[:, None, :] + E).reshape(m * d, d)
+        _, Gp = vg(P, np.repeat(np.asarray(which), d))
+        H = np.swapaxes((Gp.reshape(m, d, d) - G[:, None, :]) / h[:, :, None], 1, 2)
+        return 0.5 * (H + np.swapaxes(H, 1, 2))
     P = np.concatenate([X[:, None, :] + E, X[:, None, :] - E], axis=1).reshape(m * 2 * d, d)
-    _, G = vg(P, np.repeat(np.asarray(which), 2 * d))
-    G = G.reshape(m, 2, d, d)  # [point, ±, j, gradient]
-    H = np.swapaxes((G[:, 0] - G[:, 1]) / (2.0 * h[:, :, None]), 1, 2)  # H[:, :, j]
+    _, Gc = vg(P, np.repeat(np.asarray(which), 2 * d))
+    Gc = Gc.reshape(m, 2, d, d)  # [point, ±, j, gradient]
+    H = np.swapaxes((Gc[:, 0] - Gc[:, 1]) / (2.0 * h[:, :, None]), 1, 2)  # H[:, :, j]
     return 0.5 * (H + np.swapaxes(H, 1, 2))
 
 
@@ -200,15 +210,25 @@ def _bfgs(H, s, y):
     return np.where(ok[:, None, None], upd, H), ok
 
 
-def _descend(fun, X, F, G, which, lower, fixed, gtol_of, max_iter, prec):
+def _descend(fun, X, F, G, which, lower, fixed, gtol_of, max_iter, prec, central=False):
     """Projected (quasi-)Newton iterations for m problems until each one's largest free gradient
     entry is below ``gtol_of(f)`` on an exact (central-difference) Hessian, or a step fails on one.
 
-    Returns X, F, G, H (central differences at X), free, decrement, smallest eigenvalue of H_FF,
+    Returns X, F, G, H (differences at X: central ones with ``central``), free, decrement, smallest eigenvalue of H_FF,
     whether H_FF has no negative curvature, and the iterations."""
     m, d = X.shape
     X, F, G = X.copy(), F.copy(), G.copy()
-    H = fd_hessian_batch(fun, X, which, prec.fd_step)
+    # forward differences of the exact gradient (``exact``: taken at the current point, not updated);
+    # central ones where the gradient's own precision is poor (float32)
+    fwd = prec.fd_step
+    steer_central = prec.fd_step >= 1e-3
+    cen = np.zeros(m, dtype=bool)  # H by central differences at the point
+
+    def diff_hessian(R, use_central=steer_central):
+        cen[R] = use_central
+        return fd_hessian_batch(fun, X[R], which[R], fwd, None if use_central else G[R])
+
+    H = diff_hessian(np.arange(m))
     exact = np.ones(m, dtype=bool)
     it = np.zeros(m, dtype=np.int64)
     free = np.ones((m, d), dtype=bool)
@@ -227,7 +247,7 @@ def _descend(fun, X, F, G, which, lower, fixed, gtol_of, max_iter, prec):
         running[A[stop]] = False
         if renew.any():
             R = A[renew]
-            H[R] = fd_hessian_batch(fun, X[R], which[R], prec.fd_step)
+            H[R] = diff_hessian(R)
             exact[R] = True
         go = ~stop & ~renew
         if not go.any():
@@ -258,8 +278,8 @@ def _descend(fun, X, F, G, which, lower, fixed, gtol_of, max_iter, prec):
         # failed steps: on a BFGS Hessian take an exact one and try again; on an exact one, stop
         failed = ~moved
         retry = B[failed & ~exact[B]]
-        if retry.size:
-            H[retry] = fd_hessian_batch(fun, X[retry], which[retry], prec.fd_step)
+        if retry.size:  # a failed step on an updated Hessian: one at the point, and again
+            H[retry] = diff_hessian(retry)
             exact[retry] = True
         running[B[failed & exact[B] & ~np.isin(B, retry)]] = False
         M = np.flatnonzero(moved)
@@ -275,20 +295,45 @@ def _descend(fun, X, F, G, which, lower, fixed, gtol_of, max_iter, prec):
             exact[BM[upd]] = False
             R = BM[~upd]
             if R.size:
-                H[R] = fd_hessian_batch(fun, X[R], which[R], prec.fd_step)
-                exact[R] = True
-    # the record's Hessian is exact at the final point
-    R = np.flatnonzero(~exact & np.isfinite(F))
+                H[R] = diff_hessian(R)
+                exact[R] = False
+    # the record's Hessian is taken at the final point (central differences: for standard errors)
+    R = np.flatnonzero((~exact | (central & ~cen)) & np.isfinite(F))
     if R.size:
-        H[R] = fd_hessian_batch(fun, X[R], which[R], prec.fd_step)
+        H[R] = diff_hessian(R, central or steer_central)
         fr, atb = _free(X[R], G[R], H[R], lower, fixed[R])
         _, dec[R], wmin[R], is_min[R] = newton_steps(G[R], H[R], fr, atb)
         free[R] = fr
     return X, F, G, H, free, dec, wmin, is_min, it
 
 
+def precise(fun, X, F, H, free, which, tol, rise: float = 1e-8) -> np.ndarray:
+    """Whether each problem's values at x and x ± δ agree with its Hessian to within ``tol``.
+
+    δ spans the free eigen-directions of the Jacobi-scaled Hessian D H D (D = |diag H|^(-1/2)), with
+    δ′Hδ/2 = ``rise`` (objective units, far below ``tol``), so that the quadratic model is exact there
+    up to terms of order rise²: a larger second difference f(x + δ) + f(x − δ) − 2 f(x) − δ′Hδ is the
+    objective's rounding noise, which hides its minimum (an LMM's cross-products at a residual SD
+    below ~1e-3 of a group SD)."""
+    m, d = X.shape
+    if d == 0 or m == 0:
+        return np.ones(m, dtype=bool)
+    h = np.abs(np.diagonal(H, axis1=1, axis2=2))
+    okd = (h > 0) & np.isfinite(h)
+    D = np.where(okd, 1.0 / np.sqrt(np.where(okd, h, 1.0)), 1.0) * free
+    S = H * D[:, :, None] * D[:, None, :] + np.eye(d)[None] * (1.0 - free)[:, :, None]
+    w, V = np.linalg.eigh(np.where(np.isfinite(S), S, 0.0))
+    wabs = np.maximum(np.abs(w), 1e-10 * np.max(np.abs(w), axis=1, keepdims=True) + 1e-14)
+    nfree = np.maximum(free.sum(axis=1), 1.0)
+    delta = D * np.einsum("mdk,mk->md", V, np.sqrt(2.0 * rise / nfree)[:, None] / np.sqrt(wabs))
+    f2, _ = fun(np.concatenate([X + delta, X - delta]), np.concatenate([which, which]))
+    second = f2[:m] + f2[m:] - 2.0 * F - np.einsum("mi,mij,mj->m", delta, H, delta)
+    return np.abs(second) < tol
+
+
 def minimize_batch(vg: Callable, X0: np.ndarray, lower: np.ndarray, *, gtol: float = 1e-4,
-                   max_iter: int = 500, zero_tol: float = 1e-4, prec: Precision = FLOAT64) -> BatchResult:
+                   max_iter: int = 500, zero_tol: float = 1e-4, prec: Precision = FLOAT64,
+                   central: bool = False) -> BatchResult:
     """Minimise k functions fⱼ from the rows of ``X0`` (k, d) subject to x ≥ ``lower`` (d,) (−inf for
     unbounded), given ``vg(X, which) -> (f, G)`` for points X (m, d) of problems ``which`` (m,).
 
@@ -300,6 +345,8 @@ def minimize_batch(vg: Callable, X0: np.ndarray, lower: np.ndarray, *, gtol: flo
       max_iter: iteration limit per problem.
       zero_tol: bounded coordinates within this of their bound are tried exactly at it.
       prec: :data:`FLOAT64` or :data:`FLOAT32`, the precision of the objective's values.
+      central: the returned Hessian by central differences (2d gradients, error O(h²); for
+        standard errors) instead of forward ones (d gradients, O(h)).
     """
     X0 = np.atleast_2d(np.asarray(X0, dtype=float))
     k, d = X0.shape
@@ -311,14 +358,15 @@ def minimize_batch(vg: Callable, X0: np.ndarray, lower: np.ndarray, *, gtol: flo
     gtol_f = lambda f: gtol + prec.grad_rel * np.abs(f)  # noqa: E731
     pol = lambda f: 1e-3 * gtol_f(f)  # noqa: E731
     nofix = np.zeros((k, d), dtype=bool)
-    X, F, G, H, free, dec, wmin, is_min, it = _descend(fun, X, F, G, which, lower, nofix, pol, max_iter, prec)
+    X, F, G, H, free, dec, wmin, is_min, it = _descend(fun, X, F, G, which, lower, nofix, pol, max_iter, prec,
+                                                        central)
     near = np.isfinite(lower) & (X > lower) & (X - lower < zero_tol)
     tryb = np.flatnonzero(near.any(axis=1) & np.isfinite(F))
     if tryb.size:  # the bound itself
         Xb = np.where(near[tryb], lower, X[tryb])
         Fb, Gb = fun(Xb, tryb)
         Xb, Fb, Gb, Hb, freeb, decb, wb, minb, itb = _descend(fun, Xb, Fb, Gb, tryb, lower, near[tryb], pol,
-                                                              max_iter, prec)
+                                                              max_iter, prec, central)
         it[tryb] += itb
         keep = np.isfinite(Fb) & (Fb <= F[tryb] + 1e-8 * (1.0 + np.abs(F[tryb])))
         K, kb = tryb[keep], np.flatnonzero(keep)
@@ -331,6 +379,12 @@ def minimize_batch(vg: Callable, X0: np.ndarray, lower: np.ndarray, *, gtol: flo
     status = np.where(dec < np.maximum(prec.dec_abs, 1e-2 * gtol) + prec.dec_rel * np.abs(F), status,
                       np.where(it >= max_iter, 1, 3))
     status = np.where(is_min, status, 4)
+    dec_tol = np.maximum(prec.dec_abs, 1e-2 * gtol) + prec.dec_rel * np.abs(F)
+    C = np.flatnonzero(status == 0)
+    if C.size:  # the values must agree with the Hessian: else the optimum is hidden in rounding noise
+        tol_p = np.maximum(dec_tol[C], 100.0 * prec.noise * (1.0 + np.abs(F[C])))  # above float32's own noise
+        ok = precise(fun, X[C], F[C], H[C], free[C].astype(float), which[C], tol_p)
+        status[C[~ok]] = 5
     status = np.where(np.isfinite(F), status, 2)
     bad = ~np.isfinite(F)
     H = np.where(bad[:, None, None], np.nan, H)

@@ -53,7 +53,7 @@ def _wsum(idx: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
 
 
 def padded_system(codes: list[np.ndarray], nlev: list[int], Zs: list[np.ndarray], T: np.ndarray,
-                  w: np.ndarray, tail_cross: bool = True):
+                  w: np.ndarray, tail_cross: bool = True, row_index: bool = False):
     """(Layout, Index, CrossProducts) of the blocked system, every varying size padded to a bucket.
 
     Args:
@@ -64,6 +64,8 @@ def padded_system(codes: list[np.ndarray], nlev: list[int], Zs: list[np.ndarray]
       w: prior weights (n,).
 
       tail_cross: form CTT = T′WT (False: CTT is None, for callers that need only parts of it).
+      row_index: also return the per-row index arrays (code1, rpos, ent; unpadded rows), which the
+        GLMM's per-row computations read.
 
     Returns numpy arrays; the Index holds only the arrays the factorization reads (the per-row index
     arrays, which depend on n, are empty).
@@ -152,7 +154,12 @@ def padded_system(codes: list[np.ndarray], nlev: list[int], Zs: list[np.ndarray]
         pa = pb = ptgt = np.zeros(0, dtype=np.int64)
     layout = Layout(q=tuple(q), nlev=tuple(int(x) for x in nlev_pad), offsets=tuple(offsets), m_R=int(m_R),
                     t=t, n_entries=int(E), entry_starts=tuple(entry_starts), n_pairs=tuple(n_pairs))
-    empty = np.zeros(0, dtype=np.int64)
-    idx = Index(code1=empty, rpos=empty.reshape(0, 0), ent=empty.reshape(0, 0), e_row=e_row, e_blk=e_blk,
-                pa=pa, pb=pb, ptgt=ptgt)
+    if row_index:
+        rpos = np.column_stack(rpos_cols) if rpos_cols else np.zeros((n, 0), dtype=np.int64)
+        ent = np.column_stack(ent_cols) if ent_cols else np.zeros((n, 0), dtype=np.int64)
+        idx = Index(code1=code1, rpos=rpos, ent=ent, e_row=e_row, e_blk=e_blk, pa=pa, pb=pb, ptgt=ptgt)
+    else:
+        empty = np.zeros(0, dtype=np.int64)
+        idx = Index(code1=empty, rpos=empty.reshape(0, 0), ent=empty.reshape(0, 0), e_row=e_row, e_blk=e_blk,
+                    pa=pa, pb=pb, ptgt=ptgt)
     return layout, idx, CrossProducts(A11, BR, BT, CRR, CRT, CTT)

@@ -24,6 +24,18 @@ _METHODS = {"REML", "ML"}
 def fit(formula: str, data, method: str | None = None, weights=None, family: str = "gaussian",
         link: str | None = None, nagq: int = 1, offset=None, trials: str | None = None,
         dtype=None, max_iter: int = 500, gtol: float = 1e-4) -> MixedResults:
+    """Fit a (generalised) linear mixed model; see :func:`fit_model`.  The results keep the call
+    (``res.extra["call"]``) for ``res.refit(y)`` and ``res.update(...)``."""
+    call = dict(formula=formula, data=data, method=method, weights=weights, family=family, link=link,
+                nagq=nagq, offset=offset, trials=trials, dtype=dtype, max_iter=max_iter, gtol=gtol)
+    res = fit_model(**call)
+    res.extra["call"] = call
+    return res
+
+
+def fit_model(formula: str, data, method: str | None = None, weights=None, family: str = "gaussian",
+              link: str | None = None, nagq: int = 1, offset=None, trials: str | None = None,
+              dtype=None, max_iter: int = 500, gtol: float = 1e-4) -> MixedResults:
     """Fit a (generalised) linear mixed model by maximum likelihood.
 
     Args:

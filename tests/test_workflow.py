@@ -39,7 +39,7 @@ def pen_fit():
 
 @pytest.fixture(scope="module")
 def cbpp():
-    return pd.read_csv(DATA_DIR / "cbpp.csv", dtype={"herd": str, "period": str})
+    return pd.read_csv(DATA_DIR / "cbpp.csv", dtype={"period": str})  # herd numeric: levels 1..15 as R's
 
 
 def _postvar(r, g):
@@ -187,6 +187,7 @@ def test_proportion_response_with_weights_matches_glmer(cbpp):
     np.testing.assert_allclose(res.loglik, r["loglik"], rtol=1e-7)
     np.testing.assert_allclose(res.theta, r["theta"], rtol=1e-5)
     np.testing.assert_allclose(r["loglik"], r["loglik_cbind"], rtol=1e-10)
+    np.testing.assert_allclose(res.condvar("herd"), _postvar(r, "herd"), rtol=1e-4)
 
 
 def test_factor_string_bool_responses_match_glmer():
@@ -311,3 +312,40 @@ def test_update_formula(old, new, expected):
 def test_update_formula_unknown_term():
     with pytest.raises(JaxmixError, match="'w'"):
         update_formula("y ~ x + (1 | g)", ". ~ . - w")
+
+
+def test_proportion_weights_equals_trials_and_refits(cbpp):
+    prop = jaxmix.fit("incidence/size ~ period + (1 | herd)", cbpp, family="binomial", weights="size")
+    tri = jaxmix.fit("incidence ~ period + (1 | herd)", cbpp, family="binomial", trials="size")
+    np.testing.assert_allclose(prop.beta, tri.beta, rtol=1e-8)
+    np.testing.assert_allclose(prop.loglik, tri.loglik, rtol=1e-10)
+    k = tri.simulate(1, seed=9)["sim_1"].to_numpy()
+    a, b = prop.refit(k), tri.refit(k)
+    c = jaxmix.fit("incidence ~ period + (1 | herd)", cbpp.assign(incidence=k), family="binomial", trials="size")
+    np.testing.assert_allclose(a.beta, c.beta, rtol=1e-7)
+    np.testing.assert_allclose(b.loglik, c.loglik, rtol=1e-9)
+    with pytest.raises(JaxmixError, match="whole number"):
+        jaxmix.fit("incidence/size ~ period + (1 | herd)", cbpp, family="binomial", weights=np.full(56, 0.5))
+
+
+def test_glmm_confidence_interval_on_response_scale(cbpp):
+    res = jaxmix.fit("incidence ~ period + (1 | herd)", cbpp, family="binomial", trials="size")
+    nd = pd.DataFrame({"period": ["1", "2", "3", "4"], "herd": ["1"] * 4})
+    ci = res.predict(nd, re_form="NA", interval="confidence", type="response")
+    X0 = np.eye(4)
+    X0[:, 0] = 1.0
+    eta = X0 @ res.beta
+    se = np.sqrt(np.einsum("np,pq,nq->n", X0, res.vcov_beta, X0))
+    np.testing.assert_allclose(ci["fit"], expit(eta), rtol=1e-12)
+    np.testing.assert_allclose(ci["lower"], expit(eta - 1.959963984540054 * se), rtol=1e-10)
+    np.testing.assert_allclose(ci["se"], se, rtol=1e-12)
+    np.testing.assert_allclose(ci["se"][0], res.se.iloc[0], rtol=1e-12)  # period 1: the intercept's SE
+    with pytest.raises(JaxmixError, match="Gaussian"):
+        res.predict(nd, interval="prediction")
+
+
+def test_update_adds_random_term():
+    pen = pd.read_csv(DATA_DIR / "Penicillin.csv")
+    one = jaxmix.fit("diameter ~ 1 + (1 | plate)", pen)
+    both = one.update(". ~ . + (1 | sample)")
+    np.testing.assert_allclose(both.theta, REF["penicillin"]["theta"], rtol=1e-5)

@@ -13,9 +13,9 @@ link for ``type="response"``):
 * ``"confidence"``: se² = x₀′ Var(β̂) x₀, the fixed part only (what emmeans reports);
 * ``"prediction"`` (Gaussian only): se² = x₀′ Var(β̂) x₀ + σ² + Σ_{k ∈ re_form} z₀ₖ′ Cₖ z₀ₖ, where
   Cₖ is the conditional covariance of the level's b (lme4's ``condVar``) for a level seen in the fit
-  and the unconditional covariance Ωₖ for a new level.  The covariance between β̂ and b̂ is not
-  included (as in ``merTools::predictInterval``'s default), so it is slightly conservative or
-  liberal by that term.
+  and the unconditional covariance Ωₖ for a new level.  Left out: the covariance between β̂ and b̂
+  and the conditional covariances between different terms (crossed factors), as in
+  ``merTools::predictInterval``'s default, so the interval can be off by those terms.
 """
 from __future__ import annotations
 

@@ -114,6 +114,9 @@ def refit_model(res, y, fit):
     y = np.asarray(getattr(y, "values", y), dtype=float).reshape(-1)
     if y.shape[0] != d.nobs:
         raise JaxmixError(f"refit needs one response value per row the fit used ({d.nobs}), got {y.shape[0]}")
+    if not np.isfinite(y).all():
+        raise JaxmixError(f"the new response for refit has {int((~np.isfinite(y)).sum())} missing or infinite "
+                          "value(s); refit keeps the fitted rows, so every value must be finite")
     pos = d.positions if d.positions is not None else np.arange(d.nobs)
     data = as_data_frame(call["data"]).iloc[pos].copy()
     data[_RESPONSE] = y

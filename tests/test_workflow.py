@@ -282,6 +282,8 @@ def test_refit_equals_fresh_fit(sleep_fit, cbpp):
     np.testing.assert_allclose(ga.loglik, gb.loglik, rtol=1e-9)
     with pytest.raises(JaxmixError, match="180"):
         sleep_fit.refit(y[:10])
+    with pytest.raises(JaxmixError, match="missing or infinite"):
+        sleep_fit.refit(np.where(np.arange(180) == 3, np.nan, y))
 
 
 def test_update(sleep_fit):
@@ -349,3 +351,14 @@ def test_update_adds_random_term():
     one = jaxmix.fit("diameter ~ 1 + (1 | plate)", pen)
     both = one.update(". ~ . + (1 | sample)")
     np.testing.assert_allclose(both.theta, REF["penicillin"]["theta"], rtol=1e-5)
+
+
+def test_binomial_offset_term_matches_glmer(cbpp):
+    r = REF["cbpp_offset"]
+    res = jaxmix.fit("cbind(incidence, size - incidence) ~ period + offset(log(size) / 10) + (1 | herd)", cbpp,
+                     family="binomial")
+    np.testing.assert_allclose(res.beta, r["fixef"], rtol=1e-5)
+    np.testing.assert_allclose(res.loglik, r["loglik"], rtol=1e-8)
+    nd = pd.DataFrame(r["newdata"]).assign(herd=lambda d: d["herd"].astype(int))
+    np.testing.assert_allclose(res.predict(nd, re_form="NA", type="link"), r["predict_fixed"], rtol=1e-6)
+    np.testing.assert_allclose(res.predict(nd, type="link"), r["predict_all"], rtol=1e-5)

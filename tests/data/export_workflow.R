@@ -61,6 +61,13 @@ g2 <- glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), cbpp, fami
 res$cbpp_prop <- c(getme(g1), list(fixef = unname(fixef(g1)), loglik = as.numeric(logLik(g1)),
                                    loglik_cbind = as.numeric(logLik(g2)), eta = unname(predict(g1)),
                                    postvar = postvar(g1)))
+g4 <- glmer(cbind(incidence, size - incidence) ~ period + offset(log(size) / 10) + (1 | herd), cbpp,
+            family = binomial, control = gctrl)
+nd4 <- data.frame(period = factor(c("1", "3"), levels = levels(cbpp$period)), size = c(5, 40), herd = factor(c("1", "2")))
+res$cbpp_offset <- list(fixef = unname(fixef(g4)), loglik = as.numeric(logLik(g4)),
+                        newdata = list(period = as.character(nd4$period), size = nd4$size, herd = as.character(nd4$herd)),
+                        predict_fixed = unname(predict(g4, nd4, re.form = NA)),
+                        predict_all = unname(predict(g4, nd4)))
 set.seed(1)
 bin <- data.frame(g = factor(rep(1:12, each = 10)), x = rep(seq(-1, 1, length.out = 10), 12))
 bin$y <- factor(ifelse(rbinom(120, 1, plogis(0.3 + 1.2 * bin$x + rnorm(12)[bin$g])) == 1, "yes", "no"))

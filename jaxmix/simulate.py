@@ -21,6 +21,7 @@ from .errors import JaxmixError
 __all__ = ["simulate_responses"]
 
 _FAMILIES = ("gaussian", "binomial", "poisson")
+_CHUNK = 2_000_000  # floats of random effects expanded to the rows at once
 
 
 def simulate_responses(res, nsim: int = 1, seed=None) -> pd.DataFrame:
@@ -43,7 +44,10 @@ def simulate_responses(res, nsim: int = 1, seed=None) -> pd.DataFrame:
     eta = np.repeat((d.X @ res.beta + d.offset)[:, None], nsim, axis=1)
     for t, lam in zip(d.terms, lams):
         b = rng.standard_normal((nsim, t.nlevels, t.q)) @ (scale * lam).T  # (nsim, levels, q)
-        eta += np.einsum("nq,snq->ns", t.Z, b[:, np.asarray(t.codes), :])
+        codes = np.asarray(t.codes)
+        step = max(1, _CHUNK // max(1, n * t.q))  # b at the rows: (step, n, q) at a time, not (nsim, n, q)
+        for s0 in range(0, nsim, step):
+            eta[:, s0 : s0 + step] += np.einsum("nq,snq->ns", t.Z, b[s0 : s0 + step][:, codes, :])
     if gauss:
         w = np.asarray(d.weights, dtype=float)
         sd = res.sigma / np.sqrt(np.where(w > 0, w, np.inf))

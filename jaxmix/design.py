@@ -513,7 +513,8 @@ def _response(expr: str, frame: pd.DataFrame) -> np.ndarray:
         if not pd.api.types.is_numeric_dtype(vals):
             raise JaxmixError(f"response column {expr!r} is not numeric (dtype {vals.dtype})")
         return vals.to_numpy(dtype=float)
-    mm = _model_matrix("0 + " + expr, frame, "the response")
+    # the left-hand side is arithmetic, as in R (incidence/size is a ratio, not nesting)
+    mm = _model_matrix(f"0 + I({expr})", frame, "the response")
     if mm.shape[1] != 1:
         raise JaxmixError(f"response {expr!r} must be a single numeric column")
     return mm.to_numpy(dtype=float)[:, 0]

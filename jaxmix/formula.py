@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from .errors import JaxmixError
 
-__all__ = ["RandomTerm", "ParsedFormula", "parse_formula", "r_power", "split_top"]
+__all__ = ["RandomTerm", "ParsedFormula", "parse_formula", "r_functions", "r_power", "split_top"]
 
 
 @dataclass(frozen=True)
@@ -161,6 +161,18 @@ def r_power(expr: str) -> str:
     return "".join(out)
 
 
+_FACTOR_CALL = re.compile(r"(?<![\w.`])(?:as\.)?factor\s*\(")
+
+
+def r_functions(expr: str) -> str:
+    """R's ``factor(x)`` / ``as.factor(x)`` -> formulaic's ``C(x)`` (a categorical, treatment coded).
+
+    ``poly(x, d)`` (orthogonal, as R's), ``scale(x)``, ``log(x)``, ``exp``, ``sqrt`` and ``I(...)`` are
+    formulaic's own and keep their fitted state (poly's coefficients, scale's centre and SD) for new data.
+    """
+    return _FACTOR_CALL.sub("C(", expr)
+
+
 def _group_factors(group: str, text: str) -> list[tuple[str, ...]]:
     """``a/b/c`` -> [(a,), (b, a), (c, b, a)]; ``a:b`` -> [(a, b)]; ``g`` -> [(g,)]."""
     group = group.strip()
@@ -238,7 +250,7 @@ def parse_formula(formula: str) -> ParsedFormula:
         expr, group = pieces[0].strip(), pieces[1].strip()
         if not expr:
             raise JaxmixError(f"random term {text!r} has nothing before the bar; use (1 | g)")
-        exprs = [r_power(e) for e in (_uncorrelated_exprs(expr, text) if uncorrelated else [expr])]
+        exprs = [r_functions(r_power(e)) for e in (_uncorrelated_exprs(expr, text) if uncorrelated else [expr])]
         for factors in _group_factors(group, text):
             for e in exprs:
                 terms.append(RandomTerm(expr=e, factors=factors, text=text))
@@ -251,4 +263,4 @@ def parse_formula(formula: str) -> ParsedFormula:
     fixed = " + ".join(pieces) if pieces else "1"
     if "|" in re.sub(r"`[^`]*`", "", fixed):
         raise JaxmixError(f"random term in {formula!r} must be enclosed in parentheses: (expr | group)")
-    return ParsedFormula(formula=formula, response=r_power(lhs) or None, fixed=r_power(fixed), random=tuple(terms))
+    return ParsedFormula(formula=formula, response=r_power(lhs) or None, fixed=r_functions(r_power(fixed)), random=tuple(terms))

@@ -43,14 +43,18 @@ def fit(formula: str, data, method: str | None = None, weights=None, family: str
       :class:`jaxmix.MixedResults`.
     """
     runtime.start()
+    # kept on the results for res.refit(y) and res.update(...)
+    call = dict(formula=formula, data=data, method=method, weights=weights, family=family, link=link,
+                nagq=nagq, offset=offset, trials=trials, dtype=dtype, max_iter=max_iter, gtol=gtol)
     fam = str(family).lower()
     opts = check_fit_options(fam, nagq=nagq, trials=trials, max_iter=max_iter, gtol=gtol)
     nagq, max_iter, gtol = opts["nagq"], opts["max_iter"], opts["gtol"]
     if fam != "gaussian":
         from .model_glmm import fit_glmm
 
-        return fit_glmm(formula, data, family=fam, link=link, method=method or "Laplace", nagq=nagq,
-                        weights=weights, offset=offset, trials=trials, dtype=dtype, max_iter=max_iter, gtol=gtol)
+        return with_call(fit_glmm(formula, data, family=fam, link=link, method=method or "Laplace", nagq=nagq,
+                                  weights=weights, offset=offset, trials=trials, dtype=dtype, max_iter=max_iter,
+                                  gtol=gtol), call)
     if link not in (None, "identity"):
         raise JaxmixError(f"unknown link {link!r} for family 'gaussian'; only 'identity'")
     method = "REML" if method is None else str(method).upper()
@@ -63,8 +67,14 @@ def fit(formula: str, data, method: str | None = None, weights=None, family: str
     if not np.isfinite(design.y).all():
         raise JaxmixError(f"response {parsed.response!r} contains inf")
     if not parsed.is_mixed:
-        return fit_ols(formula, design, method)
-    return _fit_lmm(formula, design, method, dt, max_iter, gtol)
+        return with_call(fit_ols(formula, design, method), call)
+    return with_call(_fit_lmm(formula, design, method, dt, max_iter, gtol), call)
+
+
+def with_call(res: MixedResults, call: dict) -> MixedResults:
+    """``res`` with the arguments of the :func:`fit` call that made it (``res.extra["call"]``)."""
+    res.extra["call"] = call
+    return res
 
 
 

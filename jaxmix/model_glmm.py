@@ -12,6 +12,7 @@ import pandas as pd
 import formulaic
 
 from .covariance import theta_layout
+from .binresponse import binary_response_column, proportion_to_trials
 from .design import as_data_frame, build_design, row_values
 from .errors import JaxmixError, JaxmixWarning
 from .families import Family, get_family
@@ -47,6 +48,8 @@ def prepare_glmm(formula: str, data: pd.DataFrame, trials, offset, family: str |
     parsed = parse_formula(formula)
     data = data.copy()
     resp = parsed.response
+    if family == "binomial":
+        data = binary_response_column(data, resp)
     if resp and resp.replace(" ", "").startswith("cbind("):
         inner = resp.strip()[len("cbind("):-1]
         parts = split_top(inner, ",")
@@ -342,7 +345,12 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
         ntr = np.ones_like(y)
     else:
         ntr = row_values(trials, data, "trials")[design.positions]
-    _response_checks(fam, y, ntr, orig_resp, trials is not None)
+    has_trials = trials is not None
+    if fam.name == "binomial" and (conv := proportion_to_trials(y, design.weights if weights is not None else None,
+                                                                has_trials)) is not None:
+        design.y, ntr, design.weights = conv  # glmer(k/n ~ ..., weights = n)
+        y, has_trials = design.y, True
+    _response_checks(fam, y, ntr, orig_resp, has_trials)
     if mkey == "AGQ" and (len(design.terms) != 1 or design.terms[0].q != 1):
         raise JaxmixError("adaptive Gauss-Hermite quadrature (nagq > 1) needs a single scalar random-effect "
                           f"term such as (1 | g); the formula has {len(design.terms)} term(s) "

@@ -239,16 +239,56 @@ class MixedResults:
                 eta = eta + np.einsum("nq,nq->n", Z, bk)
         return eta
 
-    def predict(self, newdata=None, include_re: bool = True, type: str = "response") -> np.ndarray:
-        """Predictions; unseen group levels get b = 0, an unseen fixed-effect category is an error."""
-        from .families import get_family
+    def predict(self, newdata=None, include_re: bool = True, type: str = "response", re_form=None,
+                interval: str | None = None, level: float = 0.95):
+        """Predictions (lme4's ``predict``); see :mod:`jaxmix.predict`.
 
-        eta = self._linear_predictor(newdata, include_re)
-        if type == "link" or self.family == "gaussian":
-            return eta
-        if type != "response":
-            raise JaxmixError(f"type must be 'link' or 'response', got {type!r}")
-        return np.asarray(get_family(self.family, self.link).linkinv(eta))
+        ``re_form``: None (all random terms), ``"NA"``/``"~0"`` (fixed part only; also
+        ``include_re=False``) or a formula naming some random terms (``"~(1|Subject)"``).  Unseen group
+        levels get b = 0 with a warning; an unseen fixed-effect category is an error.  ``interval``
+        ``"confidence"`` or ``"prediction"`` returns a DataFrame fit, se, lower, upper.
+        """
+        from .predict import predict_frame
+
+        if not include_re and re_form is None:
+            re_form = "NA"
+        return predict_frame(self, newdata, re_form=re_form, interval=interval, level=level, type=type,
+                             condvar_fn=self._condvar_fn)
+
+    def simulate(self, nsim: int = 1, seed=None) -> pd.DataFrame:
+        """Responses simulated with new random effects (lme4's ``simulate(m, use.u = FALSE)``): an
+        n × nsim DataFrame ``sim_1 …``; see :mod:`jaxmix.simulate`."""
+        from .simulate import simulate_responses
+
+        return simulate_responses(self, nsim=nsim, seed=seed)
+
+    def refit(self, y) -> "MixedResults":
+        """The same model fitted to a new response (lme4's ``refit``); see :mod:`jaxmix.refit`."""
+        from .model import fit
+        from .refit import refit_model
+
+        return refit_model(self, y, fit)
+
+    def update(self, formula: str | None = None, data=None, **kwargs) -> "MixedResults":
+        """The model fitted again with changed pieces (lme4's ``update``): ``formula`` in R's update syntax
+        (``". ~ . - Days"``, ``". ~ . + (1 | g)"``), new ``data`` or other :func:`jaxmix.fit` arguments."""
+        from .model import fit
+        from .refit import update_model
+
+        return update_model(self, fit, formula=formula, data=data, **kwargs)
+
+    def getme(self, name: str):
+        """lme4's ``getME``: ``"X"``, ``"Z"``, ``"Lambda"``, ``"theta"``, ``"b"``, ``"u"``, ``"beta"``,
+        ``"sigma"``, ``"flist"``; see :mod:`jaxmix.getme`."""
+        from .getme import getme
+
+        return getme(self, name)
+
+    def condvar(self, group: str) -> np.ndarray:
+        """(levels, q, q) conditional covariances of ``group``'s random effects (lme4's ``postVar``)."""
+        from .condvar import condvar
+
+        return condvar(self, group)
 
     @property
     def fitted(self) -> np.ndarray:

@@ -43,7 +43,8 @@ from .formula import split_top
 __all__ = ["coef_table", "wald_test", "contrast_matrix", "type3_anova", "type3_contrasts",
            "covparm_table", "vcov_covparms", "icc", "r2", "WaldTest",
            "satterthwaite_df", "kenward_roger_parts", "containment_df", "between_within_df", "check_ddf_size",
-           "is_lmm", "lmm_state", "LmmState", "satterthwaite_parts", "covbeta", "cache_get", "cache_put"]
+           "is_lmm", "lmm_state", "LmmState", "satterthwaite_parts", "covbeta", "cache_get", "cache_put",
+           "ddf_method", "contrast_df", "contrast_vcov", "fixed_term_columns", "kenward_roger_df"]
 
 KR_MAX_ROWS = 3000  # Kenward–Roger builds n x n matrices: O(n³) time, O(n²) memory
 RANK_MAX_COLUMNS = 6000  # containment df: dense Gram matrix of [X Z]
@@ -447,6 +448,38 @@ def coef_df(res, method: str) -> np.ndarray:
     if method == "kenward-roger":
         return kenward_roger_df(res, np.eye(p))
     return _design_df(res, method)
+
+
+def ddf_method(res, ddf) -> str:
+    """The canonical name of ``ddf`` for this fit ('satterthwaite', 'kenward-roger', ...; None: the
+    fit's default), or a JaxmixError naming the method that does not apply."""
+    return _ddf_method(res, ddf)
+
+
+def contrast_vcov(res, method: str) -> np.ndarray:
+    """Var(β̂) used with ``method``: Φ_A (pbkrtest's adjusted covariance) for Kenward–Roger, else Φ."""
+    return kenward_roger_parts(res)[0] if method == "kenward-roger" else np.asarray(res.vcov_beta)
+
+
+def contrast_df(res, L, method: str) -> np.ndarray:
+    """Denominator df of the t test of each row l of L under ``method``: Satterthwaite (lmerTest's
+    ``contest1D``), Kenward–Roger (pbkrtest's ``Lb_ddf``), ∞ (asymptotic), or for the design-based
+    methods the smallest df of the coefficients the row involves."""
+    L = np.atleast_2d(np.asarray(L, dtype=float))
+    if method == "asymptotic":
+        return np.full(L.shape[0], np.inf)
+    if method == "satterthwaite":
+        return satterthwaite_df(res, L)
+    if method == "kenward-roger":
+        return kenward_roger_df(res, L)
+    per = _design_df(res, method)
+    return np.array([float(np.min(per[np.abs(row) > 1e-12])) if np.any(np.abs(row) > 1e-12) else np.nan
+                     for row in L])
+
+
+def fixed_term_columns(design) -> dict[str, list[int]]:
+    """{fixed term label (formulaic's, e.g. ``"Sex"``, ``"age:Sex"``): its columns of X}; no intercept."""
+    return {label: xc for label, _, xc in _fixed_terms(design)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -413,10 +413,13 @@ class MixedResults:
         centre = np.average(y, weights=self.design.weights) if has_int else 0.0
         return 1.0 - rss / np.sum(self.design.weights * (y - centre) ** 2)
 
-    def summary(self) -> str:
+    def summary(self, ddf=None) -> str:
+        """lmerTest-style text summary: scaled residuals, random effects, fixed effects with ``ddf`` df and
+        p-values (Satterthwaite by default for an LMM), correlation of the fixed effects.  See
+        :mod:`jaxmix.summary`."""
         from .summary import format_summary
 
-        return format_summary(self)
+        return format_summary(self, ddf=ddf)
 
     def __str__(self) -> str:
         return self.summary()

@@ -72,6 +72,11 @@ res$anova <- list(refit = lrt(anova(m0, m_slope)), norefit = lrt(anova(m0, m_slo
 # ---- GLMM profile intervals ----
 gm <- glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), cbpp, family = binomial)
 ci <- confint(gm, method = "profile", oldNames = TRUE)
+gt <- rd("grouseticks.csv"); gt$BROOD <- factor(gt$BROOD); gt$LOCATION <- factor(gt$LOCATION); gt$YEAR <- factor(gt$YEAR)
+gp <- glmer(TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | LOCATION), gt, family = poisson)
+cip <- confint(gp, method = "profile", oldNames = TRUE)
 res$glmm_profile <- list(cbpp = list(names = rownames(ci), lower = unname(ci[, 1]), upper = unname(ci[, 2]),
-                                     theta = unname(getME(gm, "theta")), beta = unname(fixef(gm))))
+                                     theta = unname(getME(gm, "theta")), beta = unname(fixef(gm))),
+                         grouseticks = list(names = rownames(cip), lower = unname(cip[, 1]), upper = unname(cip[, 2]),
+                                            theta = unname(getME(gp, "theta")), beta = unname(fixef(gp))))
 write(toJSON(res, digits = NA, auto_unbox = TRUE, pretty = TRUE), out_file)

@@ -97,3 +97,21 @@ def test_reference_grid_and_errors(m_int, data):
     b = m_sq.fixef.to_numpy()
     expect = b[0] + b[1] * data["age"].mean() ** 2
     assert tab["emmean"].iloc[0] == pytest.approx(expect)
+
+
+def test_glmm_means_on_the_link_scale_with_asymptotic_df():
+    """cbpp: emmeans' numbers for a tightly fitted glmer (z intervals, df = Inf)."""
+    res = jaxmix.fit("incidence ~ C(period) + (1 | herd)", load_csv("cbpp.csv"), family="binomial", trials="size")
+    ref = REF["cbpp_period"]
+    tab = res.emmeans("period")
+    assert [str(v) for v in tab["period"]] == ref["level"]
+    assert np.all(np.isinf(tab["df"]))
+    np.testing.assert_allclose(tab["emmean"], ref["emmean"], atol=1e-5)
+    np.testing.assert_allclose(tab["se"], ref["se"], rtol=1e-4)
+    np.testing.assert_allclose(tab["ci_low"], ref["lower"], atol=1e-4)
+    np.testing.assert_allclose(tab["ci_high"], ref["upper"], atol=1e-4)
+    pr, rp = res.pairs("period"), REF["cbpp_pairs"]
+    np.testing.assert_allclose(pr["estimate"], rp["estimate"], atol=1e-5)
+    np.testing.assert_allclose(pr["se"], rp["se"], rtol=1e-4)
+    np.testing.assert_allclose(pr["statistic"], rp["z"], rtol=1e-4)
+    np.testing.assert_allclose(pr["p"], rp["p"], rtol=1e-3)  # Tukey with df = ∞

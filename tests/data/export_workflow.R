@@ -75,6 +75,16 @@ ci <- confint(gm, method = "profile", oldNames = TRUE)
 gt <- rd("grouseticks.csv"); gt$BROOD <- factor(gt$BROOD); gt$LOCATION <- factor(gt$LOCATION); gt$YEAR <- factor(gt$YEAR)
 gp <- glmer(TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | LOCATION), gt, family = poisson)
 cip <- confint(gp, method = "profile", oldNames = TRUE)
+# a GLMM: link scale, asymptotic (df = Inf); fitted tightly (as export_glmm_tight.R) so that lme4's
+# finite-difference Hessian is taken at the optimum
+gmt <- glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), cbpp, family = binomial,
+             control = glmerControl(tolPwrss = 1e-13, optimizer = "bobyqa", optCtrl = list(rhoend = 1e-10)))
+eg <- as.data.frame(summary(emmeans(gmt, ~ period)))
+res$emmeans$cbpp_period <- list(level = as.character(eg$period), emmean = eg$emmean, se = eg$SE,
+                                lower = eg$asymp.LCL, upper = eg$asymp.UCL)
+pg <- as.data.frame(summary(pairs(emmeans(gmt, ~ period))))
+res$emmeans$cbpp_pairs <- list(contrast = as.character(pg$contrast), estimate = pg$estimate, se = pg$SE,
+                               z = pg$z.ratio, p = pg$p.value)
 res$glmm_profile <- list(cbpp = list(names = rownames(ci), lower = unname(ci[, 1]), upper = unname(ci[, 2]),
                                      theta = unname(getME(gm, "theta")), beta = unname(fixef(gm))),
                          grouseticks = list(names = rownames(cip), lower = unname(cip[, 1]), upper = unname(cip[, 2]),

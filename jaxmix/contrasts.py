@@ -36,7 +36,7 @@ def hypothesis_rows(res, hypothesis) -> tuple[np.ndarray, np.ndarray, list[str]]
 
     ``hypothesis`` may be a vector (one row) or a matrix over the coefficients; a dict
     ``{coefficient: weight}`` (one row); a string of comma-separated pieces, each a fixed TERM name
-    (one row per coefficient of the term: ``"Sex"``, ``"age:Sex"``) or a linear expression in the
+    (one row per coefficient of the term: ``"Sex"``, ``"age:Sex"``, ``"period"`` for ``C(period)``) or a linear expression in the
     coefficient names (``"Days"``, ``"a - b"``, ``"Intercept + 5*Days"``, ``"Days = 10"``); or a list of
     any of these.
     """
@@ -65,6 +65,8 @@ def hypothesis_rows(res, hypothesis) -> tuple[np.ndarray, np.ndarray, list[str]]
                 continue
             key = piece.replace(" ", "")
             term = next((t for t in terms if t.replace(" ", "") == key), None)
+            if term is None and piece not in names:  # "period" for the term C(period)
+                term = next((t for t in terms if t.replace(" ", "") == f"C({key})"), None)
             if term is not None and not (len(terms[term]) == 1 and names[terms[term][0]] == piece):
                 for j in terms[term]:
                     row = np.zeros(p)

@@ -70,3 +70,22 @@ def test_bad_hypotheses_name_the_fault(sleep):
         sleep.contrast([0, 1, 0])
     with pytest.raises(jaxmix.JaxmixError, match="ddf"):
         sleep.contrast("Days", ddf="magic")
+
+
+def test_glmm_term_name_and_z_tests():
+    """A GLMM: z tests (df = inf); ``"period"`` names the factor term C(period): one row per coefficient,
+    the same numbers as the coefficient table (lme4's summary)."""
+    res = jaxmix.fit("incidence ~ C(period) + (1 | herd)", load_csv("cbpp.csv"), family="binomial", trials="size")
+    tab = res.contrast("period")
+    ct = res.coef_table()
+    assert list(tab.index) == list(ct.index[1:])
+    assert np.all(np.isinf(tab["df"]))
+    np.testing.assert_allclose(tab[["estimate", "se", "statistic", "p", "ci_low", "ci_high"]].to_numpy(),
+                               ct.iloc[1:][["estimate", "se", "statistic", "p", "ci_low", "ci_high"]].to_numpy())
+    from scipy import stats
+
+    row = res.contrast({"C(period)[T.2]": 1, "C(period)[T.3]": -1})
+    V = res.vcov.to_numpy()
+    se = np.sqrt(V[1, 1] + V[2, 2] - 2 * V[1, 2])
+    est = res.beta[1] - res.beta[2]
+    assert row["se"].iloc[0] == pytest.approx(se) and row["p"].iloc[0] == pytest.approx(2 * stats.norm.sf(abs(est / se)))

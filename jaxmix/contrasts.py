@@ -36,9 +36,9 @@ def hypothesis_rows(res, hypothesis) -> tuple[np.ndarray, np.ndarray, list[str]]
 
     ``hypothesis`` may be a vector (one row) or a matrix over the coefficients; a dict
     ``{coefficient: weight}`` (one row); a string of comma-separated pieces, each a fixed TERM name
-    (one row per coefficient of the term: ``"Sex"``, ``"age:Sex"``, ``"period"`` for ``C(period)``) or a linear expression in the
-    coefficient names (``"Days"``, ``"a - b"``, ``"Intercept + 5*Days"``, ``"Days = 10"``); or a list of
-    any of these.
+    (one row per coefficient of the term: ``"Sex"``, ``"age:Sex"``, ``"period"`` for ``C(period)``) or a
+    linear expression in the coefficient names (``"Days"``, ``"a - b"``, ``"Intercept + 5*Days"``,
+    ``"Days = 10"``); or a list of any of these.
     """
     names = list(res.x_names)
     p = len(names)
@@ -89,7 +89,8 @@ def hypothesis_rows(res, hypothesis) -> tuple[np.ndarray, np.ndarray, list[str]]
     try:
         L = np.asarray(hypothesis, dtype=float)
     except (TypeError, ValueError):
-        raise JaxmixError(f"hypothesis must be a vector, matrix, dict or string, got {type(hypothesis).__name__}") from None
+        raise JaxmixError("hypothesis must be a vector, matrix, dict or string, got "
+                          f"{type(hypothesis).__name__}") from None
     return contrast_matrix(res, L)
 
 

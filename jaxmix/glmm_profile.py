@@ -168,7 +168,7 @@ class GlmmProfiler:
 
             bound = self.lo[i] if sgn < 0 else self.hi[i]
             step = self.scale[i]
-            a, ga = est, -z
+            a = est
             b = None
             for k in range(30):
                 v = est + sgn * step * (1.0 + 0.5 * k) * (1.5 ** max(k - 2, 0))
@@ -178,7 +178,7 @@ class GlmmProfiler:
                 if gv >= 0:
                     b = v
                     break
-                a, ga = v, gv
+                a = v
                 if np.isfinite(bound) and v == bound:
                     break
             if b is None:

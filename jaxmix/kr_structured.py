@@ -6,7 +6,8 @@ C = Z′WZ (m x m), M = Λ′CΛ + I and T = I − ΛM⁻¹Λ′C:
     S = Σ⁻¹ = σ⁻²(W − WZΛM⁻¹Λ′Z′W),     X_r = X − ZΛM⁻¹Λ′Z′WX,
     SX = σ⁻² W X_r,   X′SX = σ⁻² X′WX_r,   B = Z′SX = σ⁻² Z′WX_r,   A = Z′SZ = σ⁻² C T,
     Z′SW⁻¹SX = σ⁻² T′B,   Z′SW⁻¹SZ = σ⁻⁴ T′CT,   X′SW⁻¹SX = σ⁻⁴ X_r′WX_r,
-    X′SW⁻¹SW⁻¹SX = σ⁻⁴ X_r′SX_r,   tr(SW⁻¹SW⁻¹) = σ⁻⁴ [n − 2 tr K + tr K²],  K = M⁻¹Λ′CΛ.
+    X′SW⁻¹SW⁻¹SX = σ⁻⁴ X_r′SX_r,
+    tr(SW⁻¹SW⁻¹) = σ⁻⁴ [n − 2 tr K + tr K²],  K = M⁻¹Λ′CΛ.
 
 For the variance parameters γ_r (the entries (i, j) of each Ω_k, G_r = Z E_r Z′, and σ², G = W⁻¹)
 these give pbkrtest's P_r = −X′SG_rSX, Q_rs = X′SG_rSG_sSX and I_rs = tr(SG_rSG_s) − 2tr(ΦQ_rs) +

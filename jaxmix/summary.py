@@ -53,7 +53,7 @@ def _corr_text(res) -> list[str]:
 
 
 def format_summary(res, ddf=None) -> str:
-    from .inference import ddf_method, is_lmm
+    from .inference import ddf_method
 
     lines = []
     method = ddf_method(res, ddf)

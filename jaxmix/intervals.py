@@ -368,7 +368,7 @@ def _glmm_profile(res, z, cols, parm, progress) -> pd.DataFrame:
 
     names = glmm_profile_names(res)
     want = _select(pd.DataFrame(index=names), parm).index
-    prof = GlmmProfiler(res)
+    prof = cache_get(res, "_glmm_profiler") or cache_put(res, "_glmm_profiler", GlmmProfiler(res))  # compiled once
     show = sys.stderr.isatty() if progress is None else bool(progress)
     rows = {}
     with progress_bar(len(want), "profile", quiet=not show, unit="parameter") as bar:

@@ -55,3 +55,14 @@ def test_refused_only_when_both_limits_are_exceeded(monkeypatch):
     monkeypatch.setattr(inference, "KR_MAX_RE_COLUMNS", 10)
     with pytest.raises(jaxmix.JaxmixError, match="36 x 36 .* limited to 10 random-effect columns .*satterthwaite"):
         inference.check_ddf_size("kenward-roger", m.design)
+
+
+def test_dense_fallback_beyond_the_column_limit_gives_the_same_table(monkeypatch):
+    """More random-effect columns than KR_MAX_RE_COLUMNS but few rows: the dense n x n path, same numbers."""
+    import dataclasses
+
+    m = jaxmix.fit("Reaction ~ Days + (Days | Subject)", load_csv("sleepstudy.csv"))
+    woodbury = m.coef_table(ddf="kenward-roger")
+    monkeypatch.setattr(inference, "KR_MAX_RE_COLUMNS", 10)
+    dense = dataclasses.replace(m, extra={}).coef_table(ddf="kenward-roger")
+    np.testing.assert_allclose(dense[["se", "df"]].to_numpy(), woodbury[["se", "df"]].to_numpy(), rtol=1e-9)

@@ -46,7 +46,7 @@ def _n_variances(m) -> int:
     return int(sum(t.q for t in m.design.terms))
 
 
-def anova(*models, refit: bool | None = None, names=None) -> pd.DataFrame:
+def anova(*models, refit: bool | None = True, names=None) -> pd.DataFrame:
     """Likelihood-ratio table for nested models fitted to the same data.
 
     Columns: ``npar`` (k), ``AIC`` = d + 2k, ``BIC`` = d + k log n, ``logLik``, ``deviance`` (d = −2 log L),
@@ -55,10 +55,11 @@ def anova(*models, refit: bool | None = None, names=None) -> pd.DataFrame:
 
     Args:
       *models: two or more :class:`jaxmix.MixedResults`.
-      refit: for Gaussian REML fits. ``None`` (default): refit by ML only when the fixed parts differ (REML
-        likelihoods with different X are not comparable); REML fits with the same X are compared on the
-        REML criterion. ``True``: always refit by ML (lme4's default). ``False``: never (an error when the
-        fixed parts differ).
+      refit: for Gaussian REML fits. ``True`` (default, as lme4's ``anova(m0, m1)``): refit every REML
+        fit by ML and compare ML log-likelihoods; the table's ``criterion`` is "ML (refitted)" and its
+        note says "refitted with ML". ``False`` (lme4's ``refit = FALSE``): compare the REML criteria (an
+        error when the fixed parts differ: those REML likelihoods are not comparable). ``None``: refit
+        only when the fixed parts differ.
       names: row labels (default: the formulas).
 
     Returns:
@@ -124,7 +125,8 @@ def anova(*models, refit: bool | None = None, names=None) -> pd.DataFrame:
     table = pd.DataFrame(out, index=[r["model"] for r in rows])
     if do_refit:
         table.attrs["note"] = "REML fits refitted with ML before comparing (their fixed effects differ)" \
-            if refit is None else "REML fits refitted with ML before comparing"
+            if refit is None else "REML fits refitted with ML before comparing (lme4's default; refit=False " \
+            "compares the REML criteria)"
     elif any(reml):
         table.attrs["note"] = "compared on the REML criterion (same fixed effects)"
     else:

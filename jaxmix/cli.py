@@ -132,7 +132,9 @@ def _validate_sweep(cfg: RunConfig, args) -> int:
         except JaxmixError as e:
             raise ConfigError(f"[sweep] {e}") from None
         if s.compare_terms:
-            absent = [t for t in s.compare_terms if t not in design.x_names]
+            from .compare import expand_terms
+
+            absent = [t for t in expand_terms(design, s.compare_terms) if t not in design.x_names]
             if absent:
                 raise ConfigError(f"[sweep] compare_terms {absent} are not fixed-effect terms "
                                   f"(terms: {', '.join(design.x_names)})")

@@ -17,7 +17,7 @@ import pandas as pd
 
 from .sweep import Sweep
 
-__all__ = ["covariate_levels", "compare_sweeps", "comparison_report", "plot_comparison", "COMPARISON_COLUMNS"]
+__all__ = ["covariate_levels", "expand_terms", "compare_sweeps", "comparison_report", "plot_comparison", "COMPARISON_COLUMNS"]
 
 COMPARISON_COLUMNS = ["outcome", "term", "level", "estimate_multilevel", "se_multilevel", "p_multilevel",
                       "estimate_single", "se_single", "p_single", "significant_multilevel",
@@ -47,18 +47,44 @@ def covariate_levels(sweep: Sweep) -> dict[str, str]:
     return out
 
 
+def expand_terms(design, terms) -> list[str]:
+    """Coefficient names for ``terms``: a coefficient name stays, a fixed TERM name (a factor ``"C(site)"``
+    or ``"site"``, an interaction ``"a:b"``) becomes all its coefficients, in X's order."""
+    from .inference import fixed_term_columns
+
+    if isinstance(terms, str):
+        terms = [terms]
+    names = list(design.x_names)
+    by_term = fixed_term_columns(design) if design.fixed_spec is not None else {}
+    out: list[str] = []
+    for t in terms:
+        t = str(t)
+        if t in names:
+            cols = [t]
+        elif t in by_term:
+            cols = [names[j] for j in by_term[t]]
+        else:
+            alias = next((k for k in by_term if k.replace(" ", "") in (f"C({t})", t.replace(" ", ""))), None)
+            cols = [names[j] for j in by_term[alias]] if alias is not None else [t]
+        out.extend(c for c in cols if c not in out)
+    return out
+
+
 def compare_sweeps(multilevel: Sweep, single: Sweep, terms: list[str] | None = None,
                    alpha: float = 0.05) -> pd.DataFrame:
     """One row per (outcome, covariate): estimates, SEs and p under both fits, and whether they differ.
 
     Args:
       multilevel, single: sweeps of the same outcomes with and without the random effects.
-      terms: the covariates (default: those constant within a grouping factor).
+      terms: the covariates (default: those constant within a grouping factor): coefficient names or
+        fixed term names (a factor term expands to its coefficients; :func:`expand_terms`).
       alpha: significance level of the conclusions.
     """
     levels = covariate_levels(multilevel)
     if terms is None:
         terms = [t for t, lv in levels.items() if lv not in ("row", "constant")]
+    else:
+        terms = expand_terms(multilevel.problem.design, terms)
     missing = [t for t in terms if t not in multilevel.x_names or t not in single.x_names]
     if missing:
         from .errors import JaxmixError
@@ -83,6 +109,10 @@ def compare_sweeps(multilevel: Sweep, single: Sweep, terms: list[str] | None = N
     return out[COMPARISON_COLUMNS]
 
 
+NO_TERMS_MESSAGE = ("No covariate compared: none of the fixed effects is constant within a grouping factor\n"
+                    "(the default choice). Name the covariates with [sweep] compare_terms.")
+
+
 def _share(mask: pd.Series) -> str:
     m = mask.dropna().astype(bool)
     return f"{int(m.sum())} of {len(m)} ({100.0 * m.mean():.0f}%)" if len(m) else "none compared"
@@ -103,6 +133,8 @@ def comparison_report(table: pd.DataFrame, multilevel: Sweep, single: Sweep, alp
         "",
         f"Conclusions at the {alpha:g} level that differ between the two analyses: {_share(table['differs'])}",
     ]
+    if not len(table):
+        lines.append("  " + NO_TERMS_MESSAGE.replace("\n", " "))
     for lv, sub in table.groupby("level", sort=False):
         ratio = np.nanmedian(sub["se_ratio"])
         lines.append(f"  {lv}-level covariates: {_share(sub['differs'])} differ; median SE ratio "
@@ -139,6 +171,11 @@ def plot_comparison(table: pd.DataFrame, path: Path, alpha: float = 0.05) -> boo
 
     z = stats.norm.ppf(1.0 - alpha / 2.0)
     terms = list(dict.fromkeys(table["term"]))
+    if not terms:  # nothing compared: say why instead of an empty canvas
+        fig = Figure(figsize=(7.0, 2.4), layout="constrained")
+        fig.text(0.5, 0.5, NO_TERMS_MESSAGE, ha="center", va="center", wrap=True, fontsize=10)
+        fig.savefig(path, dpi=120)
+        return True
     outcomes = list(dict.fromkeys(table["outcome"]))
     ncol = min(len(terms), 4) or 1
     nrow = -(-len(terms) // ncol) or 1

@@ -140,7 +140,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "comparisons": {
         "lrt": Field(list, required=True, doc="model names, or a list of lists of them: likelihood-ratio tables"),
-        "refit": Field(bool, doc="refit REML fits by ML first (default: only when the fixed parts differ)"),
+        "refit": Field(bool, doc="refit REML fits by ML first (default: true, as lme4's anova)"),
     },
     "bootstrap": {
         "n": Field(int, default=1000, doc="number of parametric bootstrap replicates"),

@@ -14,7 +14,8 @@ variance-parameter vector; d(ϑ) the (RE)ML deviance with σ not profiled,
   recipe: rotate to the eigenvectors of LΦL′, one ν_m per row, and
   ν = 2E/(E − q) with E = Σ ν_m/(ν_m − 2) (ν = 2 if some ν_m ≤ 2).
 * Kenward–Roger (pbkrtest): see :func:`kenward_roger_parts`; dense in the rows (O(n³) time, O(n²)
-  memory), refused above ``KR_MAX_ROWS`` rows.
+  memory) only when there are more than ``KR_MAX_RE_COLUMNS`` random-effect columns; otherwise Σ⁻¹ through
+  the Woodbury identity (:mod:`jaxmix.kr_structured`), no n x n matrix.
 * Containment (SAS DDFM=CONTAIN): the smallest rank contribution among the random effects that
   contain the fixed effect's variables, else N − rank[X Z].
 * Between-within (SAS DDFM=BW): with S levels of the subject factor (the grouping factor with the fewest
@@ -43,9 +44,11 @@ from .formula import split_top
 __all__ = ["coef_table", "wald_test", "contrast_matrix", "type3_anova", "type3_contrasts",
            "covparm_table", "vcov_covparms", "icc", "r2", "WaldTest",
            "satterthwaite_df", "kenward_roger_parts", "containment_df", "between_within_df", "check_ddf_size",
-           "is_lmm", "lmm_state", "LmmState", "satterthwaite_parts", "covbeta", "cache_get", "cache_put"]
+           "is_lmm", "lmm_state", "LmmState", "satterthwaite_parts", "covbeta", "cache_get", "cache_put",
+           "ddf_method", "contrast_df", "contrast_vcov", "fixed_term_columns", "kenward_roger_df"]
 
-KR_MAX_ROWS = 3000  # Kenward–Roger builds n x n matrices: O(n³) time, O(n²) memory
+KR_MAX_RE_COLUMNS = 3000  # Kenward–Roger's structured pieces: dense m x m in the random-effect columns
+KR_MAX_ROWS = 3000  # beyond KR_MAX_RE_COLUMNS, the dense n x n computation: O(n³) time, O(n²) memory
 RANK_MAX_COLUMNS = 6000  # containment df: dense Gram matrix of [X Z]
 
 _DDF = {"satterthwaite": "satterthwaite", "satt": "satterthwaite", "kenward-roger": "kenward-roger",
@@ -217,12 +220,17 @@ def _dense_Z(design) -> tuple[np.ndarray, list[int]]:
 
 
 def check_ddf_size(ddf: str, design) -> None:
-    """Refuse (JaxmixError) a df method too large for ``design``: Kenward-Roger above ``KR_MAX_ROWS``
-    rows, containment above ``RANK_MAX_COLUMNS`` columns of [X Z].  Needs only the design, not a fit."""
-    if ddf == "kenward-roger" and design.nobs > KR_MAX_ROWS:
-        n = design.nobs
-        raise JaxmixError(f"Kenward-Roger needs dense {n} x {n} matrices (O(n^3) time); it is limited to "
-                          f"{KR_MAX_ROWS} rows. Use ddf='satterthwaite' (exact, no size limit)")
+    """Refuse (JaxmixError) a df method too large for ``design``: Kenward-Roger above ``KR_MAX_RE_COLUMNS``
+    random-effect columns (dense m x m pieces) unless it has at most ``KR_MAX_ROWS`` rows, containment
+    above ``RANK_MAX_COLUMNS`` columns of [X Z].  Needs only the design, not a fit."""
+    if ddf == "kenward-roger":
+        from .kr_structured import re_columns
+
+        n, m = design.nobs, re_columns(design)
+        if m > KR_MAX_RE_COLUMNS and n > KR_MAX_ROWS:
+            raise JaxmixError(f"Kenward-Roger needs dense {m} x {m} random-effect matrices here ({n} rows); it is "
+                              f"limited to {KR_MAX_RE_COLUMNS} random-effect columns (or {KR_MAX_ROWS} rows). "
+                              "Use ddf='satterthwaite' (exact, no size limit)")
     if ddf == "containment":
         n, p = design.X.shape
         m = sum(t.nlevels * t.q for t in design.terms)
@@ -240,14 +248,38 @@ def kenward_roger_parts(res):
         P_r = −X′S G_r S X,  Q_rs = X′S G_r S G_s S X,  I_rs = tr(S G_r S G_s) − 2 tr(Φ Q_rs) + tr(Φ P_r Φ P_s)
         W = 2 I⁻¹,  U = Σ_rs W_rs (Q_rs − P_r Φ P_s),  Φ_A = Φ + 2 Φ U Φ.
 
-    Dense in the n rows: O(n³) time and O(n²) memory, refused above ``KR_MAX_ROWS`` rows.
+    Computed with Σ⁻¹ applied through the Woodbury identity (:mod:`jaxmix.kr_structured`: no n x n
+    matrix; dense in the m random-effect columns) when m ≤ ``KR_MAX_RE_COLUMNS``; otherwise dense in the
+    n rows (O(n³) time, O(n²) memory), refused above ``KR_MAX_ROWS`` rows.
     """
     got = cache_get(res, "_inf_kr")
     if got is not None:
         return got
     design = res.design
-    n = design.nobs
     check_ddf_size("kenward-roger", design)
+    from .kr_structured import kr_pieces, re_columns
+
+    if re_columns(design) <= KR_MAX_RE_COLUMNS:
+        P, Q, IE, Phi = kr_pieces(res)
+    else:
+        P, Q, IE, Phi = kr_pieces_dense(res)
+    ev = np.linalg.eigvalsh(IE)
+    W = 2.0 * (np.linalg.inv(IE) if np.min(np.abs(ev)) > 1e-10 else np.linalg.pinv(IE))
+    k = len(P)
+    U = np.zeros_like(Phi)
+    for r in range(k):
+        for s in range(k):
+            U += W[r, s] * (Q[r][s] - P[r] @ Phi @ P[s])
+    PhiA = Phi + 2.0 * Phi @ U @ Phi
+    got = (PhiA, P, W, Phi)
+    cache_put(res, "_inf_kr", got)
+    return got
+
+
+def kr_pieces_dense(res):
+    """(P, Q, I_E, Φ) of :func:`kenward_roger_parts` from the dense n x n Σ (small n, huge m)."""
+    design = res.design
+    n = design.nobs
     X = design.X
     Z, offs = _dense_Z(design)
     m = Z.shape[1]
@@ -291,16 +323,7 @@ def kenward_roger_parts(res):
             ktr = float(np.sum(Abc * Aug[np.ix_(bs, ar)].T))
             IE[r, s] = IE[s, r] = (ktr - 2.0 * np.sum(Phi * Q[r][s].T)
                                    + np.sum((Phi @ P[r]) * (P[s] @ Phi)))
-    ev = np.linalg.eigvalsh(IE)
-    W = 2.0 * (np.linalg.inv(IE) if np.min(np.abs(ev)) > 1e-10 else np.linalg.pinv(IE))
-    U = np.zeros_like(Phi)
-    for r in range(k):
-        for s in range(k):
-            U += W[r, s] * (Q[r][s] - P[r] @ Phi @ P[s])
-    PhiA = Phi + 2.0 * Phi @ U @ Phi
-    got = (PhiA, P, W, Phi)
-    cache_put(res, "_inf_kr", got)
-    return got
+    return P, Q, IE, Phi
 
 
 def _kr_test(res, L, c):
@@ -447,6 +470,38 @@ def coef_df(res, method: str) -> np.ndarray:
     if method == "kenward-roger":
         return kenward_roger_df(res, np.eye(p))
     return _design_df(res, method)
+
+
+def ddf_method(res, ddf) -> str:
+    """The canonical name of ``ddf`` for this fit ('satterthwaite', 'kenward-roger', ...; None: the
+    fit's default), or a JaxmixError naming the method that does not apply."""
+    return _ddf_method(res, ddf)
+
+
+def contrast_vcov(res, method: str) -> np.ndarray:
+    """Var(β̂) used with ``method``: Φ_A (pbkrtest's adjusted covariance) for Kenward–Roger, else Φ."""
+    return kenward_roger_parts(res)[0] if method == "kenward-roger" else np.asarray(res.vcov_beta)
+
+
+def contrast_df(res, L, method: str) -> np.ndarray:
+    """Denominator df of the t test of each row l of L under ``method``: Satterthwaite (lmerTest's
+    ``contest1D``), Kenward–Roger (pbkrtest's ``Lb_ddf``), ∞ (asymptotic), or for the design-based
+    methods the smallest df of the coefficients the row involves."""
+    L = np.atleast_2d(np.asarray(L, dtype=float))
+    if method == "asymptotic":
+        return np.full(L.shape[0], np.inf)
+    if method == "satterthwaite":
+        return satterthwaite_df(res, L)
+    if method == "kenward-roger":
+        return kenward_roger_df(res, L)
+    per = _design_df(res, method)
+    return np.array([float(np.min(per[np.abs(row) > 1e-12])) if np.any(np.abs(row) > 1e-12) else np.nan
+                     for row in L])
+
+
+def fixed_term_columns(design) -> dict[str, list[int]]:
+    """{fixed term label (formulaic's, e.g. ``"Sex"``, ``"age:Sex"``): its columns of X}; no intercept."""
+    return {label: xc for label, _, xc in _fixed_terms(design)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -344,7 +344,7 @@ def confint(res, method: str = "profile", level: float = 0.95, parm=None, nsim: 
             se = np.sqrt(np.diag(res.vcov_beta))
             out = pd.DataFrame({cols[0]: res.beta - z * se, cols[1]: res.beta + z * se}, index=list(res.x_names))
             return _select(out, parm)
-        raise JaxmixError("profile intervals are implemented for linear mixed models; use method='wald' for a GLMM")
+        return _select(_glmm_profile(res, z, cols, parm, progress), parm)
     names = profile_names(res)
     if method == "wald":
         out = _wald(res, z, names, cols)
@@ -359,6 +359,24 @@ def confint(res, method: str = "profile", level: float = 0.95, parm=None, nsim: 
             bar.update(1)
     out = pd.DataFrame.from_dict(rows, orient="index", columns=cols)
     out.attrs["note"] = "profile of the ML deviance (REML fits refitted by ML first), as lme4"
+    return out
+
+
+def _glmm_profile(res, z, cols, parm, progress) -> pd.DataFrame:
+    """lme4's GLMM profile intervals (:mod:`jaxmix.glmm_profile`)."""
+    from .glmm_profile import GlmmProfiler, glmm_profile_names
+
+    names = glmm_profile_names(res)
+    want = _select(pd.DataFrame(index=names), parm).index
+    prof = cache_get(res, "_glmm_profiler") or cache_put(res, "_glmm_profiler", GlmmProfiler(res))  # compiled once
+    show = sys.stderr.isatty() if progress is None else bool(progress)
+    rows = {}
+    with progress_bar(len(want), "profile", quiet=not show, unit="parameter") as bar:
+        for nm in want:
+            rows[nm] = prof.interval(names.index(nm), z)
+            bar.update(1)
+    out = pd.DataFrame.from_dict(rows, orient="index", columns=cols)
+    out.attrs["note"] = "profile of the GLMM's Laplace/AGQ deviance, as lme4"
     return out
 
 

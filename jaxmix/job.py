@@ -283,7 +283,8 @@ def _lrt_table(cfg: RunConfig, results: dict) -> pd.DataFrame:
     frames = []
     for names in cfg.comparisons.lrt:
         with fit_messages("comparisons"):
-            tab = anova(*[results[n] for n in names], names=list(names), refit=cfg.comparisons.refit)
+            tab = anova(*[results[n] for n in names], names=list(names),
+                        refit=True if cfg.comparisons.refit is None else cfg.comparisons.refit)
         note = str(tab.attrs.get("note") or "")
         tab = tab.rename_axis("model").reset_index()
         tab.insert(0, "comparison", " vs ".join(names))

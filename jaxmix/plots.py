@@ -308,6 +308,28 @@ def shrinkage_table(res, x: str, group: str | None = None, data=None) -> pd.Data
     return out
 
 
+def robust_range(core: np.ndarray, extra: np.ndarray, k: float = 6.0) -> tuple[float, float]:
+    """An axis range covering every ``core`` value and the ``extra`` values within median ± k·1.4826·MAD
+    of ``extra`` (a tiny group's wild least-squares slope lies outside and is drawn at the edge)."""
+    core = np.asarray(core, dtype=float)
+    extra = np.asarray(extra, dtype=float)
+    core, extra = core[np.isfinite(core)], extra[np.isfinite(extra)]
+    keep = extra
+    if extra.size >= 3:
+        med = np.median(extra)
+        mad = 1.4826 * np.median(np.abs(extra - med))
+        spread = max(mad, np.ptp(core) if core.size else 0.0, 1e-12 * max(abs(med), 1.0))
+        keep = extra[np.abs(extra - med) <= k * spread]
+    allv = np.concatenate([core, keep])
+    if allv.size == 0:
+        return -1.0, 1.0
+    lo, hi = float(np.min(allv)), float(np.max(allv))
+    if hi <= lo:
+        pad = max(abs(lo), 1.0) * 0.05
+        return lo - pad, hi + pad
+    return lo, hi
+
+
 def shrinkage(res, x: str, group: str | None = None, data=None, ax=None):
     """Per-group least-squares (intercept, slope) with an arrow to the mixed model's β + b.
 
@@ -315,7 +337,9 @@ def shrinkage(res, x: str, group: str | None = None, data=None, ax=None):
     the filled dots the mixed model's lines from ``res.coef()`` (other fixed-effect columns at their
     means); the arrows show how far the model pulls each group towards the fixed effects (the cross;
     the title gives the median ``pull`` of :func:`shrinkage_table`).  Groups whose x takes fewer than
-    two values have no least-squares line and only a dot.
+    two values have no least-squares line and only a dot.  The axes cover the mixed-model points and the
+    least-squares points within a robust range (:func:`robust_range`); a least-squares point beyond it
+    (a tiny group's extreme slope) is drawn as a triangle at the edge and counted in the title.
 
     Args:
       res: a fitted mixed model.
@@ -338,25 +362,37 @@ def shrinkage(res, x: str, group: str | None = None, data=None, ax=None):
     fig, axes = (_figure(6.8, 5.4) if ax is None else (ax.figure, [ax]))
     a = axes[0]
     ok = tab[["ls_intercept", "ls_slope"]].notna().all(axis=1).to_numpy()
-    a.scatter(tab["ls_intercept"][ok], tab["ls_slope"][ok], s=16 if many else 40, facecolors="none",
-              edgecolors=np.array(colours, dtype=object)[ok].tolist(), linewidths=1.0,
-              label=f"per-{group} least squares")
+    lsx, lsy = tab["ls_intercept"].to_numpy(float), tab["ls_slope"].to_numpy(float)
+    core_x = np.append(tab["intercept"].to_numpy(float), fa)
+    core_y = np.append(tab["slope"].to_numpy(float), fb)
+    (x0, x1), (y0, y1) = robust_range(core_x, lsx[ok]), robust_range(core_y, lsy[ok])
+    x0, x1 = x0 - 0.08 * (x1 - x0), x1 + 0.08 * (x1 - x0)  # room for the labels
+    y0, y1 = y0 - 0.06 * (y1 - y0), y1 + 0.06 * (y1 - y0)
+    off = ok & ((lsx < x0) | (lsx > x1) | (lsy < y0) | (lsy > y1))
+    inside = ok & ~off
+    px, py = np.clip(lsx, x0, x1), np.clip(lsy, y0, y1)  # off-axes points drawn at the edge
+    cols = np.array(colours, dtype=object)
+    a.scatter(lsx[inside], lsy[inside], s=16 if many else 40, facecolors="none",
+              edgecolors=cols[inside].tolist(), linewidths=1.0, label=f"per-{group} least squares")
+    if off.any():
+        a.scatter(px[off], py[off], s=40, marker="^", facecolors="none", edgecolors=cols[off].tolist(),
+                  linewidths=1.0, label="least squares, off the axes (at the edge)", clip_on=False)
     a.scatter(tab["intercept"], tab["slope"], s=10 if many else 30, color=colours, zorder=3,
               label="mixed model β + b")
     a.scatter([fa], [fb], marker="X", s=120, color="black", zorder=4, label="fixed effects β")
-    a.margins(x=0.08, y=0.06)  # room for the labels
-    (x0, x1), (y0, y1) = a.get_xlim(), a.get_ylim()
     for k, lev in enumerate(levels):
         if not ok[k]:
             continue
-        lx, ly, mx, my = tab.loc[lev, ["ls_intercept", "ls_slope", "intercept", "slope"]]
+        lx, ly = px[k], py[k]
+        mx, my = tab.loc[lev, ["intercept", "slope"]]
         if np.hypot((mx - lx) / (x1 - x0), (my - ly) / (y1 - y0)) > 0.02:  # no arrow under the markers
             a.annotate("", xy=(mx, my), xytext=(lx, ly),
                        arrowprops=dict(arrowstyle="->", color=colours[k], lw=0.7 if many else 1.2,
                                        alpha=0.6 if many else 0.9, shrinkA=3, shrinkB=3))
         if not many:
-            a.annotate(str(lev), (lx, ly), textcoords="offset points", xytext=(6, 5), fontsize=8,
-                       color=colours[k], zorder=5,
+            a.annotate(str(lev), (lx, ly), textcoords="offset points", xytext=(6, -12) if off[k] else (6, 5),
+                       fontsize=8,
+                       color=colours[k], zorder=5, annotation_clip=False,
                        bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.7))
     a.set_xlim(x0, x1)
     a.set_ylim(y0, y1)
@@ -364,9 +400,10 @@ def shrinkage(res, x: str, group: str | None = None, data=None, ax=None):
     a.set_ylabel(f"slope of {x}")
     skipped = int((~ok).sum())
     note = f"; {skipped} without a least-squares line" if skipped else ""
+    offnote = f"\n{int(off.sum())} least-squares point(s) off the axes, drawn as ▲ at the edge" if off.any() else ""
     pull = float(np.nanmedian(tab["pull"][ok])) if ok.any() else float("nan")
     a.set_title(f"Shrinkage: per-{group} least squares → mixed model\n"
-                f"{ng} groups{note}; median pull towards β: {pull:.0%}", fontsize=10)
+                f"{ng} groups{note}; median pull towards β: {pull:.0%}{offnote}", fontsize=10)
     a.legend(loc="best", fontsize=8)
     a.grid(color="0.92", lw=0.6)
     a.set_axisbelow(True)

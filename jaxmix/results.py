@@ -372,6 +372,28 @@ class MixedResults:
 
         return wald_test(self, hypothesis, ddf=ddf, rhs=rhs)
 
+    def contrast(self, hypothesis, ddf=None, level: float = 0.95, rhs=None) -> pd.DataFrame:
+        """t test per linear combination l′β (lmerTest's ``contest1D``): estimate, se, df, statistic, p,
+        ci_low, ci_high; ``hypothesis`` a vector/matrix, ``{coef: weight}``, ``"a - b"`` or a term name.
+        See :func:`jaxmix.contrasts.contrast`."""
+        from .contrasts import contrast
+
+        return contrast(self, hypothesis, ddf=ddf, level=level, rhs=rhs)
+
+    def emmeans(self, term, ddf=None, at=None, level: float = 0.95, data=None, pairwise: bool = False,
+                adjust: str = "tukey") -> pd.DataFrame:
+        """Estimated marginal means of ``term`` over emmeans' reference grid (or, with ``pairwise=True``,
+        their pairwise differences, Tukey-adjusted by default).  See :mod:`jaxmix.emmeans`."""
+        from .emmeans import emmeans
+
+        return emmeans(self, term, ddf=ddf, at=at, level=level, data=data, pairwise=pairwise, adjust=adjust)
+
+    def pairs(self, term, ddf=None, at=None, adjust: str = "tukey", data=None) -> pd.DataFrame:
+        """Pairwise differences of the marginal means of ``term`` (emmeans' ``pairs``)."""
+        from .emmeans import pairs
+
+        return pairs(self, term, ddf=ddf, at=at, adjust=adjust, data=data)
+
     def anova(self, ddf=None) -> pd.DataFrame:
         """Type III F test per fixed term, lmerTest-style (multi-column factors in one row).
 
@@ -431,10 +453,13 @@ class MixedResults:
         centre = np.average(y, weights=self.design.weights) if has_int else 0.0
         return 1.0 - rss / np.sum(self.design.weights * (y - centre) ** 2)
 
-    def summary(self) -> str:
+    def summary(self, ddf=None) -> str:
+        """lmerTest-style text summary: scaled residuals, random effects, fixed effects with ``ddf`` df and
+        p-values (Satterthwaite by default for an LMM), correlation of the fixed effects.  See
+        :mod:`jaxmix.summary`."""
         from .summary import format_summary
 
-        return format_summary(self)
+        return format_summary(self, ddf=ddf)
 
     def __str__(self) -> str:
         return self.summary()

@@ -1,21 +1,72 @@
-"""Text summary close to lme4's ``summary(merMod)`` print (and to ``summary(lm)`` for OLS fits)."""
+"""Text summary close to lmerTest's ``summary(lmerMod)`` print (lme4's for GLMMs, ``summary(lm)`` for OLS fits
+and ``summary(glm)`` for fixed-only GLMs).
+
+For mixed models it shows the quantiles (R's type 7) of the scaled Pearson residuals
+rᵢ = √wᵢ (yᵢ − μᵢ)/σ (σ = 1 for GLMMs; lme4's ``residuals(m, "pearson", scaled = TRUE)``), the fixed-effects
+table with the denominator df and p-values of ``ddf`` (Satterthwaite by default for an LMM, as lmerTest),
+and the correlation of the fixed effects Φᵢⱼ/√(ΦᵢᵢΦⱼⱼ) (shown up to 12 coefficients, as lme4).
+"""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+__all__ = ["format_summary", "scaled_residual_quantiles", "fixef_correlation"]
 
 
 def _fmt_table(df: pd.DataFrame, digits: int = 4) -> str:
     return df.to_string(float_format=lambda v: f"{v:.{digits}g}" if abs(v) < 1e-3 or abs(v) >= 1e5 else f"{v:.{digits}f}")
 
 
-def format_summary(res) -> str:
+_DDF_LABEL = {"satterthwaite": "Satterthwaite's method", "kenward-roger": "Kenward-Roger's method",
+              "containment": "containment df", "between-within": "between-within df", "residual": "residual df"}
+MAX_CORR = 12  # lme4 prints the correlation of the fixed effects up to 12 coefficients
+
+
+def scaled_residual_quantiles(res) -> pd.Series:
+    """Min, 1Q, Median, 3Q, Max of the Pearson residuals divided by σ (lme4's "Scaled residuals")."""
+    r = np.asarray(res.residuals_of("pearson"), dtype=float)
+    if res.family == "gaussian":
+        r = r / res.sigma
+    return pd.Series(np.quantile(r, [0, 0.25, 0.5, 0.75, 1.0]), index=["Min", "1Q", "Median", "3Q", "Max"])
+
+
+def fixef_correlation(res) -> pd.DataFrame:
+    """Correlation of the fixed-effect estimates, Φᵢⱼ/√(ΦᵢᵢΦⱼⱼ)."""
+    V = np.asarray(res.vcov_beta, dtype=float)
+    sd = np.sqrt(np.diag(V))
+    return pd.DataFrame(V / np.outer(sd, sd), index=res.x_names, columns=res.x_names)
+
+
+def _corr_text(res) -> list[str]:
+    p = len(res.beta)
+    if p < 2:
+        return []
+    if p > MAX_CORR:
+        return ["", f"Correlation matrix not shown by default, as p = {p} > {MAX_CORR}."]
+    C = fixef_correlation(res).to_numpy()
+    names = list(res.x_names)
+    short = [nm[:6] for nm in names[:-1]]
+    rows = [[f"{C[i, j]:.3f}" if j < i else "" for j in range(p - 1)] for i in range(1, p)]
+    tab = pd.DataFrame(rows, index=names[1:], columns=short)
+    return ["", "Correlation of Fixed Effects:", tab.to_string()]
+
+
+def format_summary(res, ddf=None) -> str:
+    from .inference import ddf_method
+
     lines = []
+    method = ddf_method(res, ddf)
+    fixed_glm = res.family != "gaussian" and not res.is_mixed
     if res.method == "OLS":
         lines.append("Linear model fit by least squares")
     elif res.family == "gaussian":
         crit = "REML" if res.method == "REML" else "maximum likelihood"
-        lines.append(f"Linear mixed model fit by {crit} ['lmerMod'-like, jaxmix]")
+        how = f". t-tests use {_DDF_LABEL[method]}" if method in _DDF_LABEL else ""
+        lines.append(f"Linear mixed model fit by {crit}{how} ['lmerModLmerTest'-like, jaxmix]")
+    elif fixed_glm:
+        lines.append("Generalized linear model fit by maximum likelihood ['glm'-like, jaxmix]")
+        lines.append(f" Family: {res.family}  ( {res.link} )")
     else:
         how = "Laplace approximation" if res.method.upper() == "LAPLACE" else \
             f"adaptive Gauss-Hermite quadrature (nAGQ = {res.extra.get('nagq', 1)})"
@@ -34,7 +85,14 @@ def format_summary(res) -> str:
     if res.method == "OLS":
         lines.append(f"Residual standard error: {res.sigma:.4g} on {res.nobs - len(res.beta)} degrees of freedom")
         lines.append(f"R-squared: {res.r_squared:.4f}")
+    if fixed_glm:
+        lines.append(f"Residual deviance: {res.deviance:.4f} on {res.nobs - len(res.beta)} degrees of freedom")
     lines.append("")
+    if res.is_mixed:
+        q = scaled_residual_quantiles(res)
+        lines.append("Scaled residuals:")
+        lines.append(q.to_frame().T.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        lines.append("")
     if res.is_mixed:
         lines.append("Random effects:")
         vc = res.varcorr
@@ -51,15 +109,17 @@ def format_summary(res) -> str:
         lines.append(f"Number of obs: {res.nobs}, groups:  {groups}")
         lines.append("")
     lines.append("Fixed effects:")
-    # lme4's print shows no df, so the cheap residual df serve here (Satterthwaite needs a compile)
-    ct = res.coef_table(ddf="residual" if res.family == "gaussian" else None)
+    ct = res.coef_table(ddf=method)
     if res.method == "OLS":
         tab = ct[["estimate", "se", "statistic", "p"]].set_axis(["Estimate", "Std. Error", "t value", "Pr(>|t|)"], axis=1)
-    elif res.family == "gaussian":
-        tab = ct[["estimate", "se", "statistic"]].set_axis(["Estimate", "Std. Error", "t value"], axis=1)
+    elif np.all(np.isfinite(ct["df"])):
+        tab = ct[["estimate", "se", "df", "statistic", "p"]].set_axis(
+            ["Estimate", "Std. Error", "df", "t value", "Pr(>|t|)"], axis=1)
     else:
         tab = ct[["estimate", "se", "statistic", "p"]].set_axis(["Estimate", "Std. Error", "z value", "Pr(>|z|)"], axis=1)
     lines.append(_fmt_table(tab))
+    if res.is_mixed:
+        lines.extend(_corr_text(res))
     if res.optim is not None:
         lines.append("")
         conv = "converged" if res.converged else "NOT converged"

@@ -93,6 +93,7 @@ def rel_close(actual, expected, rtol=1e-3, atol_zero=1e-6):
 # and ``python -m pytest -q -m ""`` runs everything.  Each is a batch / device / precision / tight-tolerance
 # variant of a check that the quick run makes on a smaller case.
 SLOW = (
+    "test_glmm_profile.py::test_grouseticks_poisson_two_terms",  # ~10 s: six profiles of a two-term Poisson GLMM
     "test_sweep.py::test_complete_outcomes_share_the_design_blocks",
     "test_sweep.py::test_vmap_width_groups_equal_one_batch",
     "test_sweep.py::test_sharded_equals_single_device",

@@ -516,15 +516,19 @@ def test_ctrl_c_one_line_130_previous_results_kept(where, sleep_run, tmp_path, m
 
 
 @pytest.mark.parametrize("ddf, limit, needles", [
-    ("kenward-roger", "KR_MAX_ROWS", ["[model] ddf 'kenward-roger'", "limited to 100 rows", "satterthwaite"]),
+    ("kenward-roger", "KR_MAX_ROWS", ["[model] ddf 'kenward-roger'", "limited to 10 random-effect columns",
+                                      "(or 100 rows)", "satterthwaite"]),
     ("containment", "RANK_MAX_COLUMNS", ["[model] ddf 'containment'", "limited to 10 columns"]),
 ])
 def test_validate_checks_df_size_limits(ddf, limit, needles, tmp_path, monkeypatch, capsys):
-    """The df methods' size limits (inference.KR_MAX_ROWS, RANK_MAX_COLUMNS; lowered here to use
-    sleepstudy's 180 rows and 38 columns) refuse in validate, and in run before any fit."""
+    """The df methods' size limits (inference.KR_MAX_ROWS with KR_MAX_RE_COLUMNS, RANK_MAX_COLUMNS; lowered
+    here to use sleepstudy's 180 rows, 36 random-effect and 38 [X Z] columns) refuse in validate, and in
+    run before any fit."""
     from jaxmix import inference
 
     monkeypatch.setattr(inference, limit, {"KR_MAX_ROWS": 100, "RANK_MAX_COLUMNS": 10}[limit])
+    if limit == "KR_MAX_ROWS":
+        monkeypatch.setattr(inference, "KR_MAX_RE_COLUMNS", 10)
     for argv in (["validate", str(SLEEP)], ["run", str(SLEEP), "--quiet"]):
         rc = cli.main([*argv, "--out", str(tmp_path / "o"), "--set", f"inference.ddf={ddf}"])
         _check_one_line_error(rc, capsys.readouterr().err, ["sleepstudy.toml", *needles])

@@ -350,8 +350,9 @@ def test_errors(cbpp_glmm, monkeypatch):
     with pytest.raises(jaxmix.JaxmixError, match="level"):
         res.coef_table(level=95)
     monkeypatch.setattr(inference, "KR_MAX_ROWS", 100)
+    monkeypatch.setattr(inference, "KR_MAX_RE_COLUMNS", 10)  # sleepstudy_intercept: 18 columns
     fresh = dataclasses.replace(reference_fit("sleepstudy_intercept", "REML"), extra={})
-    with pytest.raises(jaxmix.JaxmixError, match="limited to 100 rows"):
+    with pytest.raises(jaxmix.JaxmixError, match=r"limited to 10 random-effect columns \(or 100 rows\)"):
         fresh.coef_table(ddf="kenward-roger")
 
 

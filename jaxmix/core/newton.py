@@ -155,8 +155,9 @@ def fd_hessian(vg: Callable, x: np.ndarray, h_rel: float = 1e-4) -> np.ndarray:
 
 
 def newton_steps(G: np.ndarray, H: np.ndarray, free: np.ndarray, at_bound: np.ndarray):
-    """Eigenvalue-modified Newton steps on the free coordinates of m problems; their decrements and
-    the smallest eigenvalue of each H_FF (+inf with no free coordinate).
+    """Eigenvalue-modified Newton steps on the free coordinates of m problems; their decrements, the
+    smallest eigenvalue of each Jacobi-scaled D H_FF D (+inf with no free coordinate) and whether
+    there is no negative curvature.
 
     The coordinates that are not free get unit rows and columns (and no gradient), so one batched
     ``eigh`` serves every free set.  Along a direction of negative curvature with no slope (a saddle,
@@ -166,9 +167,14 @@ def newton_steps(G: np.ndarray, H: np.ndarray, free: np.ndarray, at_bound: np.nd
     if d == 0:
         return np.zeros((m, 0)), np.zeros(m), np.full(m, np.inf), np.ones(m, dtype=bool)
     fm = free.astype(float)
-    Hm = H * fm[:, :, None] * fm[:, None, :] + np.eye(d)[None] * (1.0 - fm)[:, :, None]
+    # Jacobi scaling D = |diag H|^(-1/2): steps, decrement and curvature test do not change when a
+    # coordinate is rescaled (a covariate measured in other units scales its θ or β entry)
+    h = np.abs(np.diagonal(H, axis1=1, axis2=2))
+    okd = (h > 0) & np.isfinite(h) & free
+    D = np.where(okd, 1.0 / np.sqrt(np.where(okd, h, 1.0)), 1.0)
+    Hm = H * (D * fm)[:, :, None] * (D * fm)[:, None, :] + np.eye(d)[None] * (1.0 - fm)[:, :, None]
     Hm = np.where(np.isfinite(Hm), Hm, 0.0)
-    gm = np.where(free, G, 0.0)
+    gm = np.where(free, G * D, 0.0)
     w, V = np.linalg.eigh(Hm)
     # eigenvectors of the unit block of fixed coordinates carry no gradient and get no step
     on_free = np.einsum("mdk,md->mk", V**2, fm) > 0.5
@@ -182,7 +188,7 @@ def newton_steps(G: np.ndarray, H: np.ndarray, free: np.ndarray, at_bound: np.nd
     sign = np.where(gv > 0, -1.0, np.where(gv < 0, 1.0, inward))
     coef = np.where(neg, sign * np.maximum(np.abs(coef), 0.1), coef)
     coef = np.where(on_free, coef, 0.0)
-    step = np.einsum("mdk,mk->md", V, coef) * fm
+    step = np.einsum("mdk,mk->md", V, coef) * fm * D
     dec = np.sum(np.where(on_free, gv**2 / wabs, 0.0), axis=1)
     wmin = np.min(np.where(on_free, w, np.inf), axis=1)
     is_min = ~np.any(neg, axis=1)
@@ -210,9 +216,10 @@ def _bfgs(H, s, y):
     return np.where(ok[:, None, None], upd, H), ok
 
 
-def _descend(fun, X, F, G, which, lower, fixed, gtol_of, max_iter, prec, central=False):
+def _descend(fun, X, F, G, which, lower, fixed, gtol_of, dtol_of, max_iter, prec, central=False):
     """Projected (quasi-)Newton iterations for m problems until each one's largest free gradient
-    entry is below ``gtol_of(f)`` on an exact (central-difference) Hessian, or a step fails on one.
+    entry is below ``gtol_of(f)`` and its Newton decrement below ``dtol_of(f)`` on a Hessian taken at
+    the point, or a step fails on one.
 
     Returns X, F, G, H (differences at X: central ones with ``central``), free, decrement, smallest eigenvalue of H_FF,
     whether H_FF has no negative curvature, and the iterations."""
@@ -240,7 +247,7 @@ def _descend(fun, X, F, G, which, lower, fixed, gtol_of, max_iter, prec, central
         step, dA, wA, mA = newton_steps(G[A], H[A], fr, atb)
         free[A], dec[A], wmin[A], is_min[A] = fr, dA, wA, mA
         gmax = np.max(np.where(fr, np.abs(G[A]), 0.0), axis=1) if d else np.zeros(A.size)
-        small = (gmax < gtol_of(F[A])) & mA
+        small = (gmax < gtol_of(F[A])) & (dA < dtol_of(F[A])) & mA
         # a small gradient counts on an exact Hessian only: take one where H is BFGS's
         renew = small & ~exact[A]
         stop = (small & exact[A]) | (it[A] >= max_iter)
@@ -357,8 +364,10 @@ def minimize_batch(vg: Callable, X0: np.ndarray, lower: np.ndarray, *, gtol: flo
     F, G = fun(X, which)
     gtol_f = lambda f: gtol + prec.grad_rel * np.abs(f)  # noqa: E731
     pol = lambda f: 1e-3 * gtol_f(f)  # noqa: E731
+    dtol_f = lambda f: np.maximum(prec.dec_abs, 1e-2 * gtol) + prec.dec_rel * np.abs(f)  # noqa: E731
+    dpol = lambda f: 1e-3 * dtol_f(f)  # noqa: E731
     nofix = np.zeros((k, d), dtype=bool)
-    X, F, G, H, free, dec, wmin, is_min, it = _descend(fun, X, F, G, which, lower, nofix, pol, max_iter, prec,
+    X, F, G, H, free, dec, wmin, is_min, it = _descend(fun, X, F, G, which, lower, nofix, pol, dpol, max_iter, prec,
                                                         central)
     near = np.isfinite(lower) & (X > lower) & (X - lower < zero_tol)
     tryb = np.flatnonzero(near.any(axis=1) & np.isfinite(F))
@@ -366,7 +375,7 @@ def minimize_batch(vg: Callable, X0: np.ndarray, lower: np.ndarray, *, gtol: flo
         Xb = np.where(near[tryb], lower, X[tryb])
         Fb, Gb = fun(Xb, tryb)
         Xb, Fb, Gb, Hb, freeb, decb, wb, minb, itb = _descend(fun, Xb, Fb, Gb, tryb, lower, near[tryb], pol,
-                                                              max_iter, prec, central)
+                                                              dpol, max_iter, prec, central)
         it[tryb] += itb
         keep = np.isfinite(Fb) & (Fb <= F[tryb] + 1e-8 * (1.0 + np.abs(F[tryb])))
         K, kb = tryb[keep], np.flatnonzero(keep)
@@ -376,10 +385,10 @@ def minimize_batch(vg: Callable, X0: np.ndarray, lower: np.ndarray, *, gtol: flo
     G = np.where(held, 0.0, G)
     gmax = np.max(np.abs(G), axis=1) if d else np.zeros(k)
     status = np.where(gmax < gtol_f(F), 0, np.where(it >= max_iter, 1, 3))
-    status = np.where(dec < np.maximum(prec.dec_abs, 1e-2 * gtol) + prec.dec_rel * np.abs(F), status,
+    status = np.where(dec < dtol_f(F), status,
                       np.where(it >= max_iter, 1, 3))
     status = np.where(is_min, status, 4)
-    dec_tol = np.maximum(prec.dec_abs, 1e-2 * gtol) + prec.dec_rel * np.abs(F)
+    dec_tol = dtol_f(F)
     C = np.flatnonzero(status == 0)
     if C.size:  # the values must agree with the Hessian: else the optimum is hidden in rounding noise
         tol_p = np.maximum(dec_tol[C], 100.0 * prec.noise * (1.0 + np.abs(F[C])))  # above float32's own noise

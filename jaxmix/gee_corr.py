@@ -36,7 +36,7 @@ import numpy as np
 from .errors import JaxmixError
 
 __all__ = ["CORSTRS", "Clusters", "make_clusters", "seg_sum", "quad_forms", "estimate_dependence",
-           "initial_dependence"]
+           "initial_dependence", "gram"]
 
 CORSTRS = ("independence", "exchangeable", "ar1", "unstructured")
 
@@ -100,6 +100,11 @@ def seg_sum(x: np.ndarray, cl: Clusters) -> np.ndarray:
     return np.add.reduceat(x, cl.starts, axis=1)
 
 
+def gram(u: np.ndarray) -> np.ndarray:
+    """uᵀu per outcome: (K, n, p) -> (K, p, p) (BLAS)."""
+    return np.matmul(np.swapaxes(u, 1, 2), u)
+
+
 def _pad(x: np.ndarray, cl: Clusters, q: int) -> np.ndarray:
     """(K, n, ...) -> (K, G, q, ...): each row at its (cluster, time point); zeros elsewhere."""
     out = np.zeros((x.shape[0], cl.n_clusters, q) + x.shape[2:])
@@ -120,7 +125,7 @@ def quad_forms(corstr: str, rho: np.ndarray, cl: Clusters, m: np.ndarray, u: np.
     if corstr in ("independence", "exchangeable"):
         a = 1.0 / (1.0 - rho)
         g = a[:, None, None] * seg_sum(u * e[..., None], cl)
-        B = a[:, None, None] * np.einsum("knp,knq->kpq", u, u)
+        B = a[:, None, None] * gram(u)
         if corstr == "exchangeable":
             k = seg_sum(m, cl)
             c = (rho / (1.0 - rho))[:, None] / (1.0 + rho[:, None] * (k - 1.0))
@@ -141,8 +146,8 @@ def quad_forms(corstr: str, rho: np.ndarray, cl: Clusters, m: np.ndarray, u: np.
         ue_pair = np.zeros_like(u)
         ue_pair[:, :-1] = adj[:, None] * (u[:, :-1] * e[:, 1:, None] + u[:, 1:] * e[:, :-1, None])
         g = seg_sum(w[..., None] * u * e[..., None] + c2 * ue_pair, cl)
-        cross = np.einsum("knp,knq->kpq", u[:, :-1] * adj[:, None], u[:, 1:])
-        B = np.einsum("kn,knp,knq->kpq", w, u, u) + c2 * (cross + np.swapaxes(cross, 1, 2))
+        cross = np.matmul(np.swapaxes(u[:, :-1] * adj[:, None], 1, 2), u[:, 1:])
+        B = np.matmul(np.swapaxes(u * w[..., None], 1, 2), u) + c2 * (cross + np.swapaxes(cross, 1, 2))
         return g, B
     # unstructured
     q = rho.shape[-1]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import JaxmixError
-from .gee_corr import Clusters, estimate_dependence, initial_dependence, quad_forms
+from .gee_corr import Clusters, estimate_dependence, gram, initial_dependence, quad_forms
 from .gee_family import GeeFamily
 
 __all__ = ["GeeSolution", "solve_gee", "glm_start"]
@@ -75,10 +75,10 @@ def glm_start(fam: GeeFamily, X, offset, Y, M, max_iter: int = 100, tol: float =
     d0 = fam.mu_eta(eta0)
     w = d0 * d0 / fam.variance(mu0) * M
     z = eta0 - offset + (np.where(M > 0, Y, mu0) - mu0) / d0
-    beta = _solve(np.einsum("np,kn,nq->kpq", X, w, X), np.einsum("np,kn->kp", X, w * z))
+    beta = _solve(np.matmul(X.T * w[:, None, :], X), (w * z) @ X)
     for _ in range(max_iter):
         u, e = _scaled(fam, X, offset, beta, Y, M)
-        step = _solve(np.einsum("knp,knq->kpq", u, u), np.einsum("knp,kn->kp", u, e))
+        step = _solve(gram(u), np.matmul(e[:, None, :], u)[:, 0])
         beta = beta + step
         if np.all(np.abs(step) <= tol * (1.0 + np.abs(beta))):
             break
@@ -100,16 +100,12 @@ def solve_gee(fam: GeeFamily, corstr: str, cl: Clusters, X: np.ndarray, offset: 
     dep = initial_dependence(corstr, K, cl)
     sizes = np.add.reduceat(M, cl.starts, axis=1)
     update_dep = corstr != "independence" and sizes.max(initial=0) > 1
-    done = np.zeros(K, bool)
     n_iter = np.zeros(K, int)
     norm = np.full(K, np.inf)
+    act = np.arange(K)
+    u, e = _scaled(fam, X, offset, beta, Y, M)  # at the current β of the outcomes in ``act``
     for itr in range(maxiter):
-        act = np.flatnonzero(~done)
-        if not len(act):
-            break
-        Ya, Ma = Y[act], M[act]
-        u, e = _scaled(fam, X, offset, beta[act], Ya, Ma)
-        g, B = quad_forms(corstr, dep[act], cl, Ma, u, e)
+        g, B = quad_forms(corstr, dep[act], cl, M[act], u, e)
         score = g.sum(1)
         beta[act] += _solve(B, score)
         norm[act] = np.sqrt((score * score).sum(1))
@@ -117,13 +113,14 @@ def solve_gee(fam: GeeFamily, corstr: str, cl: Clusters, X: np.ndarray, offset: 
         stop = norm[act] < ctol
         if update_dep:
             stop &= itr > 0
-        done[act[stop]] = True
-        go = act[~stop]
-        if update_dep and len(go):
-            _, r = _scaled(fam, X, offset, beta[go], Y[go], M[go])
-            dep[go] = estimate_dependence(corstr, cl, M[go], r, p)
+        act = act[~stop]
+        if not len(act):
+            break
+        u, e = _scaled(fam, X, offset, beta[act], Y[act], M[act])
+        if update_dep:
+            dep[act] = estimate_dependence(corstr, cl, M[act], e, p)
             if corstr == "unstructured":
-                _check_pd(dep[go])
+                _check_pd(dep[act])
     u, e = _scaled(fam, X, offset, beta, Y, M)
     g, B = quad_forms(corstr, dep, cl, M, u, e)
     try:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import difflib
 import time as _time
+import warnings
 
 import numpy as np
 import pandas as pd
 
 from .design import as_data_frame, build_design
-from .errors import JaxmixError
+from .errors import JaxmixError, JaxmixWarning
 from .formula import parse_formula
 from .gee_corr import CORSTRS, make_clusters
 from .gee_family import gee_family
@@ -46,6 +47,19 @@ def _check_response(fam, name: str, y: np.ndarray, observed: np.ndarray) -> None
         bad = v[v < 0.0]
         if len(bad):
             raise JaxmixError(f"family='poisson' needs a non-negative response; {name!r} has the value {bad[0]:g}")
+
+
+def _warn_failures(sol, names: list[str], maxiter: int) -> None:
+    """A JaxmixWarning per outcome whose estimates are not finite or whose iteration did not converge."""
+    for b, name in enumerate(names):
+        if not (np.isfinite(sol.beta[b]).all() and np.isfinite(sol.cov_robust[b]).all()):
+            sol.converged[b] = False
+            warnings.warn(f"fit_gee: outcome {name!r}: the estimates are not finite (NaN in fixef and se); "
+                          "a covariate may separate the outcome completely", JaxmixWarning, stacklevel=3)
+        elif not sol.converged[b]:
+            warnings.warn(f"fit_gee: outcome {name!r} did not converge in {maxiter} iterations "
+                          f"(‖U(β)‖ = {sol.score_norm[b]:.3g}); raise maxiter or check the model",
+                          JaxmixWarning, stacklevel=3)
 
 
 def fit_gee(formula: str, data, groups: str, family: str = "gaussian", corstr: str = "exchangeable", *,
@@ -125,8 +139,10 @@ def fit_gee(formula: str, data, groups: str, family: str = "gaussian", corstr: s
         cl = make_clusters(gvals[rows], None if tvals is None else tvals[rows], unique_times=corstr == "unstructured",
                            time_name=time or "time")
         order = rows[cl.order]
-        sol = solve_gee(fam, corstr, cl, design.X[order], design.offset[order], Y[batch][:, order],
-                        M[batch][:, order], maxiter=maxiter, ctol=ctol)
+        with np.errstate(all="ignore"):  # a diverging outcome is reported below, not by NumPy
+            sol = solve_gee(fam, corstr, cl, design.X[order], design.offset[order], Y[batch][:, order],
+                            M[batch][:, order], maxiter=maxiter, ctol=ctol)
+        _warn_failures(sol, [names[j] for j in batch], maxiter)
         for b, j in enumerate(batch):
             sizes = np.add.reduceat(M[j][order], cl.starts)
             sizes = sizes[sizes > 0]

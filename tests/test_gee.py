@@ -203,3 +203,25 @@ def test_clear_errors():
     with pytest.raises(JaxmixError, match="non-negative"):
         jaxmix.fit_gee("y ~ x", pd.DataFrame({"y": [1.0, -1, 2, 3], "x": [0.0, 1, 2, 3], "g": [1, 1, 2, 2]}),
                        groups="g", family="poisson")
+
+
+def test_missing_cluster_rows_are_dropped_like_statsmodels():
+    ss = _sleepstudy()
+    ss["Subject"] = ss["Subject"].astype(float)
+    ss.loc[[3, 50, 51], "Subject"] = np.nan
+    res = jaxmix.fit_gee("Reaction ~ Days", ss, groups="Subject", corstr="exchangeable")
+    ref = _statsmodels("Reaction ~ Days", ss.dropna(), "Subject", "gaussian", "exchangeable")
+    _assert_same(res, ref, "exchangeable")
+    assert res.nobs == 177
+
+
+def test_separation_and_non_convergence_warn():
+    rng = np.random.default_rng(0)
+    d = pd.DataFrame({"x": rng.normal(size=200), "g": np.repeat(np.arange(20), 10)})
+    d["y"] = (d["x"] > 0) * 1.0
+    with pytest.warns(jaxmix.JaxmixWarning, match="outcome 'y': the estimates are not finite"):
+        res = jaxmix.fit_gee("y ~ x", d, groups="g", family="binomial")
+    assert not res.converged and np.isnan(res.se).all()
+    with pytest.warns(jaxmix.JaxmixWarning, match="'Reaction' did not converge in 2 iterations"):
+        res = jaxmix.fit_gee("Reaction ~ Days", _sleepstudy(), groups="Subject", corstr="ar1", maxiter=2)
+    assert not res.converged and res.n_iter == 2

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .design import as_data_frame, build_design
+from .design import as_data_frame, build_design, row_values
 from .errors import JaxmixError, JaxmixWarning
 from .formula import parse_formula
 from .gee_corr import CORSTRS, make_clusters
@@ -35,14 +35,22 @@ def _need_column(data: pd.DataFrame, name, what: str) -> None:
         raise JaxmixError(f"{what} column {name!r} is not in the data{hint}")
 
 
-def _check_response(fam, name: str, y: np.ndarray, observed: np.ndarray) -> None:
+def _check_response(fam, name: str, y: np.ndarray, observed: np.ndarray, trials: np.ndarray | None) -> None:
     v = y[observed]
     if not np.isfinite(v).all():
         raise JaxmixError(f"response {name!r} has infinite values")
-    if fam.name == "binomial":
+    if trials is not None:
+        n = trials[observed]
+        bad = (v < 0) | (v > n) | (v != np.round(v))
+        if bad.any():
+            j = int(np.flatnonzero(bad)[0])
+            raise JaxmixError(f"response {name!r} must count successes out of the trials (0..n); "
+                              f"it has {v[j]:g} of {n[j]:g}")
+    elif fam.name == "binomial":
         bad = v[(v != 0.0) & (v != 1.0)]
         if len(bad):
-            raise JaxmixError(f"family='binomial' in fit_gee needs a 0/1 response; {name!r} has the value {bad[0]:g}")
+            raise JaxmixError(f"family='binomial' in fit_gee needs a 0/1 response (or trials=); {name!r} has the "
+                              f"value {bad[0]:g}")
     elif fam.name == "poisson":
         bad = v[v < 0.0]
         if len(bad):
@@ -63,8 +71,8 @@ def _warn_failures(sol, names: list[str], maxiter: int) -> None:
 
 
 def fit_gee(formula: str, data, groups: str, family: str = "gaussian", corstr: str = "exchangeable", *,
-            link: str | None = None, time: str | None = None, offset=None, outcomes=None, maxiter: int = 60,
-            ctol: float = 1e-6):
+            link: str | None = None, time: str | None = None, offset=None, trials=None, outcomes=None,
+            maxiter: int = 60, ctol: float = 1e-6):
     """Fit a marginal model by GEE with a working correlation within the clusters of ``groups``.
 
     Args:
@@ -72,12 +80,14 @@ def fit_gee(formula: str, data, groups: str, family: str = "gaussian", corstr: s
         ``outcomes``.  Offsets as in ``jaxmix.fit`` (``offset(log(t))`` terms or ``offset=``).
       data: a pandas DataFrame.
       groups: the column whose values define the clusters.
-      family, link: ``gaussian`` (identity), ``binomial`` (0/1 response; logit, probit, cloglog),
-        ``poisson`` (log).
+      family, link: ``gaussian`` (identity), ``binomial`` (0/1 response, or successes of ``trials``;
+        logit, probit, cloglog), ``poisson`` (log).
       corstr: ``independence``, ``exchangeable``, ``ar1`` (consecutive rows of a cluster one step
         apart: the data order, or the order of ``time``), ``unstructured`` (one correlation per pair of
         ``time`` values; without ``time`` the position within the cluster).
       time: a column ordering the rows within clusters (ar1) or naming their time points (unstructured).
+      trials: binomial only: a column (or array) of trial counts; the response counts successes and
+        enters as the proportion with variance μ(1 − μ)/n (the GLM's prior weights).
       outcomes: response columns to fit with the same right-hand side, all in one vectorised solve
         (rows with a missing outcome are left out of that outcome's fit only).
       maxiter, ctol: statsmodels' iteration limit and its stopping rule ‖U(β)‖₂ < ctol.
@@ -98,6 +108,13 @@ def fit_gee(formula: str, data, groups: str, family: str = "gaussian", corstr: s
                           "from groups= and has no bar terms")
     _need_column(data, groups, "groups")
     extra = (groups,)
+    if trials is not None:
+        if fam.name != "binomial":
+            raise JaxmixError(f"trials= is for family='binomial', not {fam.name!r}")
+        if isinstance(trials, str):
+            _need_column(data, trials, "trials")
+            extra += (trials,)
+        tr_all = row_values(trials, data, "trials")
     if time is not None:
         _need_column(data, time, "time")
         extra += (time,)
@@ -121,11 +138,19 @@ def fit_gee(formula: str, data, groups: str, family: str = "gaussian", corstr: s
         names = outcomes
         Y = data[outcomes].to_numpy(dtype=float)[pos].T
     M = np.isfinite(Y) * 1.0
+    tr = None
+    if trials is not None:
+        tr = tr_all[pos]
+        if not (np.isfinite(tr).all() and (tr > 0).all()):
+            raise JaxmixError(f"trials must be positive and finite; found {tr[~(np.isfinite(tr) & (tr > 0))][0]:g}")
     for j, name in enumerate(names):
         if M[j].sum() <= design.X.shape[1]:
             raise JaxmixError(f"outcome {name!r} has {int(M[j].sum())} complete rows for {design.X.shape[1]} coefficients")
-        _check_response(fam, name, Y[j], M[j] > 0)
+        _check_response(fam, name, Y[j], M[j] > 0, tr)
     Y = np.where(M > 0, Y, 0.0)
+    prior = np.ones(len(pos)) if tr is None else tr
+    if tr is not None:
+        Y = Y / tr
     gvals = data[groups].to_numpy()[pos]
     tvals = None if time is None else data[time].to_numpy()[pos]
     if corstr == "ar1":  # clusters need each outcome's own rows: one solve per pattern of missing rows
@@ -141,7 +166,7 @@ def fit_gee(formula: str, data, groups: str, family: str = "gaussian", corstr: s
         order = rows[cl.order]
         with np.errstate(all="ignore"):  # a diverging outcome is reported below, not by NumPy
             sol = solve_gee(fam, corstr, cl, design.X[order], design.offset[order], Y[batch][:, order],
-                            M[batch][:, order], maxiter=maxiter, ctol=ctol)
+                            M[batch][:, order], maxiter=maxiter, ctol=ctol, prior=prior[order])
         _warn_failures(sol, [names[j] for j in batch], maxiter)
         for b, j in enumerate(batch):
             sizes = np.add.reduceat(M[j][order], cl.starts)

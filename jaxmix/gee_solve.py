@@ -14,6 +14,8 @@ Pearson residuals (:func:`jaxmix.gee_corr.estimate_dependence`).  Then
     cov_naive  = φ̂ B⁻¹,        cov_robust = B⁻¹ (Σ_i U_i U_iᵀ) B⁻¹   (the sandwich),
 
 with U_i the cluster's term of U and φ̂ = 1 (binomial, Poisson) or Σ r² / (N − p) (Gaussian).
+Binomial trials n_j enter as prior weights: the response is the proportion y_j/n_j and
+A_i = diag(V(μ)/n), as in a GLM with trials (and geepack's ``weights``).
 Each outcome stops on its own test; the arrays of those still running are updated together.
 """
 from __future__ import annotations
@@ -52,17 +54,17 @@ def _solve(B: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.einsum("kpq,kq->kp", np.linalg.pinv(B), b)
 
 
-def _scaled(fam: GeeFamily, X, offset, beta, Y, M):
-    """u = D/√V(μ) (K, n, p), e = (y − μ)/√V(μ) (K, n), both zero where M = 0."""
+def _scaled(fam: GeeFamily, X, offset, beta, Y, M, prior=1.0):
+    """u = D/√(V(μ)/w) (K, n, p), e = (y − μ)/√(V(μ)/w) (K, n), both zero where M = 0 (w: prior weights)."""
     eta = beta @ X.T + offset
     mu = fam.linkinv(eta)
-    sd = np.sqrt(fam.variance(mu))
+    sd = np.sqrt(fam.variance(mu) / prior)
     u = X[None] * (fam.mu_eta(eta) / sd * M)[..., None]
     e = np.where(M > 0, (Y - mu) / sd, 0.0)
     return u, e
 
 
-def glm_start(fam: GeeFamily, X, offset, Y, M, max_iter: int = 100, tol: float = 1e-12) -> np.ndarray:
+def glm_start(fam: GeeFamily, X, offset, Y, M, prior=1.0, max_iter: int = 100, tol: float = 1e-12) -> np.ndarray:
     """The GLM (independence) estimates of every outcome by IRLS from statsmodels' starting μ.
 
     First step: weighted least squares of z = η₀ + (y − μ₀)/μ'(η₀) on X with weights μ'(η₀)²/V(μ₀),
@@ -73,11 +75,11 @@ def glm_start(fam: GeeFamily, X, offset, Y, M, max_iter: int = 100, tol: float =
     mu0 = fam.start_mu(np.where(M > 0, Y, ybar), ybar)
     eta0 = fam.linkfun(mu0)
     d0 = fam.mu_eta(eta0)
-    w = d0 * d0 / fam.variance(mu0) * M
+    w = d0 * d0 / fam.variance(mu0) * M * prior
     z = eta0 - offset + (np.where(M > 0, Y, mu0) - mu0) / d0
     beta = _solve(np.matmul(X.T * w[:, None, :], X), (w * z) @ X)
     for _ in range(max_iter):
-        u, e = _scaled(fam, X, offset, beta, Y, M)
+        u, e = _scaled(fam, X, offset, beta, Y, M, prior)
         step = _solve(gram(u), np.matmul(e[:, None, :], u)[:, 0])
         beta = beta + step
         if np.all(np.abs(step) <= tol * (1.0 + np.abs(beta))):
@@ -93,17 +95,18 @@ def _scale(fam: GeeFamily, e: np.ndarray, M: np.ndarray, p: int) -> np.ndarray:
 
 
 def solve_gee(fam: GeeFamily, corstr: str, cl: Clusters, X: np.ndarray, offset: np.ndarray, Y: np.ndarray,
-              M: np.ndarray, maxiter: int = 60, ctol: float = 1e-6) -> GeeSolution:
-    """Fit K outcomes (rows of Y, observed where M = 1) on the cluster-sorted rows ``X``, ``offset``."""
+              M: np.ndarray, maxiter: int = 60, ctol: float = 1e-6, prior=1.0) -> GeeSolution:
+    """Fit K outcomes (rows of Y, observed where M = 1) on the cluster-sorted rows ``X``, ``offset``
+    (``prior``: per-row prior weights, the binomial trials, with Y the proportions)."""
     K, p = Y.shape[0], X.shape[1]
-    beta = glm_start(fam, X, offset, Y, M)
+    beta = glm_start(fam, X, offset, Y, M, prior)
     dep = initial_dependence(corstr, K, cl)
     sizes = np.add.reduceat(M, cl.starts, axis=1)
     update_dep = corstr != "independence" and sizes.max(initial=0) > 1
     n_iter = np.zeros(K, int)
     norm = np.full(K, np.inf)
     act = np.arange(K)
-    u, e = _scaled(fam, X, offset, beta, Y, M)  # at the current β of the outcomes in ``act``
+    u, e = _scaled(fam, X, offset, beta, Y, M, prior)  # at the current β of the outcomes in ``act``
     for itr in range(maxiter):
         g, B = quad_forms(corstr, dep[act], cl, M[act], u, e)
         score = g.sum(1)
@@ -116,12 +119,12 @@ def solve_gee(fam: GeeFamily, corstr: str, cl: Clusters, X: np.ndarray, offset: 
         act = act[~stop]
         if not len(act):
             break
-        u, e = _scaled(fam, X, offset, beta[act], Y[act], M[act])
+        u, e = _scaled(fam, X, offset, beta[act], Y[act], M[act], prior)
         if update_dep:
             dep[act] = estimate_dependence(corstr, cl, M[act], e, p)
             if corstr == "unstructured":
                 _check_pd(dep[act])
-    u, e = _scaled(fam, X, offset, beta, Y, M)
+    u, e = _scaled(fam, X, offset, beta, Y, M, prior)
     g, B = quad_forms(corstr, dep, cl, M, u, e)
     try:
         Binv = np.linalg.inv(B)

@@ -188,7 +188,7 @@ def test_clear_errors():
         jaxmix.fit_gee("Reaction ~ Days", ss, groups="Subject", corstr="banded")
     with pytest.raises(JaxmixError, match="groups column 'Subjct'.*'Subject'"):
         jaxmix.fit_gee("Reaction ~ Days", ss, groups="Subjct")
-    with pytest.raises(JaxmixError, match="0/1 response; 'Reaction'"):
+    with pytest.raises(JaxmixError, match=r"0/1 response \(or trials=\); 'Reaction'"):
         jaxmix.fit_gee("Reaction ~ Days", ss, groups="Subject", family="binomial")
     with pytest.raises(JaxmixError, match=r"random-effect term\(s\) \(1 \| herd\)"):
         jaxmix.fit_gee("y ~ period + (1 | herd)", cb, groups="herd", family="binomial")
@@ -225,3 +225,56 @@ def test_separation_and_non_convergence_warn():
     with pytest.warns(jaxmix.JaxmixWarning, match="'Reaction' did not converge in 2 iterations"):
         res = jaxmix.fit_gee("Reaction ~ Days", _sleepstudy(), groups="Subject", corstr="ar1", maxiter=2)
     assert not res.converged and res.n_iter == 2
+
+
+def _cbpp():
+    d = pd.read_csv(DATA / "cbpp.csv")
+    d["period"] = d["period"].astype(str)
+    return d
+
+
+def test_trials_independence_equals_binary_rows():
+    """Aggregated successes of trials = the same model on one 0/1 row per trial (statsmodels)."""
+    res = jaxmix.fit_gee("incidence ~ period", _cbpp(), groups="herd", family="binomial", trials="size",
+                         corstr="independence")
+    ref = _statsmodels("y ~ period", _cbpp_binary(), "herd", "binomial", "independence")
+    assert len(_cbpp_binary()) == _cbpp()["size"].sum()
+    _assert_same(res, ref, "independence")
+
+
+def test_trials_exchangeable_solves_the_estimating_equations():
+    """Dense per-herd check: U(β̂) = 0, ρ̂ = the moment estimate, SEs = the sandwich and φ B⁻¹, with
+    V_i = A^½ R A^½, A = diag(μ(1 − μ)/n), computed here cluster by cluster with full matrices."""
+    d = _cbpp()
+    res = jaxmix.fit_gee("incidence ~ period", d, groups="herd", family="binomial", trials="size")
+    X = pd.get_dummies(d["period"], drop_first=True, dtype=float)
+    X.insert(0, "Intercept", 1.0)
+    X = X.to_numpy()
+    beta, rho = res.fixef.to_numpy(), res.working_correlation
+    mu = 1.0 / (1.0 + np.exp(-X @ beta))
+    prop, n = (d["incidence"] / d["size"]).to_numpy(), d["size"].to_numpy(float)
+    r = (prop - mu) / np.sqrt(mu * (1 - mu) / n)
+    U, B, meat = np.zeros(4), np.zeros((4, 4)), np.zeros((4, 4))
+    pairs, npairs = 0.0, 0.0
+    for _, idx in d.groupby("herd").indices.items():
+        k = len(idx)
+        R = (1 - rho) * np.eye(k) + rho * np.ones((k, k))
+        a = np.sqrt(mu[idx] * (1 - mu[idx]) / n[idx])
+        V = a[:, None] * R * a[None, :]
+        D = X[idx] * (mu[idx] * (1 - mu[idx]))[:, None]
+        Ui = D.T @ np.linalg.solve(V, prop[idx] - mu[idx])
+        U += Ui
+        B += D.T @ np.linalg.solve(V, D)
+        meat += np.outer(Ui, Ui)
+        pairs += (r[idx].sum() ** 2 - (r[idx] ** 2).sum()) / 2
+        npairs += k * (k - 1) / 2
+    assert np.abs(U).max() < 1e-6
+    phi = (r ** 2).sum() / (len(d) - 4)
+    np.testing.assert_allclose(rho, pairs / phi / (npairs - 4), rtol=1e-6)
+    Binv = np.linalg.inv(B)
+    _close(res.se.to_numpy(), np.sqrt(np.diag(Binv @ meat @ Binv)))
+    _close(res.se_naive.to_numpy(), np.sqrt(np.diag(Binv)))
+    with pytest.raises(JaxmixError, match="successes out of the trials"):
+        jaxmix.fit_gee("bad ~ period", d.assign(bad=d["size"] + 1), groups="herd", family="binomial", trials="size")
+    with pytest.raises(JaxmixError, match="trials= is for family='binomial'"):
+        jaxmix.fit_gee("incidence ~ period", d, groups="herd", family="poisson", trials="size")

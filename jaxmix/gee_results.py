@@ -91,10 +91,11 @@ class GEEResults:
             corr_txt = "\n" + "\n".join("  " + ln for ln in corr.to_string(float_format=lambda v: f"{v:.3f}").splitlines())
         else:
             corr_txt = f" {corr:.4f}"
+        model = f"{self.response} {self.formula}" if self.formula.lstrip().startswith("~") else self.formula
         tab = self.coef_table(alpha)
         tab["se_naive"] = self.se_naive.to_numpy()
         lines = [
-            f"Marginal model (GEE): {self.response} {self.formula}  [{self.family}, {self.link}]",
+            f"Marginal model (GEE): {model}  [{self.family}, {self.link}]",
             f"clusters: {self.groups} ({self.n_clusters}; {self.cluster_sizes[0]}-{self.cluster_sizes[1]} rows each), "
             f"rows: {self.nobs}",
             f"working correlation: {self.corstr};{corr_txt}",

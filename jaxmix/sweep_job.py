@@ -109,12 +109,15 @@ def gee_clusters(s, multi) -> str:
 
 
 def _fit_marginal(s, parsed, data, multi):
-    """The marginal model of the same fixed effects by GEE (``[sweep] gee``), all outcomes in one solve."""
+    """The marginal model of the same fixed effects by GEE (``[sweep] gee``), all outcomes in one solve;
+    None when the automatic clusters are not a data column."""
     from .gee import fit_gee
 
     groups = gee_clusters(s, multi)
     if groups not in data.columns:
-        raise ConfigError(f"[sweep] the GEE's clusters {groups!r} are not a data column; set gee_groups")
+        if s.gee_groups:
+            raise ConfigError(f"[sweep] gee_groups {groups!r} is not a data column")
+        return None  # e.g. (1 | a:b): no column names the clusters; the report says so
     return fit_gee("~ " + parsed.fixed, data, groups=groups, family=s.family, link=s.link, corstr=s.gee_corstr,
                    outcomes=list(s.outcomes))
 
@@ -162,7 +165,8 @@ def _write_sweep_outputs(job: SweepJob, cfg: RunConfig, multi, wall: float, mess
             notes.append("(comparison.png not written: matplotlib is not installed; pip install '.[plot]')")
             files += [f_single, f_comp, f_report]
         if s.gee and job.marginal is None:
-            notes.append("(no marginal (GEE) column: fit_gee takes no weights)")
+            notes.append("(no marginal (GEE) column: fit_gee takes no weights, and its clusters must be a data "
+                         "column: set [sweep] gee_groups)")
         if job.marginal is not None:
             notes.append(f"Marginal (GEE) fits: {job.marginal.seconds:.1f} s, clusters = "
                          f"{next(iter(job.marginal)).groups}.")

@@ -23,7 +23,9 @@ from .gee_family import gee_family
 from .gee_results import GEEFits, GEEResults
 from .gee_solve import solve_gee
 
-__all__ = ["fit_gee", "CORSTRS"]
+__all__ = ["fit_gee", "CORSTRS", "MAX_TIME_POINTS"]
+
+MAX_TIME_POINTS = 100  # unstructured: the padded (cluster x time x time) blocks stay small
 
 
 def _need_column(data: pd.DataFrame, name, what: str) -> None:
@@ -163,6 +165,10 @@ def fit_gee(formula: str, data, groups: str, family: str = "gaussian", corstr: s
         rows = np.flatnonzero(M[batch[0]] > 0) if corstr == "ar1" else np.arange(len(pos))
         cl = make_clusters(gvals[rows], None if tvals is None else tvals[rows], unique_times=corstr == "unstructured",
                            time_name=time or "time")
+        if corstr == "unstructured" and len(cl.time_levels) > MAX_TIME_POINTS:
+            raise JaxmixError(f"corstr='unstructured' estimates one correlation per pair of time points; "
+                              f"{time or 'the positions within clusters'} has {len(cl.time_levels)} "
+                              f"(at most {MAX_TIME_POINTS}); use 'exchangeable' or 'ar1'")
         order = rows[cl.order]
         with np.errstate(all="ignore"):  # a diverging outcome is reported below, not by NumPy
             sol = solve_gee(fam, corstr, cl, design.X[order], design.offset[order], Y[batch][:, order],

@@ -196,6 +196,9 @@ def test_clear_errors():
         jaxmix.fit_gee("Reaction ~ Days", ss, groups="Subject", corstr="ar1", time="day")
     with pytest.raises(JaxmixError, match="'period' at most once per cluster"):
         jaxmix.fit_gee("y ~ 1", cb, groups="herd", family="binomial", corstr="unstructured", time="period")
+    big = pd.DataFrame({"y": np.arange(300) % 2, "g": np.repeat([1, 2], 150)})
+    with pytest.raises(JaxmixError, match="the positions within clusters has 150 .at most 100."):
+        jaxmix.fit_gee("y ~ 1", big, groups="g", family="binomial", corstr="unstructured")
     with pytest.raises(JaxmixError, match="unknown family"):
         jaxmix.fit_gee("Reaction ~ Days", ss, groups="Subject", family="gamma")
     with pytest.raises(JaxmixError, match="outcome column 'nope'"):

@@ -24,6 +24,8 @@ from .sweep import Sweep, fit_many  # noqa: E402
 from .bootstrap import BootstrapResult, bootstrap  # noqa: E402  (the function shadows the module name)
 
 from .devices import use_cpu_devices  # noqa: E402
+from .gee import fit_gee  # noqa: E402
+from .gee_results import GEEFits, GEEResults  # noqa: E402
 
 from . import runtime  # noqa: E402
 
@@ -33,3 +35,4 @@ __all__ = ["fit", "MixedResults", "OptimSummary", "JaxmixError", "JaxmixWarning"
 __all__ += ["fit_many", "Sweep"]
 __all__ += ["bootstrap", "BootstrapResult"]
 __all__ += ["anova", "homogeneity_test", "use_cpu_devices"]
+__all__ += ["fit_gee", "GEEResults", "GEEFits"]

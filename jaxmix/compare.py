@@ -7,6 +7,12 @@ fewest levels within which it is constant (a hospital characteristic is constant
 or ``"patient"``/``"row"`` when it varies within every group.  Ignoring the clustering mostly shrinks
 the SEs of the group-level covariates, which is what makes conclusions differ (Austin, Tu & Alter
 2003).
+
+With a marginal fit (:func:`jaxmix.fit_gee` of the same fixed effects, :class:`jaxmix.GEEFits`) the table
+gains its estimate, robust SE and p (``*_marginal``), its conclusion and whether it differs from the
+multilevel one (``differs_marginal``).  The marginal (population-averaged) log odds ratios are
+attenuated relative to the multilevel (cluster-specific) ones, so compare SEs and conclusions rather
+than the estimates themselves.
 """
 from __future__ import annotations
 
@@ -17,11 +23,13 @@ import pandas as pd
 
 from .sweep import Sweep
 
-__all__ = ["covariate_levels", "expand_terms", "compare_sweeps", "comparison_report", "plot_comparison", "COMPARISON_COLUMNS"]
+__all__ = ["covariate_levels", "expand_terms", "compare_sweeps", "comparison_report", "plot_comparison",
+           "COMPARISON_COLUMNS", "MARGINAL_COLUMNS"]
 
 COMPARISON_COLUMNS = ["outcome", "term", "level", "estimate_multilevel", "se_multilevel", "p_multilevel",
                       "estimate_single", "se_single", "p_single", "significant_multilevel",
                       "significant_single", "differs", "se_ratio"]
+MARGINAL_COLUMNS = ["estimate_marginal", "se_marginal", "p_marginal", "significant_marginal", "differs_marginal"]
 
 
 def covariate_levels(sweep: Sweep) -> dict[str, str]:
@@ -71,7 +79,7 @@ def expand_terms(design, terms) -> list[str]:
 
 
 def compare_sweeps(multilevel: Sweep, single: Sweep, terms: list[str] | None = None,
-                   alpha: float = 0.05) -> pd.DataFrame:
+                   alpha: float = 0.05, marginal=None) -> pd.DataFrame:
     """One row per (outcome, covariate): estimates, SEs and p under both fits, and whether they differ.
 
     Args:
@@ -79,6 +87,7 @@ def compare_sweeps(multilevel: Sweep, single: Sweep, terms: list[str] | None = N
       terms: the covariates (default: those constant within a grouping factor): coefficient names or
         fixed term names (a factor term expands to its coefficients; :func:`expand_terms`).
       alpha: significance level of the conclusions.
+      marginal: optional :class:`jaxmix.GEEFits` of the same outcomes: adds :data:`MARGINAL_COLUMNS`.
     """
     levels = covariate_levels(multilevel)
     if terms is None:
@@ -106,7 +115,16 @@ def compare_sweeps(multilevel: Sweep, single: Sweep, terms: list[str] | None = N
     out["significant_single"] = (out["p_single"] < alpha).where(ok)
     out["differs"] = (out["significant_multilevel"] != out["significant_single"]).where(ok)
     out["se_ratio"] = out["se_single"] / out["se_multilevel"]
-    return out[COMPARISON_COLUMNS]
+    if marginal is None:
+        return out[COMPARISON_COLUMNS]
+    sub = marginal.to_frame().set_index(["outcome", "term"]).reindex(idx)
+    out["estimate_marginal"] = sub["estimate"].to_numpy()
+    out["se_marginal"] = sub["se"].to_numpy()
+    out["p_marginal"] = sub["p"].to_numpy()
+    okm = np.isfinite(out["p_multilevel"]) & np.isfinite(out["p_marginal"])
+    out["significant_marginal"] = (out["p_marginal"] < alpha).where(okm)
+    out["differs_marginal"] = (out["significant_multilevel"] != out["significant_marginal"]).where(okm)
+    return out[COMPARISON_COLUMNS + MARGINAL_COLUMNS]
 
 
 NO_TERMS_MESSAGE = ("No covariate compared: none of the fixed effects is constant within a grouping factor\n"
@@ -119,8 +137,8 @@ def _share(mask: pd.Series) -> str:
 
 
 def comparison_report(table: pd.DataFrame, multilevel: Sweep, single: Sweep, alpha: float = 0.05,
-                      notes: list[str] | None = None) -> str:
-    """A short plain-text report of :func:`compare_sweeps`' table."""
+                      notes: list[str] | None = None, marginal=None) -> str:
+    """A short plain-text report of :func:`compare_sweeps`' table (and of the marginal fits, if given)."""
     lines = [
         "Multilevel vs single-level regression of the same outcomes",
         "=" * 58,
@@ -141,14 +159,31 @@ def comparison_report(table: pd.DataFrame, multilevel: Sweep, single: Sweep, alp
                      f"single/multilevel {ratio:.2f}")
     for term, sub in table.groupby("term", sort=False):
         lines.append(f"  {term}: {_share(sub['differs'])} differ")
+    has_marginal = marginal is not None and "differs_marginal" in table
+    if has_marginal:
+        first = next(iter(marginal))
+        lines += ["", f"marginal:     {first.formula}  [GEE, {first.family}, {first.corstr} working correlation "
+                      f"within {first.groups}; robust SEs]",
+                  f"Conclusions that differ between the multilevel and the marginal analysis: "
+                  f"{_share(table['differs_marginal'])}"]
+        for lv, sub in table.groupby("level", sort=False):
+            ratio = np.nanmedian(sub["se_marginal"] / sub["se_multilevel"])
+            lines.append(f"  {lv}-level covariates: {_share(sub['differs_marginal'])} differ; median SE ratio "
+                         f"marginal/multilevel {ratio:.2f}")
     diff = table[table["differs"] == True]  # noqa: E712 (nullable)
+    if has_marginal:
+        diff = table[(table["differs"] == True) | (table["differs_marginal"] == True)]  # noqa: E712
     lines.append("")
     if len(diff):
         lines.append("Differing conclusions (estimate, SE, p):")
         for _, r in diff.iterrows():
-            lines.append(f"  {r['outcome']:<14} {r['term']:<14} multilevel {r['estimate_multilevel']:+.3f} "
-                         f"({r['se_multilevel']:.3f}, p={r['p_multilevel']:.3g})   single-level "
-                         f"{r['estimate_single']:+.3f} ({r['se_single']:.3f}, p={r['p_single']:.3g})")
+            line = (f"  {r['outcome']:<14} {r['term']:<14} multilevel {r['estimate_multilevel']:+.3f} "
+                    f"({r['se_multilevel']:.3f}, p={r['p_multilevel']:.3g})   single-level "
+                    f"{r['estimate_single']:+.3f} ({r['se_single']:.3f}, p={r['p_single']:.3g})")
+            if has_marginal:
+                line += (f"   marginal {r['estimate_marginal']:+.3f} ({r['se_marginal']:.3f}, "
+                         f"p={r['p_marginal']:.3g})")
+            lines.append(line)
     else:
         lines.append("No conclusion differs.")
     vc = multilevel.varcorr
@@ -184,8 +219,11 @@ def plot_comparison(table: pd.DataFrame, path: Path, alpha: float = 0.05) -> boo
     ypos = np.arange(len(outcomes))[::-1]
     for ax, term in zip(axes, terms):
         sub = table[table["term"] == term].set_index("outcome").reindex(outcomes)
-        for tag, off, colour, label in (("multilevel", 0.15, "tab:blue", "multilevel"),
-                                        ("single", -0.15, "tab:orange", "single-level")):
+        series = [("multilevel", 0.15, "tab:blue", "multilevel"), ("single", -0.15, "tab:orange", "single-level")]
+        if "se_marginal" in sub:
+            series = [("multilevel", 0.22, "tab:blue", "multilevel"), ("single", 0.0, "tab:orange", "single-level"),
+                      ("marginal", -0.22, "tab:green", "marginal (GEE)")]
+        for tag, off, colour, label in series:
             est = sub[f"estimate_{tag}"].to_numpy(dtype=float)
             se = sub[f"se_{tag}"].to_numpy(dtype=float)
             ax.errorbar(est, ypos + off, xerr=z * se, fmt="o", ms=4, color=colour, capsize=2, label=label)
@@ -201,8 +239,9 @@ def plot_comparison(table: pd.DataFrame, path: Path, alpha: float = 0.05) -> boo
     for ax in axes[::ncol]:
         ax.set_yticks(ypos, outcomes)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=2, frameon=False)
-    fig.suptitle(f"Multilevel vs single-level estimates (shaded: the {alpha:g}-level conclusion differs)",
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
+    what = "Multilevel, single-level and marginal (GEE)" if "se_marginal" in table else "Multilevel vs single-level"
+    fig.suptitle(f"{what} estimates (shaded: the multilevel and single-level {alpha:g}-level conclusions differ)",
                  fontsize=11)
     fig.savefig(path, dpi=120)
     return True

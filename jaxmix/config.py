@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .gee_corr import CORSTRS
 from .options import MAX_NAGQ
 from .errors import JaxmixError
 
@@ -131,6 +132,10 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "compare_single_level": Field(bool, default=False,
                                       doc="also fit the formula without random effects and compare"),
         "compare_terms": Field(list, doc="covariates to compare (default: those constant within a group)"),
+        "gee": Field(bool, default=True,
+                     doc="with compare_single_level, also fit the marginal model by GEE and compare it"),
+        "gee_groups": Field(str, doc="cluster column of the GEE (default: the grouping factor with fewest levels)"),
+        "gee_corstr": Field(str, default="exchangeable", choices=CORSTRS, doc="GEE working correlation"),
         "alpha": Field(float, default=0.05, doc="significance level of the comparison"),
     },
     "inference": {
@@ -266,6 +271,9 @@ class SweepConfig:
     compare_single_level: bool = False
     compare_terms: list | None = None
     alpha: float = 0.05
+    gee: bool = True
+    gee_groups: str | None = None
+    gee_corstr: str = "exchangeable"
 
     def fit_kwargs(self) -> dict:
         """Keyword arguments for :func:`jaxmix.fit_many` (besides formula, data and outcomes)."""

@@ -8,7 +8,8 @@ Writes into the output folder:
 ``varcorr.csv``            outcome, group, var1, var2, vcov, sdcor
 ``fit.json``               every outcome's nobs, loglik, status, fixef and se; times, devices, config
 ``fixed_single_level.csv`` with ``compare_single_level``: the same table without the random effects
-``comparison.csv``         one row per outcome and compared covariate (:mod:`jaxmix.compare`)
+``comparison.csv``         one row per outcome and compared covariate (:mod:`jaxmix.compare`); with
+                           ``gee`` (default) also the marginal (GEE) estimate, robust SE and p
 ``report.txt``             a short text report of the comparison
 ``comparison.png``         estimates ± z·SE under both analyses (needs matplotlib: ``pip install .[plot]``;
                            not with ``[output] plots = false``)
@@ -37,6 +38,7 @@ class SweepJob:
 
     multilevel: object
     single: object | None = None
+    marginal: object | None = None  # jaxmix.GEEFits of the same fixed effects ([sweep] gee)
     comparison: object | None = None
     report: str | None = None
     files: list = field(default_factory=list)
@@ -86,13 +88,50 @@ def run_sweep_config(cfg: RunConfig) -> tuple[SweepJob, dict]:
                 raise ConfigError("[sweep] compare_single_level needs a formula with random-effect terms")
             job.single = fit_many("~ " + parsed.fixed, data, outcomes=list(s.outcomes), family=s.family,
                                   link=s.link, weights=s.weights, dtype=s.dtype, **opts)
-            job.comparison = compare_sweeps(multi, job.single, s.compare_terms, s.alpha)
+            if s.gee and s.weights is None:  # fit_gee takes no prior weights
+                job.marginal = _fit_marginal(s, parsed, data, multi)
+            job.comparison = compare_sweeps(multi, job.single, s.compare_terms, s.alpha, job.marginal)
     wall = time.perf_counter() - t0
     out = Path(cfg.output.dir)
     with staged_output(cfg, planned) as stage:  # moved into place at the end
         record = _write_sweep_outputs(job, cfg, multi, wall, messages, stage)
     job.files = [out / Path(p).relative_to(stage) for p in job.files]
     return job, record
+
+
+def gee_clusters(s, multi) -> str:
+    """The GEE's clusters: ``[sweep] gee_groups``, else the grouping factor with the fewest levels (the
+    top level of a nested design: hospitals, whose covariates are the ones the comparison is about)."""
+    if s.gee_groups:
+        return s.gee_groups
+    terms = sorted(multi.problem.design.terms, key=lambda t: t.nlevels)
+    return terms[0].group
+
+
+def _fit_marginal(s, parsed, data, multi):
+    """The marginal model of the same fixed effects by GEE (``[sweep] gee``), all outcomes in one solve;
+    None when the automatic clusters are not a data column."""
+    from .gee import fit_gee
+
+    groups = gee_clusters(s, multi)
+    if groups not in data.columns:
+        if s.gee_groups:
+            raise ConfigError(f"[sweep] gee_groups {groups!r} is not a data column")
+        return None  # e.g. (1 | a:b): no column names the clusters; the report says so
+    return fit_gee("~ " + parsed.fixed, data, groups=groups, family=s.family, link=s.link, corstr=s.gee_corstr,
+                   outcomes=list(s.outcomes))
+
+
+def _marginal_record(fits) -> dict:
+    first = next(iter(fits))
+    return {"groups": first.groups, "corstr": first.corstr, "seconds": _num(fits.seconds),
+            "outcomes": {r.response: {"nobs": r.nobs, "converged": r.converged, "n_iter": r.n_iter,
+                                      "scale": _num(r.scale),
+                                      "working_correlation": _num(r.dep) if r.corstr != "unstructured" else None,
+                                      "fixef": {t: _num(v) for t, v in r.fixef.items()},
+                                      "se": {t: _num(v) for t, v in r.se.items()},
+                                      "se_naive": {t: _num(v) for t, v in r.se_naive.items()}}
+                         for r in fits}}
 
 
 def _write_sweep_outputs(job: SweepJob, cfg: RunConfig, multi, wall: float, messages, out: Path) -> dict:
@@ -125,12 +164,20 @@ def _write_sweep_outputs(job: SweepJob, cfg: RunConfig, multi, wall: float, mess
         else:
             notes.append("(comparison.png not written: matplotlib is not installed; pip install '.[plot]')")
             files += [f_single, f_comp, f_report]
+        if s.gee and job.marginal is None:
+            notes.append("(no marginal (GEE) column: fit_gee takes no weights, and its clusters must be a data "
+                         "column: set [sweep] gee_groups)")
+        if job.marginal is not None:
+            notes.append(f"Marginal (GEE) fits: {job.marginal.seconds:.1f} s, clusters = "
+                         f"{next(iter(job.marginal)).groups}.")
         notes.append(f"Fitted in {wall:.1f} s ({multi.compile_seconds + job.single.compile_seconds:.1f} s "
                      f"compiling) on {', '.join(str(d) for d in jax.devices())}.")
-        job.report = comparison_report(job.comparison, multi, job.single, s.alpha, notes)
+        job.report = comparison_report(job.comparison, multi, job.single, s.alpha, notes, job.marginal)
         f_report.write_text(job.report, encoding="utf-8")
         differs = job.comparison["differs"].dropna().astype(bool)
         record["single_level"] = _sweep_record(job.single)
+        if job.marginal is not None:
+            record["marginal"] = _marginal_record(job.marginal)
         record["comparison"] = {"alpha": s.alpha, "compared": int(len(differs)), "differ": int(differs.sum()),
                                 "share_differ": _num(differs.mean()) if len(differs) else None}
     fitjson.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n", encoding="utf-8")

@@ -13,7 +13,7 @@ import pytest
 
 import jaxmix
 from jaxmix import cli
-from jaxmix.compare import COMPARISON_COLUMNS, plot_comparison
+from jaxmix.compare import COMPARISON_COLUMNS, MARGINAL_COLUMNS, plot_comparison
 from jaxmix.config import ConfigError, load_config, parse_config
 from jaxmix.datasets import AMI_ENDPOINTS, AMI_FORMULA, simulate_ami
 
@@ -71,7 +71,7 @@ def test_main_job_writes_the_comparison(ami_run):
     assert names == sorted(["summary.txt", "fixed.csv", "varcorr.csv", "fit.json", "fixed_single_level.csv",
                             "comparison.csv", "report.txt", "comparison.png", ".jaxmix-run.json"])
     comp = pd.read_csv(out / "comparison.csv")
-    assert list(comp.columns) == COMPARISON_COLUMNS
+    assert list(comp.columns) == COMPARISON_COLUMNS + MARGINAL_COLUMNS  # [sweep] gee = true by default
     assert sorted(set(comp["term"])) == ["cardiologist", "rural", "teaching", "volume"]  # auto-detected levels
     assert set(comp["level"]) == {"physician", "hospital"} and len(comp) == 9 * 4
     assert (comp["differs"] == (comp["p_multilevel"] < 0.05) ^ (comp["p_single"] < 0.05)).all()
@@ -80,6 +80,9 @@ def test_main_job_writes_the_comparison(ami_run):
     assert rec["comparison"]["share_differ"] == pytest.approx(comp["differs"].mean())
     report = (out / "report.txt").read_text()
     assert "Conclusions at the 0.05 level that differ" in report and "hospital-level covariates" in report
+    assert "exchangeable working correlation within hospital" in report and "marginal/multilevel" in report
+    assert (comp["differs_marginal"] == (comp["p_multilevel"] < 0.05) ^ (comp["p_marginal"] < 0.05)).all()
+    assert rec["marginal"]["groups"] == "hospital" and len(rec["marginal"]["outcomes"]) == 9
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -99,6 +102,26 @@ def test_main_job_numbers_are_fit_many_numbers(ami_run):
     np.testing.assert_allclose(comp["se_single"], tidy["se"], rtol=1e-9)
     one = jaxmix.fit("death30 " + AMI_FORMULA.split(" + (")[0], d, family="binomial")  # GLM
     np.testing.assert_allclose(single.se.loc["death30"], one.se, rtol=1e-9)
+
+
+def test_main_job_marginal_column_is_statsmodels_gee(ami_run):
+    """The marginal column: statsmodels' GEE (exchangeable within hospitals) on each outcome's rows."""
+    sm = pytest.importorskip("statsmodels.api")
+    import warnings
+
+    _, out = ami_run
+    d = simulate_ami(SMALL, seed=1)
+    comp = pd.read_csv(out / "comparison.csv").set_index(["outcome", "term"])
+    rhs = AMI_FORMULA.split(" + (")[0].lstrip("~ ")
+    for y in ("death30", "reinfarction"):  # reinfarction has missing rows
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = sm.GEE.from_formula(f"{y} ~ {rhs}", groups="hospital", data=d.dropna(subset=[y]),
+                                      family=sm.families.Binomial(), cov_struct=sm.cov_struct.Exchangeable()).fit()
+        sub = comp.loc[y]
+        np.testing.assert_allclose(sub["estimate_marginal"], ref.params[sub.index], rtol=1e-6)
+        np.testing.assert_allclose(sub["se_marginal"], ref.bse[sub.index], rtol=1e-6)
+        np.testing.assert_allclose(sub["p_marginal"], ref.pvalues[sub.index], rtol=1e-6)
 
 
 def test_validate_and_plot_without_matplotlib(capsys, tmp_path, monkeypatch):
@@ -125,6 +148,7 @@ SWEEP = {"formula": "~ x + (1 | g)", "outcomes": ["a", "b"]}
     ({**SWEEP, "outcome": ["a"]}, r"unknown key 'outcome' in \[sweep\]; did you mean 'outcomes'"),
     ({**SWEEP, "family": "binomal"}, r"did you mean 'binomial'"),
     ({**SWEEP, "alpha": 1.5}, r"alpha must be between 0 and 1"),
+    ({**SWEEP, "gee_corstr": "exchangable"}, r"did you mean 'exchangeable'"),
     ({"formula": "~ x"}, r"\[sweep\] is missing the required key 'outcomes'"),
 ])
 def test_sweep_config_errors(sweep, pattern):
@@ -136,6 +160,7 @@ def test_sweep_config_parses():
     c = load_config(AMI)
     assert c.model is None and c.sweep.family == "binomial" and len(c.sweep.outcomes) == 9
     assert c.sweep.compare_single_level and c.data.builtin == "ami" and not c.devices.distributed
+    assert c.sweep.gee and c.sweep.gee_corstr == "exchangeable" and c.sweep.gee_groups is None
     with pytest.raises(ConfigError, match="either a \\[model\\] or a \\[sweep\\]"):
         parse_config({"data": {"builtin": "ami"}, "sweep": SWEEP, "model": {"formula": "y ~ x"}})
     assert c.to_dict()["sweep"]["outcomes"][0] == "death30"

@@ -6,7 +6,6 @@ reading the data, compiling and fitting):
   a   nine AMI endpoints (simulate_ami, three-level logistic): one fit_many vs nine sequential glmer
   b   1,000 Gaussian outcomes on one random-slope design (50 groups x 20 rows): fit_many vs lme4 refit()
   c   scaling of a Gaussian sweep with the number of outcomes (1, 10, 100, 1000) and with n
-  widths  b's 1,000 outcomes in one lockstep batch vs groups of 16 (JAXMIX_CPU_DEVICES=2: on two devices)
   gpu the prepared GPU run (benchmarks/gpu.sh): nine endpoints on --n-patients and a --gaussian-outcomes
       sweep, in float64 and float32, one table
 
@@ -299,27 +298,6 @@ def part_gpu(n: int, k: int, dtypes: list[str]) -> dict:
     return {"part": "gpu", "rows": rows}
 
 
-def part_widths(k: int = 1000) -> dict:
-    """Fitting time of benchmark b's 1,000 outcomes in one lockstep batch and in groups of 16, on the
-    devices of this process (set JAXMIX_CPU_DEVICES to split the CPU); each timed on a second call."""
-    import warnings
-
-    import jax
-
-    import jaxmix
-
-    d, Y = gauss_design(50, 20, k)
-    rows = []
-    for width in (None, 16):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            jaxmix.fit_many("~ x + (x | g)", d, Y=Y, vmap_width=width)  # compiles
-            runs = [jaxmix.fit_many("~ x + (x | g)", d, Y=Y, vmap_width=width).run_seconds for _ in range(3)]
-        rows.append({"vmap_width": width, "devices": len(jax.devices()), "run_s": runs})
-        print(rows[-1], flush=True)
-    return {"part": "widths", "outcomes": k, "rows": rows}
-
-
 def _table(rows: list[dict], cols: list[str]) -> str:
     import pandas as pd
 
@@ -335,7 +313,7 @@ def main(argv=None) -> int:
         worker_gauss(*argv[1:])
         return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("parts", nargs="+", choices=["a", "b", "c", "widths", "gpu"])
+    ap.add_argument("parts", nargs="+", choices=["a", "b", "c", "gpu"])
     ap.add_argument("--n-patients", type=int, default=100_000)
     ap.add_argument("--gaussian-outcomes", type=int, default=10_000)
     ap.add_argument("--dtypes", default="float64,float32")
@@ -356,8 +334,6 @@ def main(argv=None) -> int:
             res = part_b()
         elif part == "c":
             res = part_c()
-        elif part == "widths":
-            res = part_widths()
         else:
             res = part_gpu(a.n_patients, a.gaussian_outcomes, a.dtypes.split(","))
             print(_table(res["rows"], ["job", "dtype", "process_s", "compile_seconds", "run_seconds", "converged"]))

@@ -191,7 +191,7 @@ def main(argv=None):
     from jaxmix.crossprod import build_structure
     from jaxmix.design import build_design
     from jaxmix.formula import parse_formula
-    from jaxmix.lmm import fit_program_jit, objective
+    from jaxmix.lmm import objective
     if a.patch_small_trsm:
         patch_small_trsm()
     log("import jax+jaxmix", seconds=time.perf_counter() - t, jax=jax.__version__,
@@ -264,46 +264,16 @@ def main(argv=None):
     if a.skip_fit:
         return
 
-    # the optimiser's two phases separately: optax L-BFGS alone, and one Newton-phase gradient + Hessian
-    try:
-        from jaxmix.optimize import _grad_hess, _lbfgs
+    # the host optimiser's fit of the cross-products (jaxmix.fitting.lmm.fit_lmm_arrays)
+    from jaxmix.fitting.lmm import fit_lmm_arrays
 
-        fun = lambda th: objective(th, xp, idx, layout, tl, jnp.asarray(n, dt), p, ldW, reml)  # noqa: E731
-        lb = jax.jit(lambda th: _lbfgs(fun, th, 500, 1e-4))
-        t = time.perf_counter()
-        jax.block_until_ready(lb(theta0))
-        t1 = time.perf_counter() - t
-        t = time.perf_counter()
-        x_lb, it_lb, nev_lb = jax.block_until_ready(lb(theta0))
-        log("optax L-BFGS loop alone (jit)", seconds=time.perf_counter() - t, compile_and_first_run=t1,
-            iterations=int(it_lb), linesearch_evaluations=int(nev_lb))
-        gh = jax.jit(lambda th: _grad_hess(fun, th, jnp.ones_like(th)))
-        t = time.perf_counter()
-        jax.block_until_ready(gh(x_lb))
-        t1 = time.perf_counter() - t
-        ts = []
-        for _ in range(2):
-            t = time.perf_counter()
-            jax.block_until_ready(gh(x_lb))
-            ts.append(time.perf_counter() - t)
-        log("Newton phase: one exact gradient + Hessian (_grad_hess)", seconds=min(ts), compile_and_first_run=t1)
-    except Exception as exc:  # the optimiser's internals may have changed
-        log("optimiser phases not timed", error=repr(exc)[:200])
-
-    args = (xp, idx, jnp.asarray(n, dt), jnp.asarray(ldW, dt), theta0)
-    statics = dict(layout=layout, tl=tl, p=p, reml=reml, max_iter=500, gtol=1e-4)
+    terms = design.terms
     t = time.perf_counter()
-    lowered = fit_program_jit.lower(*args, **statics)
-    log("fit_program: trace + lower", seconds=time.perf_counter() - t)
-    t = time.perf_counter()
-    compiled = lowered.compile()
-    log("fit_program: compile (or persistent-cache load)", seconds=time.perf_counter() - t)
-    t = time.perf_counter()
-    res, sol = compiled(*args)
-    jax.block_until_ready((res, sol))
-    log("fit_program: run (optimisation + solve)", seconds=time.perf_counter() - t,
-        iterations=int(res.n_iter), evaluations=int(res.n_eval), status=int(res.status),
-        objective=float(res.fun), theta=np.asarray(res.x).tolist())
+    fitted = fit_lmm_arrays([x.codes for x in terms], [x.nlevels for x in terms], [x.Z for x in terms], design.X,
+                            design.y - design.offset, design.weights, reml, dt)
+    log("fit_lmm_arrays: compile + optimise + solve", seconds=time.perf_counter() - t,
+        compile_seconds=fitted.compile_seconds, iterations=fitted.opt.n_iter, evaluations=fitted.opt.n_eval,
+        status=fitted.opt.status, objective=fitted.opt.fun, theta=fitted.theta.tolist())
     t = time.perf_counter()
     r = jaxmix.fit(formula, df, method=a.method)
     log("jaxmix.fit end to end (second fit in process)", seconds=time.perf_counter() - t,

@@ -259,31 +259,3 @@ def fisher_factor(params, u, fam: Family, d: GlmmData, idx: Index, layout: Layou
 fisher_factor_jit = jax.jit(fisher_factor, static_argnames=("fam", "layout", "tl"))
 
 
-def fit_program(params0, fam: Family, d: GlmmData, idx: Index, layout: Layout, tl: ThetaLayout, p: int,
-                nagq: int = 1, max_iter: int = 500, gtol: float = 1e-4):
-    """The whole GLMM fit as one pure program over (θ, β) (jit with the non-arrays static).
-
-    Returns the optimiser's result and the conditional modes û at the estimates (the factor for the
-    conditional variances is :func:`fisher_factor`, computed when asked for)."""
-    from .covariance import flip_columns
-    from .optimize import minimize
-
-    if nagq > 1:
-        xk, wk = gauss_hermite(nagq)
-        xk, wk = jnp.asarray(xk, params0.dtype), jnp.asarray(wk, params0.dtype)
-    else:
-        xk = wk = None
-    def fun(prm, u0, steps=1, given=False):  # value and gradient exact with one Newton step of the modes
-        return laplace_objective(prm, fam, d, idx, layout, tl, xk, wk, u_start=u0, newton_steps=steps,
-                                 modes_given=given)
-
-    nt = tl.size
-    diag = jnp.concatenate([jnp.asarray(tl.is_diagonal(), params0.dtype), jnp.zeros(p, params0.dtype)])
-    flip = lambda prm: jnp.concatenate([flip_columns(prm[:nt], tl), prm[nt:]])  # noqa: E731
-    with sequential_lapack():  # no batched LAPACK call on the CPU (jaxmix.linalg)
-        res = minimize(fun, params0, diag, flip, max_iter=max_iter, gtol=gtol, lbfgs=False,
-                       aux0=zero_modes(layout, params0.dtype), hess_fun=lambda prm, u0: fun(prm, u0, 2, True),
-                       flip_aux=lambda prm, u: flip_modes(prm[:nt], u, tl, layout))
-    return res, res.aux  # the optimiser's state: the modes at its last point
-
-

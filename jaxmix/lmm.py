@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from .blocked import Factor, factorize, logdets
 from .covariance import ThetaLayout, lambdas
 from .crossprod import CrossProducts, Index, Layout
-from .linalg import sequential_lapack, solve_lower, solve_lower_t, trsm
+from .linalg import solve_lower, solve_lower_t, trsm
 
 __all__ = ["objective", "Solution", "solve", "cond_var"]
 
@@ -107,27 +107,3 @@ def cond_var(f: Factor, lams, idx: Index, layout: Layout) -> list:
     return out
 
 
-NEWTON_MAX_THETA = 12  # up to this many θ the optimiser is Newton from the start
-
-
-def fit_program(xp: CrossProducts, idx: Index, n, ldW, theta0, layout: Layout, tl: ThetaLayout,
-                p: int, reml: bool, max_iter: int = 500, gtol: float = 1e-4):
-    """The whole LMM fit as one pure program: optimise θ, then solve for β̂, u and r² at θ̂.
-
-    jit it with ``layout, tl, p, reml, max_iter, gtol`` static; vmap it over outcomes.
-    """
-    from .covariance import flip_columns
-    from .optimize import minimize
-
-    fun = lambda th: objective(th, xp, idx, layout, tl, n, p, ldW, reml)  # noqa: E731
-    diag = jnp.asarray(tl.is_diagonal(), dtype=theta0.dtype)
-    # few covariance parameters: exact-Hessian Newton from the start (fewer evaluations, less to
-    # compile); many: optax L-BFGS first
-    with sequential_lapack():  # no batched LAPACK call on the CPU (jaxmix.linalg)
-        res = minimize(fun, theta0, diag, lambda th: flip_columns(th, tl), max_iter=max_iter, gtol=gtol,
-                       lbfgs=tl.size > NEWTON_MAX_THETA)
-        sol = solve(res.x, xp, idx, layout, tl, p)
-    return res, sol
-
-
-fit_program_jit = jax.jit(fit_program, static_argnames=("layout", "tl", "p", "reml", "max_iter", "gtol"))

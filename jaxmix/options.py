@@ -34,13 +34,13 @@ def _nagq(value) -> int:
 
 
 def check_fit_options(family: str = "gaussian", *, nagq=1, trials=None, max_iter=500, gtol=1e-4,
-                      batch_size=None, vmap_width="auto") -> dict:
+                      batch_size=None) -> dict:
     """Check the arguments of :func:`jaxmix.fit` / :func:`jaxmix.fit_many` that do not depend on the data.
 
     ``nagq`` a whole number 1..25 (:data:`MAX_NAGQ`); with ``family="gaussian"`` neither ``nagq`` (other
     than 1) nor ``trials`` (they apply to GLMMs and to the binomial family); ``trials`` only with the
     binomial family; ``max_iter`` a positive integer; ``gtol`` a finite number >= 0; ``batch_size`` None
-    or a positive integer; ``vmap_width`` ``"auto"``, None or a positive integer.
+    or a positive integer.
 
     Returns the values to use: ``{"nagq": int, "max_iter": int, "gtol": float}``.
     """
@@ -57,9 +57,6 @@ def check_fit_options(family: str = "gaussian", *, nagq=1, trials=None, max_iter
         raise JaxmixError(f"gtol must be a finite number >= 0 (the gradient tolerance), got {gtol!r}")
     if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
         raise JaxmixError(f"batch_size must be None or a positive integer, got {batch_size!r}")
-    if not (vmap_width is None or (isinstance(vmap_width, str) and vmap_width == "auto")
-            or (_is_int(vmap_width) and vmap_width >= 1)):
-        raise JaxmixError(f"vmap_width must be 'auto', None or a positive integer, got {vmap_width!r}")
     return {"nagq": nagq, "max_iter": int(max_iter), "gtol": float(gtol)}
 
 

@@ -1,9 +1,11 @@
 """Many outcomes at once: ``jaxmix.fit_many`` and the :class:`Sweep` result.
 
 ``fit_many("~ x + (1 | g)", data, outcomes=["y1", "y2", ...])`` fits the same right-hand side to every
-outcome as ONE compiled program: the whole fit (cross-products, optimiser loop, inner penalised IRLS
-loop for GLMMs) is vmapped over the outcome axis and that axis is sharded over ``jax.devices()`` (see
-:mod:`jaxmix.batch` and :mod:`jaxmix.devices`).
+outcome through the path of ``jaxmix.fit`` (which is its one-outcome case): one compiled program per
+model class evaluates the criterion and its exact gradient at a batch of points (every outcome's
+step of an iteration in one call, sharded over several devices), and the host optimiser
+(:mod:`jaxmix.core.newton`) runs the outcomes' iterations side by side (:mod:`jaxmix.fitting.lmm`,
+:mod:`jaxmix.fitting.glmm`).
 
 Each outcome uses exactly its own non-missing rows: the design is built once from the rows with
 complete covariates, and an outcome's missing rows get weight 0 (their response is set to 0 before it
@@ -251,7 +253,7 @@ def outcome_design(design: Design, mask: np.ndarray, y: np.ndarray, name: str, r
 def fit_many(formula: str, data, outcomes=None, *, Y=None, names=None, family: str = "gaussian",
              link: str | None = None, method: str | None = None, nagq: int = 1, weights=None, offset=None,
              trials=None, dtype=None, max_iter: int = 500, gtol: float = 1e-4, devices=None,
-             batch_size: int | None = None, progress: bool | None = None, vmap_width="auto") -> "Sweep":
+             batch_size: int | None = None, progress: bool | None = None) -> "Sweep":
     """Fit one right-hand side to many outcomes as one batched, compiled program.
 
     Args:
@@ -268,11 +270,9 @@ def fit_many(formula: str, data, outcomes=None, *, Y=None, names=None, family: s
       devices: the devices to shard the outcome axis over (default ``jax.devices()``).
       batch_size: fit in chunks of this many outcomes (one compiled shape; a progress bar shows).
       progress: force the progress bar on or off.
-      vmap_width: outcomes run in lockstep by ``vmap``: ``None`` = the whole chunk, an integer = groups
-        of that many mapped one after another inside the same compiled program; ``"auto"`` (default):
-        the whole chunk on GPUs; on the CPU backend LMMs in groups of 16 and GLMMs one at a time
-        (faster there; see :func:`jaxmix.batch.default_width`).  Outcomes with the same rows share
-        the cross-products of [Z X]; only the response's blocks are formed per outcome.
+      Outcomes with the same rows share the blocks of Z′Z, Z′X and X′X; only the response's blocks
+      are formed per outcome.  LMM points are vmapped together; GLMM points on the CPU run one at a
+      time (the calls of one step overlapping), all together on accelerators.
 
     Returns:
       :class:`Sweep`: per-outcome tables; ``sweep[name]`` is the :class:`MixedResults` of one outcome,
@@ -287,16 +287,15 @@ def fit_many(formula: str, data, outcomes=None, *, Y=None, names=None, family: s
     """
     runtime.start()
     t0 = time.perf_counter()
-    opts = check_fit_options(family, nagq=nagq, trials=trials, max_iter=max_iter, gtol=gtol, batch_size=batch_size,
-                             vmap_width=vmap_width)
+    opts = check_fit_options(family, nagq=nagq, trials=trials, max_iter=max_iter, gtol=gtol, batch_size=batch_size)
     nagq, max_iter, gtol = opts["nagq"], opts["max_iter"], opts["gtol"]
     pb = _setup(formula, data, outcomes, Y, names, family, link, method, nagq, weights, offset, trials)
     return fit_problem(pb, dtype=dtype, max_iter=max_iter, gtol=gtol, devices=devices,
-                        batch_size=batch_size, progress=progress, t0=t0, vmap_width=vmap_width)
+                        batch_size=batch_size, progress=progress, t0=t0)
 
 
 def fit_problem(pb: Problem, dtype=None, max_iter=500, gtol=1e-4, devices=None, batch_size=None,
-                 progress=None, t0=None, start=None, desc="fitting", vmap_width="auto") -> "Sweep":
+                 progress=None, t0=None, start=None, desc="fitting") -> "Sweep":
     t0 = time.perf_counter() if t0 is None else t0
     mask, status, nobs = _screen(pb)
     if not pb.design.terms:
@@ -307,12 +306,12 @@ def fit_problem(pb: Problem, dtype=None, max_iter=500, gtol=1e-4, devices=None, 
         from .sweep_fit import fit_lmm_batch
 
         out = fit_lmm_batch(pb, mask, status, nobs, dtype, max_iter, gtol, devices, batch_size, progress,
-                            desc=desc, vmap_width=vmap_width)
+                            desc=desc)
     else:
         from .sweep_fit import fit_glmm_batch
 
         out = fit_glmm_batch(pb, mask, status, nobs, dtype, max_iter, gtol, devices, batch_size, progress,
-                             start=start, desc=desc, vmap_width=vmap_width)
+                             start=start, desc=desc)
     if (status == 13).any():
         _fit_aliased(pb, out, mask, np.flatnonzero(status == 13), dtype, max_iter, gtol)
     if pb.design.terms:

@@ -65,7 +65,7 @@ def _row_args(pb: Problem, mask, status, dt, response_shift=None):
 
 # ---- LMM -------------------------------------------------------------------------------------
 def fit_lmm_batch(pb: Problem, mask, status, nobs, dtype, max_iter, gtol, devices, batch_size, progress,
-                  desc="fitting", vmap_width="auto") -> Sweep:
+                  desc="fitting") -> Sweep:
     from .options import parse_dtype
 
     dt = np.dtype(parse_dtype(dtype))
@@ -161,7 +161,7 @@ def _glm_starts(pb: Problem, mask, status, suspect: np.ndarray, tl) -> np.ndarra
 
 
 def fit_glmm_batch(pb: Problem, mask, status, nobs, dtype, max_iter, gtol, devices, batch_size, progress,
-                   start=None, desc="fitting", vmap_width="auto") -> Sweep:
+                   start=None, desc="fitting") -> Sweep:
     from .options import parse_dtype
     from .model_glmm import (SEPARATION_STATUS, glmm_vcov, separated_columns, separation_message,
                              separation_suspected)

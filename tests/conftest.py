@@ -95,7 +95,6 @@ def rel_close(actual, expected, rtol=1e-3, atol_zero=1e-6):
 SLOW = (
     "test_glmm_profile.py::test_grouseticks_poisson_two_terms",  # ~10 s: six profiles of a two-term Poisson GLMM
     "test_sweep.py::test_complete_outcomes_share_the_design_blocks",
-    "test_sweep.py::test_vmap_width_groups_equal_one_batch",
     "test_sweep.py::test_sharded_equals_single_device",
     "test_sweep.py::test_glmm_batch_equals_fit_one_by_one",
     "test_sweep.py::test_separated_outcome_gets_a_status_the_others_their_own_fit",

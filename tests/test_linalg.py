@@ -100,8 +100,7 @@ def test_small_blocks_and_eigen():
 
 
 VMAP_SCRIPT = r"""
-import numpy as np, warnings, jaxmix, jaxmix.sweep_fit as SF
-SF.default_width = lambda kind, devices=None: None  # force the vmapped program for every family
+import numpy as np, warnings, jaxmix
 warnings.simplefilter("ignore")
 from jaxmix.datasets import simulate_evaluations
 d = simulate_evaluations(n_students=60, n_lecturers=25, n_departments=4, n_ratings=900, seed=2)

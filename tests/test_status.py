@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from jaxmix import status
 from jaxmix.model_glmm import SEPARATION_STATUS
-from jaxmix.optimize import STATUS
 from jaxmix.sweep import SWEEP_STATUS, status_message
 
 
 def test_one_table_serves_the_optimiser_the_screening_and_separation():
-    assert set(STATUS) == {0, 1, 2, 3, 4, 5} and set(SWEEP_STATUS) == {10, 11, 12, 13, 14, 15}
+    STATUS = {int(c) for c in status.OPTIMIZER}
+    assert STATUS == {0, 1, 2, 3, 4, 5} and set(SWEEP_STATUS) == {10, 11, 12, 13, 14, 15}
     assert SEPARATION_STATUS == 20
     codes = set(STATUS) | set(SWEEP_STATUS) | {SEPARATION_STATUS}
     assert codes == {int(s) for s in status.Status}

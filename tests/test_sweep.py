@@ -157,10 +157,6 @@ def test_argument_errors(sleep_data):
         jaxmix.fit_many("~ Days", sleep_data)
     with pytest.raises(jaxmix.JaxmixError, match="shape"):
         jaxmix.fit_many("~ Days", sleep_data, Y=np.zeros((3, 2)))
-    for bad in (0, -3, "wide", 2.5, True):
-        with pytest.raises(jaxmix.JaxmixError, match=f"vmap_width must be 'auto', None or a positive integer, "
-                                                      f"got {bad!r}"):
-            jaxmix.fit_many(RHS, sleep_data, outcomes=["y1"], vmap_width=bad)
 
 
 def test_glmm_batch_equals_fit_one_by_one():
@@ -232,22 +228,6 @@ def test_sharded_equals_single_device():
     for key in ["fixef", "se", "theta", "loglik"]:  # relative; rounding differs with the per-device batch
         assert out[key] <= 1e-6, (key, out)
 
-
-
-def test_vmap_width_groups_equal_one_batch(sweep, sleep_data):
-    """Outcomes in groups of 2 (5 outcomes: padded to 6) give the one-batch numbers; a one-term model
-    (zero-sized blocks for further terms) works in groups too."""
-    grouped = _quiet(jaxmix.fit_many, RHS, sleep_data, outcomes=sweep.names, vmap_width=2)
-    assert grouped.status.tolist() == sweep.status.tolist()
-    np.testing.assert_allclose(grouped.fixef.to_numpy(), sweep.fixef.to_numpy(), rtol=1e-8)
-    np.testing.assert_allclose(grouped.se.to_numpy(), sweep.se.to_numpy(), rtol=1e-8)
-    np.testing.assert_allclose(grouped.loglik.to_numpy(), sweep.loglik.to_numpy(), rtol=1e-10)
-    rhs1 = "~ Days + (1 | Subject)"
-    a = _quiet(jaxmix.fit_many, rhs1, sleep_data, outcomes=["Reaction", "y1", "y3"], vmap_width=2)
-    b = _quiet(jaxmix.fit_many, rhs1, sleep_data, outcomes=["Reaction", "y1", "y3"], vmap_width=None)
-    np.testing.assert_allclose(a.fixef.to_numpy(), b.fixef.to_numpy(), rtol=1e-8)
-    np.testing.assert_allclose(a.theta.to_numpy(), b.theta.to_numpy(), rtol=1e-7)
-    _same_fit(a["y3"], _quiet(jaxmix.fit, "y3 " + rhs1, sleep_data))
 
 
 def test_outcome_with_aliased_columns_is_fitted_like_fit(sleep_data):

@@ -28,7 +28,8 @@ from .covariance import theta_layout
 from .errors import JaxmixError
 
 __all__ = ["StructLayout", "struct_layout", "theta_from_psi", "psi_init", "psi_lower", "psi_scale",
-           "natural", "natural_names", "needs_structured_fit", "check_plain_structures", "rho_cs", "rho_ar1"]
+           "natural", "natural_names", "needs_structured_fit", "check_plain_structures",
+           "check_plain_terms", "rho_cs", "rho_ar1"]
 
 
 @dataclass(frozen=True)
@@ -208,3 +209,12 @@ def check_plain_structures(parsed, where: str) -> None:
         if t.structure in ("cs", "ar1"):
             raise JaxmixError(f"random term {t.text}: {t.structure}(...) structures are fitted by jaxmix.fit for "
                               f"Gaussian models only, not by {where}")
+
+
+def check_plain_terms(terms, where: str) -> None:
+    """As :func:`check_plain_structures`, on built terms (also refuses diag(...) over a factor's columns)."""
+    for t in terms:
+        s = getattr(t.term, "structure", "us")
+        if s in ("cs", "ar1") or (s == "diag" and t.q > 1):
+            raise JaxmixError(f"random term {t.term.text}: {s}(...) over {t.q} columns is fitted by jaxmix.fit "
+                              f"for Gaussian models only, not by {where}")

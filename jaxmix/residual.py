@@ -138,6 +138,7 @@ class ResidualPieces:
     max_size: int
     group_codes: np.ndarray | None
     spec_text: dict
+    strata: np.ndarray  # (n,) stratum code of each row
 
 
 def residual_pieces(frame: pd.DataFrame, w: np.ndarray, variance: ResidualSpec | None,
@@ -217,7 +218,7 @@ def residual_pieces(frame: pd.DataFrame, w: np.ndarray, variance: ResidualSpec |
     return ResidualPieces(ia, ib, wfix, keys, S, slabels, np.bincount(strata, minlength=S), 
                           correlation.kind if correlation is not None else None, gap_counts, max_size, gcodes,
                           {"variance": variance.text if variance else None,
-                           "correlation": correlation.text if correlation else None})
+                           "correlation": correlation.text if correlation else None}, strata)
 
 
 def n_phi(rp: ResidualPieces) -> int:

@@ -29,10 +29,18 @@ from ..core.pairs import pair_cross_products, pair_maps
 from ..core.structure import padded_system
 from ..covariance import lambdas, lambdas_np, theta_layout
 from ..crossprod import CrossProducts
+from ..errors import JaxmixError
 from ..lmm import cond_var, objective, solve
 from ..re_structure import natural, natural_names, psi_init, psi_lower, psi_scale, struct_layout, theta_from_psi
 from ..residual import coefficients, log_det_sigma, n_phi, phi_init, phi_names, phi_natural, residual_pieces
-from .lmm import column_rms
+from .lmm import FAST_COMPILE, column_rms
+
+
+def _run(fn, *args):
+    """fn(*args) through one compiled program, with the fast-compile XLA options of small classes
+    (:data:`jaxmix.fitting.lmm.FAST_COMPILE`): these programs are small and run a few times."""
+    exe = jax.jit(fn).lower(*args).compile(compiler_options=FAST_COMPILE)
+    return exe, exe(*args)
 
 __all__ = ["StructuredFit", "fit_structured_arrays"]
 
@@ -54,6 +62,7 @@ class StructuredFit(NamedTuple):
     strata_labels: list
     sd_by_stratum: np.ndarray
     rho: float | None
+    row_ratio: np.ndarray  # (n,) δ of each row's stratum (1 without variance=)
 
 
 def fit_structured_arrays(codes, nlev, Zs, kinds, X, y, w, frame, variance, correlation, reml: bool,
@@ -81,6 +90,10 @@ def fit_structured_arrays(codes, nlev, Zs, kinds, X, y, w, frame, variance, corr
     T = np.column_stack([X, y])
     layout, idx_np, _ = padded_system(codes, nlev, Zs, T, w)
     maps = pair_maps(codes, nlev[0], Zs, layout)
+    if correlation is not None and has_re and any(np.any(maps.code1[a] != maps.code1[b]) for a, b in zip(rp.ia, rp.ib)):
+        raise JaxmixError(f"correlation={correlation.text!r}: rows correlated within a group of "
+                          f"{':'.join(correlation.factors)!r} must share their level of {groups[0]!r} (the random "
+                          "term with the most levels); group the correlation by that factor or one nested in it")
     pieces = [pair_cross_products(maps, T, a, b, c, layout) for a, b, c in zip(rp.ia, rp.ib, rp.wfix)]
     stacks = CrossProducts(*(jnp.asarray(np.stack([getattr(pc, f) for pc in pieces]), dt)
                              for f in CrossProducts._fields))
@@ -98,21 +111,21 @@ def fit_structured_arrays(codes, nlev, Zs, kinds, X, y, w, frame, variance, corr
         ldW = sumlogw - log_det_sigma(phi, rp)
         return objective(theta_from_psi(psi, sl), combine(phi), idx, layout, tl, n, p, ldW, reml)
 
-    vg_jit = jax.jit(jax.value_and_grad(crit))
+    x0 = np.concatenate([psi_init(sl), phi_init(rp)])  # in the scaled ψ̃: Λ̃ = I, τ̃ = 1, δ = 1, ρ = 0
+    vg_exe, _ = _run(jax.value_and_grad(crit), jnp.asarray(x0, dt))
 
     def vg(x):
-        f, gr = vg_jit(jnp.asarray(x, dt))
+        f, gr = vg_exe(jnp.asarray(x, dt))
         return np.asarray(f, dtype=float), np.asarray(gr, dtype=float)
 
-    x0 = np.concatenate([psi_init(sl), phi_init(rp)])  # in the scaled ψ̃: Λ̃ = I, τ̃ = 1, δ = 1, ρ = 0
     lower = np.concatenate([psi_lower(sl), np.full(nphi, -np.inf)])
     opt = minimize_bounded(vg, x0, lower, gtol=gtol, max_iter=max_iter, prec=FLOAT64)
     psi = np.asarray(opt.x[:npsi] * c, dtype=float)
     phi = np.asarray(opt.x[npsi:], dtype=float)
-    theta = np.asarray(theta_from_psi(jnp.asarray(psi, dt), sl), dtype=float)
-    xp_hat = combine(jnp.asarray(phi, dt))
-    sol = jax.jit(solve, static_argnames=("layout", "tl", "p"))(jnp.asarray(theta, dt), xp_hat, idx,
-                                                                 layout=layout, tl=tl, p=p)
+    _, (theta, xp_hat) = _run(lambda ps, ph: (theta_from_psi(ps, sl), combine(ph)), jnp.asarray(psi, dt),
+                              jnp.asarray(phi, dt))
+    theta = np.asarray(theta, dtype=float)
+    _, sol = _run(lambda th, xp_, ix: solve(th, xp_, ix, layout, tl, p), jnp.asarray(theta, dt), xp_hat, idx)
     denom = n - p if reml else n
     r2 = float(sol.r2)
     sigma = float(np.sqrt(r2 / denom))
@@ -131,8 +144,8 @@ def fit_structured_arrays(codes, nlev, Zs, kinds, X, y, w, frame, variance, corr
         factor = sol.factor
 
         def condvar():
-            cv = jax.jit(lambda th, fac, ix: cond_var(fac, lambdas(th, tl), ix, layout))(
-                jnp.asarray(theta, dt), factor, idx)
+            _, cv = _run(lambda th, fac, ix: cond_var(fac, lambdas(th, tl), ix, layout), jnp.asarray(theta, dt),
+                         factor, idx)
             return [sigma**2 * np.asarray(v, dtype=float)[:lk] for v, lk in zip(cv, nlev)]
 
     # covariance parameters and their SEs (module docstring)
@@ -149,14 +162,13 @@ def fit_structured_arrays(codes, nlev, Zs, kinds, X, y, w, frame, variance, corr
         return jnp.concatenate([natural(psi_, s**2, sl), jnp.reshape(s**2, (1,)), phi_natural(phi_, rp)])
 
     v_hat = jnp.asarray(np.concatenate([psi, phi, [sigma]]), dt)
-    H = np.asarray(jax.hessian(deviance)(v_hat), dtype=float)
+    _, (H, J, est) = _run(lambda v: (jax.hessian(deviance)(v), jax.jacfwd(nat)(v), nat(v)), v_hat)
+    H, J, est = (np.asarray(a, dtype=float) for a in (H, J, est))
     free = np.ones(H.shape[0], bool)
     free[:npsi] = ~((psi == 0) & (psi_lower(sl) == 0))
     C = np.zeros(H.shape)
     if free.any():
         C[np.ix_(free, free)] = 2.0 * np.linalg.pinv(H[np.ix_(free, free)])
-    J = np.asarray(jax.jacfwd(nat)(v_hat), dtype=float)
-    est = np.asarray(nat(v_hat), dtype=float)
     V = J @ C @ J.T
     se = np.sqrt(np.maximum(np.diag(V), 0.0))
     rows = (natural_names(sl, list(groups), [list(cl) for cl in columns]) if has_re else [])
@@ -168,4 +180,5 @@ def fit_structured_arrays(codes, nlev, Zs, kinds, X, y, w, frame, variance, corr
                          beta=np.asarray(sol.beta, dtype=float), sigma=sigma, vcov=vcov, objective=float(opt.fun),
                          b=b, condvar=condvar, opt=opt, n_cov_params=npsi + nphi,
                          table=table, vcov_table=V, strata_labels=list(rp.strata_labels),
-                         sd_by_stratum=sigma * ratios, rho=rho)
+                         sd_by_stratum=sigma * ratios, rho=rho,
+                         row_ratio=ratios[rp.strata])

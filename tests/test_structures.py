@@ -312,3 +312,13 @@ def test_structured_fits_refuse_what_would_be_wrong():
         jaxmix.fit("hi ~ age + ar1(0 + Sex | Subject)", d, family="binomial")
     with pytest.raises(jaxmix.JaxmixError, match="Gaussian"):
         jaxmix.fit("hi ~ age + (1 | Subject)", d, family="binomial", correlation="ar1(Subject)")
+
+
+@pytest.mark.parametrize("key,rtol", [("se_machines_diag_glmmTMB", 1e-4), ("se_orthodont_varident_nlme", 2e-3)])
+def test_covparm_standard_errors(key, rtol):
+    """SEs from the exact Hessian vs glmmTMB's sdreport and nlme's apVar (finite differences)."""
+    case = EXTRA[key]
+    d = _orthodont() if "orthodont" in key else pd.read_csv(DATA / "Machines.csv")
+    tab = jaxmix.fit(case["python"], d, **case.get("kwargs", {})).covparm_table()
+    np.testing.assert_allclose(tab["estimate"], case["estimate"], rtol=1e-4)
+    np.testing.assert_allclose(tab["se"], case["se"], rtol=rtol)

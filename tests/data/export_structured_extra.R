@@ -43,5 +43,19 @@ res$orthodont_varident_age_ar1 <- case(m,
   "distance ~ age + Sex + (1 | Subject)", list(variance = "ident(age)", correlation = "ar1(Subject)"),
   extra = list(rho = unname(coef(m$modelStruct$corStruct, unconstrained = FALSE)),
                var_ratios = as.list(coef(m$modelStruct$varStruct, unconstrained = FALSE, allCoef = TRUE))))
+# standard errors of the covariance parameters on the scale jaxmix reports, by the delta method:
+# glmmTMB's sdreport (theta = log SD, betad = log sigma^2 for the gaussian family) and nlme's apVar
+# (log SD, log SD ratio, log sigma; a finite-difference Hessian, so agreement to ~1e-3 only)
+g <- glmmTMB(score ~ Machine + diag(0 + Machine | Worker), data = M, REML = TRUE)
+par <- g$sdr$par.fixed; sdp <- sqrt(diag(g$sdr$cov.fixed))
+v <- exp(2 * par[names(par) == "theta"])
+res$se_machines_diag_glmmTMB <- list(python = "score ~ Machine + diag(0 + Machine | Worker)",
+  estimate = c(unname(v), exp(par[["betad"]])),
+  se = c(unname(2 * v * sdp[names(sdp) == "theta"]), exp(par[["betad"]]) * sdp[["betad"]]))
+m <- lme(distance ~ age + Sex, random = ~ 1 | Subject, weights = varIdent(form = ~ 1 | Sex), data = O, method = "REML")
+ap <- m$apVar; pr <- attr(ap, "Pars"); sp <- sqrt(diag(ap))
+res$se_orthodont_varident_nlme <- list(python = "distance ~ age + Sex + (1 | Subject)", kwargs = list(variance = "ident(Sex)"),
+  estimate = unname(c(exp(2 * pr[1]), exp(2 * pr[3]), exp(pr[2]))),
+  se = unname(c(2 * exp(2 * pr[1]) * sp[1], 2 * exp(2 * pr[3]) * sp[3], exp(pr[2]) * sp[2])))
 writeLines(toJSON(res, auto_unbox = TRUE, digits = NA, pretty = TRUE), "structured_extra.json")
 cat(length(res), "cases\n")

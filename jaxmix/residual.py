@@ -12,11 +12,14 @@ level; wᵢ the prior weights) and C block diagonal over the groups of ``correla
   (the process x_{j} | x_i ~ N(φ_d x_i, 1 − φ_d²), so that corr = ρ^|t_i − t_j| as nlme's corAR1 with
   an integer covariate).
 * ``cs(g)``: C_g = (1 − ρ)I + ρJ for a group of m rows, C_g⁻¹ = [I − c_m J]/(1 − ρ) with
-  c_m = ρ/(1 + (m − 1)ρ), log|C_g| = (m − 1) log(1 − ρ) + log(1 + (m − 1)ρ).
+  c_m = ρ/(1 + (m − 1)ρ), log|C_g| = (m − 1) log(1 − ρ) + log(1 + (m − 1)ρ); with strata,
+  x′C_g⁻¹x = [Σᵢ xᵢ²/δᵢ² − c_m Σ_{s,s'} S_s S_s'/(δ_s δ_s')]/(1 − ρ), S_s the sum of the group's rows in
+  stratum s: the J part comes from per-group sums (grouped by group size), not from the m² pairs.
 
 Every quadratic form a′Σ⁻¹b is therefore Σ_k coef_k(δ, ρ) · P_k(a, b), where each *piece* P_k is a
 fixed sum over pairs of rows of ½(aᵢbⱼ + aⱼbᵢ)·√(wᵢwⱼ) (i = j for the diagonal pieces), keyed by its
-kind, its gap (AR(1)) or group size (CS) and the strata of its two rows.  The pieces are formed once
+kind, its gap (AR(1)) or group size (CS) and the strata of its two rows; the CS pieces of J are
+½(S_a S_b′ + S_b S_a′) summed over groups (``sums``, :func:`jaxmix.core.pairs.sum_cross_products`).  The pieces are formed once
 (:mod:`jaxmix.core.pairs`); one evaluation combines them with the coefficients: cost independent of n.
 log|W| = −log|Σ| = Σ log wᵢ − 2 Σᵢ log δ_{s(i)} − log|C| enters the criterion.
 
@@ -123,7 +126,8 @@ class ResidualPieces:
 
     ia, ib, wfix: per piece, the row pairs and fixed weights √(wᵢwⱼ); keys: per piece
     (kind, gap-or-size, stratum a, stratum b), kind one of ``diag`` (no correlation), ``first``, ``next``,
-    ``prev``, ``cross`` (AR(1)), ``csdiag``, ``cscross`` (CS).
+    ``prev``, ``cross`` (AR(1)), ``csdiag`` (CS).  sums / sum_keys: the CS group-sum pieces
+    (rows_a, group_a, √w_a, rows_b, group_b, √w_b, number of groups), kind ``csouter``.
     """
 
     ia: list
@@ -139,6 +143,8 @@ class ResidualPieces:
     group_codes: np.ndarray | None
     spec_text: dict
     strata: np.ndarray  # (n,) stratum code of each row
+    sums: list
+    sum_keys: list
 
 
 def residual_pieces(frame: pd.DataFrame, w: np.ndarray, variance: ResidualSpec | None,
@@ -155,7 +161,7 @@ def residual_pieces(frame: pd.DataFrame, w: np.ndarray, variance: ResidualSpec |
     u = np.sqrt(w)
     groups: dict = {}
     gcodes = None
-    pairs_i, pairs_j, gaps = [], [], []
+    sums, sum_keys = [], []
     if correlation is None:
         groups[("diag", 0)] = (np.arange(n), np.arange(n))
     else:
@@ -191,15 +197,18 @@ def residual_pieces(frame: pd.DataFrame, w: np.ndarray, variance: ResidualSpec |
             gap_counts = {int(dd): int(np.sum(d == dd)) for dd in np.unique(d)}
         else:
             sizes = np.bincount(gcodes)
-            m_row = sizes[gcodes]
-            for m in np.unique(sizes[sizes > 0]):
-                rows = np.flatnonzero(m_row == m)
-                groups[("csdiag", int(m))] = (rows, rows)
-                if m > 1:
-                    rs = rows[np.argsort(gcodes[rows], kind="stable")].reshape(-1, int(m))
-                    a, b = np.triu_indices(int(m), 1)
-                    groups[("cscross", int(m))] = (rs[:, a].reshape(-1), rs[:, b].reshape(-1))
             gap_counts = {int(m): int(np.sum(sizes == m)) for m in np.unique(sizes[sizes > 0])}
+            groups[("csdiag", 0)] = (np.arange(n), np.arange(n))
+            m_row = sizes[gcodes]
+            for m in gap_counts:
+                if m > 1:
+                    for sa in range(S):
+                        for sb in range(sa, S):
+                            ra = np.flatnonzero((m_row == m) & (strata == sa))
+                            rb = np.flatnonzero((m_row == m) & (strata == sb))
+                            if ra.size and rb.size:
+                                sums.append((ra, gcodes[ra], u[ra], rb, gcodes[rb], u[rb], int(gcodes.max()) + 1))
+                                sum_keys.append(("csouter", m, sa, sb))
     if correlation is None:
         gap_counts = {}
     ia, ib, wfix, keys = [], [], [], []
@@ -218,7 +227,7 @@ def residual_pieces(frame: pd.DataFrame, w: np.ndarray, variance: ResidualSpec |
     return ResidualPieces(ia, ib, wfix, keys, S, slabels, np.bincount(strata, minlength=S), 
                           correlation.kind if correlation is not None else None, gap_counts, max_size, gcodes,
                           {"variance": variance.text if variance else None,
-                           "correlation": correlation.text if correlation else None}, strata)
+                           "correlation": correlation.text if correlation else None}, strata, sums, sum_keys)
 
 
 def n_phi(rp: ResidualPieces) -> int:
@@ -240,11 +249,11 @@ def log_delta(phi, rp: ResidualPieces):
 
 
 def coefficients(phi, rp: ResidualPieces):
-    """coef_k(δ, ρ) of every piece (module docstring), as a jnp vector."""
+    """coef_k(δ, ρ) of every piece (module docstring), as a jnp vector: the pair pieces, then the sums."""
     ld = log_delta(phi, rp)
     rho = rho_of(phi, rp) if rp.cor_kind else None
     out = []
-    for kind, d, sa, sb in rp.keys:
+    for kind, d, sa, sb in list(rp.keys) + list(rp.sum_keys):
         scale = jnp.exp(-ld[sa] - ld[sb])
         if kind in ("diag", "first"):
             f = 1.0
@@ -252,9 +261,10 @@ def coefficients(phi, rp: ResidualPieces):
             ph = rho**d
             den = 1.0 - ph**2
             f = {"next": 1.0 / den, "prev": ph**2 / den, "cross": -2.0 * ph / den}[kind]
-        else:
-            c = rho / (1.0 + (d - 1) * rho)
-            f = (1.0 - c) / (1.0 - rho) if kind == "csdiag" else -2.0 * c / (1.0 - rho)
+        elif kind == "csdiag":
+            f = 1.0 / (1.0 - rho)
+        else:  # csouter: −c_m/(1 − ρ), twice for two strata (S_a S_b′ and S_b S_a′)
+            f = -(rho / (1.0 + (d - 1) * rho)) / (1.0 - rho) * (1.0 if sa == sb else 2.0)
         out.append(f * scale)
     return jnp.stack([jnp.asarray(o, dtype=phi.dtype) for o in out])
 

@@ -180,9 +180,15 @@ def test_pieces_match_dense_inverse(kind, phi):
     A = rng.normal(size=(n, 3))
     coef = np.asarray(coefficients(phi, rp))
     M = np.zeros((3, 3))
-    for c, a, b, wf in zip(coef, rp.ia, rp.ib, rp.wfix):
+    for c, a, b, wf in zip(coef, rp.ia, rp.ib, rp.wfix):  # pair pieces Σ ½ wᵢⱼ (aᵢbⱼ′ + bⱼaᵢ′)
         P = (A[a] * wf[:, None]).T @ A[b]
         M += c * 0.5 * (P + P.T)
+    for c, (ra, ga, va, rb, gb, vb, ng) in zip(coef[len(rp.ia):], rp.sums):  # group-sum pieces (CS)
+        Sa = np.zeros((ng, 3))
+        Sb = np.zeros((ng, 3))
+        np.add.at(Sa, ga, A[ra] * va[:, None])
+        np.add.at(Sb, gb, A[rb] * vb[:, None])
+        M += c * 0.5 * (Sa.T @ Sb + Sb.T @ Sa)
     np.testing.assert_allclose(M, A.T @ np.linalg.solve(S, A), rtol=1e-10, atol=1e-10)
     ld = float(log_det_sigma(phi, rp)) - np.sum(np.log(w))
     np.testing.assert_allclose(ld, np.linalg.slogdet(S)[1], rtol=1e-10)
@@ -322,3 +328,28 @@ def test_covparm_standard_errors(key, rtol):
     tab = jaxmix.fit(case["python"], d, **case.get("kwargs", {})).covparm_table()
     np.testing.assert_allclose(tab["estimate"], case["estimate"], rtol=1e-4)
     np.testing.assert_allclose(tab["se"], case["se"], rtol=rtol)
+
+
+def test_group_sums_equal_the_pairs_of_rows_with_crossed_terms():
+    """CS's group-sum pieces (no m² pairs) give the blocks the explicit pairs give, with a crossed term."""
+    from jaxmix.core.pairs import pair_cross_products, pair_maps, sum_cross_products
+    from jaxmix.core.structure import padded_system
+
+    rng = np.random.default_rng(1)
+    n = 120
+    g = rng.integers(0, 9, n)  # term 1 (most levels) and the CS groups
+    h = rng.integers(0, 5, n)  # crossed term with a slope
+    x = rng.normal(size=n)
+    Zs = [np.ones((n, 1)), np.column_stack([np.ones(n), x])]
+    T = rng.normal(size=(n, 3))
+    w = rng.uniform(0.5, 2, n)
+    layout, _, _ = padded_system([g, h], [9, 5], Zs, T, w)
+    maps = pair_maps([g, h], 9, Zs, layout)
+    u = np.sqrt(w)
+    rows = np.arange(n)
+    got = sum_cross_products(maps, T, rows, g, u, rows, g, u, 9, layout)
+    i, j = np.nonzero((g[:, None] == g[None, :]) & (np.arange(n)[:, None] < np.arange(n)[None, :]))
+    off = pair_cross_products(maps, T, i, j, 2 * u[i] * u[j], layout)
+    dia = pair_cross_products(maps, T, rows, rows, w, layout)
+    for a, b, c in zip(got, off, dia):
+        np.testing.assert_allclose(a, b + c, rtol=1e-12, atol=1e-12)

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..blocked import factorize, logdets
 from ..core.newton import FLOAT64, HostResult, minimize_bounded
-from ..core.pairs import pair_cross_products, pair_maps
+from ..core.pairs import pair_cross_products, pair_maps, sum_cross_products
 from ..core.structure import padded_system
 from ..covariance import lambdas, lambdas_np, theta_layout
 from ..crossprod import CrossProducts
@@ -43,6 +43,18 @@ def _run(fn, *args):
     return exe, exe(*args)
 
 __all__ = ["StructuredFit", "fit_structured_arrays"]
+
+
+def _crosses_levels(code1, rp) -> bool:
+    """Whether some correlated rows lie in different levels of term 1."""
+    if any(np.any(code1[a] != code1[b]) for a, b in zip(rp.ia, rp.ib)):
+        return True
+    g = rp.group_codes
+    lo = np.full(int(g.max()) + 1, np.iinfo(np.int64).max)
+    hi = np.full(int(g.max()) + 1, -1)
+    np.minimum.at(lo, g, code1)
+    np.maximum.at(hi, g, code1)
+    return bool(np.any(lo[g] != hi[g]))
 
 
 class StructuredFit(NamedTuple):
@@ -90,11 +102,12 @@ def fit_structured_arrays(codes, nlev, Zs, kinds, X, y, w, frame, variance, corr
     T = np.column_stack([X, y])
     layout, idx_np, _ = padded_system(codes, nlev, Zs, T, w)
     maps = pair_maps(codes, nlev[0], Zs, layout)
-    if correlation is not None and has_re and any(np.any(maps.code1[a] != maps.code1[b]) for a, b in zip(rp.ia, rp.ib)):
+    if correlation is not None and has_re and _crosses_levels(maps.code1, rp):
         raise JaxmixError(f"correlation={correlation.text!r}: rows correlated within a group of "
                           f"{':'.join(correlation.factors)!r} must share their level of {groups[0]!r} (the random "
                           "term with the most levels); group the correlation by that factor or one nested in it")
     pieces = [pair_cross_products(maps, T, a, b, c, layout) for a, b, c in zip(rp.ia, rp.ib, rp.wfix)]
+    pieces += [sum_cross_products(maps, T, *sm, layout) for sm in rp.sums]
     stacks = CrossProducts(*(jnp.asarray(np.stack([getattr(pc, f) for pc in pieces]), dt)
                              for f in CrossProducts._fields))
     idx = type(idx_np)(*(jnp.asarray(a) for a in idx_np))

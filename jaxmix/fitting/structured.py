@@ -75,6 +75,7 @@ class StructuredFit(NamedTuple):
     sd_by_stratum: np.ndarray
     rho: float | None
     row_ratio: np.ndarray  # (n,) δ of each row's stratum (1 without variance=)
+    timings: dict  # seconds: pieces (numpy, once), compile (criterion), optimise (all evaluations)
 
 
 def fit_structured_arrays(codes, nlev, Zs, kinds, X, y, w, frame, variance, correlation, reml: bool,
@@ -91,6 +92,9 @@ def fit_structured_arrays(codes, nlev, Zs, kinds, X, y, w, frame, variance, corr
     """
     dt = jnp.float64
     n, p = X.shape
+    import time
+
+    t0 = time.perf_counter()
     rp = residual_pieces(frame, w, variance, correlation)
     has_re = len(Zs) > 0
     if not has_re:
@@ -125,7 +129,9 @@ def fit_structured_arrays(codes, nlev, Zs, kinds, X, y, w, frame, variance, corr
         return objective(theta_from_psi(psi, sl), combine(phi), idx, layout, tl, n, p, ldW, reml)
 
     x0 = np.concatenate([psi_init(sl), phi_init(rp)])  # in the scaled ψ̃: Λ̃ = I, τ̃ = 1, δ = 1, ρ = 0
+    t1 = time.perf_counter()
     vg_exe, _ = _run(jax.value_and_grad(crit), jnp.asarray(x0, dt))
+    t2 = time.perf_counter()
 
     def vg(x):
         f, gr = vg_exe(jnp.asarray(x, dt))
@@ -133,6 +139,8 @@ def fit_structured_arrays(codes, nlev, Zs, kinds, X, y, w, frame, variance, corr
 
     lower = np.concatenate([psi_lower(sl), np.full(nphi, -np.inf)])
     opt = minimize_bounded(vg, x0, lower, gtol=gtol, max_iter=max_iter, prec=FLOAT64)
+    timings = {"pieces": t1 - t0, "compile": t2 - t1, "optimise": time.perf_counter() - t2,
+               "evaluations": int(opt.n_eval), "n_pieces": len(pieces)}
     psi = np.asarray(opt.x[:npsi] * c, dtype=float)
     phi = np.asarray(opt.x[npsi:], dtype=float)
     _, (theta, xp_hat) = _run(lambda ps, ph: (theta_from_psi(ps, sl), combine(ph)), jnp.asarray(psi, dt),
@@ -194,4 +202,4 @@ def fit_structured_arrays(codes, nlev, Zs, kinds, X, y, w, frame, variance, corr
                          b=b, condvar=condvar, opt=opt, n_cov_params=npsi + nphi,
                          table=table, vcov_table=V, strata_labels=list(rp.strata_labels),
                          sd_by_stratum=sigma * ratios, rho=rho,
-                         row_ratio=ratios[rp.strata])
+                         row_ratio=ratios[rp.strata], timings=timings)

@@ -41,9 +41,12 @@ def _param_names(res: MixedResults) -> list[str]:
 
 def simulate(res: MixedResults, n: int, seed: int = 0, start: int = 0) -> np.ndarray:
     """Responses simulated from the fitted model: an (nobs, n) array, replicates ``start .. start+n-1``."""
-    from .structinfo import refuse_structured
+    from .structinfo import structure_info
 
-    refuse_structured(res, "simulate()")
+    if structure_info(res) is not None:
+        from .simulate_structured import simulate_structured
+
+        return simulate_structured(res, n, seed=seed, start=start)
     return np.asarray(_simulator(res, seed)(jnp.arange(start, start + int(n)))).T
 
 

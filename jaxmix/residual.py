@@ -145,6 +145,7 @@ class ResidualPieces:
     strata: np.ndarray  # (n,) stratum code of each row
     sums: list
     sum_keys: list
+    times: np.ndarray | None = None  # (n,) AR(1) time of each row (its position in its group in data order)
 
 
 def residual_pieces(frame: pd.DataFrame, w: np.ndarray, variance: ResidualSpec | None,
@@ -161,6 +162,7 @@ def residual_pieces(frame: pd.DataFrame, w: np.ndarray, variance: ResidualSpec |
     u = np.sqrt(w)
     groups: dict = {}
     gcodes = None
+    times = None
     sums, sum_keys = [], []
     if correlation is None:
         groups[("diag", 0)] = (np.arange(n), np.arange(n))
@@ -176,6 +178,13 @@ def residual_pieces(frame: pd.DataFrame, w: np.ndarray, variance: ResidualSpec |
             order = np.lexsort((t, gcodes))
         g_sorted = gcodes[order]
         same = g_sorted[1:] == g_sorted[:-1]
+        if correlation.time is not None:
+            times = t.astype(np.int64)
+        else:  # data order: the row's position within its group
+            times = np.empty(n, np.int64)
+            starts = np.flatnonzero(np.concatenate([[True], ~same]))
+            pos = np.arange(n) - np.repeat(starts, np.diff(np.append(starts, n)))
+            times[order] = pos
         if correlation.kind == "ar1":
             i, j = order[:-1][same], order[1:][same]
             if correlation.time is not None:
@@ -227,7 +236,7 @@ def residual_pieces(frame: pd.DataFrame, w: np.ndarray, variance: ResidualSpec |
     return ResidualPieces(ia, ib, wfix, keys, S, slabels, np.bincount(strata, minlength=S), 
                           correlation.kind if correlation is not None else None, gap_counts, max_size, gcodes,
                           {"variance": variance.text if variance else None,
-                           "correlation": correlation.text if correlation else None}, strata, sums, sum_keys)
+                           "correlation": correlation.text if correlation else None}, strata, sums, sum_keys, times)
 
 
 def n_phi(rp: ResidualPieces) -> int:

@@ -1,8 +1,8 @@
 """What a fit's structured covariances allow downstream (a fit's ``extra["structure"]``, set by
 :func:`jaxmix.fit` for models with ``variance=``/``correlation=`` or cs/ar1/diag-over-a-factor terms).
 
-The lme4-based inference (Satterthwaite and Kenward-Roger df, likelihood profiles, parametric bootstrap
-and simulation) differentiates or simulates lme4's model Ω = σ²ΛΛ′, W = σ²diag(1/w); for a structured
+The lme4-based inference (Satterthwaite and Kenward-Roger df, likelihood profiles, the parametric
+bootstrap's batched refits) differentiates or refits lme4's model Ω = σ²ΛΛ′, W = σ²diag(1/w); for a structured
 fit it would give silently wrong numbers, so it is refused with a clear error instead.
 """
 from __future__ import annotations

@@ -353,3 +353,31 @@ def test_group_sums_equal_the_pairs_of_rows_with_crossed_terms():
     dia = pair_cross_products(maps, T, rows, rows, w, layout)
     for a, b, c in zip(got, off, dia):
         np.testing.assert_allclose(a, b + c, rtol=1e-12, atol=1e-12)
+
+
+def test_simulate_structured_fit_has_the_fitted_covariance():
+    """simulate() draws from the structured model: the empirical covariance of one subject's rows and
+    the variances per Sex match the fitted V (random intercept + varIdent + AR(1) in age)."""
+    from jaxmix.bootstrap import simulate
+
+    d = _orthodont()
+    res = jaxmix.fit("distance ~ age + Sex + (1 | Subject)", d, variance="ident(Sex)",
+                     correlation="ar1(age | Subject)")
+    info = res.extra["structure"]
+    Y = simulate(res, 4000, seed=2)
+    assert Y.shape == (108, 4000)
+    np.testing.assert_array_equal(simulate(res, 2, seed=2, start=5), Y[:, 5:7])  # replicates one by one
+    sd = d["Sex"].map(info["sd_by_stratum"]).to_numpy(float)
+    age, g = d["age"].to_numpy(), d["Subject"].to_numpy()
+    V = (sd[:, None] * sd[None, :] * info["rho"] ** (np.abs(age[:, None] - age[None, :]) / 1.0)
+         + res.varcorr["vcov"][0]) * (g[:, None] == g[None, :])
+    rows = np.flatnonzero(g == "M01")
+    emp = np.cov(Y[rows])
+    se = np.sqrt((V[np.ix_(rows, rows)] ** 2 + np.outer(np.diag(V)[rows], np.diag(V)[rows])) / 4000)
+    assert np.all(np.abs(emp - V[np.ix_(rows, rows)]) < 4.5 * se)
+    np.testing.assert_allclose(Y.mean(axis=1), res.design.X @ res.beta, atol=4.5 * np.sqrt(np.diag(V).max() / 4000))
+    # a cs gls as well: the within-subject correlation
+    gls = jaxmix.fit("distance ~ age + Sex", d, correlation="cs(Subject)")
+    Yg = simulate(gls, 4000, seed=3)
+    r = np.corrcoef(Yg[0], Yg[1])[0, 1]
+    assert abs(r - gls.extra["structure"]["rho"]) < 4.5 * (1 - gls.extra["structure"]["rho"] ** 2) / np.sqrt(4000)

@@ -75,6 +75,9 @@ class StructuredFit(NamedTuple):
     sd_by_stratum: np.ndarray
     rho: float | None
     row_ratio: np.ndarray  # (n,) δ of each row's stratum (1 without variance=)
+    cor_kind: str | None  # "ar1", "cs" or None
+    cor_groups: np.ndarray | None  # (n,) group code of each row for the correlation
+    cor_times: np.ndarray | None  # (n,) AR(1) integer time of each row
     timings: dict  # seconds: pieces (numpy, once), compile (criterion), optimise (all evaluations)
 
 
@@ -202,4 +205,5 @@ def fit_structured_arrays(codes, nlev, Zs, kinds, X, y, w, frame, variance, corr
                          b=b, condvar=condvar, opt=opt, n_cov_params=npsi + nphi,
                          table=table, vcov_table=V, strata_labels=list(rp.strata_labels),
                          sd_by_stratum=sigma * ratios, rho=rho,
-                         row_ratio=ratios[rp.strata], timings=timings)
+                         row_ratio=ratios[rp.strata], cor_kind=rp.cor_kind,
+                         cor_groups=rp.group_codes, cor_times=rp.times, timings=timings)

@@ -502,11 +502,11 @@ def _model(m: dict, name: str, inference: InferenceConfig, options: OptionsConfi
     structured = structured or any(t.structure in ("cs", "ar1") for t in parsed.random)
     ddf = m["ddf"] if m["ddf"] is not None else inference.ddf
     src = f"{label} ddf" if m["ddf"] is not None else f"[inference] ddf (for {label})"
-    if ddf is not None and structured and ddf in ("satterthwaite", "kenward-roger"):
+    if ddf == "kenward-roger" and structured:
         if m["ddf"] is not None:
-            raise ConfigError(f"{src} {ddf!r} is not available with structured covariances; use 'containment', "
-                              "'between-within', 'residual' or 'asymptotic'")
-        ddf = None  # the [inference] default: structured fits take the containment (or residual) df
+            raise ConfigError(f"{src} 'kenward-roger' is not available with structured covariances; use "
+                              "'satterthwaite', 'containment', 'between-within', 'residual' or 'asymptotic'")
+        ddf = None  # the [inference] default: structured fits take Satterthwaite's df (gls: residual)
     if ddf is not None:
         lmm = gauss and parsed.is_mixed
         if ddf in ("satterthwaite", "kenward-roger") and not lmm:

@@ -83,8 +83,8 @@ def _stamp(res):
 def _ddf_method(res, ddf) -> str:
     from .structinfo import refuse_structured, structure_info
 
-    if ddf is None and structure_info(res) is not None:  # structured fits: the design's df
-        return "containment" if res.is_mixed else "residual"
+    if ddf is None and structure_info(res) is not None:  # Satterthwaite in the structures' parameters; gls: n − p
+        return "satterthwaite" if res.is_mixed else "residual"
     if ddf is None:
         if is_lmm(res):
             return "satterthwaite"
@@ -93,12 +93,15 @@ def _ddf_method(res, ddf) -> str:
     if key is None:
         raise JaxmixError(f"unknown ddf {ddf!r}: use 'satterthwaite', 'kenward-roger', 'containment', "
                           "'between-within', 'residual' or 'asymptotic'")
+    if key == "satterthwaite" and structure_info(res) is not None:
+        return key
     if key in ("satterthwaite", "kenward-roger") and not is_lmm(res):
         what = "a least-squares fit" if res.method == "OLS" else f"a {res.family} GLMM"
         raise JaxmixError(f"ddf={key!r} needs a linear mixed model; this is {what} "
                           "(use 'asymptotic', 'residual', 'containment' or 'between-within')")
-    if key in ("satterthwaite", "kenward-roger"):
-        refuse_structured(res, f"ddf={key!r}", "use 'containment', 'between-within', 'residual' or 'asymptotic'")
+    if key == "kenward-roger":
+        refuse_structured(res, f"ddf={key!r}", "use 'satterthwaite', 'containment', 'between-within', 'residual' "
+                          "or 'asymptotic'")
     if key == "kenward-roger" and res.method != "REML":
         raise JaxmixError("Kenward-Roger df are defined for REML fits (pbkrtest); refit with method='REML'")
     if key in ("containment", "between-within") and not res.is_mixed:
@@ -122,7 +125,7 @@ class LmmState(NamedTuple):
 def lmm_state(res) -> LmmState:
     from .structinfo import refuse_structured
 
-    refuse_structured(res, "this lme4-model computation (Satterthwaite df, profiles, ML refits)")
+    refuse_structured(res, "this lme4-model computation (profiles, ML refits)")
     if not is_lmm(res):
         raise JaxmixError("this needs a linear mixed model (a Gaussian fit with random effects)")
     got = cache_get(res, "_inf_lmm")
@@ -176,6 +179,11 @@ def _pinv_sym(H, tol=1e-8):
 
 def satterthwaite_parts(res):
     """(H, A = 2H⁺, J) at ϑ̂: the Hessian of d(ϑ), lmerTest's vcov_varpar and ∂Φ/∂ϑ (p, p, k)."""
+    from .structinfo import structure_info
+
+    info = structure_info(res)
+    if info is not None:  # computed by the structured fit in its own parameters (jaxmix.fitting.structured)
+        return info["satterthwaite"]
     got = cache_get(res, "_inf_satt")
     if got is None:
         m = lmm_state(res)

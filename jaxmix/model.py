@@ -174,7 +174,7 @@ def _fit_structured(formula, design: Design, data, method: str, var_spec, cor_sp
             "sd_by_stratum": dict(zip(fitted.strata_labels, fitted.sd_by_stratum)) if var_spec else None,
             "rho": fitted.rho, "psi": fitted.psi, "phi": fitted.phi, "row_ratio": fitted.row_ratio,
             "timings": fitted.timings, "cor_kind": fitted.cor_kind, "cor_groups": fitted.cor_groups,
-            "cor_times": fitted.cor_times}
+            "cor_times": fitted.cor_times, "satterthwaite": fitted.satterthwaite}
     obj = fitted.objective
     return MixedResults(
         formula=formula, family="gaussian", link="identity", method=method, design=design,

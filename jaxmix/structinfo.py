@@ -1,7 +1,7 @@
 """What a fit's structured covariances allow downstream (a fit's ``extra["structure"]``, set by
 :func:`jaxmix.fit` for models with ``variance=``/``correlation=`` or cs/ar1/diag-over-a-factor terms).
 
-The lme4-based inference (Satterthwaite and Kenward-Roger df, likelihood profiles, the parametric
+The lme4-based inference (Kenward-Roger df, likelihood profiles, ML refits, the parametric
 bootstrap's batched refits) differentiates or refits lme4's model Ω = σ²ΛΛ′, W = σ²diag(1/w); for a structured
 fit it would give silently wrong numbers, so it is refused with a clear error instead.
 """

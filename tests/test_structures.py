@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 import jaxmix
 from jaxmix.formula import parse_formula
@@ -37,6 +38,11 @@ def _check(res, case, tol_ll=1e-4, rtol=1e-4):
     np.testing.assert_allclose(res.fixef.to_numpy(), fe, rtol=rtol, atol=1e-8)
     np.testing.assert_allclose(res.se.to_numpy(), se, rtol=rtol)
     np.testing.assert_allclose(res.sigma, case["sigma"], rtol=rtol)
+
+
+def case_t(case):
+    fe = np.array(list(case["fixef"].values()))
+    return fe / np.array(list(case["se"].values()))
 
 
 def _table(res):
@@ -66,8 +72,9 @@ def test_gls_compound_symmetry_orthodont():
     _check(res, case)
     np.testing.assert_allclose(res.extra["structure"]["rho"], case["params"]["cor"]["Rho"], rtol=1e-4)
     assert res.n_params == 3 + 1 + 1
-    ct = res.coef_table()  # gls's t tests: n − p df
+    ct = res.coef_table()  # gls's t tests: n − p df (nlme's)
     assert (ct["df"] == 105).all()
+    np.testing.assert_allclose(ct["p"], 2 * stats.t.sf(np.abs(np.array(case_t(case))), 105), rtol=1e-4)
 
 
 def test_lme_ar1_ovary():
@@ -276,8 +283,11 @@ def test_config_model_section_reaches_fit_json(tmp_path):
     cp = pd.read_csv(out / "covparms.csv")
     assert "ratio" in cp["kind"].tolist()
     assert "Residual structure: variance = ident(Sex)" in (out / "summary.txt").read_text()
-    fixed = pd.read_csv(out / "fixed.csv")
-    assert fixed["df"].tolist() == [25, 80, 80]  # SAS containment df by default for a structured fit
+    fixed = pd.read_csv(out / "fixed.csv")  # Satterthwaite's df by default, in the structure's parameters
+    direct = jaxmix.fit("distance ~ age + Sex + (1 | Subject)", pd.read_csv(DATA / "Orthodont.csv"),
+                        variance="ident(Sex)").coef_table(ddf="satterthwaite")
+    np.testing.assert_allclose(fixed["df"], direct["df"], rtol=1e-6)
+    assert 20 < fixed["df"][0] < 80
     bad = tmp_path / "b.toml"
     bad.write_text(f'[data]\npath = "{DATA / "Orthodont.csv"}"\n[model]\nformula = "distance ~ age"\n'
                    'correlation = "ar2(Subject)"\n')
@@ -287,8 +297,7 @@ def test_config_model_section_reaches_fit_json(tmp_path):
 def test_structured_fits_refuse_what_would_be_wrong():
     d = _orthodont()
     res = jaxmix.fit("distance ~ age + (1 | Subject)", d, correlation="cs(Subject)")
-    for call, match in [(lambda: res.coef_table(ddf="satterthwaite"), "satterthwaite"),
-                        (lambda: res.coef_table(ddf="kenward-roger"), "kenward-roger"),
+    for call, match in [(lambda: res.coef_table(ddf="kenward-roger"), "kenward-roger"),
                         (lambda: res.confint(), "confint"),
                         (lambda: jaxmix.bootstrap(res, n=2), "bootstrap"),
                         (lambda: res.icc(), "ICC")]:
@@ -381,3 +390,17 @@ def test_simulate_structured_fit_has_the_fitted_covariance():
     Yg = simulate(gls, 4000, seed=3)
     r = np.corrcoef(Yg[0], Yg[1])[0, 1]
     assert abs(r - gls.extra["structure"]["rho"]) < 4.5 * (1 - gls.extra["structure"]["rho"] ** 2) / np.sqrt(4000)
+
+
+
+@pytest.mark.parametrize("key", ["satterthwaite_machines_cs", "satterthwaite_machines_diag"])
+def test_satterthwaite_df_in_the_structures_parameters(key):
+    """lmerTest's df for the same models written in lme4 (CS = (1 | Worker) + (1 | Worker:Machine))."""
+    case = EXTRA[key]
+    res = jaxmix.fit(case["python"], pd.read_csv(DATA / "Machines.csv"))
+    assert abs(res.loglik - case["loglik"]) < 1e-6
+    np.testing.assert_allclose(res.coef_table()["df"], case["df"], rtol=1e-5)  # the default for a structured LMM
+    an = res.anova()
+    np.testing.assert_allclose(an["F"], case["anova_F"], rtol=1e-6)
+    if key.endswith("cs"):
+        np.testing.assert_allclose(an["den_df"], case["anova_ddf"], rtol=1e-5)

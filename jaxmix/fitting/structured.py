@@ -13,7 +13,9 @@ gets one placeholder term with Λ = 0, whose block Λ′Z′WZΛ + I = I adds no
 
 Standard errors of the covariance parameters: Cov(ϑ̂) = 2 H⁺, H the exact Hessian of the deviance in
 ϑ = (ψ, φ, σ) with σ not profiled (ML: log|L_Z|² − log|W| + n log 2πσ² + r²/σ²; REML adds log|L_X|²
-and uses n − p), mapped to each structure's own parameters by the delta method.
+and uses n − p), mapped to each structure's own parameters by the delta method.  The same Cov(ϑ̂) and
+the Jacobian of Φ(ϑ) = σ²(L_X L_X′)⁻¹ give Satterthwaite's df, ν = 2(l′Φl)²/(g′ Cov(ϑ̂) g) with
+g = ∂(l′Φl)/∂ϑ (lmerTest's, in the structure's parameters; invariant to how ϑ is parametrised).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.scipy.linalg import solve_triangular
 import numpy as np
 
 from ..blocked import factorize, logdets
@@ -69,6 +72,7 @@ class StructuredFit(NamedTuple):
     condvar: Callable | None
     opt: HostResult
     n_cov_params: int  # ψ and φ (σ not counted)
+    satterthwaite: tuple  # (H, A = 2H⁺, ∂Φ/∂ϑ) in ϑ = (ψ, φ, σ), as jaxmix.inference.satterthwaite_parts
     table: list  # rows (group, var1, var2, kind, estimate, se)
     vcov_table: np.ndarray  # covariance of the table's estimates
     strata_labels: list
@@ -186,8 +190,18 @@ def fit_structured_arrays(codes, nlev, Zs, kinds, X, y, w, frame, variance, corr
         return jnp.concatenate([natural(psi_, s**2, sl), jnp.reshape(s**2, (1,)), phi_natural(phi_, rp)])
 
     v_hat = jnp.asarray(np.concatenate([psi, phi, [sigma]]), dt)
-    _, (H, J, est) = _run(lambda v: (jax.hessian(deviance)(v), jax.jacfwd(nat)(v), nat(v)), v_hat)
-    H, J, est = (np.asarray(a, dtype=float) for a in (H, J, est))
+    def covbeta(v):
+        """Φ(ϑ) = σ² (L_X L_X′)⁻¹, the covariance of β̂ at ϑ = (ψ, φ, σ)."""
+        psi_, phi_, s = v[:npsi], v[npsi : npsi + nphi], v[-1]
+        f = factorize(lambdas(theta_from_psi(psi_, sl), tl), combine(phi_), idx, layout)
+        LX = f.LDD[layout.m_R : layout.m_R + p, layout.m_R : layout.m_R + p]
+        Li = solve_triangular(LX, jnp.eye(p, dtype=LX.dtype), lower=True)
+        return s**2 * Li.T @ Li
+
+    _, (H, J, est, Jb) = _run(lambda v: (jax.hessian(deviance)(v), jax.jacfwd(nat)(v), nat(v),
+                                         jax.jacfwd(covbeta)(v)), v_hat)
+    H, J, est, Jb = (np.asarray(a, dtype=float) for a in (H, J, est, Jb))
+    H = (H + H.T) / 2
     free = np.ones(H.shape[0], bool)
     free[:npsi] = ~((psi == 0) & (psi_lower(sl) == 0))
     C = np.zeros(H.shape)
@@ -202,7 +216,7 @@ def fit_structured_arrays(codes, nlev, Zs, kinds, X, y, w, frame, variance, corr
     rho = float(phi_natural(jnp.asarray(phi, dt), rp)[-1]) if rp.cor_kind else None
     return StructuredFit(theta=theta if has_re else np.zeros(0), psi=psi, phi=phi,
                          beta=np.asarray(sol.beta, dtype=float), sigma=sigma, vcov=vcov, objective=float(opt.fun),
-                         b=b, condvar=condvar, opt=opt, n_cov_params=npsi + nphi,
+                         b=b, condvar=condvar, opt=opt, n_cov_params=npsi + nphi, satterthwaite=(H, C, Jb),
                          table=table, vcov_table=V, strata_labels=list(rp.strata_labels),
                          sd_by_stratum=sigma * ratios, rho=rho,
                          row_ratio=ratios[rp.strata], cor_kind=rp.cor_kind,

@@ -2,7 +2,7 @@
 # export_structured.R: random-term structures (nlme 3.1 pdCompSymm / pdDiag over a factor, glmmTMB 1.1.5
 # ar1), nlme corAR1 with an integer time covariate that has gaps, and varIdent varying within the
 # groups of corAR1 (pairs of rows from different strata).  Usage (from tests/data): Rscript export_structured_extra.R
-suppressMessages({library(nlme); library(glmmTMB); library(jsonlite)})
+suppressMessages({library(nlme); library(glmmTMB); library(lmerTest); library(jsonlite)})
 M <- read.csv("Machines.csv", stringsAsFactors = TRUE)
 S <- read.csv("sleepstudy.csv", stringsAsFactors = FALSE); S$Subject <- as.character(S$Subject)
 O <- read.csv("Orthodont.csv", stringsAsFactors = FALSE)
@@ -57,5 +57,17 @@ ap <- m$apVar; pr <- attr(ap, "Pars"); sp <- sqrt(diag(ap))
 res$se_orthodont_varident_nlme <- list(python = "distance ~ age + Sex + (1 | Subject)", kwargs = list(variance = "ident(Sex)"),
   estimate = unname(c(exp(2 * pr[1]), exp(2 * pr[3]), exp(pr[2]))),
   se = unname(c(2 * exp(2 * pr[1]) * sp[1], 2 * exp(2 * pr[3]) * sp[3], exp(pr[2]) * sp[2])))
+# Satterthwaite df (lmerTest 3.1) of lme4 models equal to the structured ones: CS across Machine within
+# Worker is (1 | Worker) + (1 | Worker:Machine) (rho >= 0), diag(0 + Machine | Worker) is one term per
+# machine's dummy; the df do not depend on how the covariance parameters are parametrised
+m <- lmerTest::lmer(score ~ Machine + (1 | Worker) + (1 | Worker:Machine), data = M, REML = TRUE)
+res$satterthwaite_machines_cs <- list(python = "score ~ Machine + cs(0 + Machine | Worker)",
+  loglik = as.numeric(logLik(m)), df = unname(coef(summary(m))[, "df"]),
+  anova_ddf = anova(m)[["DenDF"]], anova_F = anova(m)[["F value"]])
+for (l in c("A", "B", "C")) M[[l]] <- as.numeric(M$Machine == l)
+m <- lmerTest::lmer(score ~ Machine + (0 + A | Worker) + (0 + B | Worker) + (0 + C | Worker), data = M, REML = TRUE)
+res$satterthwaite_machines_diag <- list(python = "score ~ Machine + diag(0 + Machine | Worker)",
+  loglik = as.numeric(logLik(m)), df = unname(coef(summary(m))[, "df"]),
+  anova_ddf = anova(m)[["DenDF"]], anova_F = anova(m)[["F value"]])
 writeLines(toJSON(res, auto_unbox = TRUE, digits = NA, pretty = TRUE), "structured_extra.json")
 cat(length(res), "cases\n")

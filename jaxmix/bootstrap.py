@@ -41,6 +41,12 @@ def _param_names(res: MixedResults) -> list[str]:
 
 def simulate(res: MixedResults, n: int, seed: int = 0, start: int = 0) -> np.ndarray:
     """Responses simulated from the fitted model: an (nobs, n) array, replicates ``start .. start+n-1``."""
+    from .structinfo import structure_info
+
+    if structure_info(res) is not None:
+        from .simulate_structured import simulate_structured
+
+        return simulate_structured(res, n, seed=seed, start=start)
     return np.asarray(_simulator(res, seed)(jnp.arange(start, start + int(n)))).T
 
 
@@ -159,6 +165,9 @@ def bootstrap(res: MixedResults, n: int = 1000, seed: int = 0, *, batch_size: in
       >>> bs = jaxmix.bootstrap(res, n=500, seed=1)
       >>> bs.ci(0.95)
     """
+    from .structinfo import refuse_structured
+
+    refuse_structured(res, "the parametric bootstrap")
     from .progress import progress_bar
     from .families import get_family
     from .sweep import fit_problem, Problem

@@ -108,6 +108,8 @@ _MODEL_SPEC = {
     "dtype": Field(str, choices=("float64", "float32"), doc="floating-point precision (default [options] dtype)"),
     "ddf": Field(str, choices=DDF_METHODS, doc="df method of fixed.csv (default [inference] ddf)"),
     "anova": Field(bool, doc="write anova.csv, Type III F tests (default [inference] anova)"),
+    "variance": Field(str, doc="gaussian: residual SD per level of a factor, 'ident(f)' (nlme varIdent)"),
+    "correlation": Field(str, doc="gaussian: residual correlation within groups, 'ar1(g)', 'ar1(t | g)' or 'cs(g)'"),
 }
 
 #: section -> key -> Field.  ``[models.NAME]`` tables take the keys of ``[model]``.
@@ -226,6 +228,8 @@ class ModelConfig:
     dtype: str = "float64"
     ddf: str | None = None
     anova: bool = False
+    variance: str | None = None
+    correlation: str | None = None
     name: str = "model"  # not a key: the [models.NAME] table's name ("model" for [model])
 
     @property
@@ -240,6 +244,9 @@ class ModelConfig:
             kw.update(family=self.family, link=self.link, nagq=self.nagq, trials=self.trials)
         if self.offset is not None:
             kw["offset"] = self.offset
+        for key in ("variance", "correlation"):
+            if getattr(self, key) is not None:
+                kw[key] = getattr(self, key)
         if options is not None:
             kw.update(max_iter=options.max_iter, gtol=options.gtol)
         return kw
@@ -487,8 +494,27 @@ def _model(m: dict, name: str, inference: InferenceConfig, options: OptionsConfi
     nagq = 1 if nagq is None else nagq
     if m["trials"] is not None and family != "binomial":
         raise ConfigError(f"{label} trials is for binomial models, not a {family} one")
+    from .residual import parse_correlation, parse_variance
+
+    structured = False
+    for key, parse in (("variance", parse_variance), ("correlation", parse_correlation)):
+        if m[key] is None:
+            continue
+        if not gauss:
+            raise ConfigError(f"{label} {key} is for gaussian models, not a {family} one")
+        try:
+            parse(m[key])
+        except JaxmixError as e:
+            raise ConfigError(f"{label} {key}: {e}") from None
+        structured = True
+    structured = structured or any(t.structure in ("cs", "ar1") for t in parsed.random)
     ddf = m["ddf"] if m["ddf"] is not None else inference.ddf
     src = f"{label} ddf" if m["ddf"] is not None else f"[inference] ddf (for {label})"
+    if ddf == "kenward-roger" and structured:
+        if m["ddf"] is not None:
+            raise ConfigError(f"{src} 'kenward-roger' is not available with structured covariances; use "
+                              "'satterthwaite', 'containment', 'between-within', 'residual' or 'asymptotic'")
+        ddf = None  # the [inference] default: structured fits take Satterthwaite's df (gls: residual)
     if ddf is not None:
         lmm = gauss and parsed.is_mixed
         if ddf in ("satterthwaite", "kenward-roger") and not lmm:
@@ -502,7 +528,8 @@ def _model(m: dict, name: str, inference: InferenceConfig, options: OptionsConfi
     return ModelConfig(formula=m["formula"], family=family, link=None if m["link"] is None else m["link"].lower(),
                        method=method, nagq=nagq, weights=m["weights"], offset=m["offset"], trials=m["trials"],
                        dtype=m["dtype"] or options.dtype, ddf=ddf,
-                       anova=inference.anova if m["anova"] is None else m["anova"], name=name)
+                       anova=inference.anova if m["anova"] is None else m["anova"], name=name,
+                       variance=m["variance"], correlation=m["correlation"])
 
 
 def _sweep(m: dict, options: OptionsConfig) -> SweepConfig:

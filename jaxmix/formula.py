@@ -11,6 +11,10 @@ first.  The supported random-effect syntax is lme4's:
 ``(1 | a/b)``            nested: ``(1 | a) + (1 | b:a)`` (lme4 names the inner factor ``b:a``)
 ``(1 | a:b)``            one factor from the combinations of ``a`` and ``b``
 ``(1 | a) + (1 | b)``    crossed factors
+``us(x | g)``            glmmTMB's name for the default (unstructured) term
+``diag(x | g)``          diagonal covariance: ``x || g``; a factor's columns get one variance each
+``cs(0 + f | g)``        compound symmetry across the columns: one variance, one correlation
+``ar1(0 + f | g)``       AR(1) across the columns in level order: one variance, correlation ρ^|i−j|
 =======================  =====================================================
 
 Column names that are not R names go in backticks, in the fixed part and in bar terms alike
@@ -24,7 +28,11 @@ from dataclasses import dataclass
 
 from .errors import JaxmixError
 
-__all__ = ["RandomTerm", "ParsedFormula", "parse_formula", "r_functions", "r_power", "split_top"]
+__all__ = ["RandomTerm", "ParsedFormula", "parse_formula", "r_functions", "r_power", "split_top", "STRUCTURES"]
+
+#: glmmTMB's covariance-structure names accepted in front of a bar term: ``diag(x | g)``
+STRUCTURES = ("us", "diag", "cs", "ar1")
+_STRUCT_BEFORE = re.compile(r"(?<![\w.`])(" + "|".join(STRUCTURES) + r")\s*$")
 
 
 @dataclass(frozen=True)
@@ -37,11 +45,14 @@ class RandomTerm:
       factors: the data columns whose combinations define the grouping factor, in the order their
         values are joined in level labels (``("cask", "batch")`` gives levels ``"a:A"``).
       text: the original bar term, for error messages.
+      structure: the covariance structure of the term's columns: ``"us"`` (unstructured, lme4's),
+        ``"diag"``, ``"cs"`` or ``"ar1"`` (see :mod:`jaxmix.re_structure`).
     """
 
     expr: str
     factors: tuple[str, ...]
     text: str
+    structure: str = "us"
 
     @property
     def group(self) -> str:
@@ -239,10 +250,21 @@ def parse_formula(formula: str) -> ParsedFormula:
         raise JaxmixError(f"formula {formula!r} ends with {rhs[-1]!r}: a term is missing after it")
     spans, inner = _bar_groups(rhs)
     terms: list[RandomTerm] = []
-    for body in inner:
-        text = f"({body.strip()})"
+    structures = []
+    for k, (start, end) in enumerate(spans):
+        m = _STRUCT_BEFORE.search(rhs[:start])
+        structures.append(m.group(1) if m else "us")
+        if m:
+            spans[k] = (m.start(1), end)
+    for body, structure in zip(inner, structures):
+        text = f"({body.strip()})" if structure == "us" else f"{structure}({body.strip()})"
         pieces = split_top(body, "||")
         uncorrelated = len(pieces) == 2
+        if uncorrelated and structure != "us":
+            raise JaxmixError(f"random term {text!r}: use '|' inside {structure}(...); '||' is diag(...)")
+        if structure == "diag":  # glmmTMB's diag(x | g) is lme4's (x || g)
+            pieces = split_top(body, "|")
+            uncorrelated = len(pieces) == 2
         if not uncorrelated:
             pieces = split_top(body, "|")
         if len(pieces) != 2:
@@ -253,7 +275,7 @@ def parse_formula(formula: str) -> ParsedFormula:
         exprs = [r_functions(r_power(e)) for e in (_uncorrelated_exprs(expr, text) if uncorrelated else [expr])]
         for factors in _group_factors(group, text):
             for e in exprs:
-                terms.append(RandomTerm(expr=e, factors=factors, text=text))
+                terms.append(RandomTerm(expr=e, factors=factors, text=text, structure=structure))
     # remove the bar groups (and the '+' joining them) from the fixed part
     fixed = rhs
     for start, end in reversed(spans):

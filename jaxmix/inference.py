@@ -84,6 +84,10 @@ def _stamp(res):
 
 
 def _ddf_method(res, ddf) -> str:
+    from .structinfo import refuse_structured, structure_info
+
+    if ddf is None and structure_info(res) is not None:  # Satterthwaite in the structures' parameters; gls: n − p
+        return "satterthwaite" if res.is_mixed else "residual"
     if ddf is None:
         if is_lmm(res):
             return "satterthwaite"
@@ -92,10 +96,15 @@ def _ddf_method(res, ddf) -> str:
     if key is None:
         raise JaxmixError(f"unknown ddf {ddf!r}: use 'satterthwaite', 'kenward-roger', 'containment', "
                           "'between-within', 'residual' or 'asymptotic'")
+    if key == "satterthwaite" and structure_info(res) is not None:
+        return key
     if key in ("satterthwaite", "kenward-roger") and not is_lmm(res):
         what = "a least-squares fit" if res.method == "OLS" else f"a {res.family} GLMM"
         raise JaxmixError(f"ddf={key!r} needs a linear mixed model; this is {what} "
                           "(use 'asymptotic', 'residual', 'containment' or 'between-within')")
+    if key == "kenward-roger":
+        refuse_structured(res, f"ddf={key!r}", "use 'satterthwaite', 'containment', 'between-within', 'residual' "
+                          "or 'asymptotic'")
     if key == "kenward-roger" and res.method != "REML":
         raise JaxmixError("Kenward-Roger df are defined for REML fits (pbkrtest); refit with method='REML'")
     if key in ("containment", "between-within") and not res.is_mixed:
@@ -117,6 +126,9 @@ class LmmState(NamedTuple):
 
 
 def lmm_state(res) -> LmmState:
+    from .structinfo import refuse_structured
+
+    refuse_structured(res, "this lme4-model computation (profiles, ML refits)")
     if not is_lmm(res):
         raise JaxmixError("this needs a linear mixed model (a Gaussian fit with random effects)")
     got = cache_get(res, "_inf_lmm")
@@ -170,6 +182,11 @@ def _pinv_sym(H, tol=1e-8):
 
 def satterthwaite_parts(res):
     """(H, A = 2H⁺, J) at ϑ̂: the Hessian of d(ϑ), lmerTest's vcov_varpar and ∂Φ/∂ϑ (p, p, k)."""
+    from .structinfo import structure_info
+
+    info = structure_info(res)
+    if info is not None:  # computed by the structured fit in its own parameters (jaxmix.fitting.structured)
+        return info["satterthwaite"]
     got = cache_get(res, "_inf_satt")
     if got is None:
         m = lmm_state(res)
@@ -915,6 +932,11 @@ def covparm_table(res) -> pd.DataFrame:
     their covariances get se = NaN.
     """
     from scipy import stats
+
+    from .structinfo import structure_info
+
+    if structure_info(res) is not None:
+        return structured_covparm_table(res)
     est, V = _covparm_parts(res)
     rows = _covparm_rows(res)
     se = np.sqrt(np.maximum(np.diag(V), 0.0))
@@ -938,6 +960,28 @@ def covparm_table(res) -> pd.DataFrame:
     return out
 
 
+def structured_covparm_table(res) -> pd.DataFrame:
+    """The covariance parameters of a structured fit, each structure's own (:mod:`jaxmix.re_structure`,
+    :mod:`jaxmix.residual`): group, var1, var2, kind (variance, covariance, rho, ratio), estimate, se, z, p.
+
+    se from the exact Hessian of the deviance with σ not profiled (:mod:`jaxmix.fitting.structured`);
+    p one-sided for variances, two-sided for correlations and covariances, and for SD ratios the
+    two-sided test of ratio = 1."""
+    from scipy import stats
+
+    from .structinfo import structure_info
+
+    out = structure_info(res)["table"].copy()
+    est, se = out["estimate"].to_numpy(float), out["se"].to_numpy(float)
+    kind = out["kind"].to_numpy()
+    se = np.where((kind == "variance") & (est == 0), np.nan, se)
+    centre = np.where(kind == "ratio", 1.0, 0.0)
+    z = (est - centre) / se
+    out["se"], out["z"] = se, z
+    out["p"] = np.where(kind == "variance", stats.norm.sf(z), 2 * stats.norm.sf(np.abs(z)))
+    return out
+
+
 def _covparm_labels(res) -> list[str]:
     out = []
     for _, r in _covparm_rows(res).iterrows():
@@ -952,6 +996,13 @@ def _covparm_labels(res) -> list[str]:
 
 def vcov_covparms(res) -> pd.DataFrame:
     """Asymptotic covariance of the variance/covariance estimates (rows of :func:`covparm_table`)."""
+    from .structinfo import structure_info
+
+    info = structure_info(res)
+    if info is not None:
+        lab = [" ".join(str(v) for v in r if v is not None and v == v) for r in
+               info["table"][["group", "var1", "var2"]].itertuples(index=False)]
+        return pd.DataFrame(info["vcov"], index=lab, columns=lab)
     _, V = _covparm_parts(res)
     lab = _covparm_labels(res)
     return pd.DataFrame(V, index=lab, columns=lab)
@@ -971,6 +1022,10 @@ def _re_variances(res) -> dict[str, float]:
 def _residual_variance(res, re_total: float) -> float:
     """σ²_ε: σ² (Gaussian) or the distribution-specific variance on the latent scale (Nakagawa et al. 2017)."""
     if res.family == "gaussian":
+        from .structinfo import has_residual_structure, refuse_structured
+
+        if has_residual_structure(res):
+            refuse_structured(res, "the ICC and R² (one residual variance)")
         return res.sigma**2
     if res.family == "binomial":
         return {"logit": np.pi**2 / 3, "probit": 1.0, "cloglog": np.pi**2 / 6}.get(res.link, np.nan)

@@ -337,6 +337,10 @@ def confint(res, method: str = "profile", level: float = 0.95, parm=None, nsim: 
         raise JaxmixError(f"method must be 'profile', 'wald' or 'boot', got {method!r}")
     z = stats.norm.ppf(0.5 + level / 2)
     cols = [f"{100 * (1 - level) / 2:g} %", f"{100 * (1 + level) / 2:g} %"]
+    from .structinfo import refuse_structured
+
+    refuse_structured(res, f"confint(method={method!r})",
+                      "Wald intervals of β are fixef ± z·se, and covparm_table() has the covariance parameters' SEs")
     if method == "boot":
         return _select(_boot(res, level, nsim, seed, cols), parm)
     if not is_lmm(res):

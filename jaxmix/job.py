@@ -248,7 +248,7 @@ def _model_outputs(name: str, res, cfg: RunConfig, design, data, folder: Path, w
     with fit_messages(m.label.strip("[]")) as more:
         fixed = res.coef_table(ddf=m.ddf, level=cfg.inference.level)
         tables["fixed"] = (fixed, "term")
-        if res.is_mixed:
+        if res.is_mixed or "structure" in res.extra:
             tables["covparms"] = (res.covparm_table(), None)
         if m.anova:
             tables["anova"] = (res.anova(ddf=m.ddf), "term")

@@ -23,7 +23,8 @@ _METHODS = {"REML", "ML"}
 
 def fit(formula: str, data, method: str | None = None, weights=None, family: str = "gaussian",
         link: str | None = None, nagq: int = 1, offset=None, trials: str | None = None,
-        dtype=None, max_iter: int = 500, gtol: float = 1e-4) -> MixedResults:
+        dtype=None, max_iter: int = 500, gtol: float = 1e-4, variance: str | None = None,
+        correlation: str | None = None) -> MixedResults:
     """Fit a (generalised) linear mixed model by maximum likelihood.
 
     Args:
@@ -38,6 +39,10 @@ def fit(formula: str, data, method: str | None = None, weights=None, family: str
       max_iter, gtol: L-BFGS iteration limit; convergence tolerance on the largest absolute
         gradient entry of the objective (deviance units).  Bad values of any argument raise a
         :class:`jaxmix.JaxmixError` naming it (:func:`jaxmix.options.check_fit_options`).
+      variance, correlation: residual structures of a Gaussian model (:mod:`jaxmix.residual`):
+        ``variance="ident(f)"`` a residual SD per level of f; ``correlation="ar1(g)"``, ``"ar1(t | g)"``
+        or ``"cs(g)"`` AR(1) / compound symmetry within the groups of g.  Random terms may carry
+        glmmTMB's structures ``diag(...)``, ``cs(...)``, ``ar1(...)`` (:mod:`jaxmix.re_structure`).
 
     Returns:
       :class:`jaxmix.MixedResults`.
@@ -51,6 +56,11 @@ def fit(formula: str, data, method: str | None = None, weights=None, family: str
     nagq, max_iter, gtol = opts["nagq"], opts["max_iter"], opts["gtol"]
     if fam != "gaussian":
         from .model_glmm import fit_glmm
+        from .re_structure import check_plain_structures
+
+        if variance is not None or correlation is not None:
+            raise JaxmixError(f"variance= and correlation= are for Gaussian models; family is {fam!r}")
+        check_plain_structures(parse_formula(formula), f"a {fam} GLMM")
 
         return with_call(fit_glmm(formula, data, family=fam, link=link, method=method or "Laplace", nagq=nagq,
                                   weights=weights, offset=offset, trials=trials, dtype=dtype, max_iter=max_iter,
@@ -62,10 +72,20 @@ def fit(formula: str, data, method: str | None = None, weights=None, family: str
         raise JaxmixError(f"method must be 'REML' or 'ML' for a Gaussian model, got {method!r}")
     dt = parse_dtype(dtype)
     parsed = parse_formula(formula)
-    design = build_design(parsed, data, weights=weights, offset=offset)
-    check_nobs_vs_nre(design)
+    from .re_structure import needs_structured_fit
+    from .residual import parse_correlation, parse_variance, spec_columns
+
+    var_spec, cor_spec = parse_variance(variance), parse_correlation(correlation)
+    design = build_design(parsed, data, weights=weights, offset=offset,
+                          extra_columns=spec_columns(var_spec, cor_spec))
+    if not needs_structured_fit(design.terms):  # lme4's check; cs/ar1 terms have two parameters each
+        check_nobs_vs_nre(design)
     if not np.isfinite(design.y).all():
         raise JaxmixError(f"response {parsed.response!r} contains inf")
+    if var_spec is not None or cor_spec is not None or needs_structured_fit(design.terms):
+        if dt != np.float64:
+            raise JaxmixError("structured covariances are fitted in float64 only")
+        return _fit_structured(formula, design, data, method, var_spec, cor_spec, max_iter, gtol)
     if not parsed.is_mixed:
         return with_call(fit_ols(formula, design, method), call)
     return with_call(_fit_lmm(formula, design, method, dt, max_iter, gtol), call)
@@ -122,6 +142,56 @@ def _fit_lmm(formula, design: Design, method: str, dt, max_iter: int, gtol: floa
         beta=fitted.beta, vcov_beta=vcov, theta=theta, sigma=sigma,
         loglik=-obj / 2.0, objective=obj, n_params=p + tl.size + 1, converged=converged,
         singular=singular, optim=optim, b=fitted.b, _condvar_fn=condvar,
+    )
+
+
+def _fit_structured(formula, design: Design, data, method: str, var_spec, cor_spec, max_iter: int,
+                    gtol: float) -> MixedResults:
+    """A Gaussian fit with random-term and/or residual structures (:mod:`jaxmix.fitting.structured`)."""
+    import pandas as pd
+
+    from .design import as_data_frame
+    from .fitting.structured import fit_structured_arrays
+
+    t0 = time.perf_counter()
+    reml = method == "REML"
+    n, p = design.X.shape
+    if reml and n <= p:
+        raise JaxmixError(f"REML needs more rows ({n}) than fixed effects ({p})")
+    terms = design.terms
+    frame = as_data_frame(data).iloc[design.positions]
+    groups = []
+    for g in (t.group for t in terms):  # lme4's varcorr names: Subject, Subject.1, ...
+        k = sum(1 for x in groups if x.split(".")[0] == g)
+        groups.append(g if k == 0 else f"{g}.{k}")
+    fitted = fit_structured_arrays([t.codes for t in terms], [t.nlevels for t in terms], [t.Z for t in terms],
+                                   [t.term.structure for t in terms], design.X, design.y - design.offset,
+                                   design.weights, frame, var_spec, cor_spec, reml, groups=groups,
+                                   columns=[t.columns for t in terms], gtol=gtol, max_iter=max_iter)
+    opt = fitted.opt
+    status = int(opt.status)
+    converged = status == 0
+    if not converged:
+        warnings.warn(f"model did not converge: {status_message(status)}", JaxmixWarning, stacklevel=3)
+    grad = opt.grad
+    optim = OptimSummary(theta_init=np.zeros(0), iterations=opt.n_iter, evaluations=opt.n_eval, grad=grad,
+                         grad_norm=float(np.linalg.norm(grad)), hess_min_eig=opt.hess_min_eig, status=status,
+                         message=status_message(status), optimizer=OPTIMIZER,
+                         fit_seconds=time.perf_counter() - t0, compile_seconds=0.0)
+    table = pd.DataFrame(fitted.table, columns=["group", "var1", "var2", "kind", "estimate", "se"])
+    info = {"variance": var_spec.text if var_spec else None, "correlation": cor_spec.text if cor_spec else None,
+            "terms": [t.term.structure for t in terms], "table": table, "vcov": fitted.vcov_table,
+            "sd_by_stratum": dict(zip(fitted.strata_labels, fitted.sd_by_stratum)) if var_spec else None,
+            "rho": fitted.rho, "psi": fitted.psi, "phi": fitted.phi, "row_ratio": fitted.row_ratio,
+            "timings": fitted.timings, "cor_kind": fitted.cor_kind, "cor_groups": fitted.cor_groups,
+            "cor_times": fitted.cor_times, "satterthwaite": fitted.satterthwaite}
+    obj = fitted.objective
+    return MixedResults(
+        formula=formula, family="gaussian", link="identity", method=method, design=design,
+        beta=fitted.beta, vcov_beta=fitted.vcov, theta=fitted.theta, sigma=fitted.sigma,
+        loglik=-obj / 2.0, objective=obj, n_params=p + fitted.n_cov_params + 1, converged=converged,
+        singular=bool(np.any(opt.on_boundary)), optim=optim, b=fitted.b, _condvar_fn=fitted.condvar,
+        extra={"structure": info},
     )
 
 

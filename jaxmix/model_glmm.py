@@ -340,6 +340,9 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
     extra_cols = (trials,) if isinstance(trials, str) else ()
     design = build_design(parsed, data, weights=weights, offset=offset, check_nlevels=False,
                           extra_columns=extra_cols)
+    from .re_structure import check_plain_terms
+
+    check_plain_terms(design.terms, f"a {fam.name} GLMM")
     y = design.y
     if trials is None:
         ntr = np.ones_like(y)

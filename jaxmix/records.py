@@ -73,6 +73,19 @@ def environment_record() -> dict:
             "backend": jax.default_backend(), "compilation_cache": cache_info()}
 
 
+def structure_record(res) -> dict | None:
+    """A structured fit's residual and random-term structures and their own parameters (None otherwise)."""
+    info = res.extra.get("structure") if isinstance(res.extra, dict) else None
+    if info is None:
+        return None
+    sds = info.get("sd_by_stratum")
+    return {"variance": info.get("variance"), "correlation": info.get("correlation"),
+            "random_terms": list(info.get("terms", [])),
+            "sd_by_level": None if sds is None else {str(k): json_num(v) for k, v in sds.items()},
+            "rho": None if info.get("rho") is None else json_num(info["rho"]),
+            "parameters": json_records(info["table"])}
+
+
 def fit_record(res, cfg: RunConfig | None = None, wall_seconds: float | None = None,
                warning_messages: list[str] | None = None, tables: dict | None = None,
                environment: bool = True) -> dict:
@@ -104,6 +117,7 @@ def fit_record(res, cfg: RunConfig | None = None, wall_seconds: float | None = N
         "se": {str(k): json_num(v) for k, v in res.se.items()},
         "vcov": [[json_num(v) for v in row] for row in np.asarray(res.vcov_beta, dtype=float)],
         "varcorr": json_records(res.varcorr),
+        "structure": structure_record(res),
         "converged": bool(res.converged),
         "singular": bool(res.singular),
         "optimizer": None if opt is None else {

@@ -308,7 +308,8 @@ class MixedResults:
         dμ/dη the link's derivative:
 
         * ``"response"``: y − μ;
-        * ``"pearson"``: (y − μ)·√(w / V(μ)) (Gaussian: √w (y − μ), not divided by σ);
+        * ``"pearson"``: (y − μ)·√(w / V(μ)) (Gaussian: √w (y − μ), not divided by σ; with
+          ``variance="ident(f)"`` also divided by the row's SD ratio δ, as nlme's);
         * ``"deviance"``: sign(y − μ)·√dᵢ with dᵢ the family's deviance contribution (Gaussian: as
           Pearson);
         * ``"working"``: (y − μ)/(dμ/dη) (Gaussian: y − μ).
@@ -323,7 +324,8 @@ class MixedResults:
         w = np.asarray(d.weights, dtype=float)
         if gaussian:
             r = d.y - eta
-            return r * np.sqrt(w) if type in ("pearson", "deviance") else r
+            ratio = self.extra.get("structure", {}).get("row_ratio", 1.0)  # varIdent's δ per row
+            return r * np.sqrt(w) / ratio if type in ("pearson", "deviance") else r
         from scipy.special import xlogy
 
         from .families import get_family

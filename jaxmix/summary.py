@@ -18,6 +18,30 @@ def _fmt_table(df: pd.DataFrame, digits: int = 4) -> str:
     return df.to_string(float_format=lambda v: f"{v:.{digits}g}" if abs(v) < 1e-3 or abs(v) >= 1e5 else f"{v:.{digits}f}")
 
 
+def structure_lines(res, info) -> list[str]:
+    """The structured fit's own covariance parameters (nlme-like), with SEs."""
+    out = []
+    if info.get("variance") or info.get("correlation"):
+        what = ", ".join(f"{k} = {info[k]}" for k in ("variance", "correlation") if info.get(k))
+        out.append(f"Residual structure: {what}")
+        if info.get("sd_by_stratum"):
+            sds = info["sd_by_stratum"]
+            first = next(iter(sds.values()))
+            tab = pd.DataFrame({"SD": list(sds.values()), "ratio": [v / first for v in sds.values()]},
+                               index=pd.Index(list(sds), name="level"))
+            out.append(" residual SD per level (ratio to the first level):")
+            out.append(_fmt_table(tab))
+        if info.get("rho") is not None:
+            out.append(f" residual correlation rho: {info['rho']:.4f}")
+    if not res.is_mixed and info is not None:
+        out.append(f"Residual standard error (first level): {res.sigma:.4g}; number of obs: {res.nobs}")
+    tab = res.covparm_table()[["group", "var1", "kind", "estimate", "se"]].fillna("")
+    out.append("Covariance parameters (each structure's own):")
+    out.append(tab.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    out.append("")
+    return out
+
+
 _DDF_LABEL = {"satterthwaite": "Satterthwaite's method", "kenward-roger": "Kenward-Roger's method",
               "containment": "containment df", "between-within": "between-within df", "residual": "residual df"}
 MAX_CORR = 12  # lme4 prints the correlation of the fixed effects up to 12 coefficients
@@ -60,6 +84,9 @@ def format_summary(res, ddf=None) -> str:
     fixed_glm = res.family != "gaussian" and not res.is_mixed
     if res.method == "OLS":
         lines.append("Linear model fit by least squares")
+    elif res.family == "gaussian" and not res.is_mixed:
+        crit = "REML" if res.method == "REML" else "maximum likelihood"
+        lines.append(f"Generalized least squares fit by {crit} ['gls'-like, jaxmix]")
     elif res.family == "gaussian":
         crit = "REML" if res.method == "REML" else "maximum likelihood"
         how = f". t-tests use {_DDF_LABEL[method]}" if method in _DDF_LABEL else ""
@@ -108,6 +135,9 @@ def format_summary(res, ddf=None) -> str:
         groups = "; ".join(f"{g}, {n}" for g, n in res.ngroups.items())
         lines.append(f"Number of obs: {res.nobs}, groups:  {groups}")
         lines.append("")
+    info = res.extra.get("structure") if isinstance(res.extra, dict) else None
+    if info is not None:
+        lines += structure_lines(res, info)
     lines.append("Fixed effects:")
     ct = res.coef_table(ddf=method)
     if res.method == "OLS":

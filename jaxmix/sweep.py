@@ -253,7 +253,8 @@ def outcome_design(design: Design, mask: np.ndarray, y: np.ndarray, name: str, r
 def fit_many(formula: str, data, outcomes=None, *, Y=None, names=None, family: str = "gaussian",
              link: str | None = None, method: str | None = None, nagq: int = 1, weights=None, offset=None,
              trials=None, dtype=None, max_iter: int = 500, gtol: float = 1e-4, devices=None,
-             batch_size: int | None = None, progress: bool | None = None) -> "Sweep":
+             batch_size: int | None = None, progress: bool | None = None, variance=None,
+             correlation=None) -> "Sweep":
     """Fit one right-hand side to many outcomes as one batched, compiled program.
 
     Args:
@@ -285,6 +286,9 @@ def fit_many(formula: str, data, outcomes=None, *, Y=None, names=None, family: s
       ...                      family="binomial")
       >>> sw.fixef, sw.se, sw.to_frame()
     """
+    if variance is not None or correlation is not None:
+        raise JaxmixError("fit_many does not fit residual structures (variance=, correlation=) yet; "
+                          "fit each outcome with jaxmix.fit(..., variance=..., correlation=...)")
     runtime.start()
     t0 = time.perf_counter()
     opts = check_fit_options(family, nagq=nagq, trials=trials, max_iter=max_iter, gtol=gtol, batch_size=batch_size)
@@ -297,6 +301,9 @@ def fit_many(formula: str, data, outcomes=None, *, Y=None, names=None, family: s
 def fit_problem(pb: Problem, dtype=None, max_iter=500, gtol=1e-4, devices=None, batch_size=None,
                  progress=None, t0=None, start=None, desc="fitting") -> "Sweep":
     t0 = time.perf_counter() if t0 is None else t0
+    from .re_structure import check_plain_terms
+
+    check_plain_terms(pb.design.terms, "fit_many")
     mask, status, nobs = _screen(pb)
     if not pb.design.terms:
         from .sweep_fit import fit_fixed_only

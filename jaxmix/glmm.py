@@ -39,7 +39,7 @@ class GlmmData(NamedTuple):
     ZR: jnp.ndarray  # (n, s_R)
     X: jnp.ndarray  # (n, p)
     y: jnp.ndarray  # successes or counts
-    ntr: jnp.ndarray  # binomial trials (1 for 0/1 data, unused for poisson)
+    ntr: jnp.ndarray  # binomial trials (1 for 0/1 data, unused for poisson); NB θ / Gamma shape per row
     pw: jnp.ndarray  # prior weights
     offset: jnp.ndarray
 
@@ -178,7 +178,9 @@ def laplace_parts(params, fam: Family, d: GlmmData, idx: Index, layout: Layout, 
     if modes_given:
         u_hat = u_start
     else:
-        u_hat, _ = conditional_modes(jax.lax.stop_gradient(theta), jax.lax.stop_gradient(beta), fam, d, idx,
+        # d.ntr carries the NB / Gamma shape, a parameter too (jaxmix.families): detached here as well
+        d_fixed = d._replace(ntr=jax.lax.stop_gradient(d.ntr))
+        u_hat, _ = conditional_modes(jax.lax.stop_gradient(theta), jax.lax.stop_gradient(beta), fam, d_fixed, idx,
                                      layout, tl, u_start=u_start)
     u_hat = jax.lax.stop_gradient(u_hat)
     lams = lambdas(theta, tl)

@@ -24,12 +24,23 @@ from ..crossprod import Index, Layout
 from ..glmm import GlmmData, gauss_hermite, laplace_objective, zero_modes
 from .lmm import column_rms, compile_options, theta_scale
 
-__all__ = ["GlmmFit", "fit_glmm_arrays"]
+__all__ = ["GlmmFit", "fit_glmm_arrays", "with_dispersion"]
+
+
+def with_dispersion(params, fam, d: GlmmData, nt: int):
+    """((θ, β), data) from the parameters (θ, log φ, β) of a family with a dispersion parameter φ
+    (NB θ, Gamma shape; :mod:`jaxmix.families` passes it in the ``ntr`` slot): ntr = φ on every row.
+    Other families: (params, d) unchanged."""
+    if fam.dispersion is None:
+        return params, d
+    phi = jnp.exp(params[nt])
+    return jnp.concatenate([params[:nt], params[nt + 1:]]), d._replace(ntr=phi * jnp.ones_like(d.y))
 
 
 def _value_and_grad(x, c, u0, d, idx, xk, wk, *, fam, layout, tl):
     def dev(z):
-        return laplace_objective(z * c, fam, d, idx, layout, tl, xk, wk, u_start=u0, newton_steps=1)
+        prm, dd = with_dispersion(z * c, fam, d, tl.size)
+        return laplace_objective(prm, fam, dd, idx, layout, tl, xk, wk, u_start=u0, newton_steps=1)
 
     (value, u), grad = jax.value_and_grad(dev, has_aux=True)(x)
     return value, grad, u
@@ -39,7 +50,7 @@ _vg_jit = jax.jit(_value_and_grad, static_argnames=("fam", "layout", "tl"))
 
 
 class GlmmFit(NamedTuple):
-    params: np.ndarray  # (θ, β) at the estimate
+    params: np.ndarray  # (θ, β) at the estimate; (θ, log φ, β) for a family with a dispersion φ
     opt: HostResult  # in the scaled parameters
     scale: np.ndarray  # params = scale ⊙ x
     hess: np.ndarray  # Hessian of the deviance in (θ, β) at the estimate
@@ -49,9 +60,11 @@ class GlmmFit(NamedTuple):
 
 def fit_glmm_arrays(fam, d: GlmmData, idx: Index, layout: Layout, tl: ThetaLayout, Zs, X, params0,
                     nagq: int, dt, gtol: float = 1e-4, max_iter: int = 500) -> GlmmFit:
-    """Minimise the Laplace (nagq = 1) or AGQ deviance over (θ, β) from ``params0``."""
+    """Minimise the Laplace (nagq = 1) or AGQ deviance over (θ, β) from ``params0``; for a family with
+    a dispersion parameter φ over (θ, log φ, β) (:func:`with_dispersion`)."""
     nt = tl.size
-    c = np.concatenate([theta_scale(Zs, tl), 1.0 / column_rms(X)])
+    disp = np.ones(1 if fam.dispersion is not None else 0)
+    c = np.concatenate([theta_scale(Zs, tl), disp, 1.0 / column_rms(X)])
     if nagq > 1:
         xk, wk = (jnp.asarray(a, dt) for a in gauss_hermite(nagq))
     else:

@@ -20,7 +20,7 @@ import numpy as np
 from .errors import JaxmixError
 from .families import Family
 
-__all__ = ["has_dispersion", "dispersion_start", "eta_start", "fit_glm_dispersion", "log_dispersion_se",
+__all__ = ["has_dispersion", "with_dispersion", "dispersion_start", "eta_start", "fit_glm_dispersion", "log_dispersion_se",
            "dispersion_record", "variance", "deviance_contributions", "check_dispersion_response",
            "reject_in_fit_many"]
 
@@ -30,6 +30,16 @@ PHI_START_RANGE = (0.05, 100.0)
 
 def has_dispersion(fam: Family) -> bool:
     return fam.dispersion is not None
+
+
+def with_dispersion(params, fam, d, nt: int):
+    """((θ, β), data) from the parameters (θ, log φ, β) of a family with a dispersion parameter φ
+    (NB θ, Gamma shape; :mod:`jaxmix.families` passes it in the ``ntr`` slot): ntr = φ on every row.
+    Other families: (params, d) unchanged."""
+    if fam.dispersion is None:
+        return params, d
+    phi = jnp.exp(params[nt])
+    return jnp.concatenate([params[:nt], params[nt + 1:]]), d._replace(ntr=phi * jnp.ones_like(d.y))
 
 
 def eta_start(fam: Family, y) -> np.ndarray:

@@ -39,6 +39,7 @@ class Family(NamedTuple):
     score_info: Callable | None = None  # (y, n, eta) -> (∂ℓ/∂η, −∂²ℓ/∂η²), analytic where simple
     kernel: Callable | None = None  # ℓ without its η-free constant (cheaper in inner loops)
     dispersion: str | None = None  # the name of the family's estimated dispersion parameter (carried as n)
+    scoring_weight: Callable | None = None  # Fisher weight where ℓ is not concave in η (mode iterations)
 
 
 def _binom_const(y, n):
@@ -137,6 +138,10 @@ def _gamma_id_si(y, a, eta):
     return a * (y / e**2 - 1.0 / e), a * (2.0 * y - e) / e**3
 
 
+def _gamma_id_fisher(y, a, eta):  # α μ′(η)²/V(μ) = α/η²; the observed information above can be < 0
+    return a / _pos(eta) ** 2
+
+
 NB_DISPERSION = "theta (NB shape)"
 GAMMA_DISPERSION = "Gamma shape"
 
@@ -157,7 +162,7 @@ FAMILIES = {
     ("gamma", "log"): Family("gamma", "log", jnp.exp, _with_const(_gamma_log_k, _gamma_const), _gamma_log_si,
                              _gamma_log_k, GAMMA_DISPERSION),
     ("gamma", "identity"): Family("gamma", "identity", lambda eta: eta, _with_const(_gamma_id_k, _gamma_const),
-                                  _gamma_id_si, _gamma_id_k, GAMMA_DISPERSION),
+                                  _gamma_id_si, _gamma_id_k, GAMMA_DISPERSION, _gamma_id_fisher),
 }
 #: R's default links (Gamma: "inverse", as ``Gamma()`` in R and glmmTMB)
 DEFAULT_LINK = {"gaussian": "identity", "binomial": "logit", "poisson": "log", "negative_binomial": "log",

@@ -88,18 +88,34 @@ def fisher_weights(fam: Family, d: GlmmData, eta):
     return d.pw * d.ntr * mu_eta**2 / (mu * (1.0 - mu))
 
 
-def _newton(u, lams, beta, fam, d: GlmmData, idx, layout: Layout, eta_fix):
-    """One penalised-IRLS (Newton) step: argmin ‖W^½(z − ZΛu′)‖² + ‖u′‖², z = ZΛu + s/W."""
+def _newton(u, lams, beta, fam, d: GlmmData, idx, layout: Layout, eta_fix, exact: bool = True):
+    """One penalised-IRLS (Newton) step: argmin ‖W^½(z − ZΛu′)‖² + ‖u′‖², z = ZΛu + s/W.
+
+    A family whose ℓ is not concave in η (``fam.scoring_weight``: Gamma with the identity link) takes
+    Fisher-scoring steps in the mode iterations (``exact=False``, W > 0) and exact Newton steps with
+    the observed information, of either sign, in the differentiable steps at the mode."""
     u1, uR = u
     er = _eta_re(u1, uR, lams, d, idx, layout)
     _, s, W = _derivs(fam, d, eta_fix + er)
-    W = jnp.maximum(W, 1e-12)
+    if fam.scoring_weight is None:
+        W = jnp.maximum(W, 1e-12)
+    elif not exact:
+        W = jnp.maximum(d.pw * fam.scoring_weight(d.y, d.ntr, eta_fix + er), 1e-12)
     z = er + s / W
     lay1 = layout
-    xp = cross_products(RowData(d.Z1, d.ZR, z[:, None]), W, idx, lay1)
+    xp = _tail_positive(cross_products(RowData(d.Z1, d.ZR, z[:, None]), W, idx, lay1), fam, W, z)
     f = factorize(lams, xp, idx, lay1)
     sol = solve_factor(f, idx, lay1, 0)
     return (sol.u1, sol.uR)
+
+
+def _tail_positive(xp, fam, W, tail):
+    """With weights of either sign (``fam.scoring_weight``) the tail column's own block T′WT of the
+    cross-products may be negative, and the factor's tail entry √(…) NaN, which poisons the gradient
+    though neither û nor log|L_Z| uses it: add Σ|W|t² + 1 there (changes nothing else)."""
+    if fam.scoring_weight is None:
+        return xp
+    return xp._replace(CTT=xp.CTT + jnp.sum(jnp.abs(W) * tail**2) + 1.0)
 
 
 def _pdev(u, lams, fam, d, idx, layout, eta_fix):
@@ -134,7 +150,7 @@ def conditional_modes(theta, beta, fam, d: GlmmData, idx, layout: Layout, tl: Th
 
     def body(c):
         u, pd, k, _ = c
-        un = _newton(u, lams, beta, fam, d, idx, layout, eta_fix)
+        un = _newton(u, lams, beta, fam, d, idx, layout, eta_fix, exact=False)
         pdn = _pdev(un, lams, fam, d, idx, layout, eta_fix)
 
         def halve(_):  # step halving, only when the full step does not decrease the penalised deviance
@@ -192,7 +208,8 @@ def laplace_parts(params, fam: Family, d: GlmmData, idx: Index, layout: Layout, 
     Wf = fisher_weights(fam, d, eta)
     n = d.y.shape[0]
     # the tail column only keeps the factor well defined (its values do not enter log|L_Z|²)
-    xp = cross_products(RowData(d.Z1, d.ZR, jnp.ones((n, 1), eta.dtype)), Wf, idx, layout)
+    xp = _tail_positive(cross_products(RowData(d.Z1, d.ZR, jnp.ones((n, 1), eta.dtype)), Wf, idx, layout), fam, Wf,
+                        jnp.ones_like(eta))
     f = factorize(lams, xp, idx, layout)
     return u, eta, f, lams, u_hat
 
@@ -253,7 +270,8 @@ def fisher_factor(params, u, fam: Family, d: GlmmData, idx: Index, layout: Layou
     lams = lambdas(theta, tl)
     eta = d.X @ beta + d.offset + _eta_re(u[0], u[1], lams, d, idx, layout)
     Wf = fisher_weights(fam, d, eta)
-    xp = cross_products(RowData(d.Z1, d.ZR, jnp.ones((eta.shape[0], 1), eta.dtype)), Wf, idx, layout)
+    xp = _tail_positive(cross_products(RowData(d.Z1, d.ZR, jnp.ones((eta.shape[0], 1), eta.dtype)), Wf, idx, layout),
+                        fam, Wf, jnp.ones_like(eta))
     with sequential_lapack():
         return factorize(lams, xp, idx, layout)
 

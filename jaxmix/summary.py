@@ -50,6 +50,10 @@ def format_summary(res) -> str:
         groups = "; ".join(f"{g}, {n}" for g, n in res.ngroups.items())
         lines.append(f"Number of obs: {res.nobs}, groups:  {groups}")
         lines.append("")
+    if res.dispersion is not None:
+        d = res.dispersion_table.iloc[0]
+        lines.append(f"Dispersion: {d['parameter']} = {d['estimate']:.4g} (SE {d['se']:.3g})")
+        lines.append("")
     lines.append("Fixed effects:")
     # lme4's print shows no df, so the cheap residual df serve here (Satterthwaite needs a compile)
     ct = res.coef_table(ddf="residual" if res.family == "gaussian" else None)

@@ -20,21 +20,12 @@ import numpy as np
 from .._cache import compiled_program
 from ..core.newton import FLOAT32, FLOAT64, HostResult, fd_hessian, minimize_bounded
 from ..covariance import ThetaLayout
+from ..dispersion import with_dispersion
 from ..crossprod import Index, Layout
 from ..glmm import GlmmData, gauss_hermite, laplace_objective, zero_modes
 from .lmm import column_rms, compile_options, theta_scale
 
-__all__ = ["GlmmFit", "fit_glmm_arrays", "with_dispersion"]
-
-
-def with_dispersion(params, fam, d: GlmmData, nt: int):
-    """((θ, β), data) from the parameters (θ, log φ, β) of a family with a dispersion parameter φ
-    (NB θ, Gamma shape; :mod:`jaxmix.families` passes it in the ``ntr`` slot): ntr = φ on every row.
-    Other families: (params, d) unchanged."""
-    if fam.dispersion is None:
-        return params, d
-    phi = jnp.exp(params[nt])
-    return jnp.concatenate([params[:nt], params[nt + 1:]]), d._replace(ntr=phi * jnp.ones_like(d.y))
+__all__ = ["GlmmFit", "fit_glmm_arrays"]
 
 
 def _value_and_grad(x, c, u0, d, idx, xk, wk, *, fam, layout, tl):

@@ -19,10 +19,12 @@ rec <- function(t, family) {
   dres <- if (family == "negative_binomial") negative.binomial(disp)$dev.resids(y, mu, 1) else Gamma()$dev.resids(y, mu, 1)
   V <- if (family == "negative_binomial") mu + mu^2 / disp else mu^2
   vc <- VarCorr(t)$cond
+  tn <- grep("^theta_", rownames(v))  # log SD of a scalar random effect
+  se_log_re_sd <- if (length(tn)) sqrt(diag(v)[tn]) else list()
   list(loglik = as.numeric(logLik(t)), df = attr(logLik(t), "df"), AIC = AIC(t), BIC = BIC(t),
        fixef = as.list(fixef(t)$cond), se = as.list(sqrt(diag(vcov(t)$cond))),
        re_sd = if (length(vc)) unname(sapply(vc, function(m) attr(m, "stddev"))) else list(),
-       dispersion = disp, se_dispersion = disp * se_log_disp,
+       se_log_re_sd = unname(se_log_re_sd), dispersion = disp, se_dispersion = disp * se_log_disp,
        fitted_head = head(unname(mu), 10),
        pearson_head = head(unname((y - mu) / sqrt(V)), 10),
        deviance_head = head(unname(sign(y - mu) * sqrt(pmax(dres, 0))), 10))
@@ -32,6 +34,8 @@ res$nb_glmm <- rec(glmmTMB(TICKS ~ YEAR + cHEIGHT + (1 | LOCATION), data = G, fa
 res$gamma_log_glmm <- rec(glmmTMB(y ~ x + (1 | g), data = D, family = Gamma(link = "log")), "gamma")
 res$gamma_inverse_glmm <- rec(glmmTMB(y ~ x + (1 | g), data = D, family = Gamma(link = "inverse"),
                                      start = list(beta = c(0.3, 0))), "gamma")
+res$gamma_identity_glmm <- rec(glmmTMB(y ~ 1 + (1 | g), data = D, family = Gamma(link = "identity")), "gamma")
+res$gamma_identity_glm <- rec(glmmTMB(y ~ 1, data = D, family = Gamma(link = "identity")), "gamma")
 res$nb_glm <- rec(glmmTMB(TICKS ~ YEAR + cHEIGHT, data = G, family = nbinom2()), "negative_binomial")
 res$gamma_log_glm <- rec(glmmTMB(y ~ x, data = D, family = Gamma(link = "log")), "gamma")
 m <- glm.nb(TICKS ~ YEAR + cHEIGHT, data = G)  # MASS: the same NB GLM by its own ML

@@ -93,6 +93,8 @@ def rel_close(actual, expected, rtol=1e-3, atol_zero=1e-6):
 # and ``python -m pytest -q -m ""`` runs everything.  Each is a batch / device / precision / tight-tolerance
 # variant of a check that the quick run makes on a smaller case.
 SLOW = (
+    "test_families_nb_gamma.py::test_covparm_se_matches_glmmtmb",
+    "test_families_nb_gamma.py::test_config_run_writes_the_shape",
     "test_sweep.py::test_complete_outcomes_share_the_design_blocks",
     "test_sweep.py::test_vmap_width_groups_equal_one_batch",
     "test_sweep.py::test_sharded_equals_single_device",

@@ -22,7 +22,7 @@ from .families import Family
 
 __all__ = ["has_dispersion", "with_dispersion", "dispersion_start", "eta_start", "fit_glm_dispersion", "log_dispersion_se",
            "dispersion_record", "variance", "deviance_contributions", "check_dispersion_response",
-           "reject_in_fit_many"]
+           "reject_in_fit_many", "dispersion_warning", "NB_THETA_POISSON"]
 
 #: clip of the starting values of φ
 PHI_START_RANGE = (0.05, 100.0)
@@ -126,7 +126,10 @@ def log_dispersion_se(H, on_boundary, k: int) -> float:
 
 
 def dispersion_record(fam: Family, phi: float, se_log_phi: float) -> dict:
-    """``res.extra["dispersion"]``: its name, estimate φ, se(φ) = φ·se(log φ) and se(log φ)."""
+    """``res.extra["dispersion"]``: its name, estimate φ, se(φ) = φ·se(log φ) and se(log φ) (NaN for an NB θ
+    at the Poisson limit, :data:`NB_THETA_POISSON`)."""
+    if fam.name == "negative_binomial" and phi > NB_THETA_POISSON:
+        se_log_phi = float("nan")
     return {"name": fam.dispersion, "estimate": float(phi), "se": float(phi * se_log_phi),
             "se_log": float(se_log_phi)}
 
@@ -160,6 +163,19 @@ def check_dispersion_response(fam: Family, y, name: str) -> None:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise JaxmixError(f"{fam.name} response {name!r} has {what} (row {i}: {y[i]:g})")
+
+
+#: an NB θ above this is the Poisson limit (μ²/θ negligible beside μ)
+NB_THETA_POISSON = 1e4
+
+
+def dispersion_warning(record: dict | None) -> str | None:
+    """A warning for an NB θ at the Poisson limit (θ̂ → ∞: no overdispersion, the likelihood flat in θ)."""
+    if record is None or record["name"] != "theta (NB shape)" or not record["estimate"] > NB_THETA_POISSON:
+        return None
+    return (f"theta (NB shape) = {record['estimate']:.3g} is at the Poisson limit: the counts show no "
+            "overdispersion (the likelihood keeps increasing with theta), so theta and its SE are not "
+            "estimable; family='poisson' fits the same model")
 
 
 def reject_in_fit_many(family) -> None:

@@ -16,8 +16,8 @@ from .covariance import lambdas, theta_layout
 from .crossprod import terms_structure
 from .design import as_data_frame, build_design, row_values
 from .errors import JaxmixError, JaxmixWarning
-from .dispersion import (check_dispersion_response, dispersion_record, dispersion_start, eta_start,
-                         fit_glm_dispersion, has_dispersion, log_dispersion_se)
+from .dispersion import (check_dispersion_response, dispersion_record, dispersion_start, dispersion_warning,
+                         eta_start, fit_glm_dispersion, has_dispersion, log_dispersion_se)
 from .families import Family, get_family
 from .formula import ParsedFormula, split_top, parse_formula
 from .fitting.glmm import fit_glmm_arrays
@@ -386,6 +386,11 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
         warnings.warn("fixed effects appear to be (quasi-)completely separated: some estimates are very "
                       "large; their standard errors are not reliable", JaxmixWarning, stacklevel=3)
     if not design.terms:
+        if disp is not None and dispersion_warning(disp):
+            warnings.warn(dispersion_warning(disp), JaxmixWarning, stacklevel=3)
+        elif disp is not None and not conv0:
+            warnings.warn(f"model did not converge: the maximum-likelihood fit of {fam.name} with its "
+                          f"{fam.dispersion} stopped short", JaxmixWarning, stacklevel=3)
         return MixedResults(
             formula=formula, family=fam.name, link=fam.link, method="ML", design=design, beta=beta0,
             vcov_beta=vcov0, theta=np.zeros(0), sigma=1.0, loglik=-dev0 / 2, objective=dev0,
@@ -441,7 +446,9 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
         return [np.asarray(c, dtype=float) for c in cond_var(f, lams, idx, layout)]
 
     converged = status == 0
-    if not converged and not sep:
+    if dispersion_warning(disp):
+        warnings.warn(dispersion_warning(disp), JaxmixWarning, stacklevel=3)
+    elif not converged and not sep:
         warnings.warn(f"model did not converge: {status_message(status)} "
                       f"(max|grad| = {np.max(np.abs(res.grad)):.2e})", JaxmixWarning, stacklevel=3)
     optim = OptimSummary(theta_init=np.asarray(params0), iterations=int(res.n_iter), evaluations=int(res.n_eval),

@@ -177,6 +177,21 @@ def test_agq_loglik_is_the_integrated_likelihood(key, nagq):
     assert abs(r.loglik - lap.loglik) < 1.0  # the Laplace approximation is close, not equal
 
 
+def test_nb_without_overdispersion_warns_at_the_poisson_limit():
+    """Binomial(10, 0.3) counts are underdispersed: θ̂ → ∞, the Poisson model; a warning, no SE for θ,
+    β and log-likelihood those of the Poisson fit."""
+    rng = np.random.default_rng(1)
+    d = pd.DataFrame({"y": rng.binomial(10, 0.3, 300), "x": rng.normal(size=300),
+                      "g": rng.integers(0, 20, 300).astype(str)})
+    for f in ("y ~ x", "y ~ x + (1 | g)"):
+        with pytest.warns(jaxmix.JaxmixWarning, match=r"theta \(NB shape\) = .* is at the Poisson limit"):
+            r = jaxmix.fit(f, d, family="negative_binomial")
+        p = jaxmix.fit(f, d, family="poisson")
+        assert r.dispersion > 1e4 and np.isnan(r.dispersion_table["se"].iloc[0])
+        assert r.loglik == pytest.approx(p.loglik, abs=1e-3) and r.loglik >= p.loglik - 1e-6
+        np.testing.assert_allclose(r.beta, p.beta, atol=1e-3)
+
+
 def test_gamma_needs_positive_response():
     d = data("gamma").copy()
     d.loc[5, "y"] = 0.0

@@ -4,9 +4,11 @@ With η = Xβ + o + ZΛu, u ~ N(0, I) and the conditional log-likelihood ℓ(y |
 
 * The conditional modes û maximise ℓ(y | u) − ‖u‖²/2 (penalised IRLS: each step solves the penalised
   weighted least-squares problem with the blocked Cholesky of Λ′Z′WZΛ + I, W = −∂²ℓ/∂η², with step
-  halving).  All families and links here are log-concave in η, so W > 0 and the steps are Newton steps.
+  halving).  The families and links here are log-concave in η, so W > 0 and the steps are Newton
+  steps, except Gamma with the identity link, which takes Fisher-scoring steps (``Family.scoring_weight``).
 * Laplace:  −2 log L(θ, β) ≈ −2 ℓ(y | û) + ‖û‖² + log|L|²,  L L′ = Λ′Z′W_F ZΛ + I with lme4's
-  Fisher weights W_F = w μ′(η)²/V(μ) at û (equal to W for canonical links).
+  Fisher weights W_F = w μ′(η)²/V(μ) at û (equal to W for canonical links); for the negative binomial
+  and Gamma families W_F is the observed W, the exact Laplace approximation (as glmmTMB).
 * AGQ (one scalar term): −2 Σⱼ log[ σⱼ Σₖ ωₖ exp(ℓⱼ(ûⱼ + σⱼxₖ) − (ûⱼ + σⱼxₖ)²/2 + xₖ²/2) ] with
   σⱼ = 1/L₁₁ⱼ and (xₖ, ωₖ) the Gauss–Hermite rule for the standard normal; nagq = 1 is Laplace.
 

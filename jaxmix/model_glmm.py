@@ -377,9 +377,9 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
     X, pw, off = design.X, design.weights, design.offset
     aux, ndisp, disp = ntr, 0, None  # the ``ntr`` slot of the GLMM data: trials, or the NB / Gamma shape
     if has_dispersion(fam):
-        beta0, phi0, dev0, vcov_full, conv0, separated = _dispersion_glm(fam, X, y, pw, off)
-        vcov0, aux, ndisp = vcov_full[1:, 1:], np.full_like(y, phi0), 1
-        disp = dispersion_record(fam, phi0, float(np.sqrt(vcov_full[0, 0])))
+        beta0, phi_glm, dev0, vcov_full, conv0, separated = _dispersion_glm(fam, X, y, pw, off)
+        vcov0, aux, ndisp = vcov_full[1:, 1:], np.full_like(y, phi_glm), 1  # the GLM's φ starts the GLMM's
+        disp = dispersion_record(fam, phi_glm, float(np.sqrt(vcov_full[0, 0])))
     else:
         beta0, dev0, vcov0, conv0, separated = glm_irls(fam, X, y, ntr, pw, off)
     if separated and not design.terms:

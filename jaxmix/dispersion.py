@@ -22,7 +22,7 @@ from .families import Family
 
 __all__ = ["has_dispersion", "with_dispersion", "dispersion_start", "eta_start", "fit_glm_dispersion", "log_dispersion_se",
            "dispersion_record", "variance", "deviance_contributions", "check_dispersion_response",
-           "reject_in_fit_many", "dispersion_warning", "NB_THETA_POISSON"]
+           "reject_in_fit_many", "dispersion_warning", "NB_THETA_POISSON", "simulate_dispersion"]
 
 #: clip of the starting values of φ
 PHI_START_RANGE = (0.05, 100.0)
@@ -163,6 +163,16 @@ def check_dispersion_response(fam: Family, y, name: str) -> None:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise JaxmixError(f"{fam.name} response {name!r} has {what} (row {i}: {y[i]:g})")
+
+
+def simulate_dispersion(family: str, key, mu, phi):
+    """Draws with mean μ: NB y ~ Poisson(μ·G), G ~ Gamma(shape θ, mean 1) (Var y = μ + μ²/θ); Gamma
+    y = μ·G, G ~ Gamma(shape α, mean 1) (Var y = μ²/α).  Pure JAX (``key`` a jax.random key)."""
+    k1, k2 = jax.random.split(key)
+    g = jax.random.gamma(k1, phi, mu.shape, dtype=jnp.float64) / phi
+    if family == "negative_binomial":
+        return jax.random.poisson(k2, mu * g, dtype=jnp.int64).astype(jnp.float64)
+    return mu * g
 
 
 #: an NB θ above this is the Poisson limit (μ²/θ negligible beside μ)

@@ -192,6 +192,24 @@ def test_nb_without_overdispersion_warns_at_the_poisson_limit():
         np.testing.assert_allclose(r.beta, p.beta, atol=1e-3)
 
 
+@pytest.mark.parametrize("key", ["nb_glm", "gamma_log_glm"])
+def test_simulate_has_the_fitted_mean_and_variance(key):
+    """jaxmix.bootstrap.simulate from a fixed-effects fit: per row, the mean of 4000 draws is μ within
+    5 standard errors (all rows), and the variance averages to V = μ + μ²/θ (NB) or μ²/α (Gamma)."""
+    from jaxmix.bootstrap import simulate
+
+    r = fitted(key)
+    Y = simulate(r, 4000, seed=3)
+    mu = r.predict()
+    V = mu + mu**2 / r.dispersion if r.family == "negative_binomial" else mu**2 / r.dispersion
+    assert Y.shape == (r.nobs, 4000) and np.all(Y >= 0)
+    if r.family == "negative_binomial":
+        assert np.all(Y == np.round(Y))
+    z = (Y.mean(axis=1) - mu) / np.sqrt(V / 4000)
+    assert np.max(np.abs(z)) < 5
+    assert np.mean(Y.var(axis=1, ddof=1) / V) == pytest.approx(1.0, abs=0.03)
+
+
 def test_gamma_needs_positive_response():
     d = data("gamma").copy()
     d.loc[5, "y"] = 0.0
@@ -219,7 +237,7 @@ def test_bad_links_trials_and_fit_many_are_clear_errors():
         jaxmix.fit("TICKS ~ YEAR", data("nb"), family="negative_binomial", trials="HEIGHT")
     with pytest.raises(jaxmix.JaxmixError, match="fit_many does not support family 'gamma'"):
         jaxmix.fit_many("~ x + (1 | g)", data("gamma"), outcomes=["y"], family="gamma")
-    with pytest.raises(jaxmix.JaxmixError, match="cannot simulate from family 'negative_binomial'"):
+    with pytest.raises(jaxmix.JaxmixError, match="bootstrap does not support family 'negative_binomial'"):
         fitted("nb_glm").bootstrap(n=2)
     with pytest.raises(jaxmix.JaxmixError, match="nagq"):
         jaxmix.fit("y ~ x + (x | g)", data("gamma"), family="gamma", link="log", nagq=5)

@@ -194,20 +194,31 @@ def test_nb_without_overdispersion_warns_at_the_poisson_limit():
 
 @pytest.mark.parametrize("key", ["nb_glm", "gamma_log_glm"])
 def test_simulate_has_the_fitted_mean_and_variance(key):
-    """jaxmix.bootstrap.simulate from a fixed-effects fit: per row, the mean of 4000 draws is μ within
+    """jaxmix.bootstrap.simulate from a fixed-effects fit: per row, the mean of 1000 draws is μ within
     5 standard errors (all rows), and the variance averages to V = μ + μ²/θ (NB) or μ²/α (Gamma)."""
     from jaxmix.bootstrap import simulate
 
     r = fitted(key)
-    Y = simulate(r, 4000, seed=3)
+    Y = simulate(r, 1000, seed=3)
     mu = r.predict()
     V = mu + mu**2 / r.dispersion if r.family == "negative_binomial" else mu**2 / r.dispersion
-    assert Y.shape == (r.nobs, 4000) and np.all(Y >= 0)
+    assert Y.shape == (r.nobs, 1000) and np.all(Y >= 0)
     if r.family == "negative_binomial":
         assert np.all(Y == np.round(Y))
-    z = (Y.mean(axis=1) - mu) / np.sqrt(V / 4000)
+    z = (Y.mean(axis=1) - mu) / np.sqrt(V / 1000)
     assert np.max(np.abs(z)) < 5
     assert np.mean(Y.var(axis=1, ddof=1) / V) == pytest.approx(1.0, abs=0.03)
+
+
+def test_prior_weights_are_repeated_rows():
+    """Prior weights multiply each row's log-likelihood (as glmmTMB): weight 2 on every row is the data
+    stacked twice."""
+    d = data("nb").assign(w=2.0)
+    rw = jaxmix.fit(NB_F, d, family="negative_binomial", weights="w")
+    rd = jaxmix.fit(NB_F, pd.concat([d, d]), family="negative_binomial")
+    assert rw.loglik == pytest.approx(rd.loglik, abs=1e-6)
+    assert rw.dispersion == pytest.approx(rd.dispersion, rel=1e-6)
+    np.testing.assert_allclose(rw.beta, rd.beta, atol=1e-7)
 
 
 def test_gamma_needs_positive_response():

@@ -16,6 +16,9 @@ def format_summary(res) -> str:
     elif res.family == "gaussian":
         crit = "REML" if res.method == "REML" else "maximum likelihood"
         lines.append(f"Linear mixed model fit by {crit} ['lmerMod'-like, jaxmix]")
+    elif not res.is_mixed:
+        lines.append("Generalized linear model fit by maximum likelihood ['glm'-like, jaxmix]")
+        lines.append(f" Family: {res.family}  ( {res.link} )")
     else:
         how = "Laplace approximation" if res.method.upper() == "LAPLACE" else \
             f"adaptive Gauss-Hermite quadrature (nAGQ = {res.extra.get('nagq', 1)})"

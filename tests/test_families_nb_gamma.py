@@ -84,6 +84,7 @@ def test_dispersion_names_and_table():
     assert nb.dispersion_table["parameter"].tolist() == ["theta (NB shape)"]
     assert ga.dispersion_table["parameter"].tolist() == ["Gamma shape"]
     assert "theta (NB shape) = 2.045" in nb.summary() and "Gamma shape = 3.223" in ga.summary()
+    assert fitted("nb_glm").summary().startswith("Generalized linear model fit by maximum likelihood")
     pois = jaxmix.fit("TICKS ~ YEAR + cHEIGHT", data("nb"), family="poisson")
     assert pois.dispersion is None and len(pois.dispersion_table) == 0
 

@@ -2,7 +2,8 @@
 
 Replicate r draws new random effects b* ~ N(0, Ω̂) for every level of every term and a new response
 from the fitted model (Gaussian: y* = Xβ̂ + o + Zb* + σ̂ ε/√w; binomial: y* ~ Bin(trials, μ*); Poisson:
-y* ~ Pois(μ*)), all replicates are refitted as one batched program (:func:`jaxmix.fit_many`'s path,
+y* ~ Pois(μ*); negative binomial and Gamma: :func:`jaxmix.dispersion.simulate_dispersion`, for
+:func:`simulate` only: their refits are not batched yet), all replicates are refitted as one batched program (:func:`jaxmix.fit_many`'s path,
 in chunks of one compiled shape), and percentile intervals are read off the replicates' estimates
 (lme4's ``bootMer`` / ``confint(method = "boot", boot.type = "perc")``).
 
@@ -22,6 +23,7 @@ import pandas as pd
 
 from .covariance import lambdas, theta_layout
 from .errors import JaxmixError
+from .dispersion import simulate_dispersion
 from .results import MixedResults
 
 __all__ = ["bootstrap", "BootstrapResult", "simulate"]
@@ -53,7 +55,7 @@ def simulate(res: MixedResults, n: int, seed: int = 0, start: int = 0) -> np.nda
 def _simulator(res: MixedResults, seed: int):
     """A jitted function: replicate indices (m,) -> simulated responses (m, nobs)."""
     d = res.design
-    if res.family not in ("gaussian", "binomial", "poisson"):
+    if res.family not in ("gaussian", "binomial", "poisson", "negative_binomial", "gamma"):
         raise JaxmixError(f"cannot simulate from family {res.family!r}")
     tl = theta_layout([t.q for t in d.terms])
     gauss = res.family == "gaussian"
@@ -83,6 +85,8 @@ def _simulator(res: MixedResults, seed: int):
         mu = linkinv(eta)
         if res.family == "binomial":
             return jax.random.binomial(keys[-1], ntr, jnp.clip(mu, 0.0, 1.0), dtype=jnp.float64)
+        if res.dispersion is not None:  # NB: Poisson(μG), G ~ Gamma(θ)/θ; Gamma: μ·Gamma(α)/α
+            return simulate_dispersion(res.family, keys[-1], mu, res.dispersion)
         return jax.random.poisson(keys[-1], mu, dtype=jnp.int64).astype(jnp.float64)
 
     return jax.jit(jax.vmap(one))
@@ -173,6 +177,9 @@ def bootstrap(res: MixedResults, n: int = 1000, seed: int = 0, *, batch_size: in
     from .sweep import fit_problem, Problem
 
     t0 = time.perf_counter()
+    if res.dispersion is not None:  # the batched refits (fit_many's engine) do not fit these families
+        raise JaxmixError(f"the parametric bootstrap does not support family {res.family!r} yet "
+                          "(jaxmix.bootstrap.simulate draws its responses)")
     n = int(n)
     if n < 1:
         raise JaxmixError(f"n must be a positive number of replicates, got {n}")

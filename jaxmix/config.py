@@ -10,7 +10,7 @@ is documented in ``configs/README.md``; :data:`SCHEMA` is the machine-readable v
 
     [model]                         # one model, or several named ones: [models.null], [models.full]
     formula = "Reaction ~ Days + (Days | Subject)"
-    method = "REML"                 # REML / ML (gaussian), Laplace / AGQ (binomial, poisson)
+    method = "REML"                 # REML / ML (gaussian), Laplace / AGQ (the other families)
     # family, link, nagq, weights, offset, trials, dtype, ddf, anova
 
     [inference]                     # defaults for every model
@@ -71,7 +71,9 @@ class ConfigError(JaxmixError):
 _TOML_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
                     dict: "a table", list: "an array"}
 
-FAMILIES = ("gaussian", "binomial", "poisson")
+FAMILIES = ("gaussian", "binomial", "poisson", "negative_binomial", "gamma")
+#: fit_many (``[sweep]``) does not fit the families with a dispersion parameter
+SWEEP_FAMILIES = ("gaussian", "binomial", "poisson")
 DDF_METHODS = ("satterthwaite", "kenward-roger", "containment", "between-within", "residual", "asymptotic")
 PLOT_KINDS = ("caterpillar", "group_lines", "shrinkage")
 TABLE_FORMATS = ("csv", "parquet")
@@ -98,9 +100,10 @@ class Field:
 
 _MODEL_SPEC = {
     "formula": Field(str, required=True, doc="lme4-style formula, e.g. 'y ~ x + (x | g)'"),
-    "family": Field(str, default="gaussian", choices=FAMILIES, doc="gaussian, binomial or poisson"),
-    "link": Field(str, doc="link function (default: the family's canonical link)"),
-    "method": Field(str, doc="REML (default) or ML for gaussian; Laplace (default) or AGQ for binomial/poisson"),
+    "family": Field(str, default="gaussian", choices=FAMILIES,
+                    doc="gaussian, binomial, poisson, negative_binomial (NB2, θ estimated) or gamma (shape estimated)"),
+    "link": Field(str, doc="link function (default: R's default link; gamma: inverse, also log, identity)"),
+    "method": Field(str, doc="REML (default) or ML for gaussian; Laplace (default) or AGQ for the other families"),
     "nagq": Field(int, doc="Gauss-Hermite points for method AGQ (default 9; one scalar random-effect term)"),
     "weights": Field(str, doc="column of prior weights"),
     "offset": Field(str, doc="column added to the linear predictor with coefficient 1"),
@@ -124,7 +127,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "sweep": {
         "formula": Field(str, required=True, doc="right-hand side without a response, e.g. '~ x + (1 | g)'"),
         "outcomes": Field(list, required=True, doc="the response columns"),
-        "family": Field(str, default="gaussian", choices=FAMILIES, doc="family"),
+        "family": Field(str, default="gaussian", choices=SWEEP_FAMILIES, doc="family"),
         "link": Field(str, doc="link function (default: the family's canonical link)"),
         "method": Field(str, doc="REML or ML (Gaussian), Laplace or AGQ (binomial, poisson)"),
         "nagq": Field(int, default=1, doc="Gauss-Hermite points (AGQ, one scalar term)"),
@@ -470,7 +473,7 @@ def _model(m: dict, name: str, inference: InferenceConfig, options: OptionsConfi
         canon = {c.upper(): c for c in allowed + other}
         v = canon.get(method.upper())
         if v in other:
-            kind = "binomial and poisson models" if gauss else "gaussian models"
+            kind = "non-gaussian models" if gauss else "gaussian models"
             raise ConfigError(f"{label} method {method!r} is for {kind}; a {family} model takes "
                               f"{' or '.join(map(repr, allowed))}")
         if v is None:
@@ -482,7 +485,7 @@ def _model(m: dict, name: str, inference: InferenceConfig, options: OptionsConfi
         raise ConfigError(f"{label} nagq must be a whole number from 1 to {MAX_NAGQ} (as lme4's glmer nAGQ), "
                           f"got {nagq!r}")
     if gauss and nagq not in (None, 1):
-        raise ConfigError(f"{label} nagq is for binomial and poisson models (method 'AGQ'), not a gaussian one")
+        raise ConfigError(f"{label} nagq is for non-gaussian models (method 'AGQ'), not a gaussian one")
     if method == "Laplace" and nagq not in (None, 1):
         raise ConfigError(f"{label} nagq = {nagq} needs method = 'AGQ' (method 'Laplace' is nagq = 1)")
     if method == "AGQ":

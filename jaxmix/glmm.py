@@ -4,9 +4,11 @@ With η = Xβ + o + ZΛu, u ~ N(0, I) and the conditional log-likelihood ℓ(y |
 
 * The conditional modes û maximise ℓ(y | u) − ‖u‖²/2 (penalised IRLS: each step solves the penalised
   weighted least-squares problem with the blocked Cholesky of Λ′Z′WZΛ + I, W = −∂²ℓ/∂η², with step
-  halving).  All families and links here are log-concave in η, so W > 0 and the steps are Newton steps.
+  halving).  The families and links here are log-concave in η, so W > 0 and the steps are Newton
+  steps, except Gamma with the identity link, which takes Fisher-scoring steps (``Family.scoring_weight``).
 * Laplace:  −2 log L(θ, β) ≈ −2 ℓ(y | û) + ‖û‖² + log|L|²,  L L′ = Λ′Z′W_F ZΛ + I with lme4's
-  Fisher weights W_F = w μ′(η)²/V(μ) at û (equal to W for canonical links).
+  Fisher weights W_F = w μ′(η)²/V(μ) at û (equal to W for canonical links); for the negative binomial
+  and Gamma families W_F is the observed W, the exact Laplace approximation (as glmmTMB).
 * AGQ (one scalar term): −2 Σⱼ log[ σⱼ Σₖ ωₖ exp(ℓⱼ(ûⱼ + σⱼxₖ) − (ûⱼ + σⱼxₖ)²/2 + xₖ²/2) ] with
   σⱼ = 1/L₁₁ⱼ and (xₖ, ωₖ) the Gauss–Hermite rule for the standard normal; nagq = 1 is Laplace.
 
@@ -39,7 +41,7 @@ class GlmmData(NamedTuple):
     ZR: jnp.ndarray  # (n, s_R)
     X: jnp.ndarray  # (n, p)
     y: jnp.ndarray  # successes or counts
-    ntr: jnp.ndarray  # binomial trials (1 for 0/1 data, unused for poisson)
+    ntr: jnp.ndarray  # binomial trials (1 for 0/1 data, unused for poisson); NB θ / Gamma shape per row
     pw: jnp.ndarray  # prior weights
     offset: jnp.ndarray
 
@@ -88,18 +90,34 @@ def fisher_weights(fam: Family, d: GlmmData, eta):
     return d.pw * d.ntr * mu_eta**2 / (mu * (1.0 - mu))
 
 
-def _newton(u, lams, beta, fam, d: GlmmData, idx, layout: Layout, eta_fix):
-    """One penalised-IRLS (Newton) step: argmin ‖W^½(z − ZΛu′)‖² + ‖u′‖², z = ZΛu + s/W."""
+def _newton(u, lams, beta, fam, d: GlmmData, idx, layout: Layout, eta_fix, exact: bool = True):
+    """One penalised-IRLS (Newton) step: argmin ‖W^½(z − ZΛu′)‖² + ‖u′‖², z = ZΛu + s/W.
+
+    A family whose ℓ is not concave in η (``fam.scoring_weight``: Gamma with the identity link) takes
+    Fisher-scoring steps in the mode iterations (``exact=False``, W > 0) and exact Newton steps with
+    the observed information, of either sign, in the differentiable steps at the mode."""
     u1, uR = u
     er = _eta_re(u1, uR, lams, d, idx, layout)
     _, s, W = _derivs(fam, d, eta_fix + er)
-    W = jnp.maximum(W, 1e-12)
-    z = er + s / W
+    if fam.scoring_weight is None:
+        W = jnp.maximum(W, 1e-12)
+    elif not exact:
+        W = jnp.maximum(d.pw * fam.scoring_weight(d.y, d.ntr, eta_fix + er), 1e-12)
+    z = er + s / jnp.where(W == 0, 1.0, W)  # a row of zero weight (s = 0 there) adds nothing, not 0/0
     lay1 = layout
-    xp = cross_products(RowData(d.Z1, d.ZR, z[:, None]), W, idx, lay1)
+    xp = _tail_positive(cross_products(RowData(d.Z1, d.ZR, z[:, None]), W, idx, lay1), fam, W, z)
     f = factorize(lams, xp, idx, lay1)
     sol = solve_factor(f, idx, lay1, 0)
     return (sol.u1, sol.uR)
+
+
+def _tail_positive(xp, fam, W, tail):
+    """With weights of either sign (``fam.scoring_weight``) the tail column's own block T′WT of the
+    cross-products may be negative, and the factor's tail entry √(…) NaN, which poisons the gradient
+    though neither û nor log|L_Z| uses it: add Σ|W|t² + 1 there (changes nothing else)."""
+    if fam.scoring_weight is None:
+        return xp
+    return xp._replace(CTT=xp.CTT + jnp.sum(jnp.abs(W) * tail**2) + 1.0)
 
 
 def _pdev(u, lams, fam, d, idx, layout, eta_fix):
@@ -134,7 +152,7 @@ def conditional_modes(theta, beta, fam, d: GlmmData, idx, layout: Layout, tl: Th
 
     def body(c):
         u, pd, k, _ = c
-        un = _newton(u, lams, beta, fam, d, idx, layout, eta_fix)
+        un = _newton(u, lams, beta, fam, d, idx, layout, eta_fix, exact=False)
         pdn = _pdev(un, lams, fam, d, idx, layout, eta_fix)
 
         def halve(_):  # step halving, only when the full step does not decrease the penalised deviance
@@ -178,7 +196,9 @@ def laplace_parts(params, fam: Family, d: GlmmData, idx: Index, layout: Layout, 
     if modes_given:
         u_hat = u_start
     else:
-        u_hat, _ = conditional_modes(jax.lax.stop_gradient(theta), jax.lax.stop_gradient(beta), fam, d, idx,
+        # d.ntr carries the NB / Gamma shape, a parameter too (jaxmix.families): detached here as well
+        d_fixed = d._replace(ntr=jax.lax.stop_gradient(d.ntr))
+        u_hat, _ = conditional_modes(jax.lax.stop_gradient(theta), jax.lax.stop_gradient(beta), fam, d_fixed, idx,
                                      layout, tl, u_start=u_start)
     u_hat = jax.lax.stop_gradient(u_hat)
     lams = lambdas(theta, tl)
@@ -190,7 +210,8 @@ def laplace_parts(params, fam: Family, d: GlmmData, idx: Index, layout: Layout, 
     Wf = fisher_weights(fam, d, eta)
     n = d.y.shape[0]
     # the tail column only keeps the factor well defined (its values do not enter log|L_Z|²)
-    xp = cross_products(RowData(d.Z1, d.ZR, jnp.ones((n, 1), eta.dtype)), Wf, idx, layout)
+    xp = _tail_positive(cross_products(RowData(d.Z1, d.ZR, jnp.ones((n, 1), eta.dtype)), Wf, idx, layout), fam, Wf,
+                        jnp.ones_like(eta))
     f = factorize(lams, xp, idx, layout)
     return u, eta, f, lams, u_hat
 
@@ -251,7 +272,8 @@ def fisher_factor(params, u, fam: Family, d: GlmmData, idx: Index, layout: Layou
     lams = lambdas(theta, tl)
     eta = d.X @ beta + d.offset + _eta_re(u[0], u[1], lams, d, idx, layout)
     Wf = fisher_weights(fam, d, eta)
-    xp = cross_products(RowData(d.Z1, d.ZR, jnp.ones((eta.shape[0], 1), eta.dtype)), Wf, idx, layout)
+    xp = _tail_positive(cross_products(RowData(d.Z1, d.ZR, jnp.ones((eta.shape[0], 1), eta.dtype)), Wf, idx, layout),
+                        fam, Wf, jnp.ones_like(eta))
     with sequential_lapack():
         return factorize(lams, xp, idx, layout)
 

@@ -882,8 +882,16 @@ def _glmm_hessian(res) -> np.ndarray:
     xk = wk = None
     if nagq > 1:
         xk, wk = (jnp.asarray(a) for a in gauss_hermite(nagq))
-    fun = lambda prm: laplace_objective(prm, fam, gd, idx, layout, tl, xk, wk)  # noqa: E731
-    H = np.asarray(jax.jit(jax.hessian(fun))(jnp.asarray(np.concatenate([res.theta, res.beta]))), dtype=float)
+    from .dispersion import with_dispersion
+
+    def fun(prm):  # a family with a dispersion φ: over (θ, log φ, β) (jaxmix.dispersion)
+        prm, dd = with_dispersion(prm, fam, gd, tl.size)
+        return laplace_objective(prm, fam, dd, idx, layout, tl, xk, wk)
+
+    disp = res.extra.get("dispersion")
+    log_phi = [np.log(disp["estimate"])] if disp is not None else []
+    H = np.asarray(jax.jit(jax.hessian(fun))(jnp.asarray(np.concatenate([res.theta, log_phi, res.beta]))),
+                   dtype=float)
     return cache_put(res, "_inf_glmm_hess", H)
 
 

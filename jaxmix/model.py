@@ -33,8 +33,10 @@ def fit(formula: str, data, method: str | None = None, weights=None, family: str
       data: a pandas DataFrame.
       method: ``"REML"`` (default for Gaussian) or ``"ML"``; ``"Laplace"`` or ``"AGQ"`` for GLMMs.
       weights: prior weights, a column name or an array.
-      family, link, nagq, offset, trials: generalised models (binomial, poisson); ``nagq`` (1 to 25
-        Gauss-Hermite points) and ``trials`` (binomial) are refused for a Gaussian model.
+      family, link, nagq, offset, trials: generalised models (binomial, poisson, negative_binomial,
+        gamma); ``nagq`` (1 to 25 Gauss-Hermite points) and ``trials`` (binomial) are refused for a
+        Gaussian model.  negative_binomial (NB2, log link) and gamma (links inverse (R's default), log,
+        identity) estimate their shape by ML: ``res.dispersion``, ``res.dispersion_table``.
       dtype: ``"float64"`` (default, needed to match lme4) or ``"float32"`` (opt-in, faster on GPUs).
       max_iter, gtol: L-BFGS iteration limit; convergence tolerance on the largest absolute
         gradient entry of the objective (deviance units).  Bad values of any argument raise a

@@ -1,4 +1,5 @@
-"""``jaxmix.fit(..., family="binomial" | "poisson")``: responses, checks and the GLMM/GLM fit."""
+"""``jaxmix.fit(..., family="binomial" | "poisson" | "negative_binomial" | "gamma")``: responses, checks
+and the GLMM/GLM fit (the NB / Gamma dispersion: :mod:`jaxmix.dispersion`)."""
 from __future__ import annotations
 
 import functools
@@ -15,6 +16,8 @@ from .covariance import theta_layout
 from .binresponse import binary_response_column, proportion_to_trials
 from .design import as_data_frame, build_design, row_values
 from .errors import JaxmixError, JaxmixWarning
+from .dispersion import (check_dispersion_response, dispersion_record, dispersion_start, dispersion_warning,
+                         eta_start, fit_glm_dispersion, has_dispersion, log_dispersion_se)
 from .families import Family, get_family
 from .formula import ParsedFormula, split_top, parse_formula
 from .fitting.glmm import fit_glmm_arrays
@@ -93,6 +96,10 @@ def _response_checks(fam: Family, y: np.ndarray, ntr: np.ndarray, name: str, has
             if bad.any():
                 v = y[np.flatnonzero(bad)[0]]
                 raise JaxmixError(f"binomial response {name!r} must be 0/1 (or give trials=): found value {v:g}")
+    elif has_dispersion(fam):
+        check_dispersion_response(fam, y, name)
+        if fam.name == "negative_binomial" and not np.allclose(y, np.round(y)):
+            warnings.warn(f"negative_binomial response {name!r} has non-integer counts", JaxmixWarning, stacklevel=4)
     elif fam.name == "poisson":
         if (y < 0).any():
             raise JaxmixError(f"poisson response {name!r} has negative counts")
@@ -133,7 +140,7 @@ def glm_irls(fam: Family, X, y, ntr, pw, offset, max_iter: int = 100, tol: float
         eta = np.asarray({"logit": np.log(mu0 / (1 - mu0)), "probit": _probit_inv(mu0),
                           "cloglog": np.log(-np.log(1 - mu0))}[fam.link])
     else:
-        eta = np.log(y + 0.1)
+        eta = eta_start(fam, y)
     dev_old = np.inf
     conv = False
     first = True
@@ -260,7 +267,7 @@ def separated_columns(fam: Family, X, y, ntr, pw, x_names) -> list[str]:
     X = np.asarray(X, dtype=float)[use]
     y, ntr = np.asarray(y, dtype=float)[use], np.asarray(ntr, dtype=float)[use]
     n, p = X.shape
-    if n == 0 or p == 0:
+    if n == 0 or p == 0 or fam.name == "gamma":  # a Gamma response is > 0: nothing to separate
         return []
     scale = np.max(np.abs(X), axis=0)
     Xs = X / np.where(scale > 0, scale, 1.0)
@@ -307,6 +314,25 @@ def separation_message(columns) -> str:
     return (f"fixed effects (quasi-)completely separated by {', '.join(columns)}: a combination of them predicts "
             "the response perfectly on some rows, so their maximum-likelihood estimates are infinite; the fit "
             f"is not converged (status {SEPARATION_STATUS}) and its standard errors are NaN")
+
+
+def _dispersion_glm(fam: Family, X, y, pw, off):
+    """The GLM of a family with a dispersion φ by maximum likelihood (start and fixed-only fit).
+
+    Start: β from IRLS (NB: a Poisson fit, then NB IRLS at the moment estimate of θ; Gamma: IRLS,
+    whose β does not depend on the shape), φ from :func:`jaxmix.dispersion.dispersion_start`; then
+    (log φ, β) jointly.  Returns (β, φ, −2 log L, vcov of (log φ, β), converged, separated)."""
+    ones = np.ones_like(y)
+    start_fam = get_family("poisson") if fam.name == "negative_binomial" else fam
+    b, _, _, _, _ = glm_irls(start_fam, X, y, ones, pw, off)
+    mu = np.asarray(fam.linkinv(jnp.asarray(X @ b + off)), dtype=float)
+    phi0 = dispersion_start(fam, y, mu, pw)
+    if fam.name == "negative_binomial":
+        b, _, _, _, _ = glm_irls(fam, X, y, ones * phi0, pw, off)
+    beta, phi, dev, vcov, opt = fit_glm_dispersion(fam, X, y, pw, off, b, phi0)
+    se = np.sqrt(np.abs(np.diag(vcov)))
+    separated = bool(not np.all(np.isfinite(beta)) or np.max(np.abs(beta)) > 15 or np.max(se) > 1e3)
+    return beta, phi, dev, vcov, int(opt.status) == 0, separated
 
 
 def _probit_inv(mu):
@@ -359,33 +385,49 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
                           f"term such as (1 | g); the formula has {len(design.terms)} term(s) "
                           f"with {[t.q for t in design.terms]} column(s)")
     X, pw, off = design.X, design.weights, design.offset
-    beta0, dev0, vcov0, conv0, separated = glm_irls(fam, X, y, ntr, pw, off)
+    aux, ndisp, disp = ntr, 0, None  # the ``ntr`` slot of the GLMM data: trials, or the NB / Gamma shape
+    if has_dispersion(fam):
+        beta0, phi_glm, dev0, vcov_full, conv0, separated = _dispersion_glm(fam, X, y, pw, off)
+        vcov0, aux, ndisp = vcov_full[1:, 1:], np.full_like(y, phi_glm), 1  # the GLM's φ starts the GLMM's
+        disp = dispersion_record(fam, phi_glm, float(np.sqrt(vcov_full[0, 0])))
+    else:
+        beta0, dev0, vcov0, conv0, separated = glm_irls(fam, X, y, ntr, pw, off)
     if separated and not design.terms:
         warnings.warn("fixed effects appear to be (quasi-)completely separated: some estimates are very "
                       "large; their standard errors are not reliable", JaxmixWarning, stacklevel=3)
     if not design.terms:
+        if disp is not None and dispersion_warning(disp):
+            warnings.warn(dispersion_warning(disp), JaxmixWarning, stacklevel=3)
+        elif disp is not None and not conv0:
+            warnings.warn(f"model did not converge: the maximum-likelihood fit of {fam.name} with its "
+                          f"{fam.dispersion} stopped short", JaxmixWarning, stacklevel=3)
         return MixedResults(
             formula=formula, family=fam.name, link=fam.link, method="ML", design=design, beta=beta0,
             vcov_beta=vcov0, theta=np.zeros(0), sigma=1.0, loglik=-dev0 / 2, objective=dev0,
-            n_params=X.shape[1], converged=conv0, singular=False, optim=None, b=[],
-            extra={"nagq": 1, "trials": ntr, "offset_column": offset if isinstance(offset, str) else None},
+            n_params=X.shape[1] + ndisp, converged=conv0, singular=False, optim=None, b=[],
+            extra={"nagq": 1, "trials": ntr, "offset_column": offset if isinstance(offset, str) else None,
+                   "dispersion": disp},
         )
     terms = design.terms
     p = X.shape[1]
     tl = theta_layout(tuple(t.q for t in terms))
     nt = tl.size
-    params0 = np.concatenate([theta_start(fam, X, y, ntr, pw, off, beta0, terms, tl), beta0])
+    log_phi0 = [np.log(aux[0])] if ndisp else []
+    params0 = np.concatenate([theta_start(fam, X, y, aux, pw, off, beta0, terms, tl), log_phi0, beta0])
     nlev = [t.nlevels for t in terms]
-    fitted = fit_glmm_arrays(fam, [t.codes for t in terms], nlev, [t.Z for t in terms], X, y, pw, ntr, off,
+    fitted = fit_glmm_arrays(fam, [t.codes for t in terms], nlev, [t.Z for t in terms], X, y, pw, aux, off,
                              params0, nagq, dt, gtol=gtol, max_iter=max_iter)
     res = fitted.opt
     x = fitted.params
-    theta, beta = x[:nt], x[nt:]
-    vcov, msg = glmm_vcov(fitted.hess, res.on_boundary, nt, p)
+    theta, beta = x[:nt], x[nt + ndisp:]
+    vcov, msg = glmm_vcov(fitted.hess, res.on_boundary, nt + ndisp, p)
+    if ndisp:  # the data and parameters of the fitted model at the estimated φ
+        phi = float(np.exp(x[nt]))
+        disp = dispersion_record(fam, phi, log_dispersion_se(fitted.hess, res.on_boundary, nt))
     status = int(res.status)
     sep = []
     if separation_suspected((X, pw, vcov0, conv0, separated), beta, float(res.fun), msg):
-        sep = separated_columns(fam, X, y, ntr, pw, design.x_names)
+        sep = separated_columns(fam, X, y, aux, pw, design.x_names)
     if sep:  # infinite estimates: not converged, whatever the gradient says; no standard errors
         status, vcov = SEPARATION_STATUS, np.full((p, p), np.nan)
         warnings.warn(separation_message(sep), JaxmixWarning, stacklevel=3)
@@ -397,7 +439,9 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
         return fitted.batch.condvar(0, nlev)
 
     converged = status == 0
-    if not converged and not sep:
+    if dispersion_warning(disp):
+        warnings.warn(dispersion_warning(disp), JaxmixWarning, stacklevel=3)
+    elif not converged and not sep:
         warnings.warn(f"model did not converge: {status_message(status)} "
                       f"(max|grad| = {np.max(np.abs(res.grad)):.2e})", JaxmixWarning, stacklevel=3)
     optim = OptimSummary(theta_init=np.asarray(params0), iterations=int(res.n_iter), evaluations=int(res.n_eval),
@@ -409,8 +453,9 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
     return MixedResults(
         formula=formula, family=fam.name, link=fam.link, method="AGQ" if nagq > 1 else "Laplace",
         design=design, beta=beta, vcov_beta=vcov, theta=theta, sigma=1.0, loglik=-obj / 2.0, objective=obj,
-        n_params=p + nt, converged=converged,
+        n_params=p + nt + ndisp, converged=converged,
         singular=bool(np.any(res.on_boundary)) or is_singular(res.x[:nt], tl),  # scaled θ, as for LMMs
         optim=optim, b=b, _condvar_fn=condvar,
-        extra={"nagq": nagq, "trials": ntr, "offset_column": offset if isinstance(offset, str) else None},
+        extra={"nagq": nagq, "trials": ntr, "offset_column": offset if isinstance(offset, str) else None,
+               "dispersion": disp},
     )

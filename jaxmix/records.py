@@ -118,6 +118,7 @@ def fit_record(res, cfg: RunConfig | None = None, wall_seconds: float | None = N
         "vcov": [[json_num(v) for v in row] for row in np.asarray(res.vcov_beta, dtype=float)],
         "varcorr": json_records(res.varcorr),
         "structure": structure_record(res),
+        "dispersion": json_records(res.dispersion_table),
         "converged": bool(res.converged),
         "singular": bool(res.singular),
         "optimizer": None if opt is None else {

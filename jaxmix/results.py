@@ -188,6 +188,23 @@ class MixedResults:
             rows.append(("Residual", None, None, self.sigma**2, self.sigma))
         return pd.DataFrame(rows, columns=["group", "var1", "var2", "vcov", "sdcor"])
 
+    # ---- dispersion (negative binomial θ, Gamma shape) ---------------------------------------
+    @property
+    def dispersion(self) -> float | None:
+        """The estimated dispersion parameter of a negative-binomial (θ, Var y = μ + μ²/θ; glmmTMB's
+        ``sigma()``, MASS's ``theta``) or Gamma (shape α, Var y = μ²/α; glmmTMB: 1/``sigma()``²) fit;
+        None for other families.  Its name and standard error: :attr:`dispersion_table`."""
+        d = self.extra.get("dispersion")
+        return None if d is None else d["estimate"]
+
+    @property
+    def dispersion_table(self) -> pd.DataFrame:
+        """parameter, estimate, se (se(φ) = φ·se(log φ), from the Hessian of the deviance in (θ, log φ, β))
+        of the dispersion parameter; no rows for families without one."""
+        d = self.extra.get("dispersion")
+        rows = [] if d is None else [(d["name"], d["estimate"], d["se"])]
+        return pd.DataFrame(rows, columns=["parameter", "estimate", "se"])
+
     # ---- random effects --------------------------------------------------------------------
     @property
     def ranef(self) -> pd.DataFrame:
@@ -309,7 +326,8 @@ class MixedResults:
 
         * ``"response"``: y − μ;
         * ``"pearson"``: (y − μ)·√(w / V(μ)) (Gaussian: √w (y − μ), not divided by σ; with
-          ``variance="ident(f)"`` also divided by the row's SD ratio δ, as nlme's);
+          ``variance="ident(f)"`` also divided by the row's SD ratio δ, as nlme's; negative binomial
+          V(μ) = μ + μ²/θ̂; Gamma V(μ) = μ², not divided by the shape, as R's ``Gamma()``);
         * ``"deviance"``: sign(y − μ)·√dᵢ with dᵢ the family's deviance contribution (Gaussian: as
           Pearson);
         * ``"working"``: (y − μ)/(dμ/dη) (Gaussian: y − μ).
@@ -337,6 +355,11 @@ class MixedResults:
             y, w = y / ntr, w * ntr
             var = mu * (1.0 - mu)
             dev = 2.0 * w * (xlogy(y, y / mu) + xlogy(1.0 - y, (1.0 - y) / (1.0 - mu)))
+        elif self.dispersion is not None:  # negative binomial, Gamma
+            from .dispersion import deviance_contributions, variance
+
+            var = variance(self.family, mu, self.dispersion)
+            dev = deviance_contributions(self.family, y, mu, w, self.dispersion)
         else:  # poisson
             var = mu
             dev = 2.0 * w * (xlogy(y, y / mu) - (y - mu))

@@ -138,6 +138,10 @@ def format_summary(res, ddf=None) -> str:
     info = res.extra.get("structure") if isinstance(res.extra, dict) else None
     if info is not None:
         lines += structure_lines(res, info)
+    if res.dispersion is not None:
+        d = res.dispersion_table.iloc[0]
+        lines.append(f"Dispersion: {d['parameter']} = {d['estimate']:.4g} (SE {d['se']:.3g})")
+        lines.append("")
     lines.append("Fixed effects:")
     ct = res.coef_table(ddf=method)
     if res.method == "OLS":

@@ -31,6 +31,7 @@ from . import runtime
 from .status import MESSAGES, SCREENING, status_message
 from .errors import JaxmixError, JaxmixWarning
 from .formula import parse_formula
+from .dispersion import reject_in_fit_many
 from .options import check_fit_options
 from .results import MixedResults, make_unique
 
@@ -292,6 +293,7 @@ def fit_many(formula: str, data, outcomes=None, *, Y=None, names=None, family: s
     runtime.start()
     t0 = time.perf_counter()
     opts = check_fit_options(family, nagq=nagq, trials=trials, max_iter=max_iter, gtol=gtol, batch_size=batch_size)
+    reject_in_fit_many(family)
     nagq, max_iter, gtol = opts["nagq"], opts["max_iter"], opts["gtol"]
     pb = _setup(formula, data, outcomes, Y, names, family, link, method, nagq, weights, offset, trials)
     return fit_problem(pb, dtype=dtype, max_iter=max_iter, gtol=gtol, devices=devices,

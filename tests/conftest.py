@@ -94,6 +94,8 @@ def rel_close(actual, expected, rtol=1e-3, atol_zero=1e-6):
 # variant of a check that the quick run makes on a smaller case.
 SLOW = (
     "test_glmm_profile.py::test_grouseticks_poisson_two_terms",  # ~10 s: six profiles of a two-term Poisson GLMM
+    "test_families_nb_gamma.py::test_covparm_se_matches_glmmtmb",
+    "test_families_nb_gamma.py::test_config_run_writes_the_shape",
     "test_sweep.py::test_complete_outcomes_share_the_design_blocks",
     "test_sweep.py::test_sharded_equals_single_device",
     "test_sweep.py::test_glmm_batch_equals_fit_one_by_one",

@@ -232,8 +232,8 @@ def test_agq_refused_for_crossed_or_vector_terms(small_binary):
 
 
 def test_unknown_family_and_link(small_binary):
-    with pytest.raises(jaxmix.JaxmixError, match="unknown family 'gamma'"):
-        jaxmix.fit("y ~ x + (1 | g)", small_binary, family="gamma")
+    with pytest.raises(jaxmix.JaxmixError, match="unknown family 'tweedie'"):
+        jaxmix.fit("y ~ x + (1 | g)", small_binary, family="tweedie")
     with pytest.raises(jaxmix.JaxmixError, match="unknown link 'sqrt'"):
         jaxmix.fit("y ~ x + (1 | g)", small_binary, family="binomial", link="sqrt")
     with pytest.raises(jaxmix.JaxmixError, match="method"):

@@ -22,11 +22,12 @@ from .._cache import compiled_program
 from ..core.newton import FLOAT32, FLOAT64, BatchResult, HostResult, minimize_batch
 from ..core.structure import FINE, bucket, padded_system
 from ..covariance import ThetaLayout, theta_layout
+from ..dispersion import with_dispersion
 from ..crossprod import Index, Layout
 from ..glmm import GlmmData, gauss_hermite, laplace_objective
 from .lmm import column_rms, compile_options, theta_scale
 
-__all__ = ["GlmmBatch", "GlmmFit", "fit_glmm_outcomes", "glmm_structure", "fit_glmm_arrays"]
+__all__ = ["GlmmBatch", "GlmmFit", "fit_glmm_outcomes", "glmm_structure", "fit_glmm_arrays", "pad_rows", "first_rows"]
 
 #: the smallest bucket of rows: data sets up to this many rows share one program per model class
 MIN_ROWS = 256
@@ -36,15 +37,14 @@ def glmm_structure(codes, nlev, Zs, n: int):
     """The padded structure of a GLMM design: (layout, idx, ZR, rows N) with every size that varies
     between data sets (levels, pairs of levels, rows) rounded up to a bucket.
 
-    Padded rows have level 0 of every term and (set by the caller) zero prior weight and zero Z, X:
-    they add nothing to any sum.  Padded levels have no rows: their modes stay 0, their blocks of the
+    Padded rows repeat row 0 (its levels here; its data, with zero prior weight, set by the caller):
+    every per-row value stays finite (a Gamma response or an identity link has no valid zero row)
+    and is multiplied by a weight of 0, so they add nothing to any sum or derivative.  Padded levels have no rows: their modes stay 0, their blocks of the
     factor are I and (AGQ) their quadrature sums are 1, so they add nothing to the deviance."""
     layout, idx, _ = padded_system(codes, nlev, Zs, np.zeros((n, 1)), np.ones(n), tail_cross=False, row_index=True)
     N = bucket(n, MIN_ROWS, FINE)
     pad = N - n
-    code1 = np.concatenate([idx.code1, np.zeros(pad, dtype=np.int64)])
-    rpos = np.concatenate([idx.rpos, np.zeros((pad, idx.rpos.shape[1]), dtype=np.int64)])
-    ent = np.concatenate([idx.ent, np.zeros((pad, idx.ent.shape[1]), dtype=np.int64)])
+    code1, rpos, ent = (first_rows(a, N) for a in (idx.code1, idx.rpos, idx.ent))
     idx = idx._replace(code1=code1, rpos=rpos, ent=ent)
     ZR = np.column_stack([np.asarray(Z, dtype=float) for Z in Zs[1:]]) if len(Zs) > 1 else np.zeros((n, 0))
     return layout, idx, ZR, N
@@ -58,7 +58,7 @@ def pad_rows(a: np.ndarray, N: int, value: float = 0.0) -> np.ndarray:
     return np.concatenate([a, np.full((N - a.shape[0],) + a.shape[1:], value, dtype=a.dtype)], axis=0)
 
 
-def _first_rows(a: np.ndarray, K: int) -> np.ndarray:
+def first_rows(a: np.ndarray, K: int) -> np.ndarray:
     """``a`` with its first row repeated to K rows."""
     if a.shape[0] == K:
         return a
@@ -67,7 +67,8 @@ def _first_rows(a: np.ndarray, K: int) -> np.ndarray:
 
 def _vg_point(x, c, u0, d, idx, xk, wk, *, fam, layout, tl):
     def dev(z):
-        return laplace_objective(z * c, fam, d, idx, layout, tl, xk, wk, u_start=u0, newton_steps=1)
+        prm, dd = with_dispersion(z * c, fam, d, tl.size)
+        return laplace_objective(prm, fam, dd, idx, layout, tl, xk, wk, u_start=u0, newton_steps=1)
 
     (value, u), grad = jax.value_and_grad(dev, has_aux=True)(x)
     return value, grad, u
@@ -96,7 +97,7 @@ _vg_jit = jax.jit(_vg_points, static_argnames=("fam", "layout", "tl", "width"))
 class GlmmBatch(NamedTuple):
     """The GLMM fits of k outcomes of one design (leading axis k)."""
 
-    params: np.ndarray  # (k, d): (θ, β) at the estimates
+    params: np.ndarray  # (k, d): (θ, β) at the estimates; (θ, log φ, β) for a family with a dispersion φ
     opt: BatchResult  # in the scaled parameters
     scale: np.ndarray  # (d,) params = scale ⊙ x
     hess: np.ndarray  # (k, d, d) Hessian of the deviance in (θ, β) at the estimates
@@ -131,9 +132,9 @@ class GlmmBatch(NamedTuple):
         from ..lmm import cond_var
 
         dt = self.data[0].dtype
-        x = jnp.asarray(self.params[j], dt)
+        x, d = with_dispersion(jnp.asarray(self.params[j], dt), self.fam_, self.glmm_data(j), self.tl.size)
         u = (jnp.asarray(self.modes[0][j], dt), jnp.asarray(self.modes[1][j], dt))
-        f = fisher_factor_jit(x, u, self.fam_, self.glmm_data(j), self.idx, self.layout, self.tl)
+        f = fisher_factor_jit(x, u, self.fam_, d, self.idx, self.layout, self.tl)
         cv = cond_var(f, lambdas(x[: self.tl.size], self.tl), self.idx, self.layout)
         return [np.asarray(v, dtype=float)[:lk] for v, lk in zip(cv, nlev)]
 
@@ -151,7 +152,8 @@ def fit_glmm_outcomes(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, params0, nagq
       fam: the family; codes, nlev, Zs: per random term, level codes, level count, columns (n, q).
       X: (n, p); Y: (n, k) responses (anything finite where PW is 0); PW: (n, k) prior weights per
         outcome (0 on its missing rows); ntr: (n,) binomial trials; offset: (n,).
-      params0: (k, d) starts (θ, β).
+      params0: (k, d) starts (θ, β), or (θ, log φ, β) for a family with a dispersion φ (negative
+        binomial, Gamma), whose ``ntr`` slot the program fills with φ.
     Rows, levels and outcomes are padded to buckets, so one program serves a model class.
     """
     t0 = time.perf_counter()
@@ -160,8 +162,9 @@ def fit_glmm_outcomes(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, params0, nagq
     layout, idx_np, ZR, N = glmm_structure(codes, nlev, Zs, n)
     tl = theta_layout(layout.q)
     nt = tl.size
-    d = nt + p
-    c = np.concatenate([theta_scale(Zs, tl), 1.0 / column_rms(X)])
+    ndisp = 1 if fam.dispersion is not None else 0  # log φ after θ (:mod:`jaxmix.dispersion`)
+    d = nt + ndisp + p
+    c = np.concatenate([theta_scale(Zs, tl), np.ones(ndisp), 1.0 / column_rms(X)])
     K = 1 if k == 1 else bucket(k, 2, FINE)
     devs = list(jax.devices() if devices is None else devices)
     # on the CPU one point at a time: vmapped, the mode iterations of all points would run in
@@ -175,11 +178,15 @@ def fit_glmm_outcomes(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, params0, nagq
         mesh = device_mesh.outcome_mesh(devices)
         width = -(-K // mesh.size) * mesh.size
     xk, wk = (jnp.asarray(a, dt) for a in gauss_hermite(nagq)) if nagq > 1 else (None, None)
-    shared = (jnp.asarray(pad_rows(np.asarray(Zs[0], dtype=float), N), dt), jnp.asarray(pad_rows(ZR, N), dt),
-              jnp.asarray(pad_rows(X, N), dt), jnp.asarray(pad_rows(ntr, N, 1.0), dt),
-              jnp.asarray(pad_rows(offset, N), dt))
-    Yp = jnp.asarray(_first_rows(pad_rows(np.asarray(Y, dtype=float), N).T, K), dt)
-    PWp = jnp.asarray(_first_rows(pad_rows(np.asarray(PW, dtype=float), N).T, K), dt)
+    shared = tuple(jnp.asarray(first_rows(np.asarray(a, dtype=float), N), dt)
+                   for a in (Zs[0], ZR, X, ntr, offset))
+    Y = np.array(Y, dtype=float)
+    for j in range(k):  # rows an outcome does not use repeat a response it has (valid for every family)
+        used = np.flatnonzero(np.asarray(PW[:, j]) > 0)
+        if used.size:
+            Y[np.asarray(PW[:, j]) <= 0, j] = Y[used[0], j]
+    Yp = jnp.asarray(first_rows(first_rows(Y, N).T, K), dt)
+    PWp = jnp.asarray(first_rows(pad_rows(np.asarray(PW, dtype=float), N).T, K), dt)
     idx = Index(*(jnp.asarray(a) for a in idx_np))
     cj = jnp.asarray(c, dt)
     U1 = np.zeros((K, layout.l1, layout.q1))
@@ -204,8 +211,8 @@ def fit_glmm_outcomes(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, params0, nagq
         # the chunks of one call (the points of a central-difference Hessian) overlap on the cores
         for s in range(0, m, width):
             e = min(s + width, m)
-            Pc = _first_rows(P[s:e], width).astype(dt)
-            wc = _first_rows(np.asarray(which[s:e], dtype=np.int32), width)
+            Pc = first_rows(P[s:e], width).astype(dt)
+            wc = first_rows(np.asarray(which[s:e], dtype=np.int32), width)
             if mesh is None:
                 out = exe(jnp.asarray(Pc), jnp.asarray(wc), cj, U1j, URj, *args[5:])
             else:
@@ -227,7 +234,7 @@ def fit_glmm_outcomes(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, params0, nagq
         state["U1"], state["UR"] = U1n, URn
         return f, g
 
-    lower = np.concatenate([np.where(tl.is_diagonal(), 0.0, -np.inf), np.full(p, -np.inf)])
+    lower = np.concatenate([np.where(tl.is_diagonal(), 0.0, -np.inf), np.full(ndisp + p, -np.inf)])
     prec = FLOAT32 if jnp.dtype(dt) == jnp.float32 else FLOAT64
     x0 = np.asarray(params0, dtype=float).reshape(k, d) / c
     opt = minimize_batch(vg, x0, lower, gtol=gtol, max_iter=max_iter, prec=prec, central=True)
@@ -240,7 +247,7 @@ def fit_glmm_outcomes(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, params0, nagq
 
 
 class GlmmFit(NamedTuple):
-    params: np.ndarray  # (θ, β) at the estimate
+    params: np.ndarray  # (θ, β) at the estimate; (θ, log φ, β) for a family with a dispersion φ
     opt: HostResult  # in the scaled parameters
     scale: np.ndarray  # params = scale ⊙ x
     hess: np.ndarray  # Hessian of the deviance in (θ, β) at the estimate

@@ -19,7 +19,7 @@ from jaxmix.errors import JaxmixError
 numpyro = pytest.importorskip("numpyro")
 dist = numpyro.distributions
 
-from jaxmix.bayes import Sampler, diagnostics  # noqa: E402
+from jaxmix.bayes import diagnostics, sample_replicates  # noqa: E402
 from jaxmix.bayes.likelihood import conditional_u, gaussian_marginal_loglik, linear_predictor_re  # noqa: E402
 from jaxmix.bayes.model import build_arrays, term_lambdas  # noqa: E402
 from jaxmix.bayes.spec import build_spec  # noqa: E402
@@ -123,7 +123,7 @@ def test_diagnostics_equal_arviz():
 @pytest.fixture(scope="module")
 def sleep_post():
     d = load_csv("sleepstudy.csv")
-    return jaxmix.sample("Reaction ~ Days + (Days | Subject)", d, chains=2, draws=500, warmup=500, seed=1,
+    return jaxmix.sample("Reaction ~ Days + (Days | Subject)", d, chains=2, draws=400, warmup=300, seed=1,
                          progress=False)
 
 
@@ -136,7 +136,7 @@ def test_summary_rows_named_as_the_fit(sleep_post, sleep_reml):
     assert list(s.columns) == ["mean", "sd", "2.5%", "97.5%", "r_hat", "ess_bulk", "ess_tail"]
     assert (s["r_hat"] < 1.05).all() and (s["ess_bulk"] > 100).all()
     dr = sleep_post.draws
-    assert dr.shape == (1000, 2 + len(s)) and list(dr.columns[:2]) == ["chain", "draw"]
+    assert dr.shape == (800, 2 + len(s)) and list(dr.columns[:2]) == ["chain", "draw"]
     assert sleep_post.divergences == 0
     # the posterior mean of the uncentred intercept is the mean of α̃ − x̄·β over the draws
     x̄ = load_csv("sleepstudy.csv")["Days"].mean()
@@ -164,7 +164,7 @@ def test_posterior_predictive_and_arviz(sleep_post):
         sleep_post.posterior_predictive(n=0)
     pytest.importorskip("arviz")
     idata = sleep_post.to_arviz()
-    assert idata.posterior["Days"].shape == (2, 500)
+    assert idata.posterior["Days"].shape == (2, 400)
 
 
 def _simulated_lmm(seed=0, groups=60, per=12):
@@ -273,7 +273,7 @@ def test_import_without_numpyro_and_the_error_naming_the_extra():
 
 
 # ---- simulation-based calibration (Talts et al. 2018) -------------------------------------------------
-def _sbc_ranks(family: str, reps: int, seed: int, groups=6, per=6, draws=400, thin=4):
+def _sbc_ranks(family: str, reps: int, seed: int, groups=6, per=6, draws=1000, thin=10, warmup=500):
     """Ranks of the true (prior-drawn) parameters among thinned posterior draws, per parameter."""
     rng = np.random.default_rng(seed)
     n = groups * per
@@ -297,15 +297,13 @@ def _sbc_ranks(family: str, reps: int, seed: int, groups=6, per=6, draws=400, th
             truth = [a, b, tau]
         return pd.DataFrame({"y": y, "x": x, "g": g.astype(str)}), truth
 
-    d0, _ = simulate()
-    sampler = Sampler("y ~ x + (1 | g)", d0, family=family, priors=priors, chains=1, draws=draws, warmup=300,
-                      progress=False)
+    sims = [simulate() for _ in range(reps)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        posts = sample_replicates("y ~ x + (1 | g)", [d for d, _ in sims], family=family, priors=priors, chains=1,
+                                  draws=draws, warmup=warmup, seed=seed)
     ranks = []
-    for r in range(reps):
-        d, truth = simulate()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            post = sampler.run(d, seed=r)
+    for post, (_, truth) in zip(posts, sims):
         v = post.values[0, ::thin, :]
         ranks.append([(v[:, j] < t).sum() for j, t in enumerate(truth)])
     return np.asarray(ranks), draws // thin
@@ -322,7 +320,7 @@ def _uniform_p(ranks, L, bins=5):
 
 
 def test_sbc_quick_random_intercept():
-    ranks, L = _sbc_ranks("gaussian", reps=30, seed=11)
+    ranks, L = _sbc_ranks("gaussian", reps=30, seed=11, draws=500, thin=5, warmup=300)
     p = _uniform_p(ranks, L)
     assert (p > 1e-3).all(), p
 
@@ -335,7 +333,7 @@ def test_sbc_quick_logistic():
 
 @pytest.mark.parametrize("family", ["gaussian", "binomial"])
 def test_sbc_ranks_uniform(family):
-    ranks, L = _sbc_ranks(family, reps=100, seed=21, draws=600, thin=6)
+    ranks, L = _sbc_ranks(family, reps=100, seed=21, draws=2000, thin=20)
     p = _uniform_p(ranks, L, bins=10)
     assert (p > 1e-3).all(), p
     # and the pooled ranks by Kolmogorov-Smirnov against the uniform distribution

@@ -6,7 +6,7 @@ import time
 
 from ..errors import JaxmixError
 
-__all__ = ["sample", "Sampler", "require_numpyro"]
+__all__ = ["sample", "Sampler", "sample_replicates", "require_numpyro"]
 
 CHAIN_METHODS = ("vectorized", "parallel", "sequential")
 
@@ -139,3 +139,53 @@ def sample(formula: str, data, family: str = "gaussian", priors=None, chains: in
                       max_tree_depth=max_tree_depth, dense_mass=dense_mass, chain_method=chain_method,
                       progress=progress)
     return sampler.run(seed=seed)
+
+
+def sample_replicates(formula: str, datasets: list, family: str = "gaussian", priors=None, chains: int = 1,
+                      draws: int = 1000, warmup: int = 1000, seed: int = 0, *, link: str | None = None,
+                      weights=None, offset=None, trials=None, target_accept: float = 0.8, progress: bool = False):
+    """Posteriors of R data sets of one structure (same rows, levels and columns) in one NUTS run.
+
+    The joint model holds R independent copies of the parameters (:func:`jaxmix.bayes.model.make_model`
+    with ``replicates``), so its posterior is the product of the R posteriors and one compilation serves
+    all of them (simulation-based calibration).  The priors must not depend on the data: the defaults
+    are scaled to the first data set.  Returns a list of R :class:`Posterior` (``divergences`` counts
+    the whole run's).
+    """
+    require_numpyro()
+    from .. import runtime
+
+    runtime.start()
+    import jax
+    import numpy as np
+    from numpyro.infer import MCMC, NUTS, init_to_median
+
+    from .model import make_model, stack_data
+    from .posterior import Posterior, named_draws
+    from .priors import describe_priors, resolve_priors
+
+    if not datasets:
+        raise JaxmixError("sample_replicates needs at least one data set")
+    s = Sampler(formula, datasets[0], family=family, priors=priors, chains=chains, draws=draws, warmup=warmup,
+                link=link, weights=weights, offset=offset, trials=trials, progress=progress)
+    prepared = [s.prepare(d) for d in datasets]
+    R = len(prepared)
+    spec0 = prepared[0][0]
+    pri = resolve_priors(spec0, priors)
+    kernel = NUTS(make_model(spec0, s.layout, pri, replicates=R), target_accept_prob=float(target_accept),
+                  init_strategy=init_to_median(num_samples=15))
+    mcmc = MCMC(kernel, num_warmup=s.warmup, num_samples=s.draws, num_chains=s.chains,
+                chain_method=s.chain_method, progress_bar=bool(progress))
+    mcmc.run(jax.random.PRNGKey(_positive_int(seed, "seed", 0)), stack_data([a for _, a in prepared]),
+             extra_fields=("diverging",))
+    samples = mcmc.get_samples(group_by_chain=True)
+    div = mcmc.get_extra_fields(group_by_chain=True)["diverging"]
+    out = []
+    for r, (spec, arr) in enumerate(prepared):
+        sr = {k: np.asarray(v)[:, :, r] for k, v in samples.items()}
+        names, values = named_draws(sr, spec)
+        out.append(Posterior(formula=formula, family=spec.family.name, link=spec.family.link, names=names,
+                             values=values, divergences=int(div.sum()), priors=describe_priors(pri), samples=sr,
+                             spec=spec, arrays=arr, warmup=s.warmup, seed=seed,
+                             extra={"diverging": div, "chain_method": s.chain_method, "replicate": r}))
+    return out

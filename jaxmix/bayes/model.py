@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -23,7 +24,7 @@ from .likelihood import gaussian_marginal_loglik, gaussian_ols_loglik, glmm_logl
 from .priors import Priors
 from .spec import BayesSpec
 
-__all__ = ["ModelData", "BayesArrays", "build_arrays", "make_model", "term_lambdas", "fixef_vector"]
+__all__ = ["ModelData", "BayesArrays", "build_arrays", "make_model", "log_likelihood", "stack_data", "term_lambdas", "fixef_vector"]
 
 
 class ModelData(NamedTuple):
@@ -104,44 +105,84 @@ def term_lambdas(sds, lcorrs, scale=1.0):
     return out
 
 
-def _sample_slopes(pri: Priors):
+def _site(name: str, d, replicates: int | None):
+    """numpyro.sample of one prior; with ``replicates`` R, R independent copies (leading axis R)."""
+    if replicates is None:
+        return numpyro.sample(name, d)
+    return numpyro.sample(name, d.expand((replicates,) + d.batch_shape).to_event(1 + len(d.batch_shape)))
+
+
+def _sample_slopes(pri: Priors, replicates: int | None):
     if pri.slopes is None:
         return None
     if isinstance(pri.slopes, tuple):  # per-coefficient priors of different families
-        return jnp.stack([numpyro.sample(f"beta_{i}", d) for i, d in enumerate(pri.slopes[1])])
-    return numpyro.sample("beta", pri.slopes)
+        return jnp.stack([_site(f"beta_{i}", d, replicates) for i, d in enumerate(pri.slopes[1])], axis=-1)
+    return _site("beta", pri.slopes, replicates)
 
 
-def make_model(spec: BayesSpec, layout: Layout | None, pri: Priors):
-    """The numpyro model, a function of the :class:`ModelData` (the structure and priors are fixed)."""
+def log_likelihood(params: dict, arr: ModelData, spec: BayesSpec, layout: Layout | None):
+    """log p(y | parameters) for one data set; ``params`` holds the sampled sites (one draw)."""
     p = spec.Xc.shape[1]
     terms = spec.design.terms
-    fam = spec.family
+    slopes = params.get("beta")
+    if slopes is None and "beta_0" in params:
+        slopes = jnp.stack([params[f"beta_{i}"] for i in range(p - (spec.intercept is not None))], axis=-1)
+    beta = fixef_vector(params.get("alpha"), slopes, p, spec.intercept) if p else jnp.zeros(0, arr.X.dtype)
+    sds = [params[f"sd_{k}"] for k in range(len(terms))]
+    lcs = [params[f"Lcorr_{k}"] if t.q > 1 else None for k, t in enumerate(terms)]
+    if spec.gaussian:
+        sigma = params["sigma"]
+        if terms:
+            lams = term_lambdas(sds, lcs, sigma)
+            return gaussian_marginal_loglik(lams, beta, sigma, arr.xp, arr.idx, layout, arr.n, arr.ldW)[0]
+        return gaussian_ols_loglik(beta, sigma, *arr.ols, arr.n, arr.ldW)
+    eta = arr.offset + arr.X @ beta
+    if terms:
+        uR = params.get("uR", jnp.zeros(0, arr.X.dtype))
+        eta = eta + linear_predictor_re(params["u1"], uR, term_lambdas(sds, lcs), arr.Z1, arr.ZR, arr.idx, layout)
+    return glmm_loglik(spec.family, eta, arr.y, arr.ntr, arr.w)
+
+
+def make_model(spec: BayesSpec, layout: Layout | None, pri: Priors, replicates: int | None = None):
+    """The numpyro model, a function of the :class:`ModelData` (the structure and priors are fixed).
+
+    With ``replicates`` R the model holds R independent copies of every parameter and ``arr`` is R
+    data sets stacked on a leading axis (:func:`stack_data`): the posterior is the product of the R
+    posteriors, so one run samples all of them (simulation-based calibration).
+    """
+    terms = spec.design.terms
+    R = replicates
 
     def model(arr: ModelData):
-        alpha = numpyro.sample("alpha", pri.intercept) if pri.intercept is not None else None
-        slopes = _sample_slopes(pri)
-        beta = fixef_vector(alpha, slopes, p, spec.intercept) if p else jnp.zeros(0, arr.X.dtype)
-        sds, lcs = [], []
+        params = {}
+        if pri.intercept is not None:
+            params["alpha"] = _site("alpha", pri.intercept, R)
+        slopes = _sample_slopes(pri, R)
+        if slopes is not None:
+            params["beta"] = slopes
         for k, t in enumerate(terms):
-            sds.append(numpyro.sample(f"sd_{k}", pri.sd[k]))
-            lcs.append(numpyro.sample(f"Lcorr_{k}", pri.cor[k]) if t.q > 1 else None)
+            params[f"sd_{k}"] = _site(f"sd_{k}", pri.sd[k], R)
+            if t.q > 1:
+                lkj = pri.cor[k]
+                params[f"Lcorr_{k}"] = numpyro.sample(f"Lcorr_{k}", lkj if R is None else lkj.expand((R,)).to_event(1))
         if spec.gaussian:
-            sigma = numpyro.sample("sigma", pri.sigma)
-            if terms:
-                lams = term_lambdas(sds, lcs, sigma)
-                ll, _ = gaussian_marginal_loglik(lams, beta, sigma, arr.xp, arr.idx, layout, arr.n, arr.ldW)
-            else:
-                ll = gaussian_ols_loglik(beta, sigma, *arr.ols, arr.n, arr.ldW)
+            params["sigma"] = _site("sigma", pri.sigma, R)
+        elif terms:
+            shapes = {"u1": (layout.l1, layout.q1)}
+            if layout.m_R:
+                shapes["uR"] = (layout.m_R,)
+            for name, shp in shapes.items():
+                shp = shp if R is None else (R,) + shp
+                params[name] = numpyro.sample(name, dist.Normal(jnp.zeros(shp)).to_event(len(shp)))
+        if R is None:
+            ll = log_likelihood(params, arr, spec, layout)
         else:
-            eta = arr.offset + arr.X @ beta
-            if terms:
-                lay = layout
-                u1 = numpyro.sample("u1", dist.Normal(jnp.zeros((lay.l1, lay.q1))).to_event(2))
-                uR = (numpyro.sample("uR", dist.Normal(jnp.zeros(lay.m_R)).to_event(1)) if lay.m_R
-                      else jnp.zeros(0, arr.X.dtype))
-                eta = eta + linear_predictor_re(u1, uR, term_lambdas(sds, lcs), arr.Z1, arr.ZR, arr.idx, lay)
-            ll = glmm_loglik(fam, eta, arr.y, arr.ntr, arr.w)
+            ll = jnp.sum(jax.vmap(lambda pr, a: log_likelihood(pr, a, spec, layout))(params, arr))
         numpyro.factor("loglik", ll)
 
     return model
+
+
+def stack_data(arrays: list) -> ModelData:
+    """R data sets of one structure as one :class:`ModelData` with a leading axis R."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *[a.data for a in arrays])

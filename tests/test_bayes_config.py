@@ -74,3 +74,8 @@ def test_bad_prior_spec_in_a_config_names_the_sampler_section(tmp_path):
         from jaxmix.job import run_config
 
         run_config(load_config(path).with_output(tmp_path / "out"))
+
+
+def test_validate_describes_the_bayesian_fit(capsys):
+    assert cli.main(["validate", str(CONFIG)]) == 0
+    assert "Bayesian fit (NUTS) of 'Reaction ~ Days + (Days | Subject)' on 180 rows" in capsys.readouterr().out

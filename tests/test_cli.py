@@ -219,7 +219,7 @@ def test_console_script_exit_code_2(tmp_path):
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("jaxmix: error: ")]
     assert errors == [f"jaxmix: error: {cfg}: unknown key 'formla' in [model]; did you mean 'formula'? "
-                      "(allowed: formula, family, link, method, nagq, weights, offset, trials, dtype, ddf, anova)"]
+                      "(allowed: formula, family, link, method, nagq, weights, offset, trials, dtype, ddf, anova, estimator)"]
     assert proc.returncode == 2
 
 

@@ -338,3 +338,22 @@ def test_sbc_ranks_uniform(family):
     assert (p > 1e-3).all(), p
     # and the pooled ranks by Kolmogorov-Smirnov against the uniform distribution
     assert stats.kstest(((ranks + 0.5) / (L + 1)).ravel(), "uniform").pvalue > 1e-3
+
+
+def test_default_priors_are_scaled_to_the_data():
+    from jaxmix.bayes.priors import default_priors
+
+    d = load_csv("sleepstudy.csv")
+    pri = default_priors(build_spec("Reaction ~ Days + (Days | Subject)", d))
+    sy, sx = d["Reaction"].std(), d["Days"].std()
+    assert float(pri.intercept.loc) == pytest.approx(d["Reaction"].mean(), rel=1e-12)
+    assert float(pri.intercept.scale) == pytest.approx(2.5 * sy, rel=1e-12)
+    assert float(pri.slopes.scale[0]) == pytest.approx(2.5 * sy / sx, rel=1e-12)
+    rms_days = np.sqrt(np.mean(d["Days"] ** 2))
+    np.testing.assert_allclose(np.asarray(pri.sd[0].scale), [2.5 * sy, 2.5 * sy / rms_days], rtol=1e-12)
+    assert float(pri.cor[0].concentration) == 2.0
+    assert float(pri.sigma.rate) == pytest.approx(1 / sy, rel=1e-12)
+    cb = load_csv("cbpp.csv")
+    glmm = default_priors(build_spec("cbind(incidence, size - incidence) ~ period + (1 | herd)", cb,
+                                     family="binomial"))
+    assert float(glmm.intercept.loc) == 0.0 and float(glmm.intercept.scale) == 2.5 and glmm.sigma is None

@@ -22,6 +22,7 @@ from .model import fit  # noqa: E402
 from .results import MixedResults, OptimSummary  # noqa: E402
 from .sweep import Sweep, fit_many  # noqa: E402
 from .bootstrap import BootstrapResult, bootstrap  # noqa: E402  (the function shadows the module name)
+from .bayes import Posterior, sample  # noqa: E402  (numpyro is imported when sample() runs)
 
 from .devices import use_cpu_devices  # noqa: E402
 from .gee import fit_gee  # noqa: E402
@@ -34,5 +35,6 @@ __all__ = ["fit", "MixedResults", "OptimSummary", "JaxmixError", "JaxmixWarning"
            "datasets", "enable_compilation_cache"]
 __all__ += ["fit_many", "Sweep"]
 __all__ += ["bootstrap", "BootstrapResult"]
+__all__ += ["sample", "Posterior"]
 __all__ += ["anova", "homogeneity_test", "use_cpu_devices"]
 __all__ += ["fit_gee", "GEEResults", "GEEFits"]

@@ -86,6 +86,9 @@ def _cmd_run(args) -> int:
 def _describe_model(m, design) -> str:
     groups = ", ".join(f"{t.group} ({t.nlevels} levels)" for t in design.terms) or "none"
     fam = "" if m.family == "gaussian" else f"{m.family} "
+    if m.estimator == "bayes":
+        return (f"Bayesian {fam}fit (NUTS) of '{m.formula}' on {design.nobs} rows, {len(design.x_names)} fixed effects, "
+                f"grouping factors: {groups}")
     if not design.terms:
         kind = "least-squares" if m.family == "gaussian" else f"{m.family} GLM (ML)"
         return (f"{kind} fit of '{m.formula}' on {design.nobs} rows, {len(design.x_names)} fixed effects, "

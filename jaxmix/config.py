@@ -60,7 +60,7 @@ from .errors import JaxmixError
 
 __all__ = ["ConfigError", "Field", "SCHEMA", "DataConfig", "ModelConfig", "OutputConfig", "RunConfig",
            "SweepConfig", "DevicesConfig", "InferenceConfig", "ComparisonsConfig", "BootstrapConfig",
-           "OptionsConfig", "parse_config", "load_config", "apply_overrides", "did_you_mean",
+           "OptionsConfig", "SamplerConfig", "parse_config", "load_config", "apply_overrides", "did_you_mean",
            "DDF_METHODS", "PLOT_KINDS", "TABLE_FORMATS"]
 
 
@@ -77,6 +77,7 @@ SWEEP_FAMILIES = ("gaussian", "binomial", "poisson")
 DDF_METHODS = ("satterthwaite", "kenward-roger", "containment", "between-within", "residual", "asymptotic")
 PLOT_KINDS = ("caterpillar", "group_lines", "shrinkage")
 TABLE_FORMATS = ("csv", "parquet")
+ESTIMATORS = ("ml", "bayes")
 _GAUSSIAN_METHODS = ("REML", "ML")
 _GLMM_METHODS = ("Laplace", "AGQ")
 
@@ -113,6 +114,8 @@ _MODEL_SPEC = {
     "anova": Field(bool, doc="write anova.csv, Type III F tests (default [inference] anova)"),
     "variance": Field(str, doc="gaussian: residual SD per level of a factor, 'ident(f)' (nlme varIdent)"),
     "correlation": Field(str, doc="gaussian: residual correlation within groups, 'ar1(g)', 'ar1(t | g)' or 'cs(g)'"),
+    "estimator": Field(str, default="ml", choices=ESTIMATORS,
+                       doc="ml (maximum likelihood / REML) or bayes (NUTS with the [sampler] settings)"),
 }
 
 #: section -> key -> Field.  ``[models.NAME]`` tables take the keys of ``[model]``.
@@ -170,6 +173,16 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "plot_x": Field(str, doc="fixed-effect column on the x axis of group_lines and shrinkage"),
         "plot_group": Field(str, doc="grouping factor of the plots (default: the model's first)"),
         "dpi": Field(int, default=120, doc="resolution of the PNG files"),
+    },
+    "sampler": {  # models with estimator = "bayes" (jaxmix.sample)
+        "chains": Field(int, default=4, doc="Markov chains (vectorised on one device)"),
+        "draws": Field(int, default=1000, doc="draws kept per chain"),
+        "warmup": Field(int, default=1000, doc="warm-up (adaptation) iterations per chain"),
+        "seed": Field(int, default=0, doc="random seed"),
+        "target_accept": Field(float, default=0.8, doc="NUTS step-size adaptation target"),
+        "priors": Field(dict, default={}, doc="per class (intercept, fixef, sd, cor, sigma): e.g. { normal = [0, 5] }"),
+        "save_draws": Field(bool, default=False, doc="also write draws.csv (every draw of every parameter)"),
+        "progress": Field(bool, default=True, doc="progress bar while sampling"),
     },
     "devices": {
         "distributed": Field(bool, default=False, doc="call jax.distributed.initialize() (multi-host)"),
@@ -233,12 +246,19 @@ class ModelConfig:
     anova: bool = False
     variance: str | None = None
     correlation: str | None = None
+    estimator: str = "ml"
     name: str = "model"  # not a key: the [models.NAME] table's name ("model" for [model])
 
     @property
     def label(self) -> str:
         """``[model]`` or ``[models.NAME]``: how messages name it."""
         return "[model]" if self.name == "model" else f"[models.{self.name}]"
+
+    def sample_kwargs(self, sampler: "SamplerConfig") -> dict:
+        """Keyword arguments for :func:`jaxmix.sample` (besides formula and data)."""
+        kw = {"family": self.family, "link": self.link, "weights": self.weights, "offset": self.offset,
+              "trials": self.trials}
+        return {**kw, **sampler.sample_kwargs()}
 
     def fit_kwargs(self, options: "OptionsConfig | None" = None) -> dict:
         """Keyword arguments for :func:`jaxmix.fit` (besides formula and data)."""
@@ -319,6 +339,25 @@ class BootstrapConfig:
 
 
 @dataclass(frozen=True)
+class SamplerConfig:
+    """``[sampler]``: NUTS settings of the models with ``estimator = "bayes"``."""
+
+    chains: int = 4
+    draws: int = 1000
+    warmup: int = 1000
+    seed: int = 0
+    target_accept: float = 0.8
+    priors: dict = field(default_factory=dict)
+    save_draws: bool = False
+    progress: bool = True
+
+    def sample_kwargs(self) -> dict:
+        """Keyword arguments for :func:`jaxmix.sample` (besides formula, data and the model's family)."""
+        return {"chains": self.chains, "draws": self.draws, "warmup": self.warmup, "seed": self.seed,
+                "target_accept": self.target_accept, "priors": dict(self.priors) or None, "progress": self.progress}
+
+
+@dataclass(frozen=True)
 class OptionsConfig:
     max_iter: int = 500
     gtol: float = 1e-4
@@ -337,6 +376,7 @@ class RunConfig:
     comparisons: ComparisonsConfig | None = None
     bootstrap: BootstrapConfig | None = None
     options: OptionsConfig = field(default_factory=OptionsConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
     named: bool = False  # models came from [models.NAME] tables
     overrides: tuple = ()  # the --set KEY=VALUE strings applied
     force: bool = False  # --force: write into an output folder beside files jaxmix did not write
@@ -532,7 +572,7 @@ def _model(m: dict, name: str, inference: InferenceConfig, options: OptionsConfi
                        method=method, nagq=nagq, weights=m["weights"], offset=m["offset"], trials=m["trials"],
                        dtype=m["dtype"] or options.dtype, ddf=ddf,
                        anova=inference.anova if m["anova"] is None else m["anova"], name=name,
-                       variance=m["variance"], correlation=m["correlation"])
+                       variance=m["variance"], correlation=m["correlation"], estimator=m["estimator"])
 
 
 def _sweep(m: dict, options: OptionsConfig) -> SweepConfig:
@@ -706,16 +746,46 @@ def parse_config(raw: dict, base_dir=None, source=None, overrides=()) -> RunConf
         else:
             from .formula import parse_formula
 
-            chosen = tuple(n for n, m in models.items() if parse_formula(m.formula).is_mixed)
+            chosen = tuple(n for n, m in models.items() if parse_formula(m.formula).is_mixed and m.estimator == "ml")
         bootstrap = BootstrapConfig(n=b["n"], seed=b["seed"], level=b["level"], models=chosen)
     cpu = sections["devices"]["cpu_devices"]
     if cpu is not None and not (isinstance(cpu, int) and cpu >= 1 or isinstance(cpu, str) and cpu.lower() == "auto"):
         raise ConfigError(f"[devices] cpu_devices must be a positive integer or 'auto', got {cpu!r}")
+    sampler = _sampler(sections["sampler"], models, raw, comparisons, bootstrap)
     output = _output(sections["output"], source)
     return RunConfig(data=data, models=models, output=output, source=None if source is None else Path(source),
                      sweep=sweep, devices=DevicesConfig(**sections["devices"]), inference=inference,
                      comparisons=comparisons, bootstrap=bootstrap, options=options, named=kind == "models",
-                     overrides=tuple(overrides))
+                     overrides=tuple(overrides), sampler=sampler)
+
+
+def _sampler(s: dict, models: dict, raw: dict, comparisons, bootstrap) -> SamplerConfig:
+    """``[sampler]``: positive counts; only beside models with ``estimator = "bayes"``, which take no
+    likelihood-ratio tests or bootstrap."""
+    bayes = [n for n, m in models.items() if m.estimator == "bayes"]
+    if "sampler" in raw and not bayes:
+        raise ConfigError('[sampler] is for models with estimator = "bayes"; no model has it')
+    for key, low in (("chains", 1), ("draws", 1), ("warmup", 0), ("seed", 0)):
+        if s[key] < low:
+            raise ConfigError(f"[sampler] {key} must be a whole number >= {low}, got {s[key]!r}")
+    if not 0 < s["target_accept"] < 1:
+        raise ConfigError(f"[sampler] target_accept must be between 0 and 1, got {s['target_accept']!r}")
+    for cls in s["priors"]:
+        if cls not in PRIOR_CLASSES:
+            raise ConfigError(f"[sampler] priors: unknown class {cls!r}{did_you_mean(cls, PRIOR_CLASSES)} "
+                              f"(allowed: {', '.join(PRIOR_CLASSES)})")
+    for n in bayes:
+        if comparisons is not None and any(n in names for names in comparisons.lrt):
+            raise ConfigError(f"[comparisons] lrt: model {n!r} has estimator = 'bayes' (no likelihood to compare)")
+        if bootstrap is not None and n in bootstrap.models:
+            raise ConfigError(f"[bootstrap] model {n!r} has estimator = 'bayes'; bootstrap the ML fit instead")
+        if models[n].anova:
+            raise ConfigError(f"{models[n].label} anova is for ML fits, not estimator = 'bayes'")
+    return SamplerConfig(**s)
+
+
+#: the prior classes of [sampler] priors (jaxmix.bayes.priors.PRIOR_CLASSES, which needs numpyro to import)
+PRIOR_CLASSES = ("intercept", "fixef", "sd", "cor", "sigma")
 
 
 # ---- --set overrides ------------------------------------------------------------------------------

@@ -241,6 +241,14 @@ def _model_outputs(name: str, res, cfg: RunConfig, design, data, folder: Path, w
     """Write one model's tables, plots and fit.json into ``folder``."""
     m = cfg.models[name]
     fmts = cfg.output.formats
+    if m.estimator == "bayes":
+        from .bayes.outputs import write_posterior_outputs
+
+        files, record = write_posterior_outputs(res, folder, fmts, cfg.sampler.save_draws, bool(cfg.output.plots),
+                                                cfg.output.dpi, wall, messages, cfg.to_dict() if environment else None,
+                                                environment)
+        record["name"] = name
+        return files, record
     files = []
     (folder / "summary.txt").write_text(res.summary() + "\n", encoding="utf-8")
     files.append(folder / "summary.txt")
@@ -310,6 +318,13 @@ def run_config(cfg: RunConfig):
     walls, msgs, boots = {}, {}, {}
     for name, m in cfg.models.items():
         t0 = time.perf_counter()
+        if m.estimator == "bayes":  # jaxmix.sample with the [sampler] settings
+            from .bayes import sample
+
+            with fit_messages(f"sampler] [{m.label.strip('[]')}") as messages:
+                job.results[name] = sample(m.formula, data, **m.sample_kwargs(cfg.sampler))
+            walls[name], msgs[name] = time.perf_counter() - t0, messages
+            continue
         with fit_messages(m.label.strip("[]")) as messages:
             job.results[name] = fit(m.formula, data, **m.fit_kwargs(cfg.options))
         walls[name], msgs[name] = time.perf_counter() - t0, messages
@@ -328,6 +343,12 @@ def run_config(cfg: RunConfig):
     return job, record
 
 
+def _summary_text(res) -> str:
+    """The printed summary of an ML fit or of a posterior (``estimator = "bayes"``)."""
+    text = res.summary()
+    return text if isinstance(text, str) else str(res)
+
+
 def _write_outputs(job: ModelJob, cfg: RunConfig, designs, data, walls, msgs, boots, out: Path) -> dict:
     """Write every model's files into ``out`` (the staging folder); returns the run's record."""
     single = len(cfg.models) == 1
@@ -339,9 +360,9 @@ def _write_outputs(job: ModelJob, cfg: RunConfig, designs, data, walls, msgs, bo
                                               walls[name], msgs[name], boots.get(name), environment=single)
         job.files += files
     if single:
-        job.text = job.res.summary()
+        job.text = _summary_text(job.res)
         return records[next(iter(records))]
-    parts = [f"== {n}: {r.formula}\n{r.summary()}" for n, r in job.results.items()]
+    parts = [f"== {n}: {r.formula}\n{_summary_text(r)}" for n, r in job.results.items()]
     if job.lrt is not None:
         job.files += write_table(job.lrt, out, "lrt", cfg.output.formats)
         shown = job.lrt.drop(columns=["note"]).to_string(index=False, float_format=lambda v: f"{v:.6g}")

@@ -62,6 +62,10 @@ def planned_outputs(cfg: RunConfig, designs: dict | None = None) -> list[str]:
     names = []
     for name, m in cfg.models.items():
         pre = "" if single else f"{name}/"
+        if m.estimator == "bayes":  # jaxmix.bayes.outputs
+            names += [f"{pre}summary.txt", f"{pre}fit.json", f"{pre}trace.png"]
+            names += [f"{pre}{s}.{f}" for s in ("posterior", "draws") for f in fmts]
+            continue
         stems = ["fixed", "covparms", "varcorr", "ranef"] + ["anova"] * bool(m.anova) + ["bootstrap"] * (name in boot)
         names += [f"{pre}summary.txt", f"{pre}fit.json"] + [f"{pre}{s}.{f}" for s in stems for f in fmts]
         names += [pre + PLOT_FILES[k] for k in cfg.output.plots]

@@ -123,6 +123,14 @@ SLOW = (
     "test_linalg.py::test_sequential_forms_equal_jnp[jacrev_grad]",
     "test_examples.py::test_ami_nine_endpoints",  # the main job: tests/test_ami.py runs it quickly
     "test_inference.py::test_monte_carlo_coverage_fixed_effects_and_residual",
+    # NUTS runs of 15-25 s each on the loaded 2-core machine (mostly compilation); quick ones stay
+    "test_bayes.py::test_sbc_ranks_uniform",
+    "test_bayes.py::test_sbc_quick_logistic",
+    "test_bayes.py::test_logistic_glmm_agrees_with_laplace",
+    "test_bayes.py::test_binomial_trials",
+    "test_bayes.py::test_data_dominate_posterior_means_within_a_fraction_of_an_se",
+    "test_bayes.py::test_strong_priors_override_the_data",
+    "test_bayes_config.py::test_bayes_config_run_writes_the_posterior_of_jaxmix_sample",
 )
 
 

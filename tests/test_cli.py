@@ -220,7 +220,7 @@ def test_console_script_exit_code_2(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("jaxmix: error: ")]
     assert errors == [f"jaxmix: error: {cfg}: unknown key 'formla' in [model]; did you mean 'formula'? "
                       "(allowed: formula, family, link, method, nagq, weights, offset, trials, dtype, ddf, anova, "
-                      "variance, correlation)"]
+                      "variance, correlation, estimator)"]
     assert proc.returncode == 2
 
 

@@ -28,6 +28,8 @@ SMALL = {
                             "data.args.n_ratings=3000"],
     "seed_centres": [],
     "sleepstudy": [],
+    # checked in tests/test_bayes_config.py (needs numpyro)
+    "sleepstudy_bayes": ["sampler.chains=2", "sampler.draws=150", "sampler.warmup=150", "sampler.progress=false"],
 }
 
 FIXED_COLUMNS = ["term", "estimate", "se", "df", "statistic", "p", "ci_low", "ci_high"]

@@ -23,6 +23,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 from scipy.special import expit, logit, ndtr, ndtri
 
+from .errors import JaxmixError
 from .families import get_family
 
 __all__ = ["GeeFamily", "gee_family"]
@@ -79,6 +80,9 @@ _FAMILY = {  # variance, starting μ, fixed scale
 def gee_family(family: str, link: str | None = None) -> GeeFamily:
     """The moment functions of ``family``/``link`` (a :class:`jaxmix.errors.JaxmixError` if unknown)."""
     fam = get_family(family, link)
+    if fam.name not in _FAMILY or fam.link not in _LINKS:
+        raise JaxmixError(f"fit_gee: family {fam.name!r} with link {fam.link!r} is not available; "
+                          f"families: {', '.join(sorted(_FAMILY))}")
     linkfun, linkinv, mu_eta = _LINKS[fam.link]
     variance, start_mu, fixed = _FAMILY[fam.name]
     return GeeFamily(fam.name, fam.link, linkfun, linkinv, mu_eta, variance, start_mu, fixed)

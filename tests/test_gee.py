@@ -200,6 +200,8 @@ def test_clear_errors():
     with pytest.raises(JaxmixError, match="the positions within clusters has 150 .at most 100."):
         jaxmix.fit_gee("y ~ 1", big, groups="g", family="binomial", corstr="unstructured")
     with pytest.raises(JaxmixError, match="unknown family"):
+        jaxmix.fit_gee("Reaction ~ Days", ss, groups="Subject", family="tweedie")
+    with pytest.raises(JaxmixError, match="family 'gamma' with link 'inverse' is not available"):
         jaxmix.fit_gee("Reaction ~ Days", ss, groups="Subject", family="gamma")
     with pytest.raises(JaxmixError, match="outcome column 'nope'"):
         jaxmix.fit_gee("~ Days", ss, groups="Subject", outcomes=["Reaction", "nope"])

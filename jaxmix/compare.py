@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .sweep import Sweep
+from .sweep_result import Sweep
 
 __all__ = ["covariate_levels", "expand_terms", "compare_sweeps", "comparison_report", "plot_comparison",
            "COMPARISON_COLUMNS", "MARGINAL_COLUMNS"]

@@ -1,7 +1,7 @@
 """The three fitting paths of a sweep: batched LMM, batched GLMM, and models without random effects.
 
 Each takes the problem of :mod:`jaxmix.sweep` with the per-outcome row masks and screening status and
-returns a :class:`jaxmix.sweep.Sweep`.  Screened-out outcomes are replaced by the first good outcome's
+returns a :class:`jaxmix.sweep_result.Sweep`.  Screened-out outcomes are replaced by the first good outcome's
 data inside the batch (so they cost nothing extra and cannot produce NaNs); their results are NaN.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from .fitting.glmm import fit_glmm_outcomes
 from .fitting.lmm import fit_lmm_outcomes
 from .progress import progress_bar
 from .results import MixedResults, OptimSummary
-from .sweep import Sweep, outcome_design, Problem, status_message
+from .sweep_result import Sweep, outcome_design, Problem, status_message
 
 __all__ = ["fit_lmm_batch", "fit_glmm_batch", "fit_fixed_only"]
 

@@ -1,4 +1,4 @@
-"""Kenward-Roger timing: the Woodbury computation (jaxmix.kr_structured) on mlmRev's Exam model
+"""Kenward-Roger timing: the Woodbury computation (jaxmix.inference.kr_structured) on mlmRev's Exam model
 (4,059 rows, 65 schools, random intercept and slope) and, on a 2,000-row subset, against the dense
 n x n computation it replaces (inference.kr_pieces_dense).  pbkrtest's time comes from
 tests/data/kr_exam.json (tests/data/export_kr_exam.R).
@@ -15,8 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 import jaxmix
-from jaxmix import inference
-
+from jaxmix.inference import wald as inference
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 FORMULA = "normexam ~ standLRT + sex + schgend + (standLRT | school)"
 
@@ -36,7 +35,7 @@ def main() -> None:
     fresh = lambda r: dataclasses.replace(r, extra={})  # noqa: E731  (no cached KR pieces)
     t_full = timed(lambda: fresh(res).coef_table(ddf="kenward-roger"))
     sub = jaxmix.fit(FORMULA, exam.iloc[:2000])
-    from jaxmix.kr_structured import kr_pieces
+    from jaxmix.inference.kr_structured import kr_pieces
 
     t_sub = timed(lambda: kr_pieces(sub))
     t_dense = timed(lambda: inference.kr_pieces_dense(sub), reps=1)

@@ -1,6 +1,6 @@
 """Where the time of a jaxmix LMM fit goes: design, structure, cross-products, compile, optimisation.
 
-Replays the steps of ``jaxmix.model._fit_lmm`` with a timer around each and prints the sizes that drive
+Replays the steps of ``jaxmix.api.fit._fit_lmm`` with a timer around each and prints the sizes that drive
 the cost (``layout.m_R``, ``layout.n_entries``, ``len(idx.pa)``).  Also times one objective evaluation
 and one gradient, so the optimiser's cost can be read as iterations x evaluation.
 
@@ -47,13 +47,13 @@ def _timeit(fn, *args, reps=3):
 
 
 def pieces(xp, idx, layout, tl, theta, log):
-    """Time each step of ``jaxmix.blocked.factorize`` alone (jit per step, min of 3 runs)."""
+    """Time each step of ``jaxmix.core.blocked.factorize`` alone (jit per step, min of 3 runs)."""
     import jax
     import jax.numpy as jnp
     from jax.scipy.linalg import solve_triangular
 
-    from jaxmix.blocked import _scale_entries, scale_rows
-    from jaxmix.covariance import lambdas
+    from jaxmix.core.blocked import _scale_entries, scale_rows
+    from jaxmix.spec.covariance import lambdas
 
     lams = lambdas(theta, tl)
     lam1 = lams[0]
@@ -97,7 +97,7 @@ def pieces(xp, idx, layout, tl, theta, log):
         first, best = _timeit(fn, *args)
         log("piece: " + name, seconds=best, first_call=first, size=size)
     # the real Schur complement M of factorize (not a stand-in): its Cholesky, and subnormals in it
-    from jaxmix.blocked import factorize
+    from jaxmix.core.blocked import factorize
 
     f_fac = jax.jit(lambda th: factorize(lambdas(th, tl), xp, idx, layout))
     first, best = _timeit(f_fac, theta)
@@ -127,7 +127,7 @@ def pieces(xp, idx, layout, tl, theta, log):
 def patch_small_trsm(max_q: int = 4):
     """EXPERIMENT, benchmark-side only: small triangular solves without LAPACK.
 
-    Replaces ``solve_triangular`` in ``jaxmix.blocked`` and ``jaxmix.lmm`` by unrolled substitution
+    Replaces ``solve_triangular`` in ``jaxmix.core.blocked`` and ``jaxmix.core.lmm`` by unrolled substitution
     when the triangle is at most ``max_q`` x ``max_q`` (lower, trans 0 or 'T'), so that the batched
     1x1 / 2x2 solves of term 1 (batch = E entries x vmap width) never reach jaxlib's batched LAPACK
     kernel, which on a 2-thread pool can deadlock (jaxlib 0.10.2, ParallelBatchMap).  Larger solves
@@ -136,8 +136,8 @@ def patch_small_trsm(max_q: int = 4):
     import jax.numpy as jnp
     from jax.scipy.linalg import solve_triangular as orig
 
-    import jaxmix.blocked
-    import jaxmix.lmm
+    import jaxmix.core.blocked
+    import jaxmix.core.lmm
 
     def small(a, b, lower=False, trans=0, **kw):
         q = a.shape[-1]
@@ -161,8 +161,8 @@ def patch_small_trsm(max_q: int = 4):
         X = jnp.stack(xs, axis=-2)
         return X[..., 0] if vec else X
 
-    jaxmix.blocked.solve_triangular = small
-    jaxmix.lmm.solve_triangular = small
+    jaxmix.core.blocked.solve_triangular = small
+    jaxmix.core.lmm.solve_triangular = small
 
 
 def main(argv=None):
@@ -187,11 +187,11 @@ def main(argv=None):
 
     import jaxmix
     from jaxmix.fitting import lmm as jm
-    from jaxmix.covariance import theta_layout
-    from jaxmix.crossprod import build_structure
-    from jaxmix.design import build_design
-    from jaxmix.formula import parse_formula
-    from jaxmix.lmm import objective
+    from jaxmix.spec.covariance import theta_layout
+    from jaxmix.core.crossprod import build_structure
+    from jaxmix.spec.design import build_design
+    from jaxmix.spec.formula import parse_formula
+    from jaxmix.core.lmm import objective
     if a.patch_small_trsm:
         patch_small_trsm()
     log("import jax+jaxmix", seconds=time.perf_counter() - t, jax=jax.__version__,

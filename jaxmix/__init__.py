@@ -14,21 +14,23 @@ if _os.path.basename(_sys.argv[0] or "") == "jaxmix" and "numpy" not in _sys.mod
     _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from . import datasets  # noqa: E402
-from ._cache import enable_compilation_cache  # noqa: E402
+from .fitting.cache import enable_compilation_cache  # noqa: E402
 from .errors import JaxmixError, JaxmixWarning  # noqa: E402
-from .formula import parse_formula  # noqa: E402
-from .anova import anova, homogeneity_test  # noqa: E402
-from .model import fit  # noqa: E402
-from .results import MixedResults, OptimSummary  # noqa: E402
-from .sweep import Sweep, fit_many  # noqa: E402
-from .bootstrap import BootstrapResult, bootstrap  # noqa: E402  (the function shadows the module name)
+from .spec.formula import parse_formula  # noqa: E402
+from .api.anova import anova, homogeneity_test  # noqa: E402
+from .api.fit import fit  # noqa: E402
+from .results.mixed import MixedResults, OptimSummary  # noqa: E402
+from .api.many import Sweep, fit_many  # noqa: E402
+from .api.bootstrap import BootstrapResult, bootstrap  # noqa: E402  (the function shadows the module name)
 from .bayes import Posterior, sample  # noqa: E402  (numpyro is imported when sample() runs)
 
 from .devices import use_cpu_devices  # noqa: E402
-from .gee import fit_gee  # noqa: E402
-from .gee_results import GEEFits, GEEResults  # noqa: E402
+from .gee.estimate import fit_gee  # noqa: E402
+from .gee.results import GEEFits, GEEResults  # noqa: E402
 
 from . import runtime  # noqa: E402
+# the inference layer registers the results' methods (coef_table, confint, summary, ...) when imported
+from .inference import contrasts, emmeans, intervals, summary, wald  # noqa: E402,F401
 
 __version__ = "0.1.0"
 __all__ = ["fit", "MixedResults", "OptimSummary", "JaxmixError", "JaxmixWarning", "parse_formula",

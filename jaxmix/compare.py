@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .sweep_result import Sweep
+from .results.sweep import Sweep
 
 __all__ = ["covariate_levels", "expand_terms", "compare_sweeps", "comparison_report", "plot_comparison",
            "COMPARISON_COLUMNS", "MARGINAL_COLUMNS"]
@@ -58,7 +58,7 @@ def covariate_levels(sweep: Sweep) -> dict[str, str]:
 def expand_terms(design, terms) -> list[str]:
     """Coefficient names for ``terms``: a coefficient name stays, a fixed TERM name (a factor ``"C(site)"``
     or ``"site"``, an interaction ``"a:b"``) becomes all its coefficients, in X's order."""
-    from .inference import fixed_term_columns
+    from .inference.wald import fixed_term_columns
 
     if isinstance(terms, str):
         terms = [terms]

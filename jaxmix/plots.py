@@ -208,7 +208,7 @@ def _lines(res, x: str, group: str) -> tuple[pd.DataFrame, tuple[float, float], 
 def _inverse_link(res):
     if res.family == "gaussian":
         return lambda eta: eta
-    from .families import get_family
+    from .spec.families import get_family
 
     fam = get_family(res.family, res.link)
     return lambda eta: np.asarray(fam.linkinv(eta))

@@ -27,7 +27,7 @@ import os
 
 import jax
 
-from ._cache import enable_compilation_cache
+from .fitting.cache import enable_compilation_cache
 
 __all__ = ["start"]
 

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 import jaxmix
-from jaxmix import cli
+from jaxmix.cli import main as cli
 from jaxmix.compare import COMPARISON_COLUMNS, MARGINAL_COLUMNS, plot_comparison
-from jaxmix.config import ConfigError, load_config, parse_config
+from jaxmix.cli.config import ConfigError, load_config, parse_config
 from jaxmix.datasets import AMI_ENDPOINTS, AMI_FORMULA, simulate_ami
 
 REPO = Path(__file__).resolve().parents[1]

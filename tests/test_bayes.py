@@ -23,7 +23,7 @@ from jaxmix.bayes import diagnostics, sample_replicates  # noqa: E402
 from jaxmix.bayes.likelihood import conditional_u, gaussian_marginal_loglik, linear_predictor_re  # noqa: E402
 from jaxmix.bayes.model import build_arrays, term_lambdas  # noqa: E402
 from jaxmix.bayes.spec import build_spec  # noqa: E402
-from jaxmix.blocked import factorize  # noqa: E402
+from jaxmix.core.blocked import factorize  # noqa: E402
 
 from conftest import load_csv  # noqa: E402
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 import jaxmix
-from jaxmix import cli
-from jaxmix.config import ConfigError, load_config, parse_config
+from jaxmix.cli import main as cli
+from jaxmix.cli.config import ConfigError, load_config, parse_config
 
 pytest.importorskip("numpyro")
 
@@ -71,7 +71,7 @@ def test_bad_prior_spec_in_a_config_names_the_sampler_section(tmp_path):
     path.write_text('[data]\nbuiltin = "sleepstudy"\n[model]\nformula = "Reaction ~ Days + (1 | Subject)"\n'
                     'estimator = "bayes"\n[sampler]\npriors = { sigma = { normal = [0, 1] } }\nprogress = false\n')
     with pytest.raises(ConfigError, match=r"\[sampler\] \[model\] prior for 'sigma' must be on positive values"):
-        from jaxmix.job import run_config
+        from jaxmix.cli.job import run_config
 
         run_config(load_config(path).with_output(tmp_path / "out"))
 

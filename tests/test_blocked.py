@@ -1,6 +1,6 @@
 """The blocked (structured) likelihood against a dense textbook evaluation on small random problems.
 
-For random θ the profiled ML deviance and REML criterion from :func:`jaxmix.lmm.objective` must equal
+For random θ the profiled ML deviance and REML criterion from :func:`jaxmix.core.lmm.objective` must equal
 
     ML:    −2 log N(y; Xβ̂, σ̂² V₀)                                     σ̂² = r²/n
     REML:  −2 log N(y; Xβ̂, σ̂² V₀) + log|X′(σ̂²V₀)⁻¹X| − p log 2π         σ̂² = r²/(n − p)
@@ -20,10 +20,10 @@ import pytest
 import scipy.linalg
 from scipy import stats
 
-from jaxmix.covariance import lambdas, theta_layout
-from jaxmix.design import build_design
-from jaxmix.formula import parse_formula
-from jaxmix.lmm import cond_var, objective, ranef_from_u, solve
+from jaxmix.spec.covariance import lambdas, theta_layout
+from jaxmix.spec.design import build_design
+from jaxmix.spec.formula import parse_formula
+from jaxmix.core.lmm import cond_var, objective, ranef_from_u, solve
 from jaxmix.fitting.lmm import lmm_arrays
 
 SHAPES = {

@@ -6,7 +6,7 @@ import pytest
 
 import jaxmix
 from jaxmix import progress as prog
-from jaxmix.bootstrap import BootstrapResult, simulate
+from jaxmix.api.bootstrap import BootstrapResult, simulate
 
 from conftest import load_csv
 

@@ -1,4 +1,4 @@
-"""jaxmix._cache: the in-process executables are dropped before the process runs out of memory mappings."""
+"""jaxmix.fitting.cache: the in-process executables are dropped before the process runs out of memory mappings."""
 from __future__ import annotations
 
 import os
@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 
 import jaxmix
-from jaxmix import _cache
-
-
+from jaxmix.fitting import cache as _cache
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts /proc/self/maps")
 def test_release_executables_when_mappings_pile_up():
     d = jaxmix.datasets.sleepstudy()
@@ -54,7 +52,7 @@ def test_compiled_program_leaves_the_collector_as_it_was():
     import jax
     import jax.numpy as jnp
 
-    from jaxmix._cache import compiled_program
+    from jaxmix.fitting.cache import compiled_program
 
     f = jax.jit(lambda x: jnp.sin(x) * 2.0)
     assert gc.isenabled()

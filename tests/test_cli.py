@@ -14,8 +14,7 @@ import pandas as pd
 import pytest
 
 import jaxmix
-from jaxmix import cli
-
+from jaxmix.cli import main as cli
 REPO = Path(__file__).resolve().parents[1]
 SLEEP = REPO / "configs" / "sleepstudy.toml"
 
@@ -213,7 +212,7 @@ def test_console_script_exit_code_2(tmp_path):
     """The one subprocess: a bad config through the real entry point, no traceback, status 2."""
     cfg = tmp_path / "typo.toml"
     cfg.write_text('[data]\nbuiltin = "sleepstudy"\n[model]\nformla = "Reaction ~ Days"\n')
-    proc = subprocess.run([sys.executable, "-m", "jaxmix.cli", "run", str(cfg)], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "jaxmix.cli.main", "run", str(cfg)], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert proc.stdout == ""
     assert "Traceback" not in proc.stderr
@@ -286,8 +285,7 @@ def test_fit_error_is_one_line(tmp_path, capsys, monkeypatch):
     is one line naming the model, exit 2."""
     import dataclasses
 
-    from jaxmix import job
-
+    from jaxmix.cli import job
     real = job.check_model
     monkeypatch.setattr(job, "check_model", lambda m, data: real(dataclasses.replace(m, method="Laplace"), data))
     cfg = tmp_path / "agq.toml"
@@ -319,8 +317,7 @@ def test_glmm_run_matches_python_and_parquet_tables(tmp_path, capsys, monkeypatc
                    'nagq = 5\n[inference]\nanova = true\n[output]\nformats = ["csv", "parquet"]\n')
     monkeypatch.setattr(plots, "_mpl", lambda: (_ for _ in ()).throw(
         jaxmix.JaxmixError('plots need matplotlib, an optional extra: pip install "jaxmix[plot]"')))
-    from jaxmix import job
-
+    from jaxmix.cli import job
     monkeypatch.setattr(job, "_MPL_WARNED", [])
     out = tmp_path / "o"
     assert cli.main(["run", str(cfg), "--out", str(out), "--quiet"]) == 0
@@ -482,8 +479,7 @@ def _previous_run(tmp_path) -> tuple[Path, dict]:
 
 
 def test_failed_write_leaves_previous_results(sleep_run, tmp_path, monkeypatch, capsys):
-    from jaxmix import job
-
+    from jaxmix.cli import job
     out, before = _previous_run(tmp_path)
 
     def broken(*a, **k):
@@ -498,16 +494,15 @@ def test_failed_write_leaves_previous_results(sleep_run, tmp_path, monkeypatch, 
 
 @pytest.mark.parametrize("where", ["fit", "writing"])
 def test_ctrl_c_one_line_130_previous_results_kept(where, sleep_run, tmp_path, monkeypatch, capsys):
-    import jaxmix.model
-    from jaxmix import job
-
+    import jaxmix.api.fit
+    from jaxmix.cli import job
     out, before = _previous_run(tmp_path)
     capsys.readouterr()
 
     def interrupt(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(*((jaxmix.model, "fit") if where == "fit" else (job, "write_table")), interrupt)
+    monkeypatch.setattr(*((jaxmix.api.fit, "fit") if where == "fit" else (job, "write_table")), interrupt)
     rc = _call(["run", str(SLEEP), "--out", str(out), *QUICK])
     err = capsys.readouterr().err
     assert rc == 130 and "Traceback" not in err
@@ -525,8 +520,7 @@ def test_validate_checks_df_size_limits(ddf, limit, needles, tmp_path, monkeypat
     """The df methods' size limits (inference.KR_MAX_ROWS with KR_MAX_RE_COLUMNS, RANK_MAX_COLUMNS; lowered
     here to use sleepstudy's 180 rows, 36 random-effect and 38 [X Z] columns) refuse in validate, and in
     run before any fit."""
-    from jaxmix import inference
-
+    from jaxmix.inference import wald as inference
     monkeypatch.setattr(inference, limit, {"KR_MAX_ROWS": 100, "RANK_MAX_COLUMNS": 10}[limit])
     if limit == "KR_MAX_ROWS":
         monkeypatch.setattr(inference, "KR_MAX_RE_COLUMNS", 10)

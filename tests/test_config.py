@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 import jaxmix
-from jaxmix.config import SCHEMA, ConfigError, RunConfig, load_config, parse_config
+from jaxmix.cli.config import SCHEMA, ConfigError, RunConfig, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,7 +99,7 @@ def test_parse_config_is_pure(tmp_path, monkeypatch):
 def test_schema_keys_match_dataclasses():
     from dataclasses import fields
 
-    from jaxmix.config import (BootstrapConfig, DataConfig, InferenceConfig, ModelConfig, OptionsConfig,
+    from jaxmix.cli.config import (BootstrapConfig, DataConfig, InferenceConfig, ModelConfig, OptionsConfig,
                                OutputConfig, SweepConfig)
 
     for name, dc in [("data", DataConfig), ("output", OutputConfig), ("inference", InferenceConfig),
@@ -267,7 +267,7 @@ def test_bad_model_configs(raw, pattern):
 
 # ---- --set overrides ---------------------------------------------------------------------------------
 def test_apply_overrides():
-    from jaxmix.config import apply_overrides
+    from jaxmix.cli.config import apply_overrides
 
     raw = named(NULL_FULL)
     new = apply_overrides(raw, ["data.args.n_per_centre=5", "models.full.method=REML", "output.plots=false",
@@ -299,7 +299,7 @@ def test_apply_overrides():
     ("model.method.x=1", r"\[model\] method is not a table"),
 ])
 def test_bad_overrides(item, pattern):
-    from jaxmix.config import apply_overrides
+    from jaxmix.cli.config import apply_overrides
 
     raw = named(NULL_FULL)
     with pytest.raises(ConfigError, match=pattern) as exc:

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 import jaxmix
-from jaxmix import cli
-from jaxmix.config import load_config
+from jaxmix.cli import main as cli
+from jaxmix.cli.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.toml"))

@@ -11,8 +11,8 @@ import pytest
 
 import jaxmix
 from jaxmix import JaxmixError, JaxmixWarning
-from jaxmix.design import build_design, check_nobs_vs_nre, term_matrix_new
-from jaxmix.formula import parse_formula
+from jaxmix.spec.design import build_design, check_nobs_vs_nre, term_matrix_new
+from jaxmix.spec.formula import parse_formula
 
 
 def make_data(seed=0, n=60, ng=8) -> pd.DataFrame:
@@ -179,7 +179,7 @@ def test_rank_deficient_X_drops_the_later_aliased_column(data, base_fit):
 def test_rank_deficient_categorical_interaction():
     # a column of zeros (an empty cell of an interaction) is dropped, the rest kept in order
     X = np.column_stack([np.ones(6), [0, 1, 0, 1, 0, 1], [0, 0, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6]]).astype(float)
-    from jaxmix.design import drop_aliased
+    from jaxmix.spec.design import drop_aliased
 
     X2, names, dropped = drop_aliased(X, ["a", "b", "c", "d"])
     assert names == ["a", "b", "d"] and dropped == ["c"]

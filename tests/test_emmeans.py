@@ -79,7 +79,7 @@ def test_two_level_pairs_are_the_t_test(m_int):
 
 
 def test_reference_grid_and_errors(m_int, data):
-    from jaxmix.emmeans import reference_grid
+    from jaxmix.inference.emmeans import reference_grid
 
     grid = reference_grid(m_int)
     assert len(grid) == 2 and grid["age"].iloc[0] == pytest.approx(REF["mean_age"])

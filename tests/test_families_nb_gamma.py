@@ -21,8 +21,8 @@ import pytest
 from scipy import integrate, stats
 
 import jaxmix
-from jaxmix.families import get_family
-from jaxmix.model_glmm import separated_columns
+from jaxmix.spec.families import get_family
+from jaxmix.api.generalized import separated_columns
 from conftest import DATA_DIR
 
 TMB = json.loads((DATA_DIR / "families_nb_gamma.json").read_text())
@@ -195,9 +195,9 @@ def test_nb_without_overdispersion_warns_at_the_poisson_limit():
 
 @pytest.mark.parametrize("key", ["nb_glm", "gamma_log_glm"])
 def test_simulate_has_the_fitted_mean_and_variance(key):
-    """jaxmix.bootstrap.simulate from a fixed-effects fit: per row, the mean of 1000 draws is μ within
+    """jaxmix.api.bootstrap.simulate from a fixed-effects fit: per row, the mean of 1000 draws is μ within
     5 standard errors (all rows), and the variance averages to V = μ + μ²/θ (NB) or μ²/α (Gamma)."""
-    from jaxmix.bootstrap import simulate
+    from jaxmix.api.bootstrap import simulate
 
     r = fitted(key)
     Y = simulate(r, 1000, seed=3)
@@ -271,8 +271,8 @@ def test_separation_check():
 
 
 def test_fit_record_and_config():
-    from jaxmix.config import parse_config
-    from jaxmix.records import fit_record
+    from jaxmix.cli.config import parse_config
+    from jaxmix.cli.records import fit_record
 
     c = parse_config({"data": {"path": "g.csv"}, "model": {"formula": NB_F, "family": "negative_binomial"}})
     assert c.models["model"].family == "negative_binomial" and c.models["model"].method == "Laplace"
@@ -289,8 +289,7 @@ def test_fit_record_and_config():
 
 def test_config_run_writes_the_shape(tmp_path):
     """``jaxmix run`` on a config with family = "gamma": fit.json and summary.txt carry the shape (slow)."""
-    from jaxmix import cli
-
+    from jaxmix.cli import main as cli
     data("gamma").to_csv(tmp_path / "g.csv", index=False)
     (tmp_path / "g.toml").write_text('[data]\npath = "g.csv"\n[model]\nformula = "y ~ x + (1 | g)"\n'
                                      'family = "gamma"\nlink = "log"\n')

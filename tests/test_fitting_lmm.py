@@ -12,8 +12,8 @@ from scipy.optimize import minimize_scalar
 
 import jaxmix
 from conftest import load_csv
-from jaxmix.covariance import theta_layout
-from jaxmix.lmm import objective
+from jaxmix.spec.covariance import theta_layout
+from jaxmix.core.lmm import objective
 from jaxmix.fitting.lmm import lmm_arrays
 
 SLEEP = "Reaction ~ Days + (Days | Subject)"

@@ -109,10 +109,10 @@ def _brute_force_deviance(y, g, x, theta, beta):
 def test_agq_converges_to_brute_force_integral_and_laplace_does_not():
     import jax.numpy as jnp
 
-    from jaxmix.crossprod import build_structure
-    from jaxmix.covariance import theta_layout
-    from jaxmix.families import get_family
-    from jaxmix.glmm import GlmmData, gauss_hermite, laplace_objective
+    from jaxmix.core.crossprod import build_structure
+    from jaxmix.spec.covariance import theta_layout
+    from jaxmix.spec.families import get_family
+    from jaxmix.core.glmm import GlmmData, gauss_hermite, laplace_objective
 
     rng = np.random.default_rng(3)
     n_groups, per = 6, 5
@@ -281,11 +281,11 @@ def test_glm_without_random_effects_matches_irls_reference():
 def test_theta_start_is_the_moment_estimate_of_the_group_sd():
     """θ starts near the SD of a (1 | g) term (binary data, SD 0.5), at 0.1 without group variation,
     and at lme4's Λ = I for terms it does not estimate (a random slope)."""
-    from jaxmix.covariance import theta_layout
-    from jaxmix.design import build_design
-    from jaxmix.families import get_family
-    from jaxmix.formula import parse_formula
-    from jaxmix.model_glmm import glm_irls, theta_start
+    from jaxmix.spec.covariance import theta_layout
+    from jaxmix.spec.design import build_design
+    from jaxmix.spec.families import get_family
+    from jaxmix.spec.formula import parse_formula
+    from jaxmix.api.generalized import glm_irls, theta_start
 
     rng = np.random.default_rng(11)
     g = np.repeat(np.arange(300), 60)
@@ -343,8 +343,8 @@ def test_quasi_separation_is_not_reported_as_converged(cbpp_separated):
 
 def test_separated_columns_is_exact_and_scale_free():
     """The linear program finds separation whatever the scale of x, and none in cbpp itself."""
-    from jaxmix.families import get_family
-    from jaxmix.model_glmm import separated_columns
+    from jaxmix.spec.families import get_family
+    from jaxmix.api.generalized import separated_columns
 
     fam = get_family("binomial", None)
     x = np.array([-2.0, -1.0, -0.5, 0.5, 1.0, 3.0])

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import jaxmix
-from jaxmix.glmm_profile import psi_to_theta, theta_to_psi
-from jaxmix.covariance import theta_layout
+from jaxmix.inference.glmm_profile import psi_to_theta, theta_to_psi
+from jaxmix.spec.covariance import theta_layout
 from conftest import DATA_DIR, load_csv
 
 REF = json.load(open(DATA_DIR / "contrasts_reference.json"))["glmm_profile"]

@@ -20,8 +20,7 @@ from scipy import stats
 
 import jaxmix
 from conftest import DATA_DIR, GAUSSIAN_CASES, REFERENCE, load_csv, rel_close, reference_fit
-from jaxmix import inference
-
+from jaxmix.inference import wald as inference
 INF_REF = json.loads((DATA_DIR / "inference_reference.json").read_text())
 COVPARM_REF = json.loads((DATA_DIR / "covparm_se_reference.json").read_text())["cases"]
 CASES = [pytest.param(c, m, id=f"{c}-{m}") for c in GAUSSIAN_CASES for m in ("REML", "ML")]

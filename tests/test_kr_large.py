@@ -1,4 +1,4 @@
-"""Kenward-Roger beyond 3,000 rows through the Woodbury identity (jaxmix.kr_structured), pinned to
+"""Kenward-Roger beyond 3,000 rows through the Woodbury identity (jaxmix.inference.kr_structured), pinned to
 pbkrtest on mlmRev's Exam data, 4,059 rows (tests/data/export_kr_exam.R -> kr_exam.json, Exam.csv)."""
 import json
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import jaxmix
-from jaxmix import inference
-from jaxmix.kr_structured import kr_pieces
+from jaxmix.inference import wald as inference
+from jaxmix.inference.kr_structured import kr_pieces
 from conftest import DATA_DIR, load_csv
 
 REF = json.load(open(DATA_DIR / "kr_exam.json"))

@@ -1,4 +1,4 @@
-"""jaxmix.linalg: unrolled small blocks, and the CPU-safe (sequential under vmap) Cholesky / triangular solve
+"""jaxmix.core.linalg: unrolled small blocks, and the CPU-safe (sequential under vmap) Cholesky / triangular solve
 with their own reverse-mode derivatives, equal to jnp's in value, gradient and Hessian."""
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 from jax.scipy.linalg import solve_triangular
 
-from jaxmix import linalg as la
-
+from jaxmix.core import linalg as la
 REPO = Path(__file__).resolve().parent.parent
 RNG = np.random.default_rng(0)
 M = 12

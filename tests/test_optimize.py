@@ -13,8 +13,8 @@ from scipy.optimize import minimize_scalar
 import jax
 import jax.numpy as jnp
 import jaxmix
-from jaxmix.covariance import theta_layout
-from jaxmix.lmm import objective
+from jaxmix.spec.covariance import theta_layout
+from jaxmix.core.lmm import objective
 from jaxmix.fitting.lmm import lmm_arrays
 from jaxmix.core.newton import minimize_bounded
 from jaxmix.status import status_message

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from jaxmix import status
-from jaxmix.model_glmm import SEPARATION_STATUS
-from jaxmix.sweep_result import SWEEP_STATUS, status_message
+from jaxmix.api.generalized import SEPARATION_STATUS
+from jaxmix.results.sweep import SWEEP_STATUS, status_message
 
 
 def test_one_table_serves_the_optimiser_the_screening_and_separation():

@@ -9,11 +9,11 @@ import pytest
 
 from conftest import load_csv
 from jaxmix.core.structure import bucket, padded_system
-from jaxmix.covariance import theta_layout
-from jaxmix.crossprod import CrossProducts, Index
-from jaxmix.design import build_design
-from jaxmix.formula import parse_formula
-from jaxmix.lmm import objective
+from jaxmix.spec.covariance import theta_layout
+from jaxmix.core.crossprod import CrossProducts, Index
+from jaxmix.spec.design import build_design
+from jaxmix.spec.formula import parse_formula
+from jaxmix.core.lmm import objective
 from jaxmix.fitting.lmm import lmm_arrays
 
 

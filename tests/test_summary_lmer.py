@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import jaxmix
-from jaxmix.summary import fixef_correlation, scaled_residual_quantiles
+from jaxmix.inference.summary import fixef_correlation, scaled_residual_quantiles
 from conftest import DATA_DIR, load_csv
 
 REF = json.load(open(DATA_DIR / "contrasts_reference.json"))["summary"]

@@ -294,7 +294,7 @@ def test_separated_outcome_gets_a_status_the_others_their_own_fit():
     ({"batch_size": 1.5}, "batch_size must be None or a positive integer, got 1.5"),
 ])
 def test_fit_arguments_are_checked_as_in_fit(sleep_data, kw, match):
-    """The same checks as jaxmix.fit (jaxmix.options.check_fit_options), before anything is fitted."""
+    """The same checks as jaxmix.fit (jaxmix.spec.options.check_fit_options), before anything is fitted."""
     sleep_data = sleep_data.assign(b=(sleep_data["y1"] > 300).astype(int))
     with pytest.raises(jaxmix.JaxmixError, match=match):
         jaxmix.fit_many("~ Days + (1 | Subject)", sleep_data, outcomes=["b"], family="binomial", **kw)

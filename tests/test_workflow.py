@@ -14,7 +14,7 @@ from scipy.special import expit
 
 import jaxmix
 from jaxmix.errors import JaxmixError, JaxmixWarning
-from jaxmix.refit import update_formula
+from jaxmix.results.refit import update_formula
 
 from conftest import DATA_DIR, REFERENCE
 

@@ -2,7 +2,7 @@
 
 Gaussian (random effects integrated out).  For y ~ N(Xβ + o, σ²(ZΛΛ′Z′ + W⁻¹)) with Λ the relative
 covariance factor (the random-effect covariance is σ²ΛΛ′), the blocked Cholesky factor L of the
-augmented system for Λ (:func:`jaxmix.blocked.factorize`, as the ML fit uses) gives, without ever
+augmented system for Λ (:func:`jaxmix.core.blocked.factorize`, as the ML fit uses) gives, without ever
 forming an n x n matrix,
 
     −2 log p(y | β, θ, σ) = n log(2πσ²) − log|W| + log|L_Z|² + (r² + ‖L_X′β − c_X‖²) / σ²
@@ -10,20 +10,20 @@ forming an n x n matrix,
 where log|L_Z|² = log|Λ′Z′WZΛ + I|, r² = L_yy² is the minimal penalised residual sum of squares,
 L_X the fixed-effects block of L and c_X the response row of L in the X columns (L_X′β̂ = c_X), so
 r² + ‖L_X′β − c_X‖² is the penalised residual sum of squares at β (Bates et al. 2015, JSS 67(1),
-section 3.6).  Only the cross-products (:func:`jaxmix.crossprod.cross_products`) enter.
+section 3.6).  Only the cross-products (:func:`jaxmix.core.crossprod.cross_products`) enter.
 
 GLMMs (random effects sampled, non-centred).  u ~ N(0, I), b = Λu, η = Xβ + o + Zb and
-log p(y | β, u) = Σᵢ wᵢ ℓᵢ(ηᵢ) with ℓ the family's log-likelihood (:mod:`jaxmix.families`).
+log p(y | β, u) = Σᵢ wᵢ ℓᵢ(ηᵢ) with ℓ the family's log-likelihood (:mod:`jaxmix.spec.families`).
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
-from ..blocked import Factor, factorize, logdets
-from ..crossprod import CrossProducts, Index, Layout
-from ..glmm import lam_apply
-from ..linalg import solve_lower_t, trsm
+from ..core.blocked import Factor, factorize, logdets
+from ..core.crossprod import CrossProducts, Index, Layout
+from ..core.glmm import lam_apply
+from ..core.linalg import solve_lower_t, trsm
 
 __all__ = ["gaussian_marginal_loglik", "gaussian_ols_loglik", "linear_predictor_re", "glmm_loglik",
            "conditional_u"]
@@ -73,7 +73,7 @@ def conditional_u(f: Factor, beta, sigma, z1, zR, idx: Index, layout: Layout):
     """A draw of the spherical random effects u | y, β, Λ, σ of the Gaussian model.
 
     u | y ~ N(û(β), σ²(L_Z L_Z′)⁻¹) with L_Z′û(β) = c_Z − L_XZ′β, so u = L_Z⁻ᵀ(c_Z − L_XZ′β + σz) for
-    z ~ N(0, I): the back-substitution of the ML solution (:func:`jaxmix.lmm.solve_factor`) with
+    z ~ N(0, I): the back-substitution of the ML solution (:func:`jaxmix.core.lmm.solve_factor`) with
     the noise added to its right-hand side.  ``z1`` (levels₁, q₁), ``zR`` (m_R,).
     """
     m_R, p = layout.m_R, beta.shape[0]

@@ -19,7 +19,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from ..crossprod import CrossProducts, Index, Layout, RowData, cross_products, terms_structure
+from ..core.crossprod import CrossProducts, Index, Layout, RowData, cross_products, terms_structure
 from .likelihood import gaussian_marginal_loglik, gaussian_ols_loglik, glmm_loglik, linear_predictor_re
 from .priors import Priors
 from .spec import BayesSpec

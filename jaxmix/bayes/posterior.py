@@ -116,7 +116,7 @@ class Posterior:
     def __getitem__(self, name: str) -> np.ndarray:
         """Draws of one parameter, shape (chains, draws)."""
         if name not in self.names:
-            from ..config import did_you_mean
+            from ..errors import did_you_mean
 
             raise JaxmixError(f"no parameter {name!r}{did_you_mean(name, self.names)}; parameters: "
                               f"{', '.join(self.names)}")

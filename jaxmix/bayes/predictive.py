@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..blocked import factorize
+from ..core.blocked import factorize
 from ..errors import JaxmixError
 from .likelihood import conditional_u, linear_predictor_re
 from .model import fixef_vector, term_lambdas

@@ -30,7 +30,7 @@ import numpy as np
 import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
-from ..config import did_you_mean
+from ..errors import did_you_mean
 from ..errors import JaxmixError
 from .spec import BayesSpec
 

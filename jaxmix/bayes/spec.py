@@ -1,8 +1,8 @@
 """What a Bayesian fit samples: the design of :func:`jaxmix.fit` plus the centring of X (no numpyro here).
 
 The formula, data, weights, offset and trials go through the same pieces as :func:`jaxmix.fit`
-(:func:`jaxmix.formula.parse_formula`, :func:`jaxmix.design.build_design`, cbind/trials handling of
-:func:`jaxmix.model_glmm.prepare_glmm`, :func:`jaxmix.families.get_family`).  With an intercept (formulaic's ``Intercept`` column), the other
+(:func:`jaxmix.spec.formula.parse_formula`, :func:`jaxmix.spec.design.build_design`, cbind/trials handling of
+:func:`jaxmix.api.generalized.prepare_glmm`, :func:`jaxmix.spec.families.get_family`).  With an intercept (formulaic's ``Intercept`` column), the other
 columns of X are centred (x̃ⱼ = xⱼ − x̄ⱼ) as rstanarm and brms do, so that the sampled intercept α̃ is
 nearly uncorrelated with the slopes; the intercept of the original columns is α = α̃ − Σⱼ x̄ⱼ βⱼ.
 """
@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..design import Design, as_data_frame, build_design, check_nobs_vs_nre, row_values
+from ..spec.design import Design, as_data_frame, build_design, check_nobs_vs_nre, row_values
 from ..errors import JaxmixError
-from ..families import Family, get_family
-from ..formula import parse_formula
-from ..results import make_unique
+from ..spec.families import Family, get_family
+from ..spec.formula import parse_formula
+from ..results.mixed import make_unique
 
 #: how formulaic (and lme4) name the intercept column
 INTERCEPT_NAMES = ("Intercept", "(Intercept)")
@@ -83,7 +83,7 @@ def build_spec(formula: str, data, family: str = "gaussian", link: str | None = 
             raise JaxmixError(f"response {orig_resp!r} contains inf")
         ntr = np.ones_like(y)
     else:
-        from ..model_glmm import prepare_glmm
+        from ..api.generalized import prepare_glmm
 
         parsed, data, trials, offset = prepare_glmm(formula, data, trials, offset, fam.name)
         extra = (trials,) if isinstance(trials, str) else ()

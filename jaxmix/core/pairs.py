@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..crossprod import CrossProducts, Layout
+from .crossprod import CrossProducts, Layout
 from ..errors import JaxmixError
 
 __all__ = ["RowMaps", "pair_maps", "pair_cross_products", "sum_cross_products"]

@@ -1,6 +1,6 @@
 """Blocked cross-products of [Z₁ Z_R X y]′W[Z₁ Z_R X y] in numpy, padded to size buckets.
 
-The blocks are those of :mod:`jaxmix.crossprod` (A11, BR, BT, CRR, CRT, CTT), formed once in numpy
+The blocks are those of :mod:`jaxmix.core.crossprod` (A11, BR, BT, CRR, CRT, CTT), formed once in numpy
 with ``np.bincount`` (O(n·s²), no compiled program per number of rows).  Every size that varies
 between data sets of one model class — levels of each term, observed pairs of levels between term k
 and term 1, same-level pairs of those entries — is rounded up to a bucket, so one compiled objective
@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import sparse
 
-from ..crossprod import CrossProducts, Index, Layout, sorted_pairs
+from .crossprod import CrossProducts, Index, Layout, sorted_pairs
 
 __all__ = ["bucket", "padded_system"]
 

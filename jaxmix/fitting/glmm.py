@@ -1,7 +1,7 @@
 """The GLMM fit of one outcome: one compiled Laplace / AGQ deviance with its exact gradient, driven by
 the host optimiser (:func:`jaxmix.core.newton.minimize_bounded`), as for Gaussian models.
 
-The program (:func:`jaxmix.glmm.laplace_objective` with one differentiable Newton step of the
+The program (:func:`jaxmix.core.glmm.laplace_objective` with one differentiable Newton step of the
 conditional modes, which makes the gradient exact at the mode) returns the deviance, its gradient in
 (θ, β) and the modes û; each evaluation warm-starts the mode iterations from the modes of the last
 finite evaluation (the value does not depend on the start).  Parameters are scaled as for LMMs: θ
@@ -18,13 +18,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._cache import compiled_program
+from .cache import compiled_program
 from ..core.newton import FLOAT32, FLOAT64, BatchResult, HostResult, minimize_batch
 from ..core.structure import FINE, bucket, padded_system
-from ..covariance import ThetaLayout, theta_layout
-from ..dispersion import with_dispersion
-from ..crossprod import Index, Layout
-from ..glmm import GlmmData, gauss_hermite, laplace_objective
+from ..spec.covariance import ThetaLayout, theta_layout
+from .dispersion import with_dispersion
+from ..core.crossprod import Index, Layout
+from ..core.glmm import GlmmData, gauss_hermite, laplace_objective
 from .lmm import column_rms, compile_options, theta_scale
 
 __all__ = ["GlmmBatch", "GlmmFit", "fit_glmm_outcomes", "glmm_structure", "fit_glmm_arrays", "pad_rows", "first_rows"]
@@ -116,7 +116,7 @@ class GlmmBatch(NamedTuple):
 
     def b(self, j: int, nlev) -> list:
         """Outcome j's conditional modes b = Λu per term, (levels, q), real levels only."""
-        from ..covariance import lambdas_np
+        from ..spec.covariance import lambdas_np
 
         lams = lambdas_np(self.params[j][: self.tl.size], self.tl)
         out = [self.modes[0][j][: nlev[0]] @ lams[0].T]
@@ -127,9 +127,9 @@ class GlmmBatch(NamedTuple):
     def condvar(self, j: int, nlev) -> list:
         """Outcome j's conditional covariances of the random effects (Fisher weights at û), per term
         (levels, q, q), real levels only."""
-        from ..covariance import lambdas
-        from ..glmm import fisher_factor_jit
-        from ..lmm import cond_var
+        from ..spec.covariance import lambdas
+        from ..core.glmm import fisher_factor_jit
+        from ..core.lmm import cond_var
 
         dt = self.data[0].dtype
         x, d = with_dispersion(jnp.asarray(self.params[j], dt), self.fam_, self.glmm_data(j), self.tl.size)
@@ -162,7 +162,7 @@ def fit_glmm_outcomes(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, params0, nagq
     layout, idx_np, ZR, N = glmm_structure(codes, nlev, Zs, n)
     tl = theta_layout(layout.q)
     nt = tl.size
-    ndisp = 1 if fam.dispersion is not None else 0  # log φ after θ (:mod:`jaxmix.dispersion`)
+    ndisp = 1 if fam.dispersion is not None else 0  # log φ after θ (:mod:`jaxmix.fitting.dispersion`)
     d = nt + ndisp + p
     c = np.concatenate([theta_scale(Zs, tl), np.ones(ndisp), 1.0 / column_rms(X)])
     K = 1 if k == 1 else bucket(k, 2, FINE)

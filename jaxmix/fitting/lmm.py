@@ -6,7 +6,7 @@ fixed effects p, ML or REML, and the dtype.  Data sets of one class — other ro
 within a bucket — reuse the executables (in memory, and through JAX's persistent cache in later
 processes).  Two programs are compiled per class:
 
-* the value and exact gradient of the profiled criterion (:func:`jaxmix.lmm.objective`) in scaled
+* the value and exact gradient of the profiled criterion (:func:`jaxmix.core.lmm.objective`) in scaled
   parameters θ̃ (θ = c ⊙ θ̃, see :func:`theta_scale`), which the host optimiser
   (:func:`jaxmix.core.newton.minimize_bounded`) calls; and
 * the solution at θ̂ (β̂, spherical modes, r², L_X and the factor), compiled on a second thread
@@ -29,12 +29,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._cache import compiled_program
+from .cache import compiled_program
 from ..core.newton import FLOAT32, FLOAT64, BatchResult, HostResult, minimize_batch
 from ..core.structure import FINE, bucket, padded_system
-from ..covariance import ThetaLayout, lambdas_np, theta_layout
-from ..crossprod import CrossProducts, Index, Layout, RowData, cross_products, terms_structure
-from ..lmm import cond_var, objective, solve
+from ..spec.covariance import ThetaLayout, lambdas_np, theta_layout
+from ..core.crossprod import CrossProducts, Index, Layout, RowData, cross_products, terms_structure
+from ..core.lmm import cond_var, objective, solve
 
 __all__ = ["LmmBatch", "LmmFit", "fit_lmm_outcomes", "outcome_blocks", "fit_lmm_arrays", "theta_scale", "column_rms", "lmm_arrays"]
 
@@ -87,7 +87,7 @@ def _solutions(theta, grp, shared, per, idx, *, layout, tl, p):
 
 
 def _cond_var(theta, factor, idx, *, layout, tl):
-    from ..covariance import lambdas
+    from ..spec.covariance import lambdas
 
     return cond_var(factor, lambdas(theta, tl), idx, layout)
 

@@ -1,13 +1,13 @@
 """Gaussian fits with structured covariances: random-term structures (ψ -> Λ) and residual structures (Σ).
 
-The criterion is :func:`jaxmix.lmm.objective` unchanged, evaluated at
+The criterion is :func:`jaxmix.core.lmm.objective` unchanged, evaluated at
 
-    θ = g(ψ)                                   (:func:`jaxmix.re_structure.theta_from_psi`)
-    [Z X y]′W[Z X y] = Σ_k coef_k(φ) P_k        (:mod:`jaxmix.residual`, pieces from :mod:`jaxmix.core.pairs`)
+    θ = g(ψ)                                   (:func:`jaxmix.spec.re_structure.theta_from_psi`)
+    [Z X y]′W[Z X y] = Σ_k coef_k(φ) P_k        (:mod:`jaxmix.spec.residual`, pieces from :mod:`jaxmix.core.pairs`)
     log|W| = Σ log wᵢ − log|Σ(φ)|
 
 so its cost per evaluation does not depend on n.  σ² is profiled out as for lme4's criterion; β̂, the
-modes and vcov(β̂) = σ²(L_X L_X′)⁻¹ come from :func:`jaxmix.lmm.solve` at (θ̂, φ̂) (conditional on the
+modes and vcov(β̂) = σ²(L_X L_X′)⁻¹ come from :func:`jaxmix.core.lmm.solve` at (θ̂, φ̂) (conditional on the
 covariance parameters, as nlme and lme4 report them).  A model without random terms (nlme's ``gls``)
 gets one placeholder term with Λ = 0, whose block Λ′Z′WZΛ + I = I adds nothing.
 
@@ -26,16 +26,16 @@ import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 import numpy as np
 
-from ..blocked import factorize, logdets
+from ..core.blocked import factorize, logdets
 from ..core.newton import FLOAT64, HostResult, minimize_bounded
 from ..core.pairs import pair_cross_products, pair_maps, sum_cross_products
 from ..core.structure import padded_system
-from ..covariance import lambdas, lambdas_np, theta_layout
-from ..crossprod import CrossProducts
+from ..spec.covariance import lambdas, lambdas_np, theta_layout
+from ..core.crossprod import CrossProducts
 from ..errors import JaxmixError
-from ..lmm import cond_var, objective, solve
-from ..re_structure import natural, natural_names, psi_init, psi_lower, psi_scale, struct_layout, theta_from_psi
-from ..residual import coefficients, log_det_sigma, n_phi, phi_init, phi_names, phi_natural, residual_pieces
+from ..core.lmm import cond_var, objective, solve
+from ..spec.re_structure import natural, natural_names, psi_init, psi_lower, psi_scale, struct_layout, theta_from_psi
+from ..spec.residual import coefficients, log_det_sigma, n_phi, phi_init, phi_names, phi_natural, residual_pieces
 from .lmm import FAST_COMPILE, column_rms
 
 
@@ -72,7 +72,7 @@ class StructuredFit(NamedTuple):
     condvar: Callable | None
     opt: HostResult
     n_cov_params: int  # ψ and φ (σ not counted)
-    satterthwaite: tuple  # (H, A = 2H⁺, ∂Φ/∂ϑ) in ϑ = (ψ, φ, σ), as jaxmix.inference.satterthwaite_parts
+    satterthwaite: tuple  # (H, A = 2H⁺, ∂Φ/∂ϑ) in ϑ = (ψ, φ, σ), as jaxmix.inference.wald.satterthwaite_parts
     table: list  # rows (group, var1, var2, kind, estimate, se)
     vcov_table: np.ndarray  # covariance of the table's estimates
     strata_labels: list
@@ -95,7 +95,7 @@ def fit_structured_arrays(codes, nlev, Zs, kinds, X, y, w, frame, variance, corr
       groups, columns: per term, the group's printed name and the column names (for the table).
       X, y, w: fixed-effect matrix, response (offset removed), prior weights.
       frame: the model's rows of the data (for the residual structures' columns).
-      variance, correlation: parsed :class:`jaxmix.residual.ResidualSpec` or None.
+      variance, correlation: parsed :class:`jaxmix.spec.residual.ResidualSpec` or None.
     """
     dt = jnp.float64
     n, p = X.shape

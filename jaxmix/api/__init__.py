@@ -1,0 +1,2 @@
+"""The public verbs built on every layer below: ``fit`` (one outcome), ``fit_many``, ``bootstrap``,
+``anova``."""

@@ -1,0 +1,283 @@
+"""The three fitting paths of a sweep: batched LMM, batched GLMM, and models without random effects.
+
+Each takes the problem of :mod:`jaxmix.api.many` with the per-outcome row masks and screening status and
+returns a :class:`jaxmix.results.sweep.Sweep`.  Screened-out outcomes are replaced by the first good outcome's
+data inside the batch (so they cost nothing extra and cannot produce NaNs); their results are NaN.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..spec.covariance import theta_layout
+from ..errors import JaxmixError
+from ..fitting.glmm import fit_glmm_outcomes
+from ..fitting.lmm import fit_lmm_outcomes
+from ..progress import progress_bar
+from ..results.mixed import MixedResults, OptimSummary
+from ..results.sweep import Sweep, outcome_design, Problem, status_message
+
+__all__ = ["fit_lmm_batch", "fit_glmm_batch", "fit_fixed_only"]
+
+
+def _nan(shape) -> np.ndarray:
+    return np.full(shape, np.nan)
+
+
+def _fill(status: np.ndarray) -> np.ndarray:
+    """Column used for every outcome in the batch: itself, or the first good outcome for a failed one."""
+    ok = status == 0
+    j0 = int(np.flatnonzero(ok)[0])
+    return np.where(ok, np.arange(status.shape[0]), j0)
+
+
+def _is_singular_batch(theta: np.ndarray, tl, on_boundary: np.ndarray) -> np.ndarray:
+    diag = tl.is_diagonal()
+    return np.any(on_boundary, axis=1) | np.any(np.abs(theta[:, diag]) < 1e-4, axis=1)
+
+
+def _all_failed(pb, mask, status, nobs, p, nt, n_params) -> Sweep:
+    k = len(pb.names)
+    return Sweep(problem=pb, mask=mask, beta=_nan((k, p)), vcov_beta=_nan((k, p, p)), theta_=_nan((k, nt)),
+                 sigma_=_nan(k), loglik_=_nan(k), objective_=_nan(k), status_=status, nobs_=nobs,
+                 singular_=np.zeros(k, dtype=bool), n_params=n_params, _build=lambda j: None)
+
+
+def _optim(res, j: int, theta_init, compile_s: float, fit_s: float, status=None) -> OptimSummary:
+    g = np.asarray(res.grad[j], dtype=float)
+    st = int(res.status[j] if status is None else status)
+    return OptimSummary(theta_init=np.asarray(theta_init, dtype=float), iterations=int(res.n_iter[j]),
+                        evaluations=int(res.n_eval[j]), grad=g, grad_norm=float(np.linalg.norm(g)),
+                        hess_min_eig=float(res.hess_min_eig[j]), status=st, message=status_message(st),
+                        fit_seconds=fit_s, compile_seconds=compile_s)
+
+
+def _row_args(pb: Problem, mask, status, dt, response_shift=None):
+    """Per-outcome responses (NaN -> 0), row weights and counts, with failed outcomes filled."""
+    d = pb.design
+    fill = _fill(status)
+    M = mask[:, fill]
+    Y = pb.Y[:, fill] if response_shift is None else pb.Y[:, fill] - response_shift[:, None]
+    Yc = np.where(M, Y, 0.0)
+    W = d.weights[:, None] * M
+    same = bool((M == M[:, :1]).all())
+    return fill, M, np.asarray(Yc.T, dt), np.asarray(W.T, dt), same
+
+
+# ---- LMM -------------------------------------------------------------------------------------
+def fit_lmm_batch(pb: Problem, mask, status, nobs, dtype, max_iter, gtol, devices, batch_size, progress,
+                  desc="fitting") -> Sweep:
+    from ..spec.options import parse_dtype
+
+    dt = np.dtype(parse_dtype(dtype))
+    d = pb.design
+    p = d.X.shape[1]
+    reml = pb.method == "REML"
+    terms = d.terms
+    tl = theta_layout(tuple(t.q for t in terms))
+    nt = tl.size
+    if not (status == 0).any():
+        return _all_failed(pb, mask, status, nobs, p, nt, p + nt + 1)
+    fill, M, Yc, W, same = _row_args(pb, mask, status, np.float64, response_shift=d.offset)
+    n_j = M.sum(axis=0).astype(float)
+    logw = np.log(np.where(d.weights > 0, d.weights, 1.0))
+    ldW_j = ((M & (d.weights[:, None] > 0)) * logw[:, None]).sum(axis=0)
+    k = len(pb.names)
+    chunk = k if batch_size is None else max(1, min(int(batch_size), k))
+    nchunks = -(-k // chunk)
+    show = (nchunks > 1) if progress is None else bool(progress)
+    bar = progress_bar(k, desc, quiet=not show, unit="outcome")
+    codes, nlev, Zs = [t.codes for t in terms], [t.nlevels for t in terms], [t.Z for t in terms]
+    parts = []
+    try:
+        for c in range(nchunks):
+            sl = slice(c * chunk, min((c + 1) * chunk, k))
+            parts.append(fit_lmm_outcomes(codes, nlev, Zs, d.X, Yc.T[:, sl], W.T[:, sl], n_j[sl], ldW_j[sl], reml, dt,
+                                          gtol=gtol, max_iter=max_iter, devices=devices))
+            bar.update(sl.stop - sl.start)
+    finally:
+        bar.close()
+    cat = lambda f: np.concatenate([f(b) for b in parts], axis=0)  # noqa: E731
+    res = type(parts[0].opt)(*(np.concatenate([getattr(b.opt, name) for b in parts], axis=0)
+                               for name in parts[0].opt._fields))
+    cs = sum(b.compile_seconds for b in parts)
+    rs = sum(b.run_seconds for b in parts)
+    ok = status == 0
+    theta = np.where(ok[:, None], cat(lambda b: b.theta), np.nan)
+    denom = nobs - p if reml else nobs
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sigma = np.where(ok, np.sqrt(cat(lambda b: b.r2) / denom), np.nan)
+    RX = cat(lambda b: b.RX)
+    vcov = _nan((len(ok), p, p))
+    for j in np.flatnonzero(ok):
+        try:
+            Ri = np.linalg.inv(RX[j])
+            vcov[j] = sigma[j] ** 2 * Ri.T @ Ri
+        except np.linalg.LinAlgError:
+            pass
+    obj = np.where(ok, res.fun, np.nan)
+    st = np.where(ok, res.status, status)
+    scaled = res.x  # the singularity test is on the scaled θ̃ (Z columns of unit RMS), as jaxmix.fit's
+    singular = ok & _is_singular_batch(np.nan_to_num(scaled, nan=1.0), tl, res.on_boundary)
+    beta = np.where(ok[:, None], cat(lambda b: b.beta), np.nan)
+
+    def build(j: int) -> MixedResults:
+        name = pb.names[j]
+        sub, used = outcome_design(d, mask[:, j], pb.Y[:, j], name, pb.rhs)
+        part, jj = parts[j // chunk], j % chunk
+        s2 = float(sigma[j]) ** 2
+
+        def condvar():
+            return [s2 * cv[u] for cv, u in zip(part.condvar(jj, nlev), used)]
+
+        return MixedResults(
+            formula=sub.parsed.formula, family="gaussian", link="identity", method=pb.method, design=sub,
+            beta=beta[j], vcov_beta=vcov[j], theta=theta[j], sigma=float(sigma[j]), loglik=-obj[j] / 2.0,
+            objective=float(obj[j]), n_params=p + nt + 1, converged=bool(st[j] == 0), singular=bool(singular[j]),
+            optim=_optim(res, j, tl.init() * part.theta_scale, cs, rs), b=[bk[u] for bk, u in zip(part.b(jj, nlev), used)],
+            _condvar_fn=condvar)
+
+    return Sweep(problem=pb, mask=mask, beta=beta, vcov_beta=vcov, theta_=theta, sigma_=sigma, loglik_=-obj / 2.0,
+                 objective_=obj, status_=st, nobs_=nobs, singular_=singular, n_params=p + nt + 1, _build=build,
+                 compile_seconds=cs, run_seconds=rs)
+
+
+# ---- GLMM ------------------------------------------------------------------------------------
+def _glm_starts(pb: Problem, mask, status, suspect: np.ndarray, tl) -> np.ndarray:
+    """(θ, β) starts of every good outcome: β from a GLM on its own rows, θ from
+    :func:`jaxmix.api.generalized.theta_start` (the starts ``jaxmix.fit`` uses).  ``suspect[j]`` is set
+    where the GLM shows signs of separation (:func:`jaxmix.api.generalized.separation_suspected`)."""
+    from .generalized import glm_irls, separation_suspected, theta_start
+
+    d = pb.design
+    p = d.X.shape[1]
+    out = np.tile(np.concatenate([tl.init(), np.zeros(p)]), (len(pb.names), 1))
+    for j in np.flatnonzero(status == 0):
+        m = mask[:, j]  # all rows, the outcome's missing ones with zero weight: one compiled shape
+        yj, wj = np.where(m, pb.Y[:, j], 0.0), d.weights * m
+        beta0, _, vcov0, conv0, separated = glm_irls(pb.fam, d.X, yj, pb.ntr, wj, d.offset, tol=1e-8)  # refined later
+        out[j] = np.concatenate([theta_start(pb.fam, d.X, yj, pb.ntr, wj, d.offset, beta0, d.terms, tl), beta0])
+        suspect[j] = separation_suspected((d.X, wj, vcov0, conv0, separated))
+    return out
+
+
+def fit_glmm_batch(pb: Problem, mask, status, nobs, dtype, max_iter, gtol, devices, batch_size, progress,
+                   start=None, desc="fitting") -> Sweep:
+    from ..spec.options import parse_dtype
+    from .generalized import (SEPARATION_STATUS, glmm_vcov, separated_columns, separation_message,
+                             separation_suspected)
+
+    dt = np.dtype(parse_dtype(dtype))
+    d = pb.design
+    p = d.X.shape[1]
+    if pb.nagq > 1 and (len(d.terms) != 1 or d.terms[0].q != 1):
+        raise JaxmixError("adaptive Gauss-Hermite quadrature (nagq > 1) needs a single scalar random-effect "
+                          f"term such as (1 | g); the formula has {len(d.terms)} term(s) "
+                          f"with {[t.q for t in d.terms]} column(s)")
+    terms = d.terms
+    tl = theta_layout(tuple(t.q for t in terms))
+    nt = tl.size
+    if not (status == 0).any():
+        return _all_failed(pb, mask, status, nobs, p, nt, p + nt)
+    notes: dict = {}
+    suspect = np.zeros(len(pb.names), dtype=bool)
+    if start is None:
+        params0 = _glm_starts(pb, mask, status, suspect, tl)
+    else:
+        params0 = np.broadcast_to(np.asarray(start, dtype=float), (len(pb.names), nt + p)).copy()
+    fill, M, Yc, PW, same = _row_args(pb, mask, status, np.float64)
+    k = len(pb.names)
+    chunk = k if batch_size is None else max(1, min(int(batch_size), k))
+    nchunks = -(-k // chunk)
+    show = (nchunks > 1) if progress is None else bool(progress)
+    bar = progress_bar(k, desc, quiet=not show, unit="outcome")
+    codes, nlev, Zs = [t.codes for t in terms], [t.nlevels for t in terms], [t.Z for t in terms]
+    parts = []
+    try:
+        for c in range(nchunks):
+            sl = slice(c * chunk, min((c + 1) * chunk, k))
+            parts.append(fit_glmm_outcomes(pb.fam, codes, nlev, Zs, d.X, Yc.T[:, sl], PW.T[:, sl], pb.ntr, d.offset,
+                                           params0[fill][sl], pb.nagq, dt, gtol=gtol, max_iter=max_iter,
+                                           devices=devices))
+            bar.update(sl.stop - sl.start)
+    finally:
+        bar.close()
+    res = type(parts[0].opt)(*(np.concatenate([getattr(b.opt, name) for b in parts], axis=0)
+                               for name in parts[0].opt._fields))
+    cs = sum(b.compile_seconds for b in parts)
+    rs = sum(b.run_seconds for b in parts)
+    ok = status == 0
+    x = np.where(ok[:, None], np.concatenate([b.params for b in parts], axis=0), np.nan)
+    theta, beta = x[:, :nt], x[:, nt:]
+    H = np.concatenate([b.hess for b in parts], axis=0)
+    onb = res.on_boundary
+    vcov = _nan((len(ok), p, p))
+    obj = np.where(ok, res.fun, np.nan)
+    st = np.where(ok, res.status, status)
+    for j in np.flatnonzero(ok):
+        vcov[j], note = glmm_vcov(H[j], onb[j], nt, p)
+        sep = []
+        if suspect[j] or separation_suspected(beta=beta[j], fun=obj[j], vcov_note=note):
+            m = mask[:, j]
+            sep = separated_columns(pb.fam, d.X[m], pb.Y[m, j], pb.ntr[m], d.weights[m], d.x_names)
+        if sep:  # as jaxmix.fit: infinite estimates, not converged, no standard errors
+            st[j], vcov[j], note = SEPARATION_STATUS, np.nan, separation_message(sep)
+        if note:
+            notes.setdefault(pb.names[j], []).append(note)
+    singular = ok & _is_singular_batch(np.nan_to_num(res.x[:, :nt], nan=1.0), tl, onb[:, :nt])
+    method = "AGQ" if pb.nagq > 1 else "Laplace"
+
+    def build(j: int) -> MixedResults:
+        sub, used = outcome_design(d, mask[:, j], pb.Y[:, j], pb.names[j], pb.rhs)
+        part, jj = parts[j // chunk], j % chunk
+
+        def condvar():
+            return [cv[uu] for cv, uu in zip(part.condvar(jj, nlev), used)]
+
+        return MixedResults(
+            formula=sub.parsed.formula, family=pb.family, link=pb.link, method=method, design=sub, beta=beta[j],
+            vcov_beta=vcov[j], theta=theta[j], sigma=1.0, loglik=-obj[j] / 2.0, objective=float(obj[j]),
+            n_params=p + nt, converged=bool(st[j] == 0), singular=bool(singular[j]),
+            optim=_optim(res, j, params0[j], cs, rs, st[j]), b=[bk[uu] for bk, uu in zip(part.b(jj, nlev), used)],
+            _condvar_fn=condvar,
+            extra={"nagq": pb.nagq, "trials": pb.ntr[mask[:, j]], "offset_column": pb.offset_column})
+
+    return Sweep(problem=pb, mask=mask, beta=beta, vcov_beta=vcov, theta_=theta, sigma_=np.where(ok, 1.0, np.nan),
+                 loglik_=-obj / 2.0, objective_=obj, status_=st, nobs_=nobs, singular_=singular, n_params=p + nt,
+                 _build=build, compile_seconds=cs, run_seconds=rs, warnings=notes)
+
+
+# ---- no random effects: least squares or GLM per outcome ------------------------------------------
+def fit_fixed_only(pb: Problem, mask, status, nobs, progress=None) -> Sweep:
+    """Formulas without a bar term: ``jaxmix.fit``'s least-squares or GLM fit, outcome by outcome."""
+    from .fit import fit_ols
+    from .generalized import glm_irls
+
+    d = pb.design
+    k, p = len(pb.names), d.X.shape[1]
+    fits: dict[int, MixedResults] = {}
+    notes: dict = {}
+    for j in np.flatnonzero(status == 0):
+        name = pb.names[j]
+        sub, _ = outcome_design(d, mask[:, j], pb.Y[:, j], name, pb.rhs)
+        if pb.family == "gaussian":
+            fits[j] = fit_ols(sub.parsed.formula, sub, "OLS")
+            continue
+        ntr = pb.ntr[mask[:, j]]
+        beta0, dev0, vcov0, conv0, separated = glm_irls(pb.fam, sub.X, sub.y, ntr, sub.weights, sub.offset)
+        if separated:
+            notes.setdefault(name, []).append("fixed effects appear to be (quasi-)completely separated")
+        fits[j] = MixedResults(
+            formula=sub.parsed.formula, family=pb.family, link=pb.link, method="ML", design=sub, beta=beta0,
+            vcov_beta=vcov0, theta=np.zeros(0), sigma=1.0, loglik=-dev0 / 2, objective=dev0, n_params=p,
+            converged=conv0, singular=False, optim=None, b=[],
+            extra={"nagq": 1, "trials": ntr, "offset_column": pb.offset_column})
+    beta, vcov = _nan((k, p)), _nan((k, p, p))
+    sigma, ll = _nan(k), _nan(k)
+    st = status.copy()
+    for j, r in fits.items():
+        beta[j], vcov[j], sigma[j], ll[j] = r.beta, r.vcov_beta, r.sigma, r.loglik
+        st[j] = 0 if r.converged else 1
+    n_params = p + (1 if pb.family == "gaussian" else 0)
+    return Sweep(problem=pb, mask=mask, beta=beta, vcov_beta=vcov, theta_=np.zeros((k, 0)), sigma_=sigma,
+                 loglik_=ll, objective_=-2 * ll, status_=st, nobs_=nobs, singular_=np.zeros(k, dtype=bool),
+                 n_params=n_params, _build=fits.__getitem__, warnings=notes)

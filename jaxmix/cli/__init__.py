@@ -1,0 +1,1 @@
+"""The ``jaxmix`` command: config schema, runs, output folders and records."""

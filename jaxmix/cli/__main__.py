@@ -1,0 +1,4 @@
+"""``python -m jaxmix.cli``."""
+from .main import main
+
+raise SystemExit(main())

@@ -1,0 +1,283 @@
+"""Generalised linear mixed models: Laplace and adaptive Gauss–Hermite deviance (pure JAX).
+
+With η = Xβ + o + ZΛu, u ~ N(0, I) and the conditional log-likelihood ℓ(y | u) = Σᵢ wᵢ ℓᵢ(ηᵢ):
+
+* The conditional modes û maximise ℓ(y | u) − ‖u‖²/2 (penalised IRLS: each step solves the penalised
+  weighted least-squares problem with the blocked Cholesky of Λ′Z′WZΛ + I, W = −∂²ℓ/∂η², with step
+  halving).  The families and links here are log-concave in η, so W > 0 and the steps are Newton
+  steps, except Gamma with the identity link, which takes Fisher-scoring steps (``Family.scoring_weight``).
+* Laplace:  −2 log L(θ, β) ≈ −2 ℓ(y | û) + ‖û‖² + log|L|²,  L L′ = Λ′Z′W_F ZΛ + I with lme4's
+  Fisher weights W_F = w μ′(η)²/V(μ) at û (equal to W for canonical links); for the negative binomial
+  and Gamma families W_F is the observed W, the exact Laplace approximation (as glmmTMB).
+* AGQ (one scalar term): −2 Σⱼ log[ σⱼ Σₖ ωₖ exp(ℓⱼ(ûⱼ + σⱼxₖ) − (ûⱼ + σⱼxₖ)²/2 + xₖ²/2) ] with
+  σⱼ = 1/L₁₁ⱼ and (xₖ, ωₖ) the Gauss–Hermite rule for the standard normal; nagq = 1 is Laplace.
+
+Exact derivatives in (θ, β): û is found by a loop whose inputs are detached, then Newton steps are
+taken differentiably.  At the exact mode one step has the derivative of the implicit function û(θ, β)
+(so the deviance's gradient is exact); the error of that step is quadratic in the distance from û, so
+after two steps û(θ, β) is exact to fourth order and the Hessian is exact too.  The optimiser uses
+one step for values and gradients and two for the exact Hessian.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .blocked import factorize, logdets
+from ..spec.covariance import ThetaLayout, column_signs, lambdas
+from .crossprod import Index, Layout, RowData, cross_products
+from ..spec.families import Family
+from .linalg import sequential_lapack
+from .lmm import solve_factor
+
+__all__ = ["GlmmData", "laplace_objective", "conditional_modes", "zero_modes"]
+
+
+class GlmmData(NamedTuple):
+    Z1: jnp.ndarray  # (n, q1)
+    ZR: jnp.ndarray  # (n, s_R)
+    X: jnp.ndarray  # (n, p)
+    y: jnp.ndarray  # successes or counts
+    ntr: jnp.ndarray  # binomial trials (1 for 0/1 data, unused for poisson); NB θ / Gamma shape per row
+    pw: jnp.ndarray  # prior weights
+    offset: jnp.ndarray
+
+
+def glmm_data(arrays: dict) -> GlmmData:
+    """:class:`GlmmData` from a dict with its field names as keys (a sweep's per-outcome arrays)."""
+    return GlmmData(*(jnp.asarray(arrays[name]) for name in GlmmData._fields))
+
+
+def lam_apply(uR, lams, layout: Layout):
+    """Λ_R u for the R terms, block by block (levels x q_k each)."""
+    if layout.m_R == 0:
+        return uR
+    parts = []
+    for lam, off, qk, lk in zip(lams[1:], layout.offsets, layout.q[1:], layout.nlev[1:]):
+        parts.append((uR[off : off + lk * qk].reshape(lk, qk) @ lam.T).reshape(-1))
+    return jnp.concatenate(parts)
+
+
+def _eta_re(u1, uR, lams, d: GlmmData, idx: Index, layout: Layout):
+    b1 = u1 @ lams[0].T
+    eta = jnp.sum(d.Z1 * b1[idx.code1], axis=1)
+    if layout.m_R:
+        bR = lam_apply(uR, lams, layout)
+        eta = eta + jnp.sum(d.ZR * bR[idx.rpos], axis=1)
+    return eta
+
+
+def _derivs(fam: Family, d: GlmmData, eta):
+    """Per-row weighted log-likelihood, score and observed information in η."""
+    if fam.score_info is not None:
+        g, info = fam.score_info(d.y, d.ntr, eta)
+    else:
+        ll = lambda e, y, n: fam.kernel(y, n, e)  # noqa: E731
+        g = jax.vmap(jax.grad(ll))(eta, d.y, d.ntr)
+        info = -jax.vmap(jax.grad(jax.grad(ll)))(eta, d.y, d.ntr)
+    return d.pw * fam.loglik(d.y, d.ntr, eta), d.pw * g, d.pw * info
+
+
+def fisher_weights(fam: Family, d: GlmmData, eta):
+    """w μ′(η)² / V(μ) (lme4's PIRLS weights)."""
+    if fam.score_info is not None:  # canonical link: Fisher = observed information
+        return d.pw * fam.score_info(d.y, d.ntr, eta)[1]
+    mu_eta = jax.vmap(jax.grad(fam.linkinv))(eta)
+    mu = jnp.clip(fam.linkinv(eta), 1e-300, 1.0 - 1e-16)
+    return d.pw * d.ntr * mu_eta**2 / (mu * (1.0 - mu))
+
+
+def _newton(u, lams, beta, fam, d: GlmmData, idx, layout: Layout, eta_fix, exact: bool = True):
+    """One penalised-IRLS (Newton) step: argmin ‖W^½(z − ZΛu′)‖² + ‖u′‖², z = ZΛu + s/W.
+
+    A family whose ℓ is not concave in η (``fam.scoring_weight``: Gamma with the identity link) takes
+    Fisher-scoring steps in the mode iterations (``exact=False``, W > 0) and exact Newton steps with
+    the observed information, of either sign, in the differentiable steps at the mode."""
+    u1, uR = u
+    er = _eta_re(u1, uR, lams, d, idx, layout)
+    _, s, W = _derivs(fam, d, eta_fix + er)
+    if fam.scoring_weight is None:
+        W = jnp.maximum(W, 1e-12)
+    elif not exact:
+        W = jnp.maximum(d.pw * fam.scoring_weight(d.y, d.ntr, eta_fix + er), 1e-12)
+    z = er + s / jnp.where(W == 0, 1.0, W)  # a row of zero weight (s = 0 there) adds nothing, not 0/0
+    lay1 = layout
+    xp = _tail_positive(cross_products(RowData(d.Z1, d.ZR, z[:, None]), W, idx, lay1), fam, W, z)
+    f = factorize(lams, xp, idx, lay1)
+    sol = solve_factor(f, idx, lay1, 0)
+    return (sol.u1, sol.uR)
+
+
+def _tail_positive(xp, fam, W, tail):
+    """With weights of either sign (``fam.scoring_weight``) the tail column's own block T′WT of the
+    cross-products may be negative, and the factor's tail entry √(…) NaN, which poisons the gradient
+    though neither û nor log|L_Z| uses it: add Σ|W|t² + 1 there (changes nothing else)."""
+    if fam.scoring_weight is None:
+        return xp
+    return xp._replace(CTT=xp.CTT + jnp.sum(jnp.abs(W) * tail**2) + 1.0)
+
+
+def _pdev(u, lams, fam, d, idx, layout, eta_fix):
+    """Penalised deviance up to a constant: −2 Σ wᵢ (ℓᵢ − cᵢ) + ‖u‖² (c = the η-free part of ℓ)."""
+    u1, uR = u
+    eta = eta_fix + _eta_re(u1, uR, lams, d, idx, layout)
+    return -2.0 * jnp.sum(d.pw * fam.kernel(d.y, d.ntr, eta)) + jnp.sum(u1**2) + jnp.sum(uR**2)
+
+
+def zero_modes(layout: Layout, dtype):
+    """u = 0 in the (term 1, other terms) layout of the spherical random effects."""
+    return jnp.zeros((layout.l1, layout.q1), dtype), jnp.zeros((layout.m_R,), dtype)
+
+
+def conditional_modes(theta, beta, fam, d: GlmmData, idx, layout: Layout, tl: ThetaLayout,
+                      max_iter: int = 60, tol: float = 1e-11, u_start=None):
+    """û by penalised IRLS with step halving, from ``u_start`` (default u = 0; not differentiated).
+
+    The start changes the number of iterations, not the mode: the optimiser warm-starts each
+    evaluation from the modes of the last accepted point (lme4 does the same).  A start with a
+    worse penalised deviance than u = 0 is replaced by u = 0.
+    """
+    lams = lambdas(theta, tl)
+    eta_fix = d.X @ beta + d.offset
+    u0 = zero_modes(layout, theta.dtype)
+    pd0 = _pdev(u0, lams, fam, d, idx, layout, eta_fix)
+    if u_start is not None:
+        pd_start = _pdev(u_start, lams, fam, d, idx, layout, eta_fix)
+        use = jnp.isfinite(pd_start) & (pd_start < pd0)
+        u0 = jax.tree_util.tree_map(lambda a, b: jnp.where(use, a, b), u_start, u0)
+        pd0 = jnp.where(use, pd_start, pd0)
+
+    def body(c):
+        u, pd, k, _ = c
+        un = _newton(u, lams, beta, fam, d, idx, layout, eta_fix, exact=False)
+        pdn = _pdev(un, lams, fam, d, idx, layout, eta_fix)
+
+        def halve(_):  # step halving, only when the full step does not decrease the penalised deviance
+            def hb(h):
+                t, _, _, i = h
+                uc = jax.tree_util.tree_map(lambda a, b: a + t * (b - a), u, un)
+                v = _pdev(uc, lams, fam, d, idx, layout, eta_fix)
+                return t / 2, uc, v, i + 1
+
+            def hc(h):
+                return ~(h[2] < pd) & (h[3] < 12)
+
+            _, uc, v, _ = jax.lax.while_loop(hc, hb, (jnp.asarray(0.5, pd.dtype), u, jnp.asarray(jnp.inf, pd.dtype), 0))
+            return uc, v
+
+        uc, v = jax.lax.cond(pdn < pd, lambda _: (un, pdn), halve, None)
+        v = jnp.where(jnp.isfinite(v), v, jnp.inf)
+        better = v < pd
+        u = jax.tree_util.tree_map(lambda a, c_: jnp.where(better, c_, a), u, uc)
+        conv = ~better | (pd - v < tol * (1.0 + jnp.abs(pd)))
+        return u, jnp.where(better, v, pd), k + 1, conv
+
+    def cond(c):
+        return (c[2] < max_iter) & ~c[3]
+
+    u, pd, k, _ = jax.lax.while_loop(cond, body, (u0, pd0, jnp.asarray(0), jnp.asarray(False)))
+    return u, k
+
+
+def laplace_parts(params, fam: Family, d: GlmmData, idx: Index, layout: Layout, tl: ThetaLayout, u_start=None,
+                  newton_steps: int = 2, modes_given: bool = False):
+    """(deviance pieces) at params = (θ, β): the differentiable modes and the Fisher factor, and û.
+
+    ``newton_steps`` differentiable Newton steps from the detached û: with 0 the value is exact, with
+    1 also its gradient, with 2 also its Hessian (see the module docstring).  ``modes_given``: u_start
+    already is û at these parameters (no mode iterations)."""
+    ntheta = tl.size
+    theta, beta = params[:ntheta], params[ntheta:]
+    if u_start is not None:
+        u_start = jax.lax.stop_gradient(u_start)
+    if modes_given:
+        u_hat = u_start
+    else:
+        # d.ntr carries the NB / Gamma shape, a parameter too (jaxmix.spec.families): detached here as well
+        d_fixed = d._replace(ntr=jax.lax.stop_gradient(d.ntr))
+        u_hat, _ = conditional_modes(jax.lax.stop_gradient(theta), jax.lax.stop_gradient(beta), fam, d_fixed, idx,
+                                     layout, tl, u_start=u_start)
+    u_hat = jax.lax.stop_gradient(u_hat)
+    lams = lambdas(theta, tl)
+    eta_fix = d.X @ beta + d.offset
+    u = u_hat
+    for _ in range(newton_steps):
+        u = _newton(u, lams, beta, fam, d, idx, layout, eta_fix)
+    eta = eta_fix + _eta_re(u[0], u[1], lams, d, idx, layout)
+    Wf = fisher_weights(fam, d, eta)
+    n = d.y.shape[0]
+    # the tail column only keeps the factor well defined (its values do not enter log|L_Z|²)
+    xp = _tail_positive(cross_products(RowData(d.Z1, d.ZR, jnp.ones((n, 1), eta.dtype)), Wf, idx, layout), fam, Wf,
+                        jnp.ones_like(eta))
+    f = factorize(lams, xp, idx, layout)
+    return u, eta, f, lams, u_hat
+
+
+def laplace_objective(params, fam: Family, d: GlmmData, idx: Index, layout: Layout, tl: ThetaLayout,
+                      gh_nodes=None, gh_weights=None, u_start=None, newton_steps: int = 2, modes_given: bool = False):
+    """Laplace (or, with Gauss–Hermite nodes, AGQ) approximation of −2 log L at (θ, β).
+
+    With ``u_start`` (a start for the mode iterations), returns (value, û) for warm starts.
+    ``newton_steps``: 2 (default) makes the Hessian exact, 1 the gradient (:func:`laplace_parts`)."""
+    u, eta, f, lams, u_hat = laplace_parts(params, fam, d, idx, layout, tl, u_start, newton_steps, modes_given)
+    value = _laplace_value(u, eta, f, lams, fam, d, idx, layout, gh_nodes, gh_weights)
+    return value if u_start is None else (value, u_hat)
+
+
+def _laplace_value(u, eta, f, lams, fam: Family, d: GlmmData, idx: Index, layout: Layout, gh_nodes, gh_weights):
+    ll = fam.loglik(d.y, d.ntr, eta) * d.pw
+    if gh_nodes is None:
+        ldL2, _, _ = logdets(f, layout, 0)
+        return -2.0 * jnp.sum(ll) + jnp.sum(u[0] ** 2) + jnp.sum(u[1] ** 2) + ldL2
+    # AGQ: a single scalar term, independent levels
+    lam = lams[0][0, 0]
+    sig = 1.0 / f.L11[:, 0, 0]  # (ℓ₁,)
+    u1 = u[0][:, 0]
+    shift = d.Z1[:, 0] * lam * sig[idx.code1]  # η change per unit node, per row
+    eta_k = eta[:, None] + shift[:, None] * gh_nodes[None, :]
+    const = (fam.loglik(d.y, d.ntr, eta) - fam.kernel(d.y, d.ntr, eta)) * d.pw
+    ll_k = jax.vmap(lambda e: fam.kernel(d.y, d.ntr, e) * d.pw, in_axes=1, out_axes=1)(eta_k) + const[:, None]
+    G = jax.ops.segment_sum(ll_k, idx.code1, num_segments=layout.l1)  # (ℓ₁, K)
+    uk = u1[:, None] + sig[:, None] * gh_nodes[None, :]
+    terms = G - 0.5 * uk**2 + 0.5 * gh_nodes[None, :] ** 2 + jnp.log(gh_weights)[None, :]
+    return -2.0 * jnp.sum(jnp.log(sig) + jax.scipy.special.logsumexp(terms, axis=1))
+
+
+def gauss_hermite(n: int):
+    """Nodes and weights of the n-point Gauss–Hermite rule for ∫ f(x) φ(x) dx."""
+    x, w = np.polynomial.hermite_e.hermegauss(n)
+    return x, w / np.sqrt(2.0 * np.pi)
+
+
+def flip_modes(theta, u, tl: ThetaLayout, layout: Layout):
+    """The modes at ``flip_columns(θ)`` from those at θ: Λ D (D = diag(±1)) gives the same ΛΛ′, and
+    u ↦ D u keeps Λu and ‖u‖ (each flipped column's u changes sign)."""
+    signs = column_signs(theta, tl)
+    u1, uR = u
+    u1 = u1 * signs[0][None, :]
+    if layout.m_R:
+        parts = [uR[off : off + lk * qk].reshape(lk, qk) * sg[None, :]
+                 for sg, off, qk, lk in zip(signs[1:], layout.offsets, layout.q[1:], layout.nlev[1:])]
+        uR = jnp.concatenate([pt.reshape(-1) for pt in parts])
+    return u1, uR
+
+
+def fisher_factor(params, u, fam: Family, d: GlmmData, idx: Index, layout: Layout, tl: ThetaLayout):
+    """The blocked factor L, L L′ = Λ′Z′W_F ZΛ + I, at (θ, β) and the modes u (conditional variances)."""
+    ntheta = tl.size
+    theta, beta = params[:ntheta], params[ntheta:]
+    lams = lambdas(theta, tl)
+    eta = d.X @ beta + d.offset + _eta_re(u[0], u[1], lams, d, idx, layout)
+    Wf = fisher_weights(fam, d, eta)
+    xp = _tail_positive(cross_products(RowData(d.Z1, d.ZR, jnp.ones((eta.shape[0], 1), eta.dtype)), Wf, idx, layout),
+                        fam, Wf, jnp.ones_like(eta))
+    with sequential_lapack():
+        return factorize(lams, xp, idx, layout)
+
+
+fisher_factor_jit = jax.jit(fisher_factor, static_argnames=("fam", "layout", "tl"))
+
+

@@ -1,0 +1,180 @@
+"""Families: link, inverse link, variance and log-likelihood per observation (pure JAX).
+
+==========  =====================  ==========================================
+family      links                  log-likelihood of one observation
+==========  =====================  ==========================================
+gaussian    identity               (profiled out in the LMM)
+binomial    logit, probit, cloglog  log C(n,k) + k log μ + (n − k) log(1 − μ)
+poisson     log                    k log μ − μ − log k!
+negative_   log                    log Γ(y+θ) − log Γ(θ) − log y! + θ log θ + y log μ − (y+θ) log(μ+θ)
+binomial                           (NB2: Var y = μ + μ²/θ; θ the shape, estimated)
+gamma       inverse, log, identity α log α − log Γ(α) + (α−1) log y − α y/μ − α log μ
+                                   (Var y = μ²/α; α the shape, estimated)
+==========  =====================  ==========================================
+
+The per-observation functions take (y, n, η).  ``n`` is the binomial number of trials; for the
+families with a dispersion parameter (``Family.dispersion`` names it) ``n`` carries that parameter
+(the NB θ or the Gamma shape α, the same on every row), so the GLMM code passes it where it passes
+the trials.  For these families ``score_info`` gives the observed information −∂²ℓ/∂η², which the
+Laplace approximation uses (as glmmTMB: the exact Hessian of the joint log-likelihood in the random
+effects; lme4's glmer uses the expected information, equal for canonical links only).
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax.numpy as jnp
+from jax.scipy.special import gammaln, ndtr, log_ndtr
+
+from ..errors import JaxmixError
+
+__all__ = ["Family", "get_family", "FAMILIES"]
+
+
+class Family(NamedTuple):
+    name: str
+    link: str
+    linkinv: Callable
+    loglik: Callable  # (y, n, eta) -> per-observation log-likelihood (weights applied outside)
+    score_info: Callable | None = None  # (y, n, eta) -> (∂ℓ/∂η, −∂²ℓ/∂η²), analytic where simple
+    kernel: Callable | None = None  # ℓ without its η-free constant (cheaper in inner loops)
+    dispersion: str | None = None  # the name of the family's estimated dispersion parameter (carried as n)
+    scoring_weight: Callable | None = None  # Fisher weight where ℓ is not concave in η (mode iterations)
+
+
+def _binom_const(y, n):
+    return gammaln(n + 1.0) - gammaln(y + 1.0) - gammaln(n - y + 1.0)
+
+
+def _logit_k(y, n, eta):
+    # log μ = −softplus(−η), log(1 − μ) = −softplus(η)
+    return -y * jnp.logaddexp(0.0, -eta) - (n - y) * jnp.logaddexp(0.0, eta)
+
+
+def _probit_k(y, n, eta):
+    return y * log_ndtr(eta) + (n - y) * log_ndtr(-eta)
+
+
+def _cloglog_k(y, n, eta):
+    # μ = 1 − exp(−exp η): log(1 − μ) = −exp η, log μ = log(−expm1(−exp η))
+    e = jnp.exp(jnp.minimum(eta, 30.0))
+    return y * jnp.log(-jnp.expm1(-e)) - (n - y) * e
+
+
+def _poisson_k(y, n, eta):
+    return y * eta - jnp.exp(eta)
+
+
+def _with_const(kernel, const):
+    return lambda y, n, eta: const(y, n) + kernel(y, n, eta)
+
+
+def _poisson_const(y, n):
+    return -gammaln(y + 1.0)
+
+
+def _sigmoid(eta):
+    return 1.0 / (1.0 + jnp.exp(-eta))
+
+
+def _logit_si(y, n, eta):
+    mu = _sigmoid(eta)
+    return y - n * mu, n * mu * (1.0 - mu)
+
+
+def _poisson_si(y, n, eta):
+    mu = jnp.exp(eta)
+    return y - mu, mu
+
+
+def _nb_const(y, th):
+    return gammaln(y + th) - gammaln(th) - gammaln(y + 1.0) + th * jnp.log(th)
+
+
+def _nb_k(y, th, eta):
+    # y log μ − (y + θ) log(μ + θ), log(μ + θ) = logaddexp(η, log θ)
+    return y * eta - (y + th) * jnp.logaddexp(eta, jnp.log(th))
+
+
+def _nb_si(y, th, eta):
+    # p = μ/(μ+θ): ∂ℓ/∂η = θ(y − μ)/(μ + θ) = y(1 − p) − θp;  −∂²ℓ/∂η² = θμ(y + θ)/(μ + θ)² = (y + θ)p(1 − p)
+    p = _sigmoid(eta - jnp.log(th))
+    return y * (1.0 - p) - th * p, (y + th) * p * (1.0 - p)
+
+
+def _gamma_const(y, a):
+    return a * jnp.log(a) - gammaln(a) + (a - 1.0) * jnp.log(y)
+
+
+def _gamma_log_k(y, a, eta):  # −α(y/μ + log μ), μ = exp η
+    return -a * (y * jnp.exp(-eta) + eta)
+
+
+def _gamma_log_si(y, a, eta):
+    r = y * jnp.exp(-eta)
+    return a * (r - 1.0), a * r
+
+
+def _pos(eta):
+    return jnp.where(eta > 0, eta, 1.0)
+
+
+def _gamma_inv_k(y, a, eta):  # μ = 1/η (η > 0): α(log η − yη)
+    return jnp.where(eta > 0, a * (jnp.log(_pos(eta)) - y * eta), -jnp.inf)
+
+
+def _gamma_inv_si(y, a, eta):
+    e = _pos(eta)
+    return a * (1.0 / e - y), a / e**2
+
+
+def _gamma_id_k(y, a, eta):  # μ = η (η > 0): −α(y/η + log η)
+    e = _pos(eta)
+    return jnp.where(eta > 0, -a * (y / e + jnp.log(e)), -jnp.inf)
+
+
+def _gamma_id_si(y, a, eta):
+    e = _pos(eta)
+    return a * (y / e**2 - 1.0 / e), a * (2.0 * y - e) / e**3
+
+
+def _gamma_id_fisher(y, a, eta):  # α μ′(η)²/V(μ) = α/η²; the observed information above can be < 0
+    return a / _pos(eta) ** 2
+
+
+NB_DISPERSION = "theta (NB shape)"
+GAMMA_DISPERSION = "Gamma shape"
+
+
+FAMILIES = {
+    ("gaussian", "identity"): Family("gaussian", "identity", lambda eta: eta, None),
+    ("binomial", "logit"): Family("binomial", "logit", _sigmoid, _with_const(_logit_k, _binom_const), _logit_si,
+                                  _logit_k),
+    ("binomial", "probit"): Family("binomial", "probit", ndtr, _with_const(_probit_k, _binom_const), None, _probit_k),
+    ("binomial", "cloglog"): Family("binomial", "cloglog", lambda eta: -jnp.expm1(-jnp.exp(eta)),
+                                    _with_const(_cloglog_k, _binom_const), None, _cloglog_k),
+    ("poisson", "log"): Family("poisson", "log", jnp.exp, _with_const(_poisson_k, _poisson_const), _poisson_si,
+                               _poisson_k),
+    ("negative_binomial", "log"): Family("negative_binomial", "log", jnp.exp, _with_const(_nb_k, _nb_const), _nb_si,
+                                         _nb_k, NB_DISPERSION),
+    ("gamma", "inverse"): Family("gamma", "inverse", lambda eta: 1.0 / eta, _with_const(_gamma_inv_k, _gamma_const),
+                                 _gamma_inv_si, _gamma_inv_k, GAMMA_DISPERSION),
+    ("gamma", "log"): Family("gamma", "log", jnp.exp, _with_const(_gamma_log_k, _gamma_const), _gamma_log_si,
+                             _gamma_log_k, GAMMA_DISPERSION),
+    ("gamma", "identity"): Family("gamma", "identity", lambda eta: eta, _with_const(_gamma_id_k, _gamma_const),
+                                  _gamma_id_si, _gamma_id_k, GAMMA_DISPERSION, _gamma_id_fisher),
+}
+#: R's default links (Gamma: "inverse", as ``Gamma()`` in R and glmmTMB)
+DEFAULT_LINK = {"gaussian": "identity", "binomial": "logit", "poisson": "log", "negative_binomial": "log",
+                "gamma": "inverse"}
+
+
+def get_family(family: str, link: str | None = None) -> Family:
+    fam = str(family).lower()
+    if fam not in DEFAULT_LINK:
+        raise JaxmixError(f"unknown family {family!r}; choose one of {', '.join(DEFAULT_LINK)}")
+    link = DEFAULT_LINK[fam] if link is None else str(link).lower()
+    if (fam, link) not in FAMILIES:
+        ok = [lk for f, lk in FAMILIES if f == fam]
+        raise JaxmixError(f"unknown link {link!r} for family {fam!r}; choose one of {', '.join(ok)}")
+    return FAMILIES[(fam, link)]

@@ -20,7 +20,8 @@ from ..fitting.dispersion import (check_dispersion_response, dispersion_record, 
                          eta_start, fit_glm_dispersion, has_dispersion, log_dispersion_se)
 from ..spec.families import Family, get_family
 from ..spec.formula import ParsedFormula, split_top, parse_formula
-from ..fitting.glmm import fit_glmm_arrays
+from ..core.structure import FINE, bucket
+from ..fitting.glmm import MIN_ROWS, first_rows, fit_glmm_arrays, pad_rows
 from ..core.glmm import GlmmData
 from ..core.newton import OPTIMIZER
 from ..status import MESSAGES, Status, status_message
@@ -130,9 +131,21 @@ def glm_irls(fam: Family, X, y, ntr, pw, offset, max_iter: int = 100, tol: float
     one compiled shape).  Returns (β, −2 log L, vcov, converged, separated) where ``separated`` flags
     diverging estimates.
     """
-    ll_fn, sw_fn = _glm_kernels(fam)
+    kern_ll, kern_sw = _glm_kernels(fam)
     X, y, ntr, pw, offset = (np.asarray(a, dtype=float) for a in (X, y, ntr, pw, offset))
-    args = tuple(jnp.asarray(a) for a in (y, ntr, pw))
+    # the kernels see rows padded to a bucket (row 0 repeated with weight 0): one compiled shape
+    # serves data sets of similar sizes
+    n = y.shape[0]
+    N = bucket(n, MIN_ROWS, FINE) if n else 0
+    args = tuple(jax.device_put(a) for a in (first_rows(y, N), first_rows(ntr, N), pad_rows(pw, N)))
+
+    def ll_fn(eta, *a):
+        return kern_ll(jax.device_put(first_rows(np.asarray(eta, dtype=float), N)), *a)
+
+    def sw_fn(eta, *a):
+        s_, w_ = kern_sw(jax.device_put(first_rows(np.asarray(eta, dtype=float), N)), *a)
+        return np.asarray(s_)[:n], np.asarray(w_)[:n]
+
     p = X.shape[1]
     beta = np.zeros(p)
     if fam.name == "binomial":
@@ -145,7 +158,7 @@ def glm_irls(fam: Family, X, y, ntr, pw, offset, max_iter: int = 100, tol: float
     conv = False
     first = True
     for _ in range(max_iter):
-        s, W = (np.asarray(a) for a in sw_fn(jnp.asarray(eta), *args))
+        s, W = sw_fn(eta, *args)
         W = np.maximum(W, 1e-12)
         z = (eta - offset) + s / W if not first else eta - offset
         first = False
@@ -155,7 +168,7 @@ def glm_irls(fam: Family, X, y, ntr, pw, offset, max_iter: int = 100, tol: float
         for _h in range(30):
             cand = beta + step
             eta_c = X @ cand + offset
-            dev = -2 * float(ll_fn(jnp.asarray(eta_c), *args))
+            dev = -2 * float(ll_fn(eta_c, *args))
             if np.isfinite(dev) and dev <= dev_old + 1e-12 * abs(dev_old if np.isfinite(dev_old) else 0):
                 break
             step = step / 2
@@ -165,7 +178,7 @@ def glm_irls(fam: Family, X, y, ntr, pw, offset, max_iter: int = 100, tol: float
             dev_old = dev
             break
         dev_old = dev
-    W = np.maximum(np.asarray(sw_fn(jnp.asarray(eta), *args)[1]), 0.0)
+    W = np.maximum(sw_fn(eta, *args)[1], 0.0)
     info = (X * W[:, None]).T @ X
     vcov = np.linalg.pinv(info)
     separated = bool(np.max(np.abs(beta)) > 15 or np.max(np.sqrt(np.abs(np.diag(vcov)))) > 1e3)
@@ -184,8 +197,10 @@ def theta_start(fam: Family, X, y, ntr, pw, offset, beta, terms, tl) -> np.ndarr
     theta = tl.init()
     _, sw_fn = _glm_kernels(fam)
     eta = np.asarray(X, dtype=float) @ np.asarray(beta, dtype=float) + np.asarray(offset, dtype=float)
-    s, W = (np.asarray(a, dtype=float) for a in sw_fn(jnp.asarray(eta), jnp.asarray(y, dtype=float),
-                                                      jnp.asarray(ntr, dtype=float), jnp.asarray(pw, dtype=float)))
+    n = eta.shape[0]
+    N = bucket(n, MIN_ROWS, FINE) if n else 0  # the padded shape of glm_irls's kernels
+    rows = [jax.device_put(first_rows(np.asarray(a, dtype=float), N)) for a in (eta, y, ntr)]
+    s, W = (np.asarray(a, dtype=float)[:n] for a in sw_fn(*rows, jax.device_put(pad_rows(np.asarray(pw, float), N))))
     ok = W > 1e-12
     r = np.where(ok, s / np.where(ok, W, 1.0), 0.0)
     W = np.where(ok, W, 0.0)

@@ -53,7 +53,8 @@ def _wsum(idx: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
 
 
 def padded_system(codes: list[np.ndarray], nlev: list[int], Zs: list[np.ndarray], T: np.ndarray,
-                  w: np.ndarray, tail_cross: bool = True, row_index: bool = False):
+                  w: np.ndarray, tail_cross: bool = True, row_index: bool = False,
+                  min_levels1: int = MIN_LEVELS1, min_rows_r: int = MIN_ROWS_R):
     """(Layout, Index, CrossProducts) of the blocked system, every varying size padded to a bucket.
 
     Args:
@@ -64,6 +65,8 @@ def padded_system(codes: list[np.ndarray], nlev: list[int], Zs: list[np.ndarray]
       w: prior weights (n,).
 
       tail_cross: form CTT = T′WT (False: CTT is None, for callers that need only parts of it).
+      min_levels1, min_rows_r: the smallest buckets of term 1's levels and of each other term's rows
+        of the Schur complement (larger for GLMMs, whose cost is in the rows, not the factor).
       row_index: also return the per-row index arrays (code1, rpos, ent; unpadded rows), which the
         GLMM's per-row computations read.
 
@@ -75,7 +78,7 @@ def padded_system(codes: list[np.ndarray], nlev: list[int], Zs: list[np.ndarray]
     q1 = q[0]
     code1 = np.asarray(codes[0], dtype=np.int64)
     l1 = int(nlev[0])
-    L1 = bucket(l1, MIN_LEVELS1)
+    L1 = bucket(l1, min_levels1)
     Z1 = np.asarray(Zs[0], dtype=float)
     wZ1 = w[:, None] * Z1
     A11 = np.zeros((L1, q1, q1))
@@ -98,7 +101,7 @@ def padded_system(codes: list[np.ndarray], nlev: list[int], Zs: list[np.ndarray]
         ck = np.asarray(codes[k], dtype=np.int64)
         qk, lk = q[k], int(nlev[k])
         # the dense Schur complement costs m³: fine buckets for the levels of terms 2..K
-        Lk = bucket(lk, max(1, MIN_ROWS_R // qk), FINE)
+        Lk = bucket(lk, max(1, min_rows_r // qk), FINE)
         key = ck * l1 + code1
         uniq, pid = np.unique(key, return_inverse=True)
         npair = int(uniq.shape[0])

@@ -27,10 +27,21 @@ from ..core.crossprod import Index, Layout
 from ..core.glmm import GlmmData, gauss_hermite, laplace_objective
 from .lmm import column_rms, compile_options, theta_scale
 
+def put(a, dtype=None):
+    """A host array on the default device (``jax.device_put``: no program is compiled, unlike
+    ``jnp.asarray`` / ``jnp.zeros``, which compile a small conversion program on first use)."""
+    a = np.asarray(a) if dtype is None else np.asarray(a, dtype=dtype)
+    return jax.device_put(a)
+
+
 __all__ = ["GlmmBatch", "GlmmFit", "fit_glmm_outcomes", "glmm_structure", "fit_glmm_arrays", "pad_rows", "first_rows"]
 
-#: the smallest bucket of rows: data sets up to this many rows share one program per model class
-MIN_ROWS = 256
+#: the smallest buckets of rows, of term 1's levels and of the other terms' rows of the Schur complement:
+#: GLMMs up to these sizes share one program per model class (an evaluation's cost is in the rows;
+#: the padded blocks of the factor cost next to nothing at these sizes)
+MIN_ROWS = 512
+MIN_LEVELS1 = 128
+MIN_ROWS_R = 128
 
 
 def glmm_structure(codes, nlev, Zs, n: int):
@@ -41,9 +52,9 @@ def glmm_structure(codes, nlev, Zs, n: int):
     every per-row value stays finite (a Gamma response or an identity link has no valid zero row)
     and is multiplied by a weight of 0, so they add nothing to any sum or derivative.  Padded levels have no rows: their modes stay 0, their blocks of the
     factor are I and (AGQ) their quadrature sums are 1, so they add nothing to the deviance."""
-    layout, idx, _ = padded_system(codes, nlev, Zs, np.zeros((n, 1)), np.ones(n), tail_cross=False, row_index=True)
+    layout, idx, _ = padded_system(codes, nlev, Zs, np.zeros((n, 1)), np.ones(n), tail_cross=False, row_index=True,
+                                   min_levels1=MIN_LEVELS1, min_rows_r=MIN_ROWS_R)
     N = bucket(n, MIN_ROWS, FINE)
-    pad = N - n
     code1, rpos, ent = (first_rows(a, N) for a in (idx.code1, idx.rpos, idx.ent))
     idx = idx._replace(code1=code1, rpos=rpos, ent=ent)
     ZR = np.column_stack([np.asarray(Z, dtype=float) for Z in Zs[1:]]) if len(Zs) > 1 else np.zeros((n, 0))
@@ -177,22 +188,22 @@ def fit_glmm_outcomes(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, params0, nagq
 
         mesh = device_mesh.outcome_mesh(devices)
         width = -(-K // mesh.size) * mesh.size
-    xk, wk = (jnp.asarray(a, dt) for a in gauss_hermite(nagq)) if nagq > 1 else (None, None)
-    shared = tuple(jnp.asarray(first_rows(np.asarray(a, dtype=float), N), dt)
+    xk, wk = (put(a, dt) for a in gauss_hermite(nagq)) if nagq > 1 else (None, None)
+    shared = tuple(put(first_rows(np.asarray(a, dtype=float), N), dt)
                    for a in (Zs[0], ZR, X, ntr, offset))
     Y = np.array(Y, dtype=float)
     for j in range(k):  # rows an outcome does not use repeat a response it has (valid for every family)
         used = np.flatnonzero(np.asarray(PW[:, j]) > 0)
         if used.size:
             Y[np.asarray(PW[:, j]) <= 0, j] = Y[used[0], j]
-    Yp = jnp.asarray(first_rows(first_rows(Y, N).T, K), dt)
-    PWp = jnp.asarray(first_rows(pad_rows(np.asarray(PW, dtype=float), N).T, K), dt)
-    idx = Index(*(jnp.asarray(a) for a in idx_np))
-    cj = jnp.asarray(c, dt)
+    Yp = put(first_rows(first_rows(Y, N).T, K), dt)
+    PWp = put(first_rows(pad_rows(np.asarray(PW, dtype=float), N).T, K), dt)
+    idx = Index(*(put(a) for a in idx_np))
+    cj = put(c, dt)
     U1 = np.zeros((K, layout.l1, layout.q1))
     UR = np.zeros((K, layout.m_R))
     statics = dict(fam=fam, layout=layout, tl=tl, width=width)
-    args = [jnp.zeros((width, d), dt), jnp.zeros(width, jnp.int32), cj, jnp.asarray(U1, dt), jnp.asarray(UR, dt),
+    args = [put(np.zeros((width, d)), dt), put(np.zeros(width, np.int32)), cj, put(U1, dt), put(UR, dt),
             Yp, PWp, shared, idx, xk, wk]
     if mesh is not None:
         args = [device_mesh.put(np.asarray(args[0]), mesh, True), device_mesh.put(np.asarray(args[1]), mesh, True)] + [
@@ -203,7 +214,7 @@ def fit_glmm_outcomes(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, params0, nagq
     def vg(P, which):
         m = P.shape[0]
         f, g = np.empty(m), np.empty((m, d))
-        U1j, URj = jnp.asarray(state["U1"], dt), jnp.asarray(state["UR"], dt)
+        U1j, URj = put(state["U1"], dt), put(state["UR"], dt)
         if mesh is not None:
             U1j, URj = (device_mesh.put(np.asarray(a), mesh, False) for a in (U1j, URj))
         pending = []
@@ -214,7 +225,7 @@ def fit_glmm_outcomes(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, params0, nagq
             Pc = first_rows(P[s:e], width).astype(dt)
             wc = first_rows(np.asarray(which[s:e], dtype=np.int32), width)
             if mesh is None:
-                out = exe(jnp.asarray(Pc), jnp.asarray(wc), cj, U1j, URj, *args[5:])
+                out = exe(put(Pc), put(wc), cj, U1j, URj, *args[5:])
             else:
                 out = exe(device_mesh.put(Pc, mesh, True), device_mesh.put(wc, mesh, True), args[2], U1j, URj,
                           *args[5:])

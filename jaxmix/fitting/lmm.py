@@ -36,6 +36,13 @@ from ..spec.covariance import ThetaLayout, lambdas_np, theta_layout
 from ..core.crossprod import CrossProducts, Index, Layout, RowData, cross_products, terms_structure
 from ..core.lmm import cond_var, objective, solve
 
+def put(a, dtype=None):
+    """A host array on the default device (``jax.device_put``: no program is compiled, unlike
+    ``jnp.asarray`` / ``jnp.zeros``, which compile a small conversion program on first use)."""
+    a = np.asarray(a) if dtype is None else np.asarray(a, dtype=dtype)
+    return jax.device_put(a)
+
+
 __all__ = ["LmmBatch", "LmmFit", "fit_lmm_outcomes", "outcome_blocks", "fit_lmm_arrays", "theta_scale", "column_rms", "lmm_arrays"]
 
 
@@ -260,13 +267,13 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
     K = 1 if k == 1 else bucket(k, 2, FINE)
     G = shared_np[0].shape[0]
     Gb = 1 if G == 1 else bucket(G, 2, FINE)
-    shared = tuple(jnp.asarray(_pad_rows(a, Gb), dt) for a in shared_np)
-    per = tuple(jnp.asarray(_pad_rows(a, K), dt) for a in per_np)
-    grp_j = jnp.asarray(_pad_rows(grp, K))
-    n_j = jnp.asarray(_pad_rows(np.asarray(n, dtype=float), K), dt)
-    ld_j = jnp.asarray(_pad_rows(np.asarray(ldW, dtype=float), K), dt)
-    idx = Index(*(jnp.asarray(a) for a in idx_np))
-    cj = jnp.asarray(c, dt)
+    shared = tuple(put(_pad_rows(a, Gb), dt) for a in shared_np)
+    per = tuple(put(_pad_rows(a, K), dt) for a in per_np)
+    grp_j = put(_pad_rows(grp, K))
+    n_j = put(_pad_rows(np.asarray(n, dtype=float), K), dt)
+    ld_j = put(_pad_rows(np.asarray(ldW, dtype=float), K), dt)
+    idx = Index(*(put(a) for a in idx_np))
+    cj = put(c, dt)
     width = min(K, MAX_WIDTH)
     mesh = None
     if devices is not None and len(devices) > 1 and k > 1:
@@ -276,10 +283,10 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
         width = -(-K // mesh.size) * mesh.size
     d = tl.size
     statics = dict(layout=layout, tl=tl, p=p, reml=reml, width=width)
-    X0 = jnp.zeros((width, d), dt)
-    w0 = jnp.zeros(width, jnp.int32)
+    X0 = put(np.zeros((width, d)), dt)
+    w0 = put(np.zeros(width, np.int32))
     args = (X0, w0, cj, grp_j, shared, per, n_j, ld_j, idx)
-    sol_args = (jnp.zeros((K, d), dt), grp_j, shared, per, idx)
+    sol_args = (put(np.zeros((K, d)), dt), grp_j, shared, per, idx)
     sol_statics = dict(layout=layout, tl=tl, p=p)
     # wide batches run long enough for XLA's optimisations to pay for their compile time
     opts = compile_options(layout) if width <= WIDE else WIDE_COMPILE
@@ -311,7 +318,7 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
             Pc = _pad_rows(P[s:e], width)
             wc = _pad_rows(np.asarray(which[s:e], dtype=np.int32), width)
             if mesh is None:
-                fc, gc = vg_exe(jnp.asarray(Pc, dt), jnp.asarray(wc), *rest)
+                fc, gc = vg_exe(put(Pc, dt), put(wc), *rest)
             else:
                 fc, gc = vg_exe(_devs.put(Pc.astype(dt), mesh, True), _devs.put(wc, mesh, True), *rest)
             f[s:e] = np.asarray(fc, dtype=float)[: e - s]
@@ -329,7 +336,7 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
         raise box["error"]
     sol_exe, sol_s = box["sol"]
     theta = opt.x * c
-    sol = sol_exe(jnp.asarray(_pad_rows(np.nan_to_num(theta), K), dt), grp_j, shared, per, idx)
+    sol = sol_exe(put(_pad_rows(np.nan_to_num(theta), K), dt), grp_j, shared, per, idx)
     factor = jax.tree_util.tree_map(lambda a: a[:k], sol.factor)
     compile_s = vg_s + min(wait, sol_s)
     return LmmBatch(theta=theta, opt=opt, theta_scale=c, beta=np.asarray(sol.beta, dtype=float)[:k],
@@ -370,8 +377,8 @@ def lmm_arrays(design, dt, responses: np.ndarray | None = None):
     T = np.column_stack([design.X, y])
     layout, idx, ZR = terms_structure(terms, design.nobs, T.shape[1])
     idx = idx.as_jax()
-    rows = RowData(jnp.asarray(terms[0].Z, dt), jnp.asarray(ZR, dt), jnp.asarray(T, dt))
-    xp = _cross_products_jit(rows, jnp.asarray(design.weights, dt), idx, layout)
+    rows = RowData(put(terms[0].Z, dt), put(ZR, dt), put(T, dt))
+    xp = _cross_products_jit(rows, put(design.weights, dt), idx, layout)
     return layout, idx, xp
 
 

@@ -25,7 +25,7 @@ from ..spec.covariance import ThetaLayout, theta_layout
 from .dispersion import with_dispersion
 from ..core.crossprod import Index, Layout
 from ..core.glmm import GlmmData, gauss_hermite, laplace_objective
-from .lmm import column_rms, compile_options, theta_scale
+from .lmm import WIDE_COMPILE, column_rms, compile_options, theta_scale
 
 def put(a, dtype=None):
     """A host array on the default device (``jax.device_put``: no program is compiled, unlike
@@ -42,6 +42,7 @@ __all__ = ["GlmmBatch", "GlmmFit", "fit_glmm_outcomes", "glmm_structure", "fit_g
 MIN_ROWS = 512
 MIN_LEVELS1 = 128
 MIN_ROWS_R = 128
+FAST_ROWS = 4096  # up to this many (padded) rows the program is compiled for speed of compiling
 
 
 def glmm_structure(codes, nlev, Zs, n: int):
@@ -208,7 +209,9 @@ def fit_glmm_outcomes(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, params0, nagq
     if mesh is not None:
         args = [device_mesh.put(np.asarray(args[0]), mesh, True), device_mesh.put(np.asarray(args[1]), mesh, True)] + [
             jax.tree_util.tree_map(lambda a: device_mesh.put(np.asarray(a), mesh, False), a) for a in args[2:]]
-    exe, compile_s = compiled_program(_vg_jit, tuple(args), {}, statics, compile_options(layout))
+    # small data: XLA's quick compile; many rows: an evaluation runs long enough for its optimisations
+    opts = compile_options(layout) if N <= FAST_ROWS else WIDE_COMPILE
+    exe, compile_s = compiled_program(_vg_jit, tuple(args), {}, statics, opts)
     state = {"U1": U1, "UR": UR}
 
     def vg(P, which):

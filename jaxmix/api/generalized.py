@@ -21,7 +21,8 @@ from ..fitting.dispersion import (check_dispersion_response, dispersion_record, 
 from ..spec.families import Family, get_family
 from ..spec.formula import ParsedFormula, split_top, parse_formula
 from ..core.structure import FINE, bucket
-from ..fitting.glmm import MIN_ROWS, first_rows, fit_glmm_arrays, pad_rows
+from ..fitting.glmm import MIN_ROWS, fit_glmm_arrays, pad_rows
+from ..fitting.lmm import first_rows
 from ..core.glmm import GlmmData
 from ..core.newton import OPTIMIZER
 from ..status import MESSAGES, Status, status_message

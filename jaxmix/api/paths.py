@@ -63,6 +63,27 @@ def _row_args(pb: Problem, mask, status, dt, response_shift=None):
     return fill, M, np.asarray(Yc.T, dt), np.asarray(W.T, dt), same
 
 
+def in_chunks(k: int, batch_size, progress, desc: str, fit_chunk):
+    """``fit_chunk(slice)`` over the outcomes in chunks of ``batch_size`` (all at once by default),
+    with a progress bar when there are several chunks (or ``progress``).  Returns (the chunks' results,
+    the chunk size, their optimiser records concatenated over outcomes)."""
+    chunk = k if batch_size is None else max(1, min(int(batch_size), k))
+    nchunks = -(-k // chunk)
+    show = (nchunks > 1) if progress is None else bool(progress)
+    bar = progress_bar(k, desc, quiet=not show, unit="outcome")
+    parts = []
+    try:
+        for c in range(nchunks):
+            sl = slice(c * chunk, min((c + 1) * chunk, k))
+            parts.append(fit_chunk(sl))
+            bar.update(sl.stop - sl.start)
+    finally:
+        bar.close()
+    opt = type(parts[0].opt)(*(np.concatenate([getattr(b.opt, name) for b in parts], axis=0)
+                               for name in parts[0].opt._fields))
+    return parts, chunk, opt
+
+
 # ---- LMM -------------------------------------------------------------------------------------
 def fit_lmm_batch(pb: Problem, mask, status, nobs, dtype, max_iter, gtol, devices, batch_size, progress,
                   desc="fitting") -> Sweep:
@@ -81,24 +102,11 @@ def fit_lmm_batch(pb: Problem, mask, status, nobs, dtype, max_iter, gtol, device
     n_j = M.sum(axis=0).astype(float)
     logw = np.log(np.where(d.weights > 0, d.weights, 1.0))
     ldW_j = ((M & (d.weights[:, None] > 0)) * logw[:, None]).sum(axis=0)
-    k = len(pb.names)
-    chunk = k if batch_size is None else max(1, min(int(batch_size), k))
-    nchunks = -(-k // chunk)
-    show = (nchunks > 1) if progress is None else bool(progress)
-    bar = progress_bar(k, desc, quiet=not show, unit="outcome")
     codes, nlev, Zs = [t.codes for t in terms], [t.nlevels for t in terms], [t.Z for t in terms]
-    parts = []
-    try:
-        for c in range(nchunks):
-            sl = slice(c * chunk, min((c + 1) * chunk, k))
-            parts.append(fit_lmm_outcomes(codes, nlev, Zs, d.X, Yc.T[:, sl], W.T[:, sl], n_j[sl], ldW_j[sl], reml, dt,
-                                          gtol=gtol, max_iter=max_iter, devices=devices))
-            bar.update(sl.stop - sl.start)
-    finally:
-        bar.close()
+    parts, chunk, res = in_chunks(len(pb.names), batch_size, progress, desc, lambda sl: fit_lmm_outcomes(
+        codes, nlev, Zs, d.X, Yc.T[:, sl], W.T[:, sl], n_j[sl], ldW_j[sl], reml, dt, gtol=gtol, max_iter=max_iter,
+        devices=devices))
     cat = lambda f: np.concatenate([f(b) for b in parts], axis=0)  # noqa: E731
-    res = type(parts[0].opt)(*(np.concatenate([getattr(b.opt, name) for b in parts], axis=0)
-                               for name in parts[0].opt._fields))
     cs = sum(b.compile_seconds for b in parts)
     rs = sum(b.run_seconds for b in parts)
     ok = status == 0
@@ -185,24 +193,10 @@ def fit_glmm_batch(pb: Problem, mask, status, nobs, dtype, max_iter, gtol, devic
     else:
         params0 = np.broadcast_to(np.asarray(start, dtype=float), (len(pb.names), nt + p)).copy()
     fill, M, Yc, PW, same = _row_args(pb, mask, status, np.float64)
-    k = len(pb.names)
-    chunk = k if batch_size is None else max(1, min(int(batch_size), k))
-    nchunks = -(-k // chunk)
-    show = (nchunks > 1) if progress is None else bool(progress)
-    bar = progress_bar(k, desc, quiet=not show, unit="outcome")
     codes, nlev, Zs = [t.codes for t in terms], [t.nlevels for t in terms], [t.Z for t in terms]
-    parts = []
-    try:
-        for c in range(nchunks):
-            sl = slice(c * chunk, min((c + 1) * chunk, k))
-            parts.append(fit_glmm_outcomes(pb.fam, codes, nlev, Zs, d.X, Yc.T[:, sl], PW.T[:, sl], pb.ntr, d.offset,
-                                           params0[fill][sl], pb.nagq, dt, gtol=gtol, max_iter=max_iter,
-                                           devices=devices))
-            bar.update(sl.stop - sl.start)
-    finally:
-        bar.close()
-    res = type(parts[0].opt)(*(np.concatenate([getattr(b.opt, name) for b in parts], axis=0)
-                               for name in parts[0].opt._fields))
+    parts, chunk, res = in_chunks(len(pb.names), batch_size, progress, desc, lambda sl: fit_glmm_outcomes(
+        pb.fam, codes, nlev, Zs, d.X, Yc.T[:, sl], PW.T[:, sl], pb.ntr, d.offset, params0[fill][sl], pb.nagq, dt,
+        gtol=gtol, max_iter=max_iter, devices=devices))
     cs = sum(b.compile_seconds for b in parts)
     rs = sum(b.run_seconds for b in parts)
     ok = status == 0

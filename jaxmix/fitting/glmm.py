@@ -25,7 +25,7 @@ from ..spec.covariance import ThetaLayout, theta_layout
 from .dispersion import with_dispersion
 from ..core.crossprod import Index, Layout
 from ..core.glmm import GlmmData, gauss_hermite, laplace_objective
-from .lmm import WIDE_COMPILE, column_rms, compile_options, theta_scale
+from .lmm import WIDE_COMPILE, column_rms, compile_options, first_rows, theta_scale
 
 def put(a, dtype=None):
     """A host array on the default device (``jax.device_put``: no program is compiled, unlike
@@ -34,7 +34,7 @@ def put(a, dtype=None):
     return jax.device_put(a)
 
 
-__all__ = ["GlmmBatch", "GlmmFit", "fit_glmm_outcomes", "glmm_structure", "fit_glmm_arrays", "pad_rows", "first_rows"]
+__all__ = ["GlmmBatch", "GlmmFit", "fit_glmm_outcomes", "glmm_structure", "fit_glmm_arrays", "pad_rows"]
 
 #: the smallest buckets of rows, of term 1's levels and of the other terms' rows of the Schur complement:
 #: GLMMs up to these sizes share one program per model class (an evaluation's cost is in the rows;
@@ -68,13 +68,6 @@ def pad_rows(a: np.ndarray, N: int, value: float = 0.0) -> np.ndarray:
     if a.shape[0] == N:
         return a
     return np.concatenate([a, np.full((N - a.shape[0],) + a.shape[1:], value, dtype=a.dtype)], axis=0)
-
-
-def first_rows(a: np.ndarray, K: int) -> np.ndarray:
-    """``a`` with its first row repeated to K rows."""
-    if a.shape[0] == K:
-        return a
-    return np.concatenate([a, np.repeat(a[:1], K - a.shape[0], axis=0)], axis=0)
 
 
 def _vg_point(x, c, u0, d, idx, xk, wk, *, fam, layout, tl):

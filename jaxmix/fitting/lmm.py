@@ -43,7 +43,7 @@ def put(a, dtype=None):
     return jax.device_put(a)
 
 
-__all__ = ["LmmBatch", "LmmFit", "fit_lmm_outcomes", "outcome_blocks", "fit_lmm_arrays", "theta_scale", "column_rms", "lmm_arrays"]
+__all__ = ["first_rows", "LmmBatch", "LmmFit", "fit_lmm_outcomes", "outcome_blocks", "fit_lmm_arrays", "theta_scale", "column_rms", "lmm_arrays"]
 
 
 def _vg_point(x, c, xp, idx, n, ldW, *, layout, tl, p, reml):
@@ -183,7 +183,7 @@ class LmmBatch(NamedTuple):
     def condvar(self, j: int, nlev) -> list:
         """Outcome j's conditional covariances of the random effects relative to σ², per term
         (levels, q, q) with the real levels only."""
-        dt = self.factor[0].dtype if isinstance(self.factor, tuple) else jax.tree_util.tree_leaves(self.factor)[0].dtype
+        dt = jax.tree_util.tree_leaves(self.factor)[0].dtype
         f_j = jax.tree_util.tree_map(lambda a: a[j], self.factor)
         th = jnp.asarray(self.theta[j], dt)
         exe, _ = compiled_program(_cond_var_jit, (th, f_j, self.idx), {}, dict(layout=self.layout, tl=self.tl),
@@ -235,8 +235,8 @@ def outcome_blocks(codes, nlev, Zs, X, Y, W):
     return layout, idx, grp, shared, (BT, CRT, CTT)
 
 
-def _pad_rows(a: np.ndarray, K: int) -> np.ndarray:
-    """``a`` with its first row repeated to K rows."""
+def first_rows(a: np.ndarray, K: int) -> np.ndarray:
+    """``a`` with its first row repeated to K rows (padded outcomes, points and rows stay valid data)."""
     if a.shape[0] == K:
         return a
     return np.concatenate([a, np.repeat(a[:1], K - a.shape[0], axis=0)], axis=0)
@@ -267,11 +267,11 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
     K = 1 if k == 1 else bucket(k, 2, FINE)
     G = shared_np[0].shape[0]
     Gb = 1 if G == 1 else bucket(G, 2, FINE)
-    shared = tuple(put(_pad_rows(a, Gb), dt) for a in shared_np)
-    per = tuple(put(_pad_rows(a, K), dt) for a in per_np)
-    grp_j = put(_pad_rows(grp, K))
-    n_j = put(_pad_rows(np.asarray(n, dtype=float), K), dt)
-    ld_j = put(_pad_rows(np.asarray(ldW, dtype=float), K), dt)
+    shared = tuple(put(first_rows(a, Gb), dt) for a in shared_np)
+    per = tuple(put(first_rows(a, K), dt) for a in per_np)
+    grp_j = put(first_rows(grp, K))
+    n_j = put(first_rows(np.asarray(n, dtype=float), K), dt)
+    ld_j = put(first_rows(np.asarray(ldW, dtype=float), K), dt)
     idx = Index(*(put(a) for a in idx_np))
     cj = put(c, dt)
     width = min(K, MAX_WIDTH)
@@ -315,8 +315,8 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
         f, g = np.empty(m), np.empty((m, d))
         for s in range(0, m, width):
             e = min(s + width, m)
-            Pc = _pad_rows(P[s:e], width)
-            wc = _pad_rows(np.asarray(which[s:e], dtype=np.int32), width)
+            Pc = first_rows(P[s:e], width)
+            wc = first_rows(np.asarray(which[s:e], dtype=np.int32), width)
             if mesh is None:
                 fc, gc = vg_exe(put(Pc, dt), put(wc), *rest)
             else:
@@ -336,7 +336,7 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
         raise box["error"]
     sol_exe, sol_s = box["sol"]
     theta = opt.x * c
-    sol = sol_exe(put(_pad_rows(np.nan_to_num(theta), K), dt), grp_j, shared, per, idx)
+    sol = sol_exe(put(first_rows(np.nan_to_num(theta), K), dt), grp_j, shared, per, idx)
     factor = jax.tree_util.tree_map(lambda a: a[:k], sol.factor)
     compile_s = vg_s + min(wait, sol_s)
     return LmmBatch(theta=theta, opt=opt, theta_scale=c, beta=np.asarray(sol.beta, dtype=float)[:k],

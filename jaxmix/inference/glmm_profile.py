@@ -22,7 +22,7 @@ from scipy import optimize
 from ..spec.covariance import ThetaLayout, theta_layout
 from ..errors import JaxmixError
 
-__all__ = ["glmm_profile_names", "psi_to_theta", "theta_to_psi", "GlmmProfiler"]
+__all__ = ["glmm_profile_names", "glmm_deviance", "psi_to_theta", "theta_to_psi", "GlmmProfiler"]
 
 
 def glmm_profile_names(res) -> list[str]:
@@ -62,11 +62,14 @@ def theta_to_psi(theta: np.ndarray, tl: ThetaLayout) -> np.ndarray:
     return np.asarray(out, dtype=float)
 
 
-def _deviance_fn(res):
-    """d(θ, β): the fit's Laplace/AGQ deviance as a function of (θ, β) (one Newton step: exact gradient)."""
+def glmm_deviance(res, newton_steps: int = 1):
+    """d(θ, β): the fit's Laplace/AGQ deviance as a function of (θ, β) — of (θ, log φ, β) for a family
+    with a dispersion φ (:func:`jaxmix.fitting.dispersion.with_dispersion`) — and the θ layout.
+    ``newton_steps``: 1 makes the gradient exact, 2 the Hessian (:mod:`jaxmix.core.glmm`)."""
     from ..core.crossprod import terms_structure
     from ..spec.families import get_family
     from ..core.glmm import GlmmData, gauss_hermite, laplace_objective
+    from ..fitting.dispersion import with_dispersion
 
     d = res.design
     terms = d.terms
@@ -80,7 +83,12 @@ def _deviance_fn(res):
     xk = wk = None
     if nagq > 1:
         xk, wk = (jnp.asarray(a) for a in gauss_hermite(nagq))
-    return lambda prm: laplace_objective(prm, fam, gd, idx, layout, tl, xk, wk, newton_steps=1), tl
+
+    def fun(prm):
+        prm, dd = with_dispersion(prm, fam, gd, tl.size)
+        return laplace_objective(prm, fam, dd, idx, layout, tl, xk, wk, newton_steps=newton_steps)
+
+    return fun, tl
 
 
 class GlmmProfiler:
@@ -89,7 +97,7 @@ class GlmmProfiler:
     def __init__(self, res):
         if not res.is_mixed or res.family == "gaussian":
             raise JaxmixError("GLMM profiles need a binomial or Poisson model with random effects")
-        dev, tl = _deviance_fn(res)
+        dev, tl = glmm_deviance(res)
         self.tl = tl
         nt = tl.size
 

@@ -85,21 +85,9 @@ def profile_names(res) -> list[str]:
 
 def _sig_theta(psi, tl: ThetaLayout):
     """ψ (SDs/correlations per term, then σ) -> θ: Λ = diag(sd) chol(R) / σ."""
-    sigma = psi[-1]
-    out = []
-    for qk, r, c, s in zip(tl.q, tl.rows, tl.cols, tl.starts):
-        r, c = np.asarray(r), np.asarray(c)
-        vals = psi[s : s + len(r)]
-        dpos = np.flatnonzero(r == c)
-        sd = jnp.zeros(qk, psi.dtype).at[r[dpos]].set(vals[dpos])
-        if qk == 1:
-            lam = sd[:, None]
-        else:
-            opos = np.flatnonzero(r != c)
-            R = jnp.eye(qk, dtype=psi.dtype).at[r[opos], c[opos]].set(vals[opos]).at[c[opos], r[opos]].set(vals[opos])
-            lam = sd[:, None] * jnp.linalg.cholesky(R)
-        out.append(lam[r, c] / sigma)
-    return jnp.concatenate(out)
+    from .glmm_profile import psi_to_theta
+
+    return psi_to_theta(psi[:-1], tl) / psi[-1]
 
 
 def _theta_sig(vp, tl: ThetaLayout):
@@ -354,8 +342,13 @@ def confint(res, method: str = "profile", level: float = 0.95, parm=None, nsim: 
     if method == "wald":
         out = _wald(res, z, names, cols)
         return _select(out, parm)
+    return _profile_table(_Profiler(res), names, parm, z, cols, progress,
+                          "profile of the ML deviance (REML fits refitted by ML first), as lme4")
+
+
+def _profile_table(prof, names, parm, z, cols, progress, note: str) -> pd.DataFrame:
+    """One row (lower, upper) per parameter in ``parm`` from the profiler's ``interval``."""
     want = _select(pd.DataFrame(index=names), parm).index
-    prof = _Profiler(res)
     show = sys.stderr.isatty() if progress is None else bool(progress)
     rows = {}
     with progress_bar(len(want), "profile", quiet=not show, unit="parameter") as bar:
@@ -363,7 +356,7 @@ def confint(res, method: str = "profile", level: float = 0.95, parm=None, nsim: 
             rows[nm] = prof.interval(names.index(nm), z)
             bar.update(1)
     out = pd.DataFrame.from_dict(rows, orient="index", columns=cols)
-    out.attrs["note"] = "profile of the ML deviance (REML fits refitted by ML first), as lme4"
+    out.attrs["note"] = note
     return out
 
 
@@ -371,18 +364,9 @@ def _glmm_profile(res, z, cols, parm, progress) -> pd.DataFrame:
     """lme4's GLMM profile intervals (:mod:`jaxmix.inference.glmm_profile`)."""
     from .glmm_profile import GlmmProfiler, glmm_profile_names
 
-    names = glmm_profile_names(res)
-    want = _select(pd.DataFrame(index=names), parm).index
     prof = cache_get(res, "_glmm_profiler") or cache_put(res, "_glmm_profiler", GlmmProfiler(res))  # compiled once
-    show = sys.stderr.isatty() if progress is None else bool(progress)
-    rows = {}
-    with progress_bar(len(want), "profile", quiet=not show, unit="parameter") as bar:
-        for nm in want:
-            rows[nm] = prof.interval(names.index(nm), z)
-            bar.update(1)
-    out = pd.DataFrame.from_dict(rows, orient="index", columns=cols)
-    out.attrs["note"] = "profile of the GLMM's Laplace/AGQ deviance, as lme4"
-    return out
+    return _profile_table(prof, glmm_profile_names(res), parm, z, cols, progress,
+                          "profile of the GLMM's Laplace/AGQ deviance, as lme4")
 
 
 def _wald(res, z, names, cols) -> pd.DataFrame:

@@ -867,28 +867,9 @@ def _glmm_hessian(res) -> np.ndarray:
     got = cache_get(res, "_inf_glmm_hess")
     if got is not None:
         return got
-    from ..core.crossprod import terms_structure
-    from ..spec.families import get_family
-    from ..core.glmm import GlmmData, gauss_hermite, laplace_objective
+    from .glmm_profile import glmm_deviance
 
-    d = res.design
-    terms = d.terms
-    layout, idx, ZR = terms_structure(terms, d.nobs, 1)
-    idx = idx.as_jax()
-    ntr = res.extra.get("trials", np.ones(d.nobs))
-    gd = GlmmData(*(jnp.asarray(a, jnp.float64) for a in (terms[0].Z, ZR, d.X, d.y, ntr, d.weights, d.offset)))
-    tl = theta_layout(layout.q)
-    fam = get_family(res.family, res.link)
-    nagq = int(res.extra.get("nagq", 1))
-    xk = wk = None
-    if nagq > 1:
-        xk, wk = (jnp.asarray(a) for a in gauss_hermite(nagq))
-    from ..fitting.dispersion import with_dispersion
-
-    def fun(prm):  # a family with a dispersion φ: over (θ, log φ, β) (jaxmix.fitting.dispersion)
-        prm, dd = with_dispersion(prm, fam, gd, tl.size)
-        return laplace_objective(prm, fam, dd, idx, layout, tl, xk, wk)
-
+    fun, _ = glmm_deviance(res, newton_steps=2)
     disp = res.extra.get("dispersion")
     log_phi = [np.log(disp["estimate"])] if disp is not None else []
     H = np.asarray(jax.jit(jax.hessian(fun))(jnp.asarray(np.concatenate([res.theta, log_phi, res.beta]))),

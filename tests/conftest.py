@@ -97,6 +97,8 @@ SLOW = (
     "test_glmm_profile.py::test_grouseticks_poisson_two_terms",  # ~10 s: six profiles of a two-term Poisson GLMM
     "test_families_nb_gamma.py::test_covparm_se_matches_glmmtmb",
     "test_families_nb_gamma.py::test_config_run_writes_the_shape",
+    "test_families_sweep.py::test_negative_binomial_sweep_equals_fit_and_glmmtmb",
+    "test_families_sweep.py::test_gamma_sweep_equals_fit",
     "test_sweep.py::test_complete_outcomes_share_the_design_blocks",
     "test_sweep.py::test_sharded_equals_single_device",
     "test_sweep.py::test_glmm_batch_equals_fit_one_by_one",

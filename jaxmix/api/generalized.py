@@ -28,7 +28,7 @@ from ..core.newton import OPTIMIZER
 from ..status import MESSAGES, Status, status_message
 from ..results.mixed import MixedResults, OptimSummary
 
-__all__ = ["fit_glmm", "glm_irls", "glmm_vcov", "separated_columns", "separation_suspected", "status_message",
+__all__ = ["fit_glmm", "glm_irls", "dispersion_glm", "glmm_vcov", "separated_columns", "separation_suspected", "status_message",
            "SEPARATION_STATUS"]
 
 #: ``optim.status`` / ``sweep.status`` of a GLMM whose fixed effects are (quasi-)completely separated
@@ -332,7 +332,7 @@ def separation_message(columns) -> str:
             f"is not converged (status {SEPARATION_STATUS}) and its standard errors are NaN")
 
 
-def _dispersion_glm(fam: Family, X, y, pw, off):
+def dispersion_glm(fam: Family, X, y, pw, off):
     """The GLM of a family with a dispersion φ by maximum likelihood (start and fixed-only fit).
 
     Start: β from IRLS (NB: a Poisson fit, then NB IRLS at the moment estimate of θ; Gamma: IRLS,
@@ -403,7 +403,7 @@ def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq
     X, pw, off = design.X, design.weights, design.offset
     aux, ndisp, disp = ntr, 0, None  # the ``ntr`` slot of the GLMM data: trials, or the NB / Gamma shape
     if has_dispersion(fam):
-        beta0, phi_glm, dev0, vcov_full, conv0, separated = _dispersion_glm(fam, X, y, pw, off)
+        beta0, phi_glm, dev0, vcov_full, conv0, separated = dispersion_glm(fam, X, y, pw, off)
         vcov0, aux, ndisp = vcov_full[1:, 1:], np.full_like(y, phi_glm), 1  # the GLM's φ starts the GLMM's
         disp = dispersion_record(fam, phi_glm, float(np.sqrt(vcov_full[0, 0])))
     else:

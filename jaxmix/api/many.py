@@ -28,7 +28,6 @@ from .. import runtime
 from ..status import status_message
 from ..errors import JaxmixError, JaxmixWarning
 from ..spec.formula import parse_formula
-from ..fitting.dispersion import reject_in_fit_many
 from ..spec.options import check_fit_options
 from ..results.sweep import SWEEP_STATUS, Problem, Sweep
 
@@ -189,15 +188,17 @@ def _invalid(pb: Problem, y, ntr) -> bool:
         if pb.has_trials:
             return bool((y < 0).any() or (y > ntr).any())
         return bool((~np.isin(y, (0.0, 1.0))).any())
-    if pb.family == "poisson":
+    if pb.family in ("poisson", "negative_binomial"):
         return bool((y < 0).any())
+    if pb.family == "gamma":
+        return bool((y <= 0).any())
     return False
 
 
 def _constant(pb: Problem, y, ntr) -> bool:
     if pb.family == "binomial":
         return bool((y == 0).all() or (y == ntr).all())
-    if pb.family == "poisson":
+    if pb.family in ("poisson", "negative_binomial"):
         return bool((y == 0).all())
     return bool(np.ptp(y) == 0.0)
 
@@ -245,7 +246,6 @@ def fit_many(formula: str, data, outcomes=None, *, Y=None, names=None, family: s
     runtime.start()
     t0 = time.perf_counter()
     opts = check_fit_options(family, nagq=nagq, trials=trials, max_iter=max_iter, gtol=gtol, batch_size=batch_size)
-    reject_in_fit_many(family)
     nagq, max_iter, gtol = opts["nagq"], opts["max_iter"], opts["gtol"]
     pb = _setup(formula, data, outcomes, Y, names, family, link, method, nagq, weights, offset, trials)
     return fit_problem(pb, dtype=dtype, max_iter=max_iter, gtol=gtol, devices=devices,
@@ -332,6 +332,9 @@ def _fit_aliased(pb: Problem, out: "Sweep", mask, which, dtype, max_iter, gtol) 
         out.sigma_[j], out.loglik_[j], out.objective_[j] = res.sigma, res.loglik, res.objective
         out.status_[j] = 0 if res.converged else (res.optim.status if res.optim is not None else 1)
         out.singular_[j] = res.singular
+        if out.dispersion_ is not None and res.dispersion is not None:
+            out.dispersion_[0][j] = res.dispersion
+            out.dispersion_[1][j] = res.dispersion_table["se"].iloc[0]
         out.warnings.setdefault(name, []).append(
             f"fixed-effect column(s) {', '.join(dropped)} aliased on this outcome's rows: dropped, as "
             "jaxmix.fit (and lme4) does; fitted on its own")

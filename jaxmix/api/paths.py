@@ -10,6 +10,8 @@ import numpy as np
 
 from ..spec.covariance import theta_layout
 from ..errors import JaxmixError
+from ..fitting.dispersion import (dispersion_record, dispersion_warning, has_dispersion,
+                                  log_dispersion_se)
 from ..fitting.glmm import fit_glmm_outcomes
 from ..fitting.lmm import fit_lmm_outcomes
 from ..progress import progress_bar
@@ -17,6 +19,11 @@ from ..results.mixed import MixedResults, OptimSummary
 from ..results.sweep import Sweep, outcome_design, Problem, status_message
 
 __all__ = ["fit_lmm_batch", "fit_glmm_batch", "fit_fixed_only"]
+
+
+def _has_disp(pb: Problem) -> bool:
+    """Whether the family has a dispersion parameter φ (negative binomial θ, Gamma shape)."""
+    return pb.fam is not None and has_dispersion(pb.fam)
 
 
 def _nan(shape) -> np.ndarray:
@@ -151,19 +158,29 @@ def fit_lmm_batch(pb: Problem, mask, status, nobs, dtype, max_iter, gtol, device
 
 # ---- GLMM ------------------------------------------------------------------------------------
 def _glm_starts(pb: Problem, mask, status, suspect: np.ndarray, tl) -> np.ndarray:
-    """(θ, β) starts of every good outcome: β from a GLM on its own rows, θ from
-    :func:`jaxmix.api.generalized.theta_start` (the starts ``jaxmix.fit`` uses).  ``suspect[j]`` is set
-    where the GLM shows signs of separation (:func:`jaxmix.api.generalized.separation_suspected`)."""
-    from .generalized import glm_irls, separation_suspected, theta_start
+    """(θ, β) starts of every good outcome — (θ, log φ, β) for a family with a dispersion φ (negative
+    binomial, Gamma): β (and φ) from a GLM on its own rows (:func:`jaxmix.api.generalized.glm_irls`, or
+    :func:`jaxmix.api.generalized.dispersion_glm`), θ from :func:`jaxmix.api.generalized.theta_start`
+    (the starts ``jaxmix.fit`` uses).  ``suspect[j]`` is set where the GLM shows signs of separation
+    (:func:`jaxmix.api.generalized.separation_suspected`)."""
+    from .generalized import dispersion_glm, glm_irls, separation_suspected, theta_start
 
     d = pb.design
     p = d.X.shape[1]
-    out = np.tile(np.concatenate([tl.init(), np.zeros(p)]), (len(pb.names), 1))
+    disp = _has_disp(pb)
+    out = np.tile(np.concatenate([tl.init(), np.zeros(int(disp) + p)]), (len(pb.names), 1))
     for j in np.flatnonzero(status == 0):
         m = mask[:, j]  # all rows, the outcome's missing ones with zero weight: one compiled shape
-        yj, wj = np.where(m, pb.Y[:, j], 0.0), d.weights * m
-        beta0, _, vcov0, conv0, separated = glm_irls(pb.fam, d.X, yj, pb.ntr, wj, d.offset, tol=1e-8)  # refined later
-        out[j] = np.concatenate([theta_start(pb.fam, d.X, yj, pb.ntr, wj, d.offset, beta0, d.terms, tl), beta0])
+        wj = d.weights * m
+        if disp:  # rows it does not use repeat a response it has (a Gamma response of 0 is not valid)
+            yj = np.where(m, pb.Y[:, j], pb.Y[np.flatnonzero(m)[0], j])
+            beta0, phi0, _, vfull, conv0, separated = dispersion_glm(pb.fam, d.X, yj, wj, d.offset)
+            vcov0, aux, lphi = vfull[1:, 1:], np.full(d.nobs, phi0), [np.log(phi0)]
+        else:
+            yj = np.where(m, pb.Y[:, j], 0.0)
+            beta0, _, vcov0, conv0, separated = glm_irls(pb.fam, d.X, yj, pb.ntr, wj, d.offset, tol=1e-8)  # refined later
+            aux, lphi = pb.ntr, []
+        out[j] = np.concatenate([theta_start(pb.fam, d.X, yj, aux, wj, d.offset, beta0, d.terms, tl), lphi, beta0])
         suspect[j] = separation_suspected((d.X, wj, vcov0, conv0, separated))
     return out
 
@@ -184,14 +201,15 @@ def fit_glmm_batch(pb: Problem, mask, status, nobs, dtype, max_iter, gtol, devic
     terms = d.terms
     tl = theta_layout(tuple(t.q for t in terms))
     nt = tl.size
+    ndisp = int(_has_disp(pb))  # log φ after θ (:mod:`jaxmix.fitting.dispersion`)
     if not (status == 0).any():
-        return _all_failed(pb, mask, status, nobs, p, nt, p + nt)
+        return _all_failed(pb, mask, status, nobs, p, nt, p + nt + ndisp)
     notes: dict = {}
     suspect = np.zeros(len(pb.names), dtype=bool)
     if start is None:
         params0 = _glm_starts(pb, mask, status, suspect, tl)
     else:
-        params0 = np.broadcast_to(np.asarray(start, dtype=float), (len(pb.names), nt + p)).copy()
+        params0 = np.broadcast_to(np.asarray(start, dtype=float), (len(pb.names), nt + ndisp + p)).copy()
     fill, M, Yc, PW, same = _row_args(pb, mask, status, np.float64)
     codes, nlev, Zs = [t.codes for t in terms], [t.nlevels for t in terms], [t.Z for t in terms]
     parts, chunk, res = in_chunks(len(pb.names), batch_size, progress, desc, lambda sl: fit_glmm_outcomes(
@@ -201,14 +219,19 @@ def fit_glmm_batch(pb: Problem, mask, status, nobs, dtype, max_iter, gtol, devic
     rs = sum(b.run_seconds for b in parts)
     ok = status == 0
     x = np.where(ok[:, None], np.concatenate([b.params for b in parts], axis=0), np.nan)
-    theta, beta = x[:, :nt], x[:, nt:]
+    theta, beta = x[:, :nt], x[:, nt + ndisp:]
     H = np.concatenate([b.hess for b in parts], axis=0)
     onb = res.on_boundary
     vcov = _nan((len(ok), p, p))
     obj = np.where(ok, res.fun, np.nan)
     st = np.where(ok, res.status, status)
+    disp: dict = {}  # outcome index -> its dispersion record (negative binomial θ, Gamma shape)
     for j in np.flatnonzero(ok):
-        vcov[j], note = glmm_vcov(H[j], onb[j], nt, p)
+        vcov[j], note = glmm_vcov(H[j], onb[j], nt + ndisp, p)
+        if ndisp:
+            disp[j] = dispersion_record(pb.fam, float(np.exp(x[j, nt])), log_dispersion_se(H[j], onb[j], nt))
+            if dispersion_warning(disp[j]):
+                notes.setdefault(pb.names[j], []).append(dispersion_warning(disp[j]))
         sep = []
         if suspect[j] or separation_suspected(beta=beta[j], fun=obj[j], vcov_note=note):
             m = mask[:, j]
@@ -230,26 +253,29 @@ def fit_glmm_batch(pb: Problem, mask, status, nobs, dtype, max_iter, gtol, devic
         return MixedResults(
             formula=sub.parsed.formula, family=pb.family, link=pb.link, method=method, design=sub, beta=beta[j],
             vcov_beta=vcov[j], theta=theta[j], sigma=1.0, loglik=-obj[j] / 2.0, objective=float(obj[j]),
-            n_params=p + nt, converged=bool(st[j] == 0), singular=bool(singular[j]),
+            n_params=p + nt + ndisp, converged=bool(st[j] == 0), singular=bool(singular[j]),
             optim=_optim(res, j, params0[j], cs, rs, st[j]), b=[bk[uu] for bk, uu in zip(part.b(jj, nlev), used)],
             _condvar_fn=condvar,
-            extra={"nagq": pb.nagq, "trials": pb.ntr[mask[:, j]], "offset_column": pb.offset_column})
+            extra={"nagq": pb.nagq, "trials": pb.ntr[mask[:, j]], "offset_column": pb.offset_column,
+                   "dispersion": disp.get(j)})
 
     return Sweep(problem=pb, mask=mask, beta=beta, vcov_beta=vcov, theta_=theta, sigma_=np.where(ok, 1.0, np.nan),
-                 loglik_=-obj / 2.0, objective_=obj, status_=st, nobs_=nobs, singular_=singular, n_params=p + nt,
-                 _build=build, compile_seconds=cs, run_seconds=rs, warnings=notes)
+                 loglik_=-obj / 2.0, objective_=obj, status_=st, nobs_=nobs, singular_=singular,
+                 n_params=p + nt + ndisp, _build=build, compile_seconds=cs, run_seconds=rs, warnings=notes,
+                 dispersion_=_dispersion_arrays(pb, disp))
 
 
 # ---- no random effects: least squares or GLM per outcome ------------------------------------------
 def fit_fixed_only(pb: Problem, mask, status, nobs, progress=None) -> Sweep:
     """Formulas without a bar term: ``jaxmix.fit``'s least-squares or GLM fit, outcome by outcome."""
     from .fit import fit_ols
-    from .generalized import glm_irls
+    from .generalized import dispersion_glm, glm_irls
 
     d = pb.design
     k, p = len(pb.names), d.X.shape[1]
     fits: dict[int, MixedResults] = {}
     notes: dict = {}
+    disp: dict = {}
     for j in np.flatnonzero(status == 0):
         name = pb.names[j]
         sub, _ = outcome_design(d, mask[:, j], pb.Y[:, j], name, pb.rhs)
@@ -257,21 +283,41 @@ def fit_fixed_only(pb: Problem, mask, status, nobs, progress=None) -> Sweep:
             fits[j] = fit_ols(sub.parsed.formula, sub, "OLS")
             continue
         ntr = pb.ntr[mask[:, j]]
-        beta0, dev0, vcov0, conv0, separated = glm_irls(pb.fam, sub.X, sub.y, ntr, sub.weights, sub.offset)
+        rec = None
+        if _has_disp(pb):
+            beta0, phi0, dev0, vfull, conv0, separated = dispersion_glm(pb.fam, sub.X, sub.y, sub.weights, sub.offset)
+            vcov0, rec = vfull[1:, 1:], dispersion_record(pb.fam, phi0, float(np.sqrt(vfull[0, 0])))
+            disp[j] = rec
+            if dispersion_warning(rec):
+                notes.setdefault(name, []).append(dispersion_warning(rec))
+        else:
+            beta0, dev0, vcov0, conv0, separated = glm_irls(pb.fam, sub.X, sub.y, ntr, sub.weights, sub.offset)
         if separated:
             notes.setdefault(name, []).append("fixed effects appear to be (quasi-)completely separated")
         fits[j] = MixedResults(
             formula=sub.parsed.formula, family=pb.family, link=pb.link, method="ML", design=sub, beta=beta0,
-            vcov_beta=vcov0, theta=np.zeros(0), sigma=1.0, loglik=-dev0 / 2, objective=dev0, n_params=p,
-            converged=conv0, singular=False, optim=None, b=[],
-            extra={"nagq": 1, "trials": ntr, "offset_column": pb.offset_column})
+            vcov_beta=vcov0, theta=np.zeros(0), sigma=1.0, loglik=-dev0 / 2, objective=dev0,
+            n_params=p + (rec is not None), converged=conv0, singular=False, optim=None, b=[],
+            extra={"nagq": 1, "trials": ntr, "offset_column": pb.offset_column, "dispersion": rec})
     beta, vcov = _nan((k, p)), _nan((k, p, p))
     sigma, ll = _nan(k), _nan(k)
     st = status.copy()
     for j, r in fits.items():
         beta[j], vcov[j], sigma[j], ll[j] = r.beta, r.vcov_beta, r.sigma, r.loglik
         st[j] = 0 if r.converged else 1
-    n_params = p + (1 if pb.family == "gaussian" else 0)
+    n_params = p + (1 if pb.family == "gaussian" or _has_disp(pb) else 0)
     return Sweep(problem=pb, mask=mask, beta=beta, vcov_beta=vcov, theta_=np.zeros((k, 0)), sigma_=sigma,
                  loglik_=ll, objective_=-2 * ll, status_=st, nobs_=nobs, singular_=np.zeros(k, dtype=bool),
-                 n_params=n_params, _build=fits.__getitem__, warnings=notes)
+                 n_params=n_params, _build=fits.__getitem__, warnings=notes, dispersion_=_dispersion_arrays(pb, disp))
+
+
+def _dispersion_arrays(pb: Problem, records: dict):
+    """(estimates, standard errors), each (k,), of the outcomes' dispersion parameters (NaN where an
+    outcome has none); None for a family without one."""
+    if not _has_disp(pb):
+        return None
+    k = len(pb.names)
+    est, se = _nan(k), _nan(k)
+    for j, r in records.items():
+        est[j], se[j] = r["estimate"], r["se"]
+    return est, se

@@ -71,8 +71,8 @@ _TOML_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool:
                     dict: "a table", list: "an array"}
 
 FAMILIES = ("gaussian", "binomial", "poisson", "negative_binomial", "gamma")
-#: fit_many (``[sweep]``) does not fit the families with a dispersion parameter
-SWEEP_FAMILIES = ("gaussian", "binomial", "poisson")
+#: the families of fit_many (``[sweep]``): all of them
+SWEEP_FAMILIES = FAMILIES
 DDF_METHODS = ("satterthwaite", "kenward-roger", "containment", "between-within", "residual", "asymptotic")
 PLOT_KINDS = ("caterpillar", "group_lines", "shrinkage")
 TABLE_FORMATS = ("csv", "parquet")
@@ -131,7 +131,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "outcomes": Field(list, required=True, doc="the response columns"),
         "family": Field(str, default="gaussian", choices=SWEEP_FAMILIES, doc="family"),
         "link": Field(str, doc="link function (default: the family's canonical link)"),
-        "method": Field(str, doc="REML or ML (Gaussian), Laplace or AGQ (binomial, poisson)"),
+        "method": Field(str, doc="REML or ML (Gaussian), Laplace or AGQ (the other families)"),
         "nagq": Field(int, default=1, doc="Gauss-Hermite points (AGQ, one scalar term)"),
         "weights": Field(str, doc="column of prior weights"),
         "dtype": Field(str, choices=("float64", "float32"), doc="floating-point precision (default [options] dtype)"),

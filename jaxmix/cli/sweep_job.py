@@ -57,7 +57,10 @@ def _sweep_record(sw) -> dict:
                    "status": int(sw.status_[j]), "message": sw.messages.iloc[j],
                    "fixef": {t: _num(v) for t, v in zip(sw.x_names, sw.beta[j])},
                    "se": {t: _num(v) for t, v in zip(sw.x_names, se.iloc[j])},
-                   "theta": [_num(v) for v in sw.theta_[j]]}
+                   "theta": [_num(v) for v in sw.theta_[j]],
+                   **({} if sw.dispersion_ is None else {"dispersion": {
+                       "parameter": sw.problem.fam.dispersion, "estimate": _num(sw.dispersion_[0][j]),
+                       "se": _num(sw.dispersion_[1][j])}})}
             for j, name in enumerate(sw.names)},
     }
 

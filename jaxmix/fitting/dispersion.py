@@ -22,7 +22,7 @@ from ..spec.families import Family
 
 __all__ = ["has_dispersion", "with_dispersion", "dispersion_start", "eta_start", "fit_glm_dispersion", "log_dispersion_se",
            "dispersion_record", "variance", "deviance_contributions", "check_dispersion_response",
-           "reject_in_fit_many", "dispersion_warning", "NB_THETA_POISSON", "simulate_dispersion"]
+           "dispersion_warning", "NB_THETA_POISSON", "simulate_dispersion"]
 
 #: clip of the starting values of φ
 PHI_START_RANGE = (0.05, 100.0)
@@ -186,11 +186,3 @@ def dispersion_warning(record: dict | None) -> str | None:
     return (f"theta (NB shape) = {record['estimate']:.3g} is at the Poisson limit: the counts show no "
             "overdispersion (the likelihood keeps increasing with theta), so theta and its SE are not "
             "estimable; family='poisson' fits the same model")
-
-
-def reject_in_fit_many(family) -> None:
-    """``fit_many`` does not fit the families with a dispersion parameter (yet): a clear error."""
-    fam = str(family).lower()
-    if fam in ("negative_binomial", "gamma"):
-        raise JaxmixError(f"fit_many does not support family {fam!r} yet; fit each outcome with jaxmix.fit(..., "
-                          f"family={fam!r})")

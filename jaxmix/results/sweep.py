@@ -74,6 +74,8 @@ class Sweep:
       varcorr: long table (outcome, group, var1, var2, vcov, sdcor).
       seconds, compile_seconds: wall time of the whole sweep and the part spent compiling.
       warnings: outcome -> notes (separation, a Hessian that is not positive definite, ...).
+      dispersion, dispersion_table: each outcome's negative-binomial θ or Gamma shape (families with a
+        dispersion parameter; None / no rows otherwise).
     """
 
     problem: Problem = dataclasses.field(repr=False)
@@ -94,6 +96,8 @@ class Sweep:
     seconds: float = 0.0
     warnings: dict = dataclasses.field(default_factory=dict, repr=False)
     _cache: dict = dataclasses.field(default_factory=dict, repr=False)
+    #: (estimates, standard errors), each (k,), of a negative-binomial θ / Gamma shape; None otherwise
+    dispersion_: tuple | None = dataclasses.field(default=None, repr=False)
 
     # ---- identity ------------------------------------------------------------------------------
     @property
@@ -196,6 +200,25 @@ class Sweep:
         return self._series(self.nobs_, "nobs")
 
     @property
+    def dispersion(self) -> pd.Series | None:
+        """Each outcome's dispersion parameter (negative binomial θ, Var y = μ + μ²/θ; Gamma shape α,
+        Var y = μ²/α), as ``sweep[name].dispersion``; None for families without one."""
+        if self.dispersion_ is None:
+            return None
+        return self._series(self.dispersion_[0], "dispersion")
+
+    @property
+    def dispersion_table(self) -> pd.DataFrame:
+        """outcome, parameter, estimate, se (se = φ·se(log φ), as ``MixedResults.dispersion_table``);
+        no rows for families without a dispersion parameter."""
+        cols = ["outcome", "parameter", "estimate", "se"]
+        if self.dispersion_ is None:
+            return pd.DataFrame(columns=cols)
+        name = self.problem.fam.dispersion
+        return pd.DataFrame({"outcome": self.names, "parameter": name, "estimate": self.dispersion_[0],
+                             "se": self.dispersion_[1]})[cols]
+
+    @property
     def failed(self) -> list[str]:
         """Outcomes that did not give a converged fit."""
         return [n for n, c in zip(self.names, self.status_) if c != 0]
@@ -263,6 +286,8 @@ class Sweep:
                  f"{self.seconds:.1f} s ({self.compile_seconds:.1f} s compiling)"]
         tab = pd.DataFrame({"nobs": self.nobs_, "loglik": self.loglik_, "status": self.messages.to_numpy()},
                            index=self.names)
+        if self.dispersion_ is not None:
+            tab.insert(2, self.problem.fam.dispersion, self.dispersion_[0])
         lines.append(tab.to_string(float_format=lambda v: f"{v:.3f}"))
         return "\n".join(lines)
 

@@ -2,7 +2,8 @@
 :func:`jaxmix.fit_many` (``Sweep.status``).
 
 0–5 are the optimiser's (both the host optimiser of Gaussian fits and the compiled one of GLMMs and
-sweeps), 10–15 the screening of a sweep's outcomes before any fit, 20 a GLMM whose fixed effects are
+sweeps), 10–15 the screening of a sweep's outcomes before any fit, 16 an outcome of a sweep whose own
+fit raised an error (outcomes fitted one by one: residual structures), 20 a GLMM whose fixed effects are
 separated.  0 alone means converged.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Status(IntEnum):
     ALIASED = 13
     INVALID_RESPONSE = 14
     TOO_FEW_LEVELS = 15
+    FIT_FAILED = 16
     SEPARATION = 20
 
 
@@ -43,6 +45,7 @@ MESSAGES = {
     Status.INVALID_RESPONSE: "invalid response values",
     Status.TOO_FEW_LEVELS: "a grouping factor has fewer than two levels, or (LMM) no fewer random effects "
                            "than rows (lme4's check.nobs.vs.nRE), on this outcome's rows",
+    Status.FIT_FAILED: "the fit of this outcome raised an error (the message is in sweep.warnings)",
     Status.SEPARATION: "fixed effects (quasi-)completely separated: estimates infinite, standard errors NaN",
 }
 

@@ -8,7 +8,7 @@ from jaxmix.results.sweep import SWEEP_STATUS, status_message
 
 def test_one_table_serves_the_optimiser_the_screening_and_separation():
     STATUS = {int(c) for c in status.OPTIMIZER}
-    assert STATUS == {0, 1, 2, 3, 4, 5} and set(SWEEP_STATUS) == {10, 11, 12, 13, 14, 15}
+    assert STATUS == {0, 1, 2, 3, 4, 5} and set(SWEEP_STATUS) == {10, 11, 12, 13, 14, 15, 16}
     assert SEPARATION_STATUS == 20
     codes = set(STATUS) | set(SWEEP_STATUS) | {SEPARATION_STATUS}
     assert codes == {int(s) for s in status.Status}

@@ -51,8 +51,10 @@ def _method(family: str, method, nagq: int) -> tuple[str, int]:
     return ("AGQ" if nagq > 1 else "Laplace"), nagq
 
 
-def _setup(formula, data, outcomes, Y, names, family, link, method, nagq, weights, offset, trials) -> Problem:
+def _setup(formula, data, outcomes, Y, names, family, link, method, nagq, weights, offset, trials,
+           variance=None, correlation=None) -> Problem:
     from ..spec.families import get_family
+    from ..spec.residual import parse_correlation, parse_variance, spec_columns
 
     parsed = parse_formula(formula)
     if parsed.response:
@@ -108,7 +110,8 @@ def _setup(formula, data, outcomes, Y, names, family, link, method, nagq, weight
         parsed, data, trials, offset = prepare_glmm(formula, data, trials, offset, fam.name)
     elif isinstance(trials, str) and trials not in data.columns:
         raise JaxmixError(f"trials column {trials!r} is not in the data")
-    extra = (trials,) if isinstance(trials, str) else ()
+    extra = ((trials,) if isinstance(trials, str) else ()) + spec_columns(parse_variance(variance),
+                                                                          parse_correlation(correlation))
     design = build_design(parsed, data, weights=weights, offset=offset, require_response=False,
                           check_nlevels=False, extra_columns=extra)
     pos = data.index.get_indexer(design.rows)
@@ -121,7 +124,8 @@ def _setup(formula, data, outcomes, Y, names, family, link, method, nagq, weight
     rhs = formula.split("~", 1)[1].strip()
     return Problem(design=design, Y=Yfull[pos], names=names, family=fam_name, link=link_name, fam=fam,
                     method=meth, nagq=nagq, ntr=ntr, rhs=rhs, has_trials=has_trials,
-                    offset_column=offset if isinstance(offset, str) else None, data=given[0], args=given[1])
+                    offset_column=offset if isinstance(offset, str) else None, data=given[0], args=given[1],
+                    variance=variance, correlation=correlation)
 
 
 def _outcome_matrix(Y, data: pd.DataFrame) -> np.ndarray:
@@ -156,6 +160,10 @@ def _screen(pb: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     status = np.zeros(k, dtype=np.int64)
     nobs = mask.sum(axis=0)
     seen: dict[bytes, tuple[bool, bool]] = {}
+    from ..spec.re_structure import needs_structured_fit
+
+    # lme4's check.nobs.vs.nRE is for lme4's models; jaxmix.fit skips it for cs/ar1/diag terms (fewer parameters)
+    nre_check = pb.family == "gaussian" and not needs_structured_fit(d.terms)
     for j in range(k):
         m = mask[:, j]
         y = Y[m, j]
@@ -176,7 +184,7 @@ def _screen(pb: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 for t in d.terms:
                     nl = np.unique(t.codes[m]).shape[0]
                     # lme4 check.nobs.vs.nRE (jaxmix.spec.design.check_nobs_vs_nre): nobs > levels * q
-                    levels_bad |= nl < 2 or (pb.family == "gaussian" and nl * t.q >= nobs[j])
+                    levels_bad |= nl < 2 or (nre_check and nl * t.q >= nobs[j])
                 seen[key] = (aliased, levels_bad)
             aliased, levels_bad = seen[key]
             status[j] = 13 if aliased else (15 if levels_bad else 0)
@@ -240,14 +248,22 @@ def fit_many(formula: str, data, outcomes=None, *, Y=None, names=None, family: s
       ...                      family="binomial")
       >>> sw.fixef, sw.se, sw.to_frame()
     """
-    if variance is not None or correlation is not None:
-        raise JaxmixError("fit_many does not fit residual structures (variance=, correlation=) yet; "
-                          "fit each outcome with jaxmix.fit(..., variance=..., correlation=...)")
     runtime.start()
+    if variance is not None or correlation is not None:
+        from ..spec.residual import parse_correlation, parse_variance
+
+        if str(family).lower() != "gaussian":
+            raise JaxmixError(f"variance= and correlation= are for Gaussian models; family is {family!r}")
+        from ..spec.options import parse_dtype
+
+        if np.dtype(parse_dtype(dtype)) != np.float64:
+            raise JaxmixError("structured covariances are fitted in float64 only")
+        parse_variance(variance), parse_correlation(correlation)  # a clear error before any fit
     t0 = time.perf_counter()
     opts = check_fit_options(family, nagq=nagq, trials=trials, max_iter=max_iter, gtol=gtol, batch_size=batch_size)
     nagq, max_iter, gtol = opts["nagq"], opts["max_iter"], opts["gtol"]
-    pb = _setup(formula, data, outcomes, Y, names, family, link, method, nagq, weights, offset, trials)
+    pb = _setup(formula, data, outcomes, Y, names, family, link, method, nagq, weights, offset, trials,
+                variance, correlation)
     return fit_problem(pb, dtype=dtype, max_iter=max_iter, gtol=gtol, devices=devices,
                         batch_size=batch_size, progress=progress, t0=t0)
 
@@ -255,11 +271,18 @@ def fit_many(formula: str, data, outcomes=None, *, Y=None, names=None, family: s
 def fit_problem(pb: Problem, dtype=None, max_iter=500, gtol=1e-4, devices=None, batch_size=None,
                  progress=None, t0=None, start=None, desc="fitting") -> "Sweep":
     t0 = time.perf_counter() if t0 is None else t0
-    from ..spec.re_structure import check_plain_terms
+    from ..spec.re_structure import check_plain_terms, needs_structured_fit
 
-    check_plain_terms(pb.design.terms, "fit_many")
+    structured = pb.family == "gaussian" and (pb.variance is not None or pb.correlation is not None
+                                              or needs_structured_fit(pb.design.terms))
+    if not structured:
+        check_plain_terms(pb.design.terms, "fit_many")
     mask, status, nobs = _screen(pb)
-    if not pb.design.terms:
+    if structured:  # outcome by outcome through jaxmix.fit's structured driver
+        from .paths import fit_each
+
+        out = fit_each(pb, mask, status, nobs, dtype, max_iter, gtol, progress, desc=desc)
+    elif not pb.design.terms:
         from .paths import fit_fixed_only
 
         out = fit_fixed_only(pb, mask, status, nobs, progress)
@@ -273,9 +296,9 @@ def fit_problem(pb: Problem, dtype=None, max_iter=500, gtol=1e-4, devices=None, 
 
         out = fit_glmm_batch(pb, mask, status, nobs, dtype, max_iter, gtol, devices, batch_size, progress,
                              start=start, desc=desc)
-    if (status == 13).any():
+    if (status == 13).any() and not structured:
         _fit_aliased(pb, out, mask, np.flatnonzero(status == 13), dtype, max_iter, gtol)
-    if pb.design.terms:
+    if pb.design.terms or structured:
         _warn_unconverged(pb.names, out.status_)
     out.seconds = time.perf_counter() - t0
     return out
@@ -296,29 +319,16 @@ def _fit_aliased(pb: Problem, out: "Sweep", mask, which, dtype, max_iter, gtol) 
     The batched program has one X for all outcomes, so these few outcomes are fitted (and compiled)
     one by one.  An outcome that still cannot be fitted keeps status 13.
     """
-    from .fit import fit
+    from .paths import fit_outcome_alone
 
     if pb.data is None:
         return
     x_names = list(pb.design.x_names)
-    pos_all = pb.data.index.get_indexer(pb.design.rows)
     fits: dict = {}
     for j in which:
         name = pb.names[j]
-        pos = pos_all[mask[:, j]]
-        dj = pb.data.iloc[pos].copy()
-        y = pb.Y[mask[:, j], j]
-        # the outcome under its own name, unless that name is a data column holding something else
-        own = name not in dj.columns or np.array_equal(
-            pd.to_numeric(dj[name], errors="coerce").to_numpy(dtype=float), y, equal_nan=True)
-        label = name if name.isidentifier() and own else "__outcome"
-        dj[label] = y
-        kw = {k: (v if v is None or isinstance(v, str) else np.asarray(v)[pos]) for k, v in pb.args.items()}
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", JaxmixWarning)
-                res = fit(f"{label} ~ {pb.rhs}", dj, method=pb.method, family=pb.family, link=pb.link,
-                          nagq=pb.nagq, dtype=dtype, max_iter=max_iter, gtol=gtol, **kw)
+            res = fit_outcome_alone(pb, mask, int(j), dtype, max_iter, gtol)
         except JaxmixError as exc:
             out.warnings.setdefault(name, []).append(f"jaxmix.fit on this outcome's rows failed: {exc}")
             continue

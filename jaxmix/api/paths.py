@@ -18,7 +18,7 @@ from ..progress import progress_bar
 from ..results.mixed import MixedResults, OptimSummary
 from ..results.sweep import Sweep, outcome_design, Problem, status_message
 
-__all__ = ["fit_lmm_batch", "fit_glmm_batch", "fit_fixed_only"]
+__all__ = ["fit_lmm_batch", "fit_glmm_batch", "fit_fixed_only", "fit_each", "fit_outcome_alone"]
 
 
 def _has_disp(pb: Problem) -> bool:
@@ -321,3 +321,73 @@ def _dispersion_arrays(pb: Problem, records: dict):
     for j, r in records.items():
         est[j], se[j] = r["estimate"], r["se"]
     return est, se
+
+
+# ---- outcome by outcome through jaxmix.fit (residual structures, aliased columns) -------------------
+def fit_outcome_alone(pb: Problem, mask, j: int, dtype, max_iter, gtol) -> MixedResults:
+    """``jaxmix.fit`` on outcome j's own rows of the data as given (its weights, offset and trials
+    taken on the same rows, and ``variance=`` / ``correlation=`` of the sweep), in data order.
+    JaxmixWarnings are silenced (the sweep reports status and notes); errors propagate."""
+    import warnings
+
+    import pandas as pd
+
+    from ..errors import JaxmixWarning
+    from .fit import fit
+
+    name = pb.names[j]
+    pos = pb.data.index.get_indexer(pb.design.rows)[mask[:, j]]
+    dj = pb.data.iloc[pos].copy()
+    y = pb.Y[mask[:, j], j]
+    # the outcome under its own name, unless that name is a data column holding something else
+    own = name not in dj.columns or np.array_equal(
+        pd.to_numeric(dj[name], errors="coerce").to_numpy(dtype=float), y, equal_nan=True)
+    label = name if name.isidentifier() and own else "__outcome"
+    dj[label] = y
+    kw = {k: (v if v is None or isinstance(v, str) else np.asarray(v)[pos]) for k, v in pb.args.items()}
+    if pb.variance is not None or pb.correlation is not None:
+        kw.update(variance=pb.variance, correlation=pb.correlation)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", JaxmixWarning)
+        return fit(f"{label} ~ {pb.rhs}", dj, method=pb.method, family=pb.family, link=pb.link, nagq=pb.nagq,
+                   dtype=dtype, max_iter=max_iter, gtol=gtol, **kw)
+
+
+def fit_each(pb: Problem, mask, status, nobs, dtype, max_iter, gtol, progress=None, desc="fitting") -> Sweep:
+    """Every good outcome fitted on its own by ``jaxmix.fit`` (:func:`fit_outcome_alone`): the route of
+    Gaussian models with residual structures (``variance=``, ``correlation=``) or cs/ar1/diag random
+    terms, whose criterion (:mod:`jaxmix.fitting.structured`) is built from each outcome's own
+    cross-products.  An outcome whose fit raises a :class:`jaxmix.JaxmixError` (or fails numerically) gets
+    status 16 with the message in ``sweep.warnings``; the others go on."""
+    from ..status import Status
+
+    d = pb.design
+    k, p = len(pb.names), d.X.shape[1]
+    fits: dict[int, MixedResults] = {}
+    notes: dict = {}
+    st = status.copy()
+    todo = np.flatnonzero(status == 0)
+    show = (len(todo) > 20) if progress is None else bool(progress)
+    bar = progress_bar(len(todo), desc, quiet=not show, unit="outcome")
+    try:
+        for j in todo:
+            try:
+                fits[int(j)] = fit_outcome_alone(pb, mask, int(j), dtype, max_iter, gtol)
+            except (JaxmixError, ArithmeticError, np.linalg.LinAlgError, ValueError) as exc:
+                st[j] = int(Status.FIT_FAILED)
+                notes.setdefault(pb.names[j], []).append(f"jaxmix.fit on this outcome failed: {exc}")
+            bar.update(1)
+    finally:
+        bar.close()
+    nt = len(next(iter(fits.values())).theta) if fits else 0
+    beta, vcov, theta = _nan((k, p)), _nan((k, p, p)), _nan((k, nt))
+    sigma, ll, obj = _nan(k), _nan(k), _nan(k)
+    singular = np.zeros(k, dtype=bool)
+    n_params = p + 1
+    for j, r in fits.items():
+        beta[j], vcov[j], theta[j], sigma[j], ll[j], obj[j] = r.beta, r.vcov_beta, r.theta, r.sigma, r.loglik, r.objective
+        st[j] = 0 if r.converged else (r.optim.status if r.optim is not None else 1)
+        singular[j], n_params = r.singular, r.n_params
+    return Sweep(problem=pb, mask=mask, beta=beta, vcov_beta=vcov, theta_=theta, sigma_=sigma, loglik_=ll,
+                 objective_=obj, status_=st, nobs_=nobs, singular_=singular, n_params=n_params,
+                 _build=fits.__getitem__, warnings=notes)

@@ -37,6 +37,8 @@ class Problem:
     offset_column: str | None = None
     data: pd.DataFrame | None = None  # the data as given (for outcomes fitted on their own)
     args: dict = dataclasses.field(default_factory=dict)  # weights, offset, trials as given
+    variance: str | None = None  # residual structures (jaxmix.spec.residual), as given
+    correlation: str | None = None
 
 
 # ---- per-outcome design (for sweep[name]) ------------------------------------------------------
@@ -114,7 +116,7 @@ class Sweep:
 
     @property
     def method(self) -> str:
-        if not self.problem.design.terms:
+        if not self.problem.design.terms and self.problem.variance is None and self.problem.correlation is None:
             return "OLS" if self.family == "gaussian" else "ML"
         return self.problem.method
 
@@ -217,6 +219,21 @@ class Sweep:
         name = self.problem.fam.dispersion
         return pd.DataFrame({"outcome": self.names, "parameter": name, "estimate": self.dispersion_[0],
                              "se": self.dispersion_[1]})[cols]
+
+    @property
+    def structure_table(self) -> pd.DataFrame:
+        """Each fitted outcome's covariance-parameter table of a structured fit (``variance=``,
+        ``correlation=``, cs/ar1/diag terms; ``res.extra["structure"]["table"]``) with an ``outcome``
+        column first: group, var1, var2, kind, estimate, se.  No rows for other sweeps."""
+        parts = []
+        for j, name in enumerate(self.names):
+            if int(self.status_[j]) in SWEEP_STATUS:
+                continue
+            info = self[name].extra.get("structure")
+            if info is not None:
+                parts.append(info["table"].assign(outcome=name))
+        cols = ["outcome", "group", "var1", "var2", "kind", "estimate", "se"]
+        return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
 
     @property
     def failed(self) -> list[str]:

@@ -109,6 +109,8 @@ SLOW = (
     "test_sweep.py::test_chunks_with_progress_bar",
     "test_sweep.py::test_tiny_residual_sd_reaches_the_optimum_or_is_not_converged",
     "test_bootstrap.py::test_glmm_and_glm_bootstrap",
+    "test_bootstrap.py::test_structured_bootstrap_refits_the_structures",
+    "test_bootstrap.py::test_gamma_glmm_bootstrap_refits_the_shape",
     "test_configs_all.py::test_sweep_config",
     "test_configs_all.py::test_single_model_configs[centres]",
     "test_configs_all.py::test_single_model_configs[crossed_evaluations]",

@@ -247,8 +247,8 @@ def test_bad_links_trials_and_fit_many_are_clear_errors():
         jaxmix.fit("TICKS ~ YEAR", data("nb"), family="negative_binomial", link="identity")
     with pytest.raises(jaxmix.JaxmixError, match="trials= is only for the binomial family"):
         jaxmix.fit("TICKS ~ YEAR", data("nb"), family="negative_binomial", trials="HEIGHT")
-    with pytest.raises(jaxmix.JaxmixError, match="bootstrap does not support family 'negative_binomial'"):
-        fitted("nb_glm").bootstrap(n=2)
+    bs = fitted("nb_glm").bootstrap(n=3, seed=1, progress=False)  # the GLM's θ is a column of the replicates
+    assert list(bs.samples.columns)[-1] == "theta (NB shape)" and bs.n_failed == 0
     with pytest.raises(jaxmix.JaxmixError, match="nagq"):
         jaxmix.fit("y ~ x + (x | g)", data("gamma"), family="gamma", link="log", nagq=5)
 

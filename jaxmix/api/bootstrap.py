@@ -2,10 +2,17 @@
 
 Replicate r draws new random effects b* ~ N(0, Ω̂) for every level of every term and a new response
 from the fitted model (Gaussian: y* = Xβ̂ + o + Zb* + σ̂ ε/√w; binomial: y* ~ Bin(trials, μ*); Poisson:
-y* ~ Pois(μ*); negative binomial and Gamma: :func:`jaxmix.fitting.dispersion.simulate_dispersion`, for
-:func:`simulate` only: their refits are not batched yet), all replicates are refitted as one batched program (:func:`jaxmix.fit_many`'s path,
+y* ~ Pois(μ*); negative binomial and Gamma: :func:`jaxmix.fitting.dispersion.simulate_dispersion`, at the
+fitted θ / shape), all replicates are refitted as one batched program (:func:`jaxmix.fit_many`'s path,
 in chunks of one compiled shape), and percentile intervals are read off the replicates' estimates
-(lme4's ``bootMer`` / ``confint(method = "boot", boot.type = "perc")``).
+(lme4's ``bootMer`` / ``confint(method = "boot", boot.type = "perc")``).  The dispersion parameter of a
+negative-binomial or Gamma model is one more column of the replicates.
+
+Structured Gaussian fits (``variance=``, ``correlation=``, cs/ar1/diag terms) simulate with
+:func:`jaxmix.results.simulate_structured.simulate_structured` (their own random-term and residual
+covariances) and refit every replicate with the same structures through ``fit_many``'s outcome-by-outcome
+route; the replicates' columns are the fixed effects and each structure's own parameters (the fit's
+``extra["structure"]["table"]``: variances, covariances, correlations, SD ratios).
 
 Replicate r uses the key ``fold_in(key(seed), r)``: the draws do not depend on the chunk size, and
 the same seed gives the same replicates.
@@ -31,6 +38,11 @@ __all__ = ["bootstrap", "BootstrapResult", "simulate"]
 
 
 def _param_names(res: MixedResults) -> list[str]:
+    from ..spec.structinfo import structure_info
+
+    info = structure_info(res)
+    if info is not None:
+        return list(res.x_names) + _structure_names(info["table"])
     names = list(res.x_names)
     for _, r in res.varcorr.iterrows():
         if r["group"] == "Residual":
@@ -39,7 +51,23 @@ def _param_names(res: MixedResults) -> list[str]:
             names.append(f"sd({r['var1']}|{r['group']})")
         else:
             names.append(f"cor({r['var1']},{r['var2']}|{r['group']})")
+    if res.dispersion is not None:
+        names.append(res.dispersion_table["parameter"].iloc[0])
     return names
+
+
+def _structure_names(table: pd.DataFrame) -> list[str]:
+    """Column names of a structured fit's parameters: var(x|g), cov(x,z|g), rho|g, sigma^2, ratios by name."""
+    out = []
+    for g, v1, v2, kind in zip(table["group"], table["var1"], table["var2"], table["kind"]):
+        v1 = None if v1 is None or (isinstance(v1, float) and np.isnan(v1)) else v1
+        if kind == "variance":
+            out.append("sigma^2" if g == "Residual" and v1 is None else f"var({v1}|{g})")
+        elif kind == "covariance":
+            out.append(f"cov({v1},{v2}|{g})")
+        else:  # rho, ratio: their own label
+            out.append(f"{v1 if v1 not in (None, 'rho') else kind}|{g}")
+    return out
 
 
 def simulate(res: MixedResults, n: int, seed: int = 0, start: int = 0) -> np.ndarray:
@@ -141,11 +169,25 @@ class BootstrapResult:
 
 
 def _params_of(sw, res: MixedResults) -> np.ndarray:
-    """Fixed effects then the varcorr sdcor column (replicate x parameter)."""
+    """Fixed effects then the varcorr sdcor column and the dispersion parameter (replicate x parameter);
+    for a structured fit the fixed effects then its structure table's estimates."""
+    from ..spec.structinfo import structure_info
+
+    info = structure_info(res)
+    if info is not None:
+        m = len(info["table"])
+        est = np.full((len(sw), m), np.nan)
+        tab = sw.structure_table
+        for j, name in enumerate(sw.names):
+            e = tab.loc[tab["outcome"] == name, "estimate"].to_numpy(dtype=float)
+            if e.shape[0] == m:
+                est[j] = e
+        return np.column_stack([sw.beta, est])
     vc = sw.varcorr
     nvc = len(res.varcorr)
     sd = vc["sdcor"].to_numpy(dtype=float).reshape(len(sw), nvc) if nvc else np.zeros((len(sw), 0))
-    return np.column_stack([sw.beta, sd])
+    disp = [sw.dispersion_[0]] if res.dispersion is not None else []
+    return np.column_stack([sw.beta, sd, *disp])
 
 
 def bootstrap(res: MixedResults, n: int = 1000, seed: int = 0, *, batch_size: int | None = None,
@@ -170,17 +212,12 @@ def bootstrap(res: MixedResults, n: int = 1000, seed: int = 0, *, batch_size: in
       >>> bs = jaxmix.bootstrap(res, n=500, seed=1)
       >>> bs.ci(0.95)
     """
-    from ..spec.structinfo import refuse_structured
-
-    refuse_structured(res, "the parametric bootstrap")
     from ..progress import progress_bar
     from ..spec.families import get_family
+    from ..spec.structinfo import structure_info
     from .many import fit_problem, Problem
 
     t0 = time.perf_counter()
-    if res.dispersion is not None:  # the batched refits (fit_many's engine) do not fit these families
-        raise JaxmixError(f"the parametric bootstrap does not support family {res.family!r} yet "
-                          "(jaxmix.api.bootstrap.simulate draws its responses)")
     n = int(n)
     if n < 1:
         raise JaxmixError(f"n must be a positive number of replicates, got {n}")
@@ -194,23 +231,42 @@ def bootstrap(res: MixedResults, n: int = 1000, seed: int = 0, *, batch_size: in
     if not gauss and d.terms:
         tl = theta_layout([t.q for t in d.terms])
         th = np.where(tl.is_diagonal(), np.maximum(res.theta, 0.1), res.theta)
-        start = np.concatenate([th, res.beta])
+        lphi = [np.log(res.dispersion)] if res.dispersion is not None else []
+        start = np.concatenate([th, lphi, res.beta])
     rhs = d.parsed.formula.split("~", 1)[1].strip()
     design0 = dataclasses.replace(d, y=None)
+    info = structure_info(res)
+    frame, args, resid = None, {}, {}
+    if info is not None:  # refitted outcome by outcome (jaxmix.fit's structured driver) on the fit's rows
+        from ..spec.design import as_data_frame
+
+        call = res.extra.get("call")
+        if call is None:
+            raise JaxmixError("the parametric bootstrap of a structured fit needs the data of the call that "
+                              "made it (fit it with jaxmix.fit)")
+        pos = d.positions if d.positions is not None else np.arange(d.nobs)
+        frame = as_data_frame(call["data"]).iloc[pos].reset_index(drop=True)
+        design0 = dataclasses.replace(design0, rows=np.arange(d.nobs), positions=np.arange(d.nobs))
+        args = {k: (v if v is None or isinstance(v, str) else np.asarray(v, dtype=float).reshape(-1)[pos])
+                for k, v in ((k, call.get(k)) for k in ("weights", "offset"))}
+        resid = {"variance": call.get("variance"), "correlation": call.get("correlation")}
     fam = None if gauss else get_family(res.family, res.link)
     ntr = np.asarray(res.extra.get("trials", np.ones(d.nobs)), dtype=float)
     names_all = [f"boot{r}" for r in range(nchunks * chunk)]
     rows, status, comp = [], [], 0.0
     show = (nchunks > 1) if progress is None else bool(progress)
     bar = progress_bar(n, "bootstrap", quiet=not show, unit="replicate")
-    sim = _simulator(res, seed)
+    sim = None if info is not None else _simulator(res, seed)
     try:
         for c in range(nchunks):
-            Y = np.asarray(sim(jnp.arange(c * chunk, (c + 1) * chunk))).T
+            if sim is None:
+                Y = simulate(res, chunk, seed=seed, start=c * chunk)
+            else:
+                Y = np.asarray(sim(jnp.arange(c * chunk, (c + 1) * chunk))).T
             pb = Problem(design=design0, Y=Y, names=names_all[c * chunk : (c + 1) * chunk], family=res.family,
                           link=res.link, fam=fam, method=method, nagq=nagq, ntr=ntr, rhs=rhs,
                           has_trials=bool(np.any(ntr != 1)),
-                          offset_column=res.extra.get("offset_column"))
+                          offset_column=res.extra.get("offset_column"), data=frame, args=args, **resid)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 sw = fit_problem(pb, dtype=dtype, max_iter=max_iter, gtol=gtol, devices=devices,
@@ -224,7 +280,11 @@ def bootstrap(res: MixedResults, n: int = 1000, seed: int = 0, *, batch_size: in
     names = _param_names(res)
     samples = pd.DataFrame(np.concatenate(rows)[:n], columns=names)
     samples.index.name = "replicate"
-    est = np.concatenate([res.beta, res.varcorr["sdcor"].to_numpy(dtype=float)])
+    if info is not None:
+        est = np.concatenate([res.beta, info["table"]["estimate"].to_numpy(dtype=float)])
+    else:
+        est = np.concatenate([res.beta, res.varcorr["sdcor"].to_numpy(dtype=float),
+                              [res.dispersion] if res.dispersion is not None else []])
     return BootstrapResult(estimate=pd.Series(est, index=names[: len(est)], name="estimate"), samples=samples,
                            status=np.concatenate(status)[:n], seed=int(seed), seconds=time.perf_counter() - t0,
                            compile_seconds=comp)

@@ -88,7 +88,8 @@ def fit(formula: str, data, method: str | None = None, weights=None, family: str
     if var_spec is not None or cor_spec is not None or needs_structured_fit(design.terms):
         if dt != np.float64:
             raise JaxmixError("structured covariances are fitted in float64 only")
-        return _fit_structured(formula, design, data, method, var_spec, cor_spec, max_iter, gtol)
+        return with_call(_fit_structured(formula, design, data, method, var_spec, cor_spec, max_iter, gtol),
+                         dict(call, variance=variance, correlation=correlation))
     if not parsed.is_mixed:
         return with_call(fit_ols(formula, design, method), call)
     return with_call(_fit_lmm(formula, design, method, dt, max_iter, gtol), call)

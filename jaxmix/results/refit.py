@@ -20,7 +20,7 @@ from ..spec.formula import split_top
 __all__ = ["update_formula", "refit_model", "update_model", "FIT_ARGS"]
 
 FIT_ARGS = ("formula", "data", "method", "weights", "family", "link", "nagq", "offset", "trials", "dtype",
-            "max_iter", "gtol")
+            "max_iter", "gtol", "variance", "correlation")
 
 _RESPONSE = "__jaxmix_refit_y"
 

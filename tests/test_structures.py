@@ -298,7 +298,6 @@ def test_structured_fits_refuse_what_would_be_wrong():
     res = jaxmix.fit("distance ~ age + (1 | Subject)", d, correlation="cs(Subject)")
     for call, match in [(lambda: res.coef_table(ddf="kenward-roger"), "kenward-roger"),
                         (lambda: res.confint(), "confint"),
-                        (lambda: jaxmix.bootstrap(res, n=2), "bootstrap"),
                         (lambda: res.icc(), "ICC")]:
         with pytest.raises(jaxmix.JaxmixError, match=match):
             call()

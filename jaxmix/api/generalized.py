@@ -64,7 +64,7 @@ def prepare_glmm(formula: str, data: pd.DataFrame, trials, offset, family: str |
         f = _eval_expr(parts[1], data, "failures")
         data["__successes"], data["__trials"] = k, k + f
         resp, trials = "__successes", "__trials"
-    rhs = " + ".join([parsed.fixed] + [f"({t})" for t in _bar_texts(parsed)])
+    rhs = " + ".join([parsed.fixed] + _bar_texts(parsed))
     new = parse_formula(f"{resp or ''} ~ {rhs}")
     if trials is not None and family is not None and family != "binomial":
         raise JaxmixError(f"trials= is only for the binomial family, not {family!r}")
@@ -74,9 +74,11 @@ def prepare_glmm(formula: str, data: pd.DataFrame, trials, offset, family: str |
 
 
 def _bar_texts(parsed: ParsedFormula) -> list[str]:
+    """The random terms as written, ``(x | g)`` or with a structure ``diag(x | g)`` (once each: a
+    ``||`` or diag term over several columns parses into several terms of one text)."""
     out = []
     for t in parsed.random:
-        out.append(t.text[1:-1]) if t.text[1:-1] not in out else None
+        out.append(t.text) if t.text not in out else None
     return out
 
 

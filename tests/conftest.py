@@ -111,6 +111,7 @@ SLOW = (
     "test_bootstrap.py::test_glmm_and_glm_bootstrap",
     "test_bootstrap.py::test_structured_bootstrap_refits_the_structures",
     "test_bootstrap.py::test_gamma_glmm_bootstrap_refits_the_shape",
+    "test_structures_df.py::test_satterthwaite_df_near_emmeans",
     "test_configs_all.py::test_sweep_config",
     "test_configs_all.py::test_single_model_configs[centres]",
     "test_configs_all.py::test_single_model_configs[crossed_evaluations]",

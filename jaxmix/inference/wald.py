@@ -100,7 +100,8 @@ def _ddf_method(res, ddf) -> str:
     if key == "satterthwaite" and structure_info(res) is not None:
         return key
     if key in ("satterthwaite", "kenward-roger") and not is_lmm(res):
-        what = "a least-squares fit" if res.method == "OLS" else f"a {res.family} GLMM"
+        what = ("a least-squares fit" if res.method == "OLS" else f"a {res.family} GLMM" if res.family != "gaussian"
+                else "a Gaussian model without random effects (a gls fit: 'residual' gives nlme's n − p df)")
         raise JaxmixError(f"ddf={key!r} needs a linear mixed model; this is {what} "
                           "(use 'asymptotic', 'residual', 'containment' or 'between-within')")
     if key == "kenward-roger":

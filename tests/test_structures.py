@@ -400,3 +400,22 @@ def test_satterthwaite_df_in_the_structures_parameters(key):
     np.testing.assert_allclose(an["F"], case["anova_F"], rtol=1e-6)
     if key.endswith("cs"):
         np.testing.assert_allclose(an["den_df"], case["anova_ddf"], rtol=1e-5)
+
+
+def test_one_compiled_class_serves_new_data():
+    """A second data set of the same class reuses the compiled programs (jaxmix.fitting.structured's
+    cache) with its own cross-products: y → 2y + 3 must scale β, σ and shift the REML log-likelihood by
+    −(n − p) log 2, exactly as the model's invariance says, and take no new compile."""
+    from jaxmix.fitting import structured
+
+    d = _orthodont()
+    f = "distance ~ age + Sex + (1 | Subject)"
+    a = jaxmix.fit(f, d, variance="ident(Sex)", correlation="ar1(age | Subject)")
+    before = len(structured._PROGRAMS)
+    b = jaxmix.fit(f.replace("distance", "d2"), d.assign(d2=2 * d["distance"] + 3), variance="ident(Sex)",
+                   correlation="ar1(age | Subject)")
+    assert len(structured._PROGRAMS) == before
+    np.testing.assert_allclose(b.beta, 2 * a.beta + [3, 0, 0], rtol=1e-6)
+    assert b.sigma == pytest.approx(2 * a.sigma, rel=1e-6)
+    assert b.loglik == pytest.approx(a.loglik - (108 - 3) * np.log(2), abs=1e-6)
+    assert b.extra["structure"]["rho"] == pytest.approx(a.extra["structure"]["rho"], rel=1e-5)

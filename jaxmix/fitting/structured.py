@@ -39,11 +39,36 @@ from ..spec.residual import coefficients, log_det_sigma, n_phi, phi_init, phi_na
 from .lmm import FAST_COMPILE, column_rms
 
 
-def _run(fn, *args):
-    """fn(*args) through one compiled program, with the fast-compile XLA options of small classes
-    (:data:`jaxmix.fitting.lmm.FAST_COMPILE`): these programs are small and run a few times."""
-    exe = jax.jit(fn).lower(*args).compile(compiler_options=FAST_COMPILE)
+#: compiled programs of structured fits, keyed by the program, the model class (structures, layout,
+#: sizes, the residual pieces' static description) and the arguments' shapes: data sets of one class
+#: (the outcomes of a sweep, the replicates of a bootstrap) compile each program once
+_PROGRAMS: dict = {}
+_MAX_PROGRAMS = 256
+
+
+def _run(name: str, key, make, *args):
+    """``make()(*args)`` through one compiled program, cached under (name, key, the arguments' shapes
+    and tree structure), with the fast-compile XLA options of small classes
+    (:data:`jaxmix.fitting.lmm.FAST_COMPILE`): these programs are small and run a few times.
+    ``make`` must close over nothing but what ``key`` describes."""
+    leaves, tree = jax.tree_util.tree_flatten(args)
+    full = (name, key, str(tree), tuple((np.shape(a), str(getattr(a, "dtype", type(a)))) for a in leaves))
+    exe = _PROGRAMS.get(full)
+    if exe is None:
+        exe = jax.jit(make()).lower(*args).compile(compiler_options=FAST_COMPILE)
+        if len(_PROGRAMS) >= _MAX_PROGRAMS:
+            _PROGRAMS.pop(next(iter(_PROGRAMS)))
+        _PROGRAMS[full] = exe
     return exe, exe(*args)
+
+
+def _pieces_key(rp) -> tuple:
+    """What the compiled programs use of the residual pieces (:func:`jaxmix.spec.residual.coefficients`,
+    ``log_det_sigma``, ``phi_natural``): the pieces' kinds, gaps and strata, the rows per stratum and the
+    pairs per gap / groups per size."""
+    return (tuple(map(tuple, rp.keys)), tuple(map(tuple, rp.sum_keys)), rp.n_strata, rp.cor_kind, rp.max_size,
+            tuple(float(v) for v in np.asarray(rp.stratum_counts).ravel()),
+            tuple(sorted((float(k), float(v)) for k, v in rp.gap_counts.items())))
 
 __all__ = ["StructuredFit", "fit_structured_arrays"]
 
@@ -126,22 +151,29 @@ def fit_structured_arrays(codes, nlev, Zs, kinds, X, y, w, frame, variance, corr
     npsi, nphi = sl.size, n_phi(rp)
     sumlogw = float(np.sum(np.log(w)))
 
-    def combine(phi):
-        coef = coefficients(phi, rp)
-        return CrossProducts(*(jnp.tensordot(coef, s, axes=1) for s in stacks))
+    dev_args = (stacks, idx, jnp.asarray(sumlogw, dt))
+    key = (sl, tl, layout, n, p, bool(reml), _pieces_key(rp))
 
-    def crit(x):
-        psi, phi = x[:npsi] * c, x[npsi:]
-        ldW = sumlogw - log_det_sigma(phi, rp)
-        return objective(theta_from_psi(psi, sl), combine(phi), idx, layout, tl, n, p, ldW, reml)
+    def combine(phi, stk):
+        coef = coefficients(phi, rp)
+        return CrossProducts(*(jnp.tensordot(coef, s_, axes=1) for s_ in stk))
+
+    def make_vg():
+        def crit(x, c_, stk, ix, slw):
+            psi, phi = x[:npsi] * c_, x[npsi:]
+            ldW = slw - log_det_sigma(phi, rp)
+            return objective(theta_from_psi(psi, sl), combine(phi, stk), ix, layout, tl, n, p, ldW, reml)
+
+        return jax.value_and_grad(crit)
 
     x0 = np.concatenate([psi_init(sl), phi_init(rp)])  # in the scaled ψ̃: Λ̃ = I, τ̃ = 1, δ = 1, ρ = 0
     t1 = time.perf_counter()
-    vg_exe, _ = _run(jax.value_and_grad(crit), jnp.asarray(x0, dt))
+    cj = jnp.asarray(c, dt)
+    vg_exe, _ = _run("vg", key, make_vg, jnp.asarray(x0, dt), cj, *dev_args)
     t2 = time.perf_counter()
 
     def vg(x):
-        f, gr = vg_exe(jnp.asarray(x, dt))
+        f, gr = vg_exe(jnp.asarray(x, dt), cj, *dev_args)
         return np.asarray(f, dtype=float), np.asarray(gr, dtype=float)
 
     lower = np.concatenate([psi_lower(sl), np.full(nphi, -np.inf)])
@@ -150,10 +182,11 @@ def fit_structured_arrays(codes, nlev, Zs, kinds, X, y, w, frame, variance, corr
                "evaluations": int(opt.n_eval), "n_pieces": len(pieces)}
     psi = np.asarray(opt.x[:npsi] * c, dtype=float)
     phi = np.asarray(opt.x[npsi:], dtype=float)
-    _, (theta, xp_hat) = _run(lambda ps, ph: (theta_from_psi(ps, sl), combine(ph)), jnp.asarray(psi, dt),
-                              jnp.asarray(phi, dt))
+    _, (theta, xp_hat) = _run("combine", key, lambda: lambda ps, ph, stk: (theta_from_psi(ps, sl), combine(ph, stk)),
+                              jnp.asarray(psi, dt), jnp.asarray(phi, dt), stacks)
     theta = np.asarray(theta, dtype=float)
-    _, sol = _run(lambda th, xp_, ix: solve(th, xp_, ix, layout, tl, p), jnp.asarray(theta, dt), xp_hat, idx)
+    _, sol = _run("solve", key, lambda: lambda th, xp_, ix: solve(th, xp_, ix, layout, tl, p), jnp.asarray(theta, dt),
+                  xp_hat, idx)
     denom = n - p if reml else n
     r2 = float(sol.r2)
     sigma = float(np.sqrt(r2 / denom))
@@ -172,34 +205,37 @@ def fit_structured_arrays(codes, nlev, Zs, kinds, X, y, w, frame, variance, corr
         factor = sol.factor
 
         def condvar():
-            _, cv = _run(lambda th, fac, ix: cond_var(fac, lambdas(th, tl), ix, layout), jnp.asarray(theta, dt),
-                         factor, idx)
+            _, cv = _run("condvar", key, lambda: lambda th, fac, ix: cond_var(fac, lambdas(th, tl), ix, layout),
+                         jnp.asarray(theta, dt), factor, idx)
             return [sigma**2 * np.asarray(v, dtype=float)[:lk] for v, lk in zip(cv, nlev)]
 
     # covariance parameters and their SEs (module docstring)
-    def deviance(v):
-        psi_, phi_, s = v[:npsi], v[npsi : npsi + nphi], v[-1]
-        f = factorize(lambdas(theta_from_psi(psi_, sl), tl), combine(phi_), idx, layout)
-        ldL2, ldRX2, rr = logdets(f, layout, p)
-        ldW = sumlogw - log_det_sigma(phi_, rp)
-        out = ldL2 - ldW + denom * jnp.log(2.0 * jnp.pi * s**2) + rr / s**2
-        return out + ldRX2 if reml else out
+    def make_parts():
+        def deviance(v, stk, ix, slw):
+            psi_, phi_, s = v[:npsi], v[npsi : npsi + nphi], v[-1]
+            f = factorize(lambdas(theta_from_psi(psi_, sl), tl), combine(phi_, stk), ix, layout)
+            ldL2, ldRX2, rr = logdets(f, layout, p)
+            ldW = slw - log_det_sigma(phi_, rp)
+            out = ldL2 - ldW + denom * jnp.log(2.0 * jnp.pi * s**2) + rr / s**2
+            return out + ldRX2 if reml else out
 
-    def nat(v):
-        psi_, phi_, s = v[:npsi], v[npsi : npsi + nphi], v[-1]
-        return jnp.concatenate([natural(psi_, s**2, sl), jnp.reshape(s**2, (1,)), phi_natural(phi_, rp)])
+        def nat(v):
+            psi_, phi_, s = v[:npsi], v[npsi : npsi + nphi], v[-1]
+            return jnp.concatenate([natural(psi_, s**2, sl), jnp.reshape(s**2, (1,)), phi_natural(phi_, rp)])
+
+        def covbeta(v, stk, ix):
+            """Φ(ϑ) = σ² (L_X L_X′)⁻¹, the covariance of β̂ at ϑ = (ψ, φ, σ)."""
+            psi_, phi_, s = v[:npsi], v[npsi : npsi + nphi], v[-1]
+            f = factorize(lambdas(theta_from_psi(psi_, sl), tl), combine(phi_, stk), ix, layout)
+            LX = f.LDD[layout.m_R : layout.m_R + p, layout.m_R : layout.m_R + p]
+            Li = solve_triangular(LX, jnp.eye(p, dtype=LX.dtype), lower=True)
+            return s**2 * Li.T @ Li
+
+        return lambda v, stk, ix, slw: (jax.hessian(deviance)(v, stk, ix, slw), jax.jacfwd(nat)(v), nat(v),
+                                        jax.jacfwd(covbeta)(v, stk, ix))
 
     v_hat = jnp.asarray(np.concatenate([psi, phi, [sigma]]), dt)
-    def covbeta(v):
-        """Φ(ϑ) = σ² (L_X L_X′)⁻¹, the covariance of β̂ at ϑ = (ψ, φ, σ)."""
-        psi_, phi_, s = v[:npsi], v[npsi : npsi + nphi], v[-1]
-        f = factorize(lambdas(theta_from_psi(psi_, sl), tl), combine(phi_), idx, layout)
-        LX = f.LDD[layout.m_R : layout.m_R + p, layout.m_R : layout.m_R + p]
-        Li = solve_triangular(LX, jnp.eye(p, dtype=LX.dtype), lower=True)
-        return s**2 * Li.T @ Li
-
-    _, (H, J, est, Jb) = _run(lambda v: (jax.hessian(deviance)(v), jax.jacfwd(nat)(v), nat(v),
-                                         jax.jacfwd(covbeta)(v)), v_hat)
+    _, (H, J, est, Jb) = _run("parts", key, make_parts, v_hat, *dev_args)
     H, J, est, Jb = (np.asarray(a, dtype=float) for a in (H, J, est, Jb))
     H = (H + H.T) / 2
     free = np.ones(H.shape[0], bool)

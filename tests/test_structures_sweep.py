@@ -105,3 +105,17 @@ def test_cs_term_sweep_equals_fit_and_errors():
         jaxmix.fit_many("~ age", d, outcomes=["distance"], correlation="ar2(Subject)")
     with pytest.raises(jaxmix.JaxmixError, match="float64"):
         jaxmix.fit_many("~ age", d, outcomes=["distance"], correlation="ar1(Subject)", dtype="float32")
+
+
+def test_aliased_outcome_is_refitted_with_its_structure():
+    """An outcome observed for boys only: Sex is constant on its rows, so jaxmix.fit drops that column
+    (as lme4); the sweep refits it alone with the same correlation and reports NaN for the column."""
+    d = _orthodont()
+    d["boys"] = d["distance"].where(d["Sex"] == "Male")
+    sw = _quiet(jaxmix.fit_many, "~ age + Sex + (1 | Subject)", d, outcomes=["distance", "boys"],
+                correlation="ar1(Subject)")
+    one = _quiet(jaxmix.fit, "boys ~ age + (1 | Subject)", d.dropna(subset=["boys"]), correlation="ar1(Subject)")
+    assert sw.status.tolist() == [0, 0] and np.isnan(sw.fixef.loc["boys", "Sex[T.Female]"])
+    assert sw.loglik["boys"] == pytest.approx(one.loglik, abs=1e-8)
+    np.testing.assert_allclose(sw.fixef.loc["boys", ["Intercept", "age"]], one.beta, rtol=1e-8)
+    assert sw["boys"].extra["structure"]["rho"] == pytest.approx(one.extra["structure"]["rho"], rel=1e-8)

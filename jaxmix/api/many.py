@@ -229,7 +229,13 @@ def fit_many(formula: str, data, outcomes=None, *, Y=None, names=None, family: s
         same labels, in any order; other labels are an error).
       family, link, method, nagq, weights, offset, trials, dtype, max_iter, gtol: as for
         :func:`jaxmix.fit` (checked by the same :func:`jaxmix.spec.options.check_fit_options`); the same for
-        every outcome.
+        every outcome.  ``family="negative_binomial"`` / ``"gamma"``: each outcome's θ / shape in
+        ``sweep.dispersion`` and ``sweep.dispersion_table``.
+      variance, correlation: residual structures of a Gaussian model, as for :func:`jaxmix.fit`; with them
+        (or cs/ar1/diag-over-a-factor random terms) every outcome is fitted on its own rows by
+        ``jaxmix.fit``'s structured driver (compiled once per model class); an outcome whose fit raises an
+        error gets status 16 (the message in ``sweep.warnings``); ``sweep.structure_table`` holds the
+        outcomes' covariance parameters.
       devices: the devices to shard the outcome axis over (default ``jax.devices()``).
       batch_size: fit in chunks of this many outcomes (one compiled shape; a progress bar shows).
       progress: force the progress bar on or off.
@@ -296,7 +302,7 @@ def fit_problem(pb: Problem, dtype=None, max_iter=500, gtol=1e-4, devices=None, 
 
         out = fit_glmm_batch(pb, mask, status, nobs, dtype, max_iter, gtol, devices, batch_size, progress,
                              start=start, desc=desc)
-    if (status == 13).any() and not structured:
+    if (status == 13).any():
         _fit_aliased(pb, out, mask, np.flatnonzero(status == 13), dtype, max_iter, gtol)
     if pb.design.terms or structured:
         _warn_unconverged(pb.names, out.status_)

@@ -119,3 +119,28 @@ def test_aliased_outcome_is_refitted_with_its_structure():
     assert sw.loglik["boys"] == pytest.approx(one.loglik, abs=1e-8)
     np.testing.assert_allclose(sw.fixef.loc["boys", ["Intercept", "age"]], one.beta, rtol=1e-8)
     assert sw["boys"].extra["structure"]["rho"] == pytest.approx(one.extra["structure"]["rho"], rel=1e-8)
+
+
+def test_sweep_config_takes_structures(tmp_path):
+    """[sweep] variance / correlation reach fit_many; fit.json carries each outcome's structure table."""
+    from jaxmix.cli import main as cli
+    from jaxmix.cli.config import ConfigError, parse_config
+
+    base = {"data": {"path": "o.csv"}, "sweep": {"formula": "~ age + (1 | Subject)", "outcomes": ["distance"]}}
+    c = parse_config({**base, "sweep": {**base["sweep"], "variance": "ident(Sex)"}})
+    assert c.sweep.fit_kwargs()["variance"] == "ident(Sex)"
+    for extra, match in [({"correlation": "ar2(Subject)"}, "ar2"),
+                         ({"variance": "ident(Sex)", "family": "poisson"}, "gaussian"),
+                         ({"variance": "ident(Sex)", "compare_single_level": True}, "compare_single_level")]:
+        with pytest.raises(ConfigError, match=match):
+            parse_config({**base, "sweep": {**base["sweep"], **extra}})
+    _orthodont().to_csv(tmp_path / "o.csv", index=False)
+    (tmp_path / "s.toml").write_text('[data]\npath = "o.csv"\n[sweep]\nformula = "~ age + Sex + (1 | Subject)"\n'
+                                     'outcomes = ["distance", "d2"]\nvariance = "ident(Sex)"\nmethod = "ML"\n')
+    assert cli.main(["run", str(tmp_path / "s.toml"), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    rec = json.loads((tmp_path / "out" / "fit.json").read_text())["multilevel"]
+    case = REF["orthodont_varident_ML"]
+    assert rec["variance"] == "ident(Sex)" and rec["outcomes"]["distance"]["loglik"] == pytest.approx(case["loglik"], abs=1e-4)
+    ratio = [r for r in rec["outcomes"]["distance"]["structure"] if r["kind"] == "ratio"]
+    assert ratio[0]["var1"] == "SD ratio Male/Female"  # the CSV's Sex sorts Female first, as nlme's
+    assert ratio[0]["estimate"] == pytest.approx(case["params"]["var_ratios"]["Male"], rel=1e-4)

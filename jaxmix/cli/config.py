@@ -136,6 +136,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "weights": Field(str, doc="column of prior weights"),
         "dtype": Field(str, choices=("float64", "float32"), doc="floating-point precision (default [options] dtype)"),
         "batch_size": Field(int, doc="outcomes per compiled chunk (default: all at once)"),
+        "variance": Field(str, doc="gaussian: residual SD per level of a factor, 'ident(f)' (each outcome fitted alone)"),
+        "correlation": Field(str, doc="gaussian: residual correlation within groups, 'ar1(g)', 'ar1(t | g)' or 'cs(g)'"),
         "compare_single_level": Field(bool, default=False,
                                       doc="also fit the formula without random effects and compare"),
         "compare_terms": Field(list, doc="covariates to compare (default: those constant within a group)"),
@@ -295,11 +297,17 @@ class SweepConfig:
     gee: bool = True
     gee_groups: str | None = None
     gee_corstr: str = "exchangeable"
+    variance: str | None = None
+    correlation: str | None = None
 
     def fit_kwargs(self) -> dict:
         """Keyword arguments for :func:`jaxmix.fit_many` (besides formula, data and outcomes)."""
-        return {"family": self.family, "link": self.link, "method": self.method, "nagq": self.nagq,
-                "weights": self.weights, "dtype": self.dtype, "batch_size": self.batch_size}
+        kw = {"family": self.family, "link": self.link, "method": self.method, "nagq": self.nagq,
+              "weights": self.weights, "dtype": self.dtype, "batch_size": self.batch_size}
+        for key in ("variance", "correlation"):
+            if getattr(self, key) is not None:
+                kw[key] = getattr(self, key)
+        return kw
 
 
 @dataclass(frozen=True)
@@ -594,6 +602,20 @@ def _sweep(m: dict, options: OptionsConfig) -> SweepConfig:
         raise ConfigError(f"[sweep] nagq must be a positive integer, got {m['nagq']!r}")
     if m["batch_size"] is not None and m["batch_size"] < 1:
         raise ConfigError(f"[sweep] batch_size must be a positive integer, got {m['batch_size']!r}")
+    from ..spec.residual import parse_correlation, parse_variance
+
+    for key, parse in (("variance", parse_variance), ("correlation", parse_correlation)):
+        if m[key] is None:
+            continue
+        if m["family"] != "gaussian":
+            raise ConfigError(f"[sweep] {key} is for gaussian models, not a {m['family']} one")
+        if m["compare_single_level"]:
+            raise ConfigError(f"[sweep] {key} cannot be combined with compare_single_level (the single-level "
+                              "comparison is of lme4-type models)")
+        try:
+            parse(m[key])
+        except JaxmixError as e:
+            raise ConfigError(f"[sweep] {key}: {e}") from None
     return SweepConfig(**{**m, "dtype": m["dtype"] or options.dtype})
 
 

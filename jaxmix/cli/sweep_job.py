@@ -47,10 +47,24 @@ class SweepJob:
         return self.report if self.report is not None else self.multilevel.summary()
 
 
+def _structure_rows(sw) -> dict:
+    """outcome -> its covariance-parameter rows of a structured sweep (empty for other sweeps)."""
+    tab = sw.structure_table
+    out: dict = {}
+    for r in tab.itertuples(index=False):
+        out.setdefault(r.outcome, []).append({
+            "group": r.group, "var1": None if not isinstance(r.var1, str) else r.var1,
+            "var2": None if not isinstance(r.var2, str) else r.var2, "kind": r.kind,
+            "estimate": _num(r.estimate), "se": _num(r.se)})
+    return out
+
+
 def _sweep_record(sw) -> dict:
     se = sw.se
+    struct = _structure_rows(sw)
     return {
         "formula": sw.formula, "family": sw.family, "method": sw.method,
+        "variance": sw.problem.variance, "correlation": sw.problem.correlation,
         "compile_seconds": _num(sw.compile_seconds), "fit_seconds": _num(sw.seconds),
         "outcomes": {
             name: {"nobs": int(sw.nobs_[j]), "loglik": _num(sw.loglik_[j]), "converged": bool(sw.status_[j] == 0),
@@ -60,7 +74,8 @@ def _sweep_record(sw) -> dict:
                    "theta": [_num(v) for v in sw.theta_[j]],
                    **({} if sw.dispersion_ is None else {"dispersion": {
                        "parameter": sw.problem.fam.dispersion, "estimate": _num(sw.dispersion_[0][j]),
-                       "se": _num(sw.dispersion_[1][j])}})}
+                       "se": _num(sw.dispersion_[1][j])}}),
+                   **({"structure": struct[name]} if name in struct else {})}
             for j, name in enumerate(sw.names)},
     }
 

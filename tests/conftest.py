@@ -99,6 +99,8 @@ SLOW = (
     "test_families_nb_gamma.py::test_config_run_writes_the_shape",
     "test_families_sweep.py::test_negative_binomial_sweep_equals_fit_and_glmmtmb",
     "test_families_sweep.py::test_gamma_sweep_equals_fit",
+    "test_families_nb_gamma.py::test_nb_glm_bootstrap_refits_theta",
+    "test_structures_sweep.py::test_aliased_outcome_is_refitted_with_its_structure",
     "test_structures_sweep.py::test_gls_ar1_sweep_equals_fit_and_a_failing_outcome_gets_a_status",
     "test_structures_sweep.py::test_cs_term_sweep_equals_fit_and_errors",
     "test_sweep.py::test_complete_outcomes_share_the_design_blocks",

@@ -247,10 +247,18 @@ def test_bad_links_trials_and_fit_many_are_clear_errors():
         jaxmix.fit("TICKS ~ YEAR", data("nb"), family="negative_binomial", link="identity")
     with pytest.raises(jaxmix.JaxmixError, match="trials= is only for the binomial family"):
         jaxmix.fit("TICKS ~ YEAR", data("nb"), family="negative_binomial", trials="HEIGHT")
-    bs = fitted("nb_glm").bootstrap(n=3, seed=1, progress=False)  # the GLM's θ is a column of the replicates
-    assert list(bs.samples.columns)[-1] == "theta (NB shape)" and bs.n_failed == 0
     with pytest.raises(jaxmix.JaxmixError, match="nagq"):
         jaxmix.fit("y ~ x + (x | g)", data("gamma"), family="gamma", link="log", nagq=5)
+
+
+def test_nb_glm_bootstrap_refits_theta():
+    """The parametric bootstrap of an NB GLM: θ is a column of the replicates, each refitted by ML (slow)."""
+    r = fitted("nb_glm")
+    bs = r.bootstrap(n=12, seed=1, progress=False)
+    assert list(bs.samples.columns)[-1] == "theta (NB shape)" and bs.n_failed == 0
+    se = r.dispersion_table["se"].iloc[0]
+    assert abs(bs.samples["theta (NB shape)"].mean() - r.dispersion) < 4 * se / np.sqrt(12) + 0.1 * r.dispersion
+    assert bs.samples["theta (NB shape)"].std() == pytest.approx(se, rel=0.6)
 
 
 def test_separation_check():

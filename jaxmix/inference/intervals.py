@@ -329,7 +329,8 @@ def confint(res, method: str = "profile", level: float = 0.95, parm=None, nsim: 
     from ..spec.structinfo import refuse_structured
 
     refuse_structured(res, f"confint(method={method!r})",
-                      "Wald intervals of β are fixef ± z·se, and covparm_table() has the covariance parameters' SEs")
+                      "Wald intervals of β are fixef ± z·se, covparm_table() has the covariance parameters' SEs, "
+                      "and jaxmix.bootstrap(res).ci() gives percentile intervals of both")
     if method == "boot":
         return _select(_boot(res, level, nsim, seed, cols), parm)
     if not is_lmm(res):

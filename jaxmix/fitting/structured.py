@@ -36,6 +36,7 @@ from ..errors import JaxmixError
 from ..core.lmm import cond_var, objective, solve
 from ..spec.re_structure import natural, natural_names, psi_init, psi_lower, psi_scale, struct_layout, theta_from_psi
 from ..spec.residual import coefficients, log_det_sigma, n_phi, phi_init, phi_names, phi_natural, residual_pieces
+from .cache import release_executables_if_needed
 from .lmm import FAST_COMPILE, column_rms
 
 
@@ -43,7 +44,7 @@ from .lmm import FAST_COMPILE, column_rms
 #: sizes, the residual pieces' static description) and the arguments' shapes: data sets of one class
 #: (the outcomes of a sweep, the replicates of a bootstrap) compile each program once
 _PROGRAMS: dict = {}
-_MAX_PROGRAMS = 256
+_MAX_PROGRAMS = 64  # each XLA:CPU executable holds memory mappings (:mod:`jaxmix.fitting.cache`)
 
 
 def _run(name: str, key, make, *args):
@@ -55,6 +56,8 @@ def _run(name: str, key, make, *args):
     full = (name, key, str(tree), tuple((np.shape(a), str(getattr(a, "dtype", type(a)))) for a in leaves))
     exe = _PROGRAMS.get(full)
     if exe is None:
+        if release_executables_if_needed():  # the process holds too many mappings: start afresh
+            _PROGRAMS.clear()
         exe = jax.jit(make()).lower(*args).compile(compiler_options=FAST_COMPILE)
         if len(_PROGRAMS) >= _MAX_PROGRAMS:
             _PROGRAMS.pop(next(iter(_PROGRAMS)))

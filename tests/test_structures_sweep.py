@@ -105,6 +105,8 @@ def test_cs_term_sweep_equals_fit_and_errors():
         jaxmix.fit_many("~ age", d, outcomes=["distance"], correlation="ar2(Subject)")
     with pytest.raises(jaxmix.JaxmixError, match="float64"):
         jaxmix.fit_many("~ age", d, outcomes=["distance"], correlation="ar1(Subject)", dtype="float32")
+    with pytest.raises(jaxmix.JaxmixError, match="float64"):
+        jaxmix.fit_many(rhs, m, outcomes=["score"], dtype="float32")
 
 
 def test_aliased_outcome_is_refitted_with_its_structure():

@@ -285,7 +285,11 @@ def fit_problem(pb: Problem, dtype=None, max_iter=500, gtol=1e-4, devices=None, 
         check_plain_terms(pb.design.terms, "fit_many")
     mask, status, nobs = _screen(pb)
     if structured:  # outcome by outcome through jaxmix.fit's structured driver
+        from ..spec.options import parse_dtype
         from .paths import fit_each
+
+        if np.dtype(parse_dtype(dtype)) != np.float64:
+            raise JaxmixError("structured covariances are fitted in float64 only")
 
         out = fit_each(pb, mask, status, nobs, dtype, max_iter, gtol, progress, desc=desc)
     elif not pb.design.terms:

@@ -80,6 +80,9 @@ def test_negative_binomial_sweep_equals_fit_and_glmmtmb():
     assert sw.dispersion["T2"] == pytest.approx(3.0, rel=0.5)  # simulated with θ = 3
     assert list(sw.dispersion_table["parameter"].unique()) == ["theta (NB shape)"]
     assert "theta (NB shape)" in sw.summary()
+    agq = _quiet(jaxmix.fit_many, NB_RHS, d, outcomes=["TICKS", "T3"], family="negative_binomial", nagq=5)
+    assert agq.method == "AGQ"
+    _same_as_fit(agq, d, NB_RHS, family="negative_binomial", nagq=5)
 
 
 def test_gamma_sweep_matches_glmmtmb_and_screens_bad_outcomes():

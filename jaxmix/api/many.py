@@ -282,7 +282,7 @@ def fit_problem(pb: Problem, dtype=None, max_iter=500, gtol=1e-4, devices=None, 
     structured = pb.family == "gaussian" and (pb.variance is not None or pb.correlation is not None
                                               or needs_structured_fit(pb.design.terms))
     if not structured:
-        check_plain_terms(pb.design.terms, "fit_many")
+        check_plain_terms(pb.design.terms, f"a {pb.family} GLMM (fit_many)")
     mask, status, nobs = _screen(pb)
     if structured:  # outcome by outcome through jaxmix.fit's structured driver
         from ..spec.options import parse_dtype

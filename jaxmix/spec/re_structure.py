@@ -207,7 +207,7 @@ def check_plain_structures(parsed, where: str) -> None:
     """A clear error where only lme4's unstructured terms (and diag over numeric columns) are fitted."""
     for t in parsed.random:
         if t.structure in ("cs", "ar1"):
-            raise JaxmixError(f"random term {t.text}: {t.structure}(...) structures are fitted by jaxmix.fit for "
+            raise JaxmixError(f"random term {t.text}: {t.structure}(...) structures are fitted (jaxmix.fit, fit_many) for "
                               f"Gaussian models only, not by {where}")
 
 
@@ -216,5 +216,5 @@ def check_plain_terms(terms, where: str) -> None:
     for t in terms:
         s = getattr(t.term, "structure", "us")
         if s in ("cs", "ar1") or (s == "diag" and t.q > 1):
-            raise JaxmixError(f"random term {t.term.text}: {s}(...) over {t.q} columns is fitted by jaxmix.fit "
+            raise JaxmixError(f"random term {t.term.text}: {s}(...) over {t.q} columns is fitted (jaxmix.fit, fit_many) "
                               f"for Gaussian models only, not by {where}")

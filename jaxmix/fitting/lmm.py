@@ -47,7 +47,7 @@ __all__ = ["first_rows", "LmmBatch", "LmmFit", "fit_lmm_outcomes", "outcome_bloc
 
 
 def _vg_point(x, c, xp, idx, n, ldW, *, layout, tl, p, reml):
-    return jax.value_and_grad(lambda z: objective(z * c, xp, idx, layout, tl, n, p, ldW, reml))(x)
+    return jax.value_and_grad(lambda z: objective(z * c, xp, idx, layout, tl, n, p, ldW, reml, direct=True))(x)
 
 
 def _gather(which, grp, shared, per, one_group):

@@ -43,6 +43,14 @@ def scale_rows(M, lams, layout: Layout):
     return jnp.concatenate(parts, axis=0)
 
 
+def _scalar_scales(lams, layout: Layout):
+    """With every term after the first scalar (q = 1), the diagonal of S_R: θ_k repeated over the
+    (padded) levels of term k; None otherwise."""
+    if any(qk != 1 for qk in layout.q[1:]):
+        return None
+    return jnp.concatenate([jnp.broadcast_to(lam[0, 0], (lk,)) for lam, lk in zip(lams[1:], layout.nlev[1:])])
+
+
 def _scale_entries(BR, lams, layout: Layout):
     """Λ_k′ b Λ₁ for every entry block of Z_R′Z₁."""
     lam1 = lams[0]
@@ -77,12 +85,16 @@ def schur(lams, xp: CrossProducts, idx: Index, layout: Layout):
         return L11, jnp.zeros((0, q1), dt), lT, MTT
     BR = _scale_entries(xp.BR, lams, layout)
     lR = solve_lower(L11[idx.e_blk], BR[:, :, None])[:, :, 0]
-    CRR = scale_rows(scale_rows(xp.CRR, lams, layout).T, lams, layout)  # S′ C S (C symmetric)
+    sv = _scalar_scales(lams, layout)
+    if sv is not None:  # scalar terms 2..K: S = diag(sv), one fused elementwise product
+        CRR = xp.CRR * sv[:, None] * sv[None, :]
+    else:
+        CRR = scale_rows(scale_rows(xp.CRR, lams, layout).T, lams, layout)  # S′ C S (C symmetric)
     CRR = CRR + jnp.eye(m_R, dtype=dt)
     prod = jnp.sum(lR[idx.pa] * lR[idx.pb], axis=-1)
     MRR = (CRR.reshape(-1) - jax.ops.segment_sum(prod, idx.ptgt, num_segments=m_R * m_R,
                                                  indices_are_sorted=True)).reshape(m_R, m_R)
-    CRT = scale_rows(xp.CRT, lams, layout)
+    CRT = xp.CRT * sv[:, None] if sv is not None else scale_rows(xp.CRT, lams, layout)
     MRT = CRT - jax.ops.segment_sum(
         jnp.einsum("ec,etc->et", lR, lT[idx.e_blk]), idx.e_row, num_segments=m_R
     )

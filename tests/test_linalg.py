@@ -117,3 +117,20 @@ def test_vmapped_crossed_sweep_finishes():
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "STATUS [0, 0, 0, 0, 0, 0, 0, 0]" in proc.stdout
+
+
+def test_chol_logdiag_and_its_derivative():
+    """log diag L and Ā = ½ L⁻ᵀ diag(v) L⁻¹ equal JAX's derivative through the whole factor, for a
+    cotangent v of mixed signs (the criterion weighs the Z, X and y rows differently)."""
+    rng = np.random.default_rng(3)
+    B = rng.standard_normal((9, 9))
+    A = jnp.asarray(B @ B.T + 9 * np.eye(9))
+    v = jnp.asarray(rng.standard_normal(9))
+    ref = lambda M: jnp.dot(v, jnp.log(jnp.diagonal(jnp.linalg.cholesky(M))))  # noqa: E731
+    new = lambda M: jnp.dot(v, la.chol_logdiag(M))  # noqa: E731
+    np.testing.assert_allclose(new(A), ref(A), rtol=1e-14)
+    np.testing.assert_allclose(jax.grad(new)(A), jax.grad(ref)(A), rtol=1e-10, atol=1e-13)
+    E = rng.standard_normal((9, 9))
+    E = jnp.asarray(E + E.T)
+    fd = (ref(A + 1e-6 * E) - ref(A - 1e-6 * E)) / 2e-6
+    np.testing.assert_allclose(jnp.sum(jax.grad(new)(A) * E), fd, rtol=1e-7)

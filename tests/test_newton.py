@@ -51,3 +51,15 @@ def test_non_finite_objective_is_a_status():
     vg = lambda x: (np.nan, np.full_like(x, np.nan))  # noqa: E731
     r = minimize_bounded(vg, np.ones(2), np.full(2, -np.inf))
     assert r.status == 2
+
+
+def test_negative_curvature_near_the_bound_takes_long_steps():
+    """f(x) = c (x⁴/(4s²) − x²/2), s = 0.3, c = 3·10⁵: from x = 10⁻⁴ the Newton step −g/|f″| is x
+    itself (it would only double x, a dozen iterations with a fresh Hessian each); along negative
+    curvature the step is at least a tenth of max(1, |x|), so the minimum x = s is reached in a few."""
+    c, s = 3e5, 0.3
+    vg = lambda x: (c * (x[0] ** 4 / (4 * s * s) - x[0] ** 2 / 2), np.array([c * (x[0] ** 3 / (s * s) - x[0])]))  # noqa: E731
+    r = minimize_bounded(vg, np.array([1e-4]), np.array([0.0]))
+    assert r.status == 0
+    np.testing.assert_allclose(r.x, [s], rtol=1e-8)
+    assert r.n_eval <= 20, r.n_eval  # 35 with steps of −g/|f″|

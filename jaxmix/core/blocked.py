@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 
 from .crossprod import CrossProducts, Index, Layout
-from .linalg import chol, chol_small, solve_lower
+from .linalg import chol, chol_logdiag, chol_small, solve_lower
 
-__all__ = ["Factor", "factorize", "scale_rows"]
+__all__ = ["Factor", "factorize", "schur", "scale_rows", "logdets", "logdets_direct"]
 
 
 class Factor(NamedTuple):
@@ -43,6 +43,14 @@ def scale_rows(M, lams, layout: Layout):
     return jnp.concatenate(parts, axis=0)
 
 
+def _scalar_scales(lams, layout: Layout):
+    """With every term after the first scalar (q = 1), the diagonal of S_R: θ_k repeated over the
+    (padded) levels of term k; None otherwise."""
+    if any(qk != 1 for qk in layout.q[1:]):
+        return None
+    return jnp.concatenate([jnp.broadcast_to(lam[0, 0], (lk,)) for lam, lk in zip(lams[1:], layout.nlev[1:])])
+
+
 def _scale_entries(BR, lams, layout: Layout):
     """Λ_k′ b Λ₁ for every entry block of Z_R′Z₁."""
     lam1 = lams[0]
@@ -56,6 +64,13 @@ def _scale_entries(BR, lams, layout: Layout):
 
 def factorize(lams, xp: CrossProducts, idx: Index, layout: Layout) -> Factor:
     """The blocked Cholesky factor for the relative covariance factors ``lams`` (one per term)."""
+    L11, lR, lT, M = schur(lams, xp, idx, layout)
+    return _barrier(Factor(L11, lR, lT, chol(M)))
+
+
+def schur(lams, xp: CrossProducts, idx: Index, layout: Layout):
+    """The first block's factor L11, the coupling entries lR and lT, and the (symmetric) Schur
+    complement M = S′CS + [I 0; 0 0] − LD1 LD1′ whose Cholesky factor is the factor's LDD."""
     lam1 = lams[0]
     q1, m_R, t = layout.q1, layout.m_R, layout.t
     dt = xp.A11.dtype
@@ -66,15 +81,20 @@ def factorize(lams, xp: CrossProducts, idx: Index, layout: Layout) -> Factor:
     lT = jnp.swapaxes(solve_lower(L11, jnp.swapaxes(BT, 1, 2)), 1, 2)
     MTT = xp.CTT - jnp.einsum("jtc,jsc->ts", lT, lT)
     if m_R == 0:
-        return _barrier(Factor(L11, jnp.zeros((0, q1), dt), lT, chol(MTT)))
+        L11, lT, MTT = jax.lax.optimization_barrier((L11, lT, MTT))
+        return L11, jnp.zeros((0, q1), dt), lT, MTT
     BR = _scale_entries(xp.BR, lams, layout)
     lR = solve_lower(L11[idx.e_blk], BR[:, :, None])[:, :, 0]
-    CRR = scale_rows(scale_rows(xp.CRR, lams, layout).T, lams, layout)  # S′ C S (C symmetric)
+    sv = _scalar_scales(lams, layout)
+    if sv is not None:  # scalar terms 2..K: S = diag(sv), one fused elementwise product
+        CRR = xp.CRR * sv[:, None] * sv[None, :]
+    else:
+        CRR = scale_rows(scale_rows(xp.CRR, lams, layout).T, lams, layout)  # S′ C S (C symmetric)
     CRR = CRR + jnp.eye(m_R, dtype=dt)
     prod = jnp.sum(lR[idx.pa] * lR[idx.pb], axis=-1)
     MRR = (CRR.reshape(-1) - jax.ops.segment_sum(prod, idx.ptgt, num_segments=m_R * m_R,
                                                  indices_are_sorted=True)).reshape(m_R, m_R)
-    CRT = scale_rows(xp.CRT, lams, layout)
+    CRT = xp.CRT * sv[:, None] if sv is not None else scale_rows(xp.CRT, lams, layout)
     MRT = CRT - jax.ops.segment_sum(
         jnp.einsum("ec,etc->et", lR, lT[idx.e_blk]), idx.e_row, num_segments=m_R
     )
@@ -83,8 +103,8 @@ def factorize(lams, xp: CrossProducts, idx: Index, layout: Layout) -> Factor:
     MRR, MRT, MTT = jax.lax.optimization_barrier((MRR, MRT, MTT))
     M = jnp.block([[jnp.tril(MRR), jnp.zeros((m_R, t), dt)], [MRT.T, jnp.tril(MTT)]])
     M = M + jnp.tril(M, -1).T  # only the lower triangle of MRR holds the Schur update
-    LDD = chol(M)
-    return _barrier(Factor(L11, lR, lT, LDD))
+    L11, lR, lT = jax.lax.optimization_barrier((L11, lR, lT))
+    return L11, lR, lT, M
 
 
 def _barrier(f: Factor) -> Factor:
@@ -94,9 +114,24 @@ def _barrier(f: Factor) -> Factor:
 
 def logdets(f: Factor, layout: Layout, p: int):
     """(log|L_Z|², log|L_X|², squared last diagonal entry) of the factor."""
-    m_R = layout.m_R
-    d11 = jnp.diagonal(f.L11, axis1=1, axis2=2)
     dD = jnp.diagonal(f.LDD)
-    ldL2 = 2.0 * (jnp.sum(jnp.log(d11)) + jnp.sum(jnp.log(dD[:m_R])))
-    ldRX2 = 2.0 * jnp.sum(jnp.log(dD[m_R : m_R + p]))
-    return ldL2, ldRX2, dD[m_R + p] ** 2
+    ldL2, ldRX2 = _logdets(f.L11, jnp.log(dD), layout, p)
+    return ldL2, ldRX2, dD[layout.m_R + p] ** 2
+
+
+def logdets_direct(lams, xp: CrossProducts, idx: Index, layout: Layout, p: int):
+    """:func:`logdets` of the factor for ``lams`` without forming it: the dense block's log-diagonal
+    by :func:`jaxmix.core.linalg.chol_logdiag`, whose reverse-mode derivative costs two triangular
+    solves (the objective's gradient in the optimiser)."""
+    L11, _, _, M = schur(lams, xp, idx, layout)
+    logdD = chol_logdiag(M)
+    ldL2, ldRX2 = _logdets(L11, logdD, layout, p)
+    return ldL2, ldRX2, jnp.exp(2.0 * logdD[layout.m_R + p])
+
+
+def _logdets(L11, logdD, layout: Layout, p: int):
+    m_R = layout.m_R
+    d11 = jnp.diagonal(L11, axis1=1, axis2=2)
+    ldL2 = 2.0 * (jnp.sum(jnp.log(d11)) + jnp.sum(logdD[:m_R]))
+    ldRX2 = 2.0 * jnp.sum(logdD[m_R : m_R + p])
+    return ldL2, ldRX2

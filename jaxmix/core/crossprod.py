@@ -84,21 +84,25 @@ class CrossProducts(NamedTuple):
 
 
 def same_level_pairs(e_row: np.ndarray, e_blk: np.ndarray, l1: int):
-    """All pairs of entries that share a level of term 1, lower triangle (row[a] >= row[b])."""
+    """All pairs of entries that share a level of term 1, lower triangle (row[a] >= row[b]).
+
+    The entries are ordered by (level, row); an entry at position i of its level pairs with those at
+    positions 0..i, so only the lower triangle is ever formed (Σ c(c+1)/2 pairs for levels of c
+    entries, not Σ c²).  Rows are distinct within a level."""
     E = e_row.shape[0]
     if E == 0:
         z = np.zeros(0, dtype=np.int64)
         return z, z
-    order = np.argsort(e_blk, kind="stable")
+    order = np.lexsort((e_row, e_blk))
     counts = np.bincount(e_blk, minlength=l1)
     starts = np.cumsum(counts) - counts
-    reps = counts[e_blk[order]]
+    first_of_level = starts[e_blk[order]]
+    reps = np.arange(E) - first_of_level + 1  # partners of the entry at each sorted position
     a = np.repeat(order, reps)
-    first = np.repeat(np.cumsum(reps) - reps, reps)
-    within = np.arange(a.shape[0]) - first
-    b = order[starts[e_blk[a]] + within]
-    keep = e_row[a] >= e_row[b]
-    return a[keep], b[keep]
+    off = np.arange(a.shape[0]) - np.repeat(np.cumsum(reps) - reps, reps)  # 0..i within the level
+    off += np.repeat(first_of_level, reps)
+    b = order[off]
+    return a, b
 
 
 def sorted_pairs(e_row: np.ndarray, e_blk: np.ndarray, l1: int, m_R: int):

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jax.custom_batching import sequential_vmap
 from jax.scipy.linalg import solve_triangular
 
-__all__ = ["chol_small", "solve_lower", "solve_lower_t", "chol", "trsm", "eigh_sym", "eigvalsh_sym",
+__all__ = ["chol_small", "solve_lower", "solve_lower_t", "chol", "chol_logdiag", "trsm", "eigh_sym", "eigvalsh_sym",
            "sequential_lapack"]
 
 _UNROLL_MAX = 8  # above this q, LAPACK (through chol / trsm)
@@ -133,6 +133,31 @@ def chol(A):
     if _on_cpu():
         return _chol_cpu(A)
     return jnp.linalg.cholesky(A)
+
+
+@jax.custom_vjp
+def chol_logdiag(A):
+    """log diag(L) of the lower Cholesky factor L of a symmetric positive-definite A (m, m).
+
+    Its reverse-mode derivative for a cotangent v (m,) is Ā = ½ L⁻ᵀ diag(v) L⁻¹ (for v = 1 that is
+    ½A⁻¹, the derivative of ½ log|A|; in general Σ vᵢ log Lᵢᵢ is a combination of the log-determinants
+    of A's leading blocks): two triangular solves with m right-hand sides (L⁻¹, then
+    L⁻ᵀ(diag(v)L⁻¹)), half the work of the derivative through the whole factor (:func:`chol`).  Reverse mode only."""
+    return jnp.log(jnp.diagonal(chol(A)))
+
+
+def _chol_logdiag_fwd(A):
+    L = chol(A)
+    return jnp.log(jnp.diagonal(L)), L
+
+
+def _chol_logdiag_bwd(L, v):
+    Linv = trsm(L, jnp.eye(L.shape[0], dtype=L.dtype))
+    Abar = 0.5 * trsm(L, v[:, None] * Linv, True)  # two triangular solves, no general product
+    return (0.5 * (Abar + Abar.T),)
+
+
+chol_logdiag.defvjp(_chol_logdiag_fwd, _chol_logdiag_bwd)
 
 
 def trsm(L, B, trans: bool = False):

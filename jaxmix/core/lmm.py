@@ -17,7 +17,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .blocked import Factor, factorize, logdets
+from .blocked import Factor, factorize, logdets, logdets_direct
 from ..spec.covariance import ThetaLayout, lambdas
 from .crossprod import CrossProducts, Index, Layout
 from .linalg import solve_lower, solve_lower_t, trsm
@@ -26,10 +26,16 @@ __all__ = ["objective", "Solution", "solve", "cond_var"]
 
 
 def objective(theta, xp: CrossProducts, idx: Index, layout: Layout, tl: ThetaLayout, n, p: int,
-              ldW, reml: bool):
-    """−2 × (restricted) profiled log-likelihood at θ."""
-    f = factorize(lambdas(theta, tl), xp, idx, layout)
-    ldL2, ldRX2, r2 = logdets(f, layout, p)
+              ldW, reml: bool, direct: bool = False):
+    """−2 × (restricted) profiled log-likelihood at θ.
+
+    ``direct``: the log-determinants without forming the factor
+    (:func:`jaxmix.core.blocked.logdets_direct`): the cheap reverse-mode gradient the optimiser uses;
+    reverse mode only (forward-mode derivatives, ``jax.hessian``, use the default)."""
+    if direct:
+        ldL2, ldRX2, r2 = logdets_direct(lambdas(theta, tl), xp, idx, layout, p)
+    else:
+        ldL2, ldRX2, r2 = logdets(factorize(lambdas(theta, tl), xp, idx, layout), layout, p)
     if reml:
         nmp = n - p
         return ldL2 - ldW + ldRX2 + nmp * (1.0 + jnp.log(2.0 * jnp.pi * r2 / nmp))

@@ -154,7 +154,11 @@ def fd_hessian(vg: Callable, x: np.ndarray, h_rel: float = 1e-4) -> np.ndarray:
     return fd_hessian_batch(vgb, x[None, :], np.zeros(1, dtype=np.int64), h_rel)[0]
 
 
-def newton_steps(G: np.ndarray, H: np.ndarray, free: np.ndarray, at_bound: np.ndarray):
+NEG_STEP = 0.1  # shortest step along a direction of negative curvature, relative to max(1, |x|∞)
+
+
+def newton_steps(G: np.ndarray, H: np.ndarray, free: np.ndarray, at_bound: np.ndarray,
+                 min_len: np.ndarray | None = None):
     """Eigenvalue-modified Newton steps on the free coordinates of m problems; their decrements, the
     smallest eigenvalue of each Jacobi-scaled D H_FF D (+inf with no free coordinate) and whether
     there is no negative curvature.
@@ -162,7 +166,9 @@ def newton_steps(G: np.ndarray, H: np.ndarray, free: np.ndarray, at_bound: np.nd
     The coordinates that are not free get unit rows and columns (and no gradient), so one batched
     ``eigh`` serves every free set.  Along a direction of negative curvature with no slope (a saddle,
     or θ = 0 of a criterion that is even in θ) the step goes towards the feasible side of the
-    coordinates at their bound."""
+    coordinates at their bound.  Along a direction of negative curvature the step is at least
+    ``min_len`` (m,) long in the original coordinates (largest entry): near θ = 0 of a criterion
+    that is even in θ the Newton step −g/|H| equals θ, and the iterations would only double it."""
     m, d = G.shape
     if d == 0:
         return np.zeros((m, 0)), np.zeros(m), np.full(m, np.inf), np.ones(m, dtype=bool)
@@ -186,7 +192,11 @@ def newton_steps(G: np.ndarray, H: np.ndarray, free: np.ndarray, at_bound: np.nd
     neg = on_free & (w < -NEG_CURV * (1.0 + scale))
     inward = np.where(np.einsum("mdk,md->mk", V, at_bound.astype(float)) >= 0, 1.0, -1.0)
     sign = np.where(gv > 0, -1.0, np.where(gv < 0, 1.0, inward))
-    coef = np.where(neg, sign * np.maximum(np.abs(coef), 0.1), coef)
+    floor = 0.1
+    if min_len is not None:  # per eigen-direction, the coefficient of a step min_len long
+        length = np.max(np.abs(V * (D * fm)[:, :, None]), axis=1)  # (m, k)
+        floor = np.maximum(0.1, np.asarray(min_len, dtype=float)[:, None] / np.where(length > 0, length, np.inf))
+    coef = np.where(neg, sign * np.maximum(np.abs(coef), floor), coef)
     coef = np.where(on_free, coef, 0.0)
     step = np.einsum("mdk,mk->md", V, coef) * fm * D
     dec = np.sum(np.where(on_free, gv**2 / wabs, 0.0), axis=1)
@@ -244,7 +254,8 @@ def _descend(fun, X, F, G, which, lower, fixed, gtol_of, dtol_of, max_iter, prec
     while running.any():
         A = np.flatnonzero(running)
         fr, atb = _free(X[A], G[A], H[A], lower, fixed[A])
-        step, dA, wA, mA = newton_steps(G[A], H[A], fr, atb)
+        step, dA, wA, mA = newton_steps(G[A], H[A], fr, atb,
+                                        NEG_STEP * np.maximum(1.0, np.max(np.abs(X[A]), axis=1, initial=0.0)))
         free[A], dec[A], wmin[A], is_min[A] = fr, dA, wA, mA
         gmax = np.max(np.where(fr, np.abs(G[A]), 0.0), axis=1) if d else np.zeros(A.size)
         small = (gmax < gtol_of(F[A])) & (dA < dtol_of(F[A])) & mA

@@ -36,6 +36,15 @@ from ..spec.covariance import ThetaLayout, lambdas_np, theta_layout
 from ..core.crossprod import CrossProducts, Index, Layout, RowData, cross_products, terms_structure
 from ..core.lmm import cond_var, objective, solve
 
+def index_array(a: np.ndarray) -> np.ndarray:
+    """Index arrays as int32 where their values allow (half the memory and traffic of the gathers
+    over the pairs of entries)."""
+    a = np.asarray(a)
+    if a.dtype.kind in "iu" and (a.size == 0 or (a.min() >= 0 and a.max() < 2**31 - 1)):
+        return a.astype(np.int32)
+    return a
+
+
 def put(a, dtype=None):
     """A host array on the default device (``jax.device_put``: no program is compiled, unlike
     ``jnp.asarray`` / ``jnp.zeros``, which compile a small conversion program on first use)."""
@@ -47,7 +56,7 @@ __all__ = ["first_rows", "LmmBatch", "LmmFit", "fit_lmm_outcomes", "outcome_bloc
 
 
 def _vg_point(x, c, xp, idx, n, ldW, *, layout, tl, p, reml):
-    return jax.value_and_grad(lambda z: objective(z * c, xp, idx, layout, tl, n, p, ldW, reml))(x)
+    return jax.value_and_grad(lambda z: objective(z * c, xp, idx, layout, tl, n, p, ldW, reml, direct=True))(x)
 
 
 def _gather(which, grp, shared, per, one_group):
@@ -272,7 +281,8 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
     grp_j = put(first_rows(grp, K))
     n_j = put(first_rows(np.asarray(n, dtype=float), K), dt)
     ld_j = put(first_rows(np.asarray(ldW, dtype=float), K), dt)
-    idx = Index(*(put(a) for a in idx_np))
+    idx = Index(*(put(index_array(a)) for a in idx_np))
+    del idx_np, shared_np, per_np  # the host copies: the device holds them now
     cj = put(c, dt)
     width = min(K, MAX_WIDTH)
     mesh = None

@@ -51,7 +51,7 @@ class OptimSummary:
     hess_min_eig: float
     status: int
     message: str
-    optimizer: str = "optax L-BFGS (zoom line search) + exact-Hessian Newton"
+    optimizer: str = "projected quasi-Newton (jaxmix.core.newton)"
     fit_seconds: float = float("nan")
     compile_seconds: float = float("nan")
 

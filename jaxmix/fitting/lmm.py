@@ -35,6 +35,7 @@ from ..core.structure import FINE, bucket, padded_system
 from ..spec.covariance import ThetaLayout, lambdas_np, theta_layout
 from ..core.crossprod import CrossProducts, Index, Layout, RowData, cross_products, terms_structure
 from ..core.lmm import cond_var, objective, solve
+from ..core.lmm_classes import class_flops, class_tails, level_classes, objective_classes
 
 def put(a, dtype=None):
     """A host array on the default device (``jax.device_put``: no program is compiled, unlike
@@ -171,20 +172,26 @@ class LmmBatch(NamedTuple):
     idx: Index
     compile_seconds: float
     run_seconds: float
+    modes: object = None  # () -> (u1, uR, factor), where those fields are None (computed on first use)
+
+    def _modes(self):
+        return (self.u1, self.uR, self.factor) if self.factor is not None else self.modes()
 
     def b(self, j: int, nlev) -> list:
         """Outcome j's conditional modes per term, (levels, q) with the real levels only."""
+        u1, uR, _ = self._modes()
         lams = lambdas_np(self.theta[j], self.tl)
-        out = [self.u1[j][: nlev[0]] @ lams[0].T]
+        out = [u1[j][: nlev[0]] @ lams[0].T]
         for lam, off, qk, lk in zip(lams[1:], self.layout.offsets, self.layout.q[1:], nlev[1:]):
-            out.append(self.uR[j][off : off + lk * qk].reshape(lk, qk) @ lam.T)
+            out.append(uR[j][off : off + lk * qk].reshape(lk, qk) @ lam.T)
         return out
 
     def condvar(self, j: int, nlev) -> list:
         """Outcome j's conditional covariances of the random effects relative to σ², per term
         (levels, q, q) with the real levels only."""
-        dt = jax.tree_util.tree_leaves(self.factor)[0].dtype
-        f_j = jax.tree_util.tree_map(lambda a: a[j], self.factor)
+        factor = self._modes()[2]
+        dt = jax.tree_util.tree_leaves(factor)[0].dtype
+        f_j = jax.tree_util.tree_map(lambda a: a[j], factor)
         th = jnp.asarray(self.theta[j], dt)
         exe, _ = compiled_program(_cond_var_jit, (th, f_j, self.idx), {}, dict(layout=self.layout, tl=self.tl),
                                   compile_options(self.layout))
@@ -266,6 +273,12 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
     c = theta_scale(Zs, tl)
     K = 1 if k == 1 else bucket(k, 2, FINE)
     G = shared_np[0].shape[0]
+    if k > 1 and G == 1 and layout.m_R == 0 and (devices is None or len(devices) <= 1):
+        cls = level_classes(shared_np[0][0, : nlev[0]])
+        by_class, by_level = class_flops(cls[0].shape[0], int(nlev[0]), layout.q1, layout.t)
+        if by_class <= by_level:
+            return _fit_by_classes(cls, layout, idx_np, grp, shared_np, per_np, nlev, tl, c, n, ldW, p, reml, dt,
+                                   gtol, max_iter, t0)
     Gb = 1 if G == 1 else bucket(G, 2, FINE)
     shared = tuple(put(first_rows(a, Gb), dt) for a in shared_np)
     per = tuple(put(first_rows(a, K), dt) for a in per_np)
@@ -344,6 +357,82 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
                     u1=np.asarray(sol.u1, dtype=float)[:k], uR=np.asarray(sol.uR, dtype=float)[:k],
                     factor=factor, layout=layout, tl=tl, idx=idx, compile_seconds=compile_s,
                     run_seconds=time.perf_counter() - t0 - compile_s)
+
+
+# ---- many outcomes of a one-term model: the criterion by classes of levels --------------------------
+CLASS_WIDTH = 1024  # points per call of the class program (more are evaluated in several calls)
+
+
+def _vg_classes(X, which, c, A11c, cnt, S, CTT, n, ldW, *, tl, p, reml):
+    """Values, exact gradients and L_TT of :func:`jaxmix.core.lmm_classes.objective_classes` at points
+    X (width, d), point i for outcome which[i] (its S and C_TT gathered)."""
+    def one(x, s, ctt, n_, l_):
+        crit = lambda z: objective_classes(z * c, A11c, cnt, s, ctt, n_, p, l_, reml, tl)  # noqa: E731
+        (f, LTT), g = jax.value_and_grad(crit, has_aux=True)(x)
+        return f, g, LTT
+
+    take = lambda a: jnp.take(a, which, axis=0)  # noqa: E731
+    return jax.vmap(one)(X, take(S), take(CTT), take(n), take(ldW))
+
+
+_vg_classes_jit = jax.jit(_vg_classes, static_argnames=("tl", "p", "reml"))
+
+
+def _fit_by_classes(cls, layout, idx_np, grp, shared_np, per_np, nlev, tl, c, n, ldW, p, reml, dt, gtol,
+                    max_iter, t0) -> LmmBatch:
+    """:func:`fit_lmm_outcomes` for k > 1 outcomes that share their rows, one random term, and few
+    classes of levels with equal Z′WZ blocks (:mod:`jaxmix.core.lmm_classes`: a point costs
+    O(classes), not O(levels)).  One small program evaluates the criterion, its gradient and L_TT; β̂,
+    r² and L_X come from L_TT at θ̂; the conditional modes and factors (``sweep[name]``) are solved by
+    the blocked program on first use."""
+    A11c, cnt, cls_of = cls
+    k = per_np[0].shape[0]
+    d = tl.size
+    K = bucket(k, 2, FINE)
+    width = min(K, CLASS_WIDTH)
+    S = class_tails(per_np[0][:, : nlev[0]], cls_of, A11c.shape[0])
+    rest = (put(c, dt), put(A11c, dt), put(cnt, dt), put(first_rows(S, K), dt), put(first_rows(per_np[2], K), dt),
+            put(first_rows(np.asarray(n, dtype=float), K), dt), put(first_rows(np.asarray(ldW, dtype=float), K), dt))
+    args = (put(np.zeros((width, d)), dt), put(np.zeros(width, np.int32))) + rest
+    exe, compile_s = compiled_program(_vg_classes_jit, args, {}, dict(tl=tl, p=p, reml=reml), FAST_COMPILE)
+
+    def call(P, which, keep_aux=False):
+        m = P.shape[0]
+        f, g, aux = np.empty(m), np.empty((m, d)), []
+        for s in range(0, m, width):
+            e = min(s + width, m)
+            fc, gc, Lc = exe(put(first_rows(P[s:e], width), dt),
+                             put(first_rows(np.asarray(which[s:e], dtype=np.int32), width)), *rest)
+            f[s:e] = np.asarray(fc, dtype=float)[: e - s]
+            g[s:e] = np.asarray(gc, dtype=float)[: e - s]
+            if keep_aux:
+                aux.append(np.asarray(Lc, dtype=float)[: e - s])
+        return (f, g, np.concatenate(aux)) if keep_aux else (f, g)
+
+    lower = np.where(tl.is_diagonal(), 0.0, -np.inf)
+    prec = FLOAT32 if jnp.dtype(dt) == jnp.float32 else FLOAT64
+    opt = minimize_batch(call, np.tile(tl.init(), (k, 1)), lower, gtol=gtol, max_iter=max_iter, prec=prec)
+    theta = opt.x * c
+    _, _, LTT = call(np.nan_to_num(opt.x), np.arange(k), keep_aux=True)
+    RX = LTT[:, :p, :p]
+    beta = np.linalg.solve(np.swapaxes(RX, 1, 2), LTT[:, p, :p, None])[:, :, 0] if p else np.zeros((k, 0))
+    memo = {}
+    idx = Index(*(put(a) for a in idx_np))
+
+    def modes():  # the blocked solution of every outcome at θ̂, on first use
+        if not memo:
+            sargs = (put(first_rows(np.nan_to_num(theta), K), dt), put(first_rows(grp, K)),
+                     tuple(put(a, dt) for a in shared_np), tuple(put(first_rows(a, K), dt) for a in per_np), idx)
+            sol_exe, _ = compiled_program(_solution_jit, sargs, {}, dict(layout=layout, tl=tl, p=p),
+                                          compile_options(layout))
+            sol = sol_exe(*sargs)
+            memo["v"] = (np.asarray(sol.u1, dtype=float)[:k], np.asarray(sol.uR, dtype=float)[:k],
+                         jax.tree_util.tree_map(lambda a: a[:k], sol.factor))
+        return memo["v"]
+
+    return LmmBatch(theta=theta, opt=opt, theta_scale=c, beta=beta, r2=LTT[:, p, p] ** 2, RX=RX, u1=None, uR=None,
+                    factor=None, layout=layout, tl=tl, idx=idx, compile_seconds=compile_s,
+                    run_seconds=time.perf_counter() - t0 - compile_s, modes=modes)
 
 
 class LmmFit(NamedTuple):

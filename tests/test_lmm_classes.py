@@ -1,0 +1,114 @@
+"""The one-term Gaussian criterion by classes of levels with equal Z'WZ blocks
+(jaxmix.core.lmm_classes) and the sweep path that uses it (jaxmix.fitting.lmm, k > 1 outcomes).
+
+References: lme4 fits of three outcomes on an unbalanced sleepstudy whose 18 subjects fall into three
+classes (tests/data/export_sweep_classes.R -> sweep_classes_reference.json), the blocked criterion of
+jaxmix.core.lmm, and jaxmix.fit outcome by outcome.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxmix
+from jaxmix.core import lmm_classes
+from jaxmix.core.crossprod import CrossProducts, Index
+from jaxmix.core.lmm import objective
+from jaxmix.fitting import lmm as fitting_lmm
+from jaxmix.spec.covariance import theta_layout
+from jaxmix.spec.design import build_design
+from jaxmix.spec.formula import parse_formula
+
+DATA = Path(__file__).parent / "data"
+REF = json.loads((DATA / "sweep_classes_reference.json").read_text())
+blocked_jit = jax.jit(objective, static_argnames=("layout", "tl", "p", "reml"))
+classes_jit = jax.jit(lmm_classes.objective_classes, static_argnames=("p", "reml", "tl"))
+
+
+def unbalanced() -> pd.DataFrame:
+    """sleepstudy without day 9 of subjects 1-6 and day 0 of subjects 7-9 (as the R script)."""
+    d = pd.read_csv(DATA / "sleepstudy.csv")
+    subj = np.sort(d.Subject.unique())
+    drop = (d.Subject.isin(subj[:6]) & (d.Days == 9)) | (d.Subject.isin(subj[6:9]) & (d.Days == 0))
+    d = d[~drop].reset_index(drop=True)
+    return d.assign(y1=d.Reaction, y2=d.Reaction * (1 + d.Days / 20), y3=100 * np.log(d.Reaction) + 2 * d.Days)
+
+
+def blocks(d: pd.DataFrame, ys: list[str]):
+    des = build_design(parse_formula("~ Days + (Days | Subject)"), d, require_response=False)
+    t = des.terms
+    Y = d[ys].to_numpy(dtype=float)
+    layout, idx, _, shared, per = fitting_lmm.outcome_blocks([x.codes for x in t], [x.nlevels for x in t],
+                                                             [x.Z for x in t], des.X, Y, np.ones_like(Y))
+    return layout, idx, shared, per, t[0].nlevels
+
+
+def test_levels_fall_into_classes_of_equal_blocks():
+    _, _, shared, _, nl = blocks(unbalanced(), ["y1"])
+    A11c, cnt, cls = lmm_classes.level_classes(shared[0][0, :nl])
+    assert sorted(cnt.tolist()) == [3.0, 6.0, 9.0]
+    assert np.array_equal(A11c[cls], shared[0][0, :nl])
+    _, _, shared, _, nl = blocks(pd.read_csv(DATA / "sleepstudy.csv").assign(y1=lambda x: x.Reaction), ["y1"])
+    assert lmm_classes.level_classes(shared[0][0, :nl])[1].tolist() == [18.0]  # balanced: one class
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_criterion_by_classes_equals_the_blocked_one_and_lme4(reml):
+    ys = ["y1", "y2", "y3"]
+    layout, idx, shared, per, nl = blocks(unbalanced(), ys)
+    tl = theta_layout(layout.q)
+    A11c, cnt, cls = lmm_classes.level_classes(shared[0][0, :nl])
+    S = lmm_classes.class_tails(per[0][:, :nl], cls, cnt.shape[0])
+    n = float(REF["nobs"])
+    for j, y in enumerate(ys):
+        xp = CrossProducts(shared[0][0], shared[1][0], per[0][j], shared[2][0], per[1][j], per[2][j])
+        th_ref = np.asarray(REF["fits"][f"{y}_{'REML' if reml else 'ML'}"]["theta"])
+        for th in (th_ref, np.array([1.0, 0.0, 1.0]), np.array([0.3, -0.2, 0.05])):
+            th = jnp.asarray(th)
+            blocked = float(blocked_jit(th, xp, Index(*idx), layout, tl, n, 2, 0.0, reml))
+            by_class, LTT = classes_jit(th, jnp.asarray(A11c), jnp.asarray(cnt), jnp.asarray(S[j]),
+                                                          jnp.asarray(per[2][j]), n, 2, 0.0, reml, tl)
+            assert float(by_class) == pytest.approx(blocked, rel=1e-11)  # rounding of r² (n − p)·log r²
+        # at lme4's θ̂ the criterion is lme4's −2 log-likelihood
+        ref = REF["fits"][f"{y}_{'REML' if reml else 'ML'}"]
+        crit, LTT = classes_jit(jnp.asarray(th_ref), jnp.asarray(A11c), jnp.asarray(cnt),
+                                                  jnp.asarray(S[j]), jnp.asarray(per[2][j]), n, 2, 0.0, reml, tl)
+        assert float(crit) == pytest.approx(-2.0 * ref["loglik"], rel=1e-9)
+        LTT = np.asarray(LTT)  # β̂ = L_X⁻ᵀ L_TT[p, :p]′ at lme4's θ̂
+        beta = np.linalg.solve(LTT[:2, :2].T, LTT[2, :2])
+        np.testing.assert_allclose(beta, ref["fixef"], rtol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["REML", "ML"])
+def test_sweep_by_classes_matches_lme4_and_fit_one_by_one(method, monkeypatch):
+    d = unbalanced()
+    used = []
+    tails = fitting_lmm.class_tails
+    monkeypatch.setattr(fitting_lmm, "class_tails", lambda *a: used.append(1) or tails(*a))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sw = jaxmix.fit_many("~ Days + (Days | Subject)", d, outcomes=["y1", "y2", "y3"], method=method)
+    assert used, "the sweep did not take the path by classes"
+    assert (sw.status_ == 0).all()
+    for j, y in enumerate(["y1", "y2", "y3"]):
+        ref = REF["fits"][f"{y}_{method}"]
+        assert sw.loglik_[j] == pytest.approx(ref["loglik"], abs=1e-6)
+        np.testing.assert_allclose(sw.beta[j], ref["fixef"], rtol=1e-6)
+        np.testing.assert_allclose(sw.se.to_numpy()[j], ref["se"], rtol=1e-5)
+        np.testing.assert_allclose(sw.theta_[j], ref["theta"], atol=2e-4)
+        assert sw.sigma_[j] == pytest.approx(ref["sigma"], rel=1e-5)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            one = jaxmix.fit(f"{y} ~ Days + (Days | Subject)", d, method=method)
+        assert sw.loglik_[j] == pytest.approx(one.loglik, abs=1e-8)
+        res = sw[y]  # conditional modes and variances solved on first use
+        for a, b in zip(res.b, one.b):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(res.condvar("Subject"), one.condvar("Subject"), rtol=1e-5)

@@ -85,6 +85,25 @@ def in_chunks(k: int, batch_size, progress, desc: str, fit_chunk):
 
 
 # ---- LMM -------------------------------------------------------------------------------------
+def _vcov_lmm(RX: np.ndarray, sigma: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """vcov(β̂) = σ² (L_X L_X′)⁻¹ = σ² L_X⁻ᵀ L_X⁻¹ of every outcome (NaN where not ok or L_X is singular)."""
+    k, p = RX.shape[0], RX.shape[-1]
+    vcov = _nan((k, p, p))
+    J = np.flatnonzero(ok)
+    try:
+        Ri = np.linalg.inv(RX[J])
+    except np.linalg.LinAlgError:  # one singular L_X: outcome by outcome
+        for j in J:
+            try:
+                Ri_j = np.linalg.inv(RX[j])
+            except np.linalg.LinAlgError:
+                continue
+            vcov[j] = sigma[j] ** 2 * Ri_j.T @ Ri_j
+        return vcov
+    vcov[J] = sigma[J, None, None] ** 2 * np.einsum("kji,kjl->kil", Ri, Ri)
+    return vcov
+
+
 def fit_lmm_batch(pb: Problem, mask, status, nobs, dtype, max_iter, gtol, devices, batch_size, progress,
                   desc="fitting") -> Sweep:
     from ..spec.options import parse_dtype
@@ -114,14 +133,7 @@ def fit_lmm_batch(pb: Problem, mask, status, nobs, dtype, max_iter, gtol, device
     denom = nobs - p if reml else nobs
     with np.errstate(invalid="ignore", divide="ignore"):
         sigma = np.where(ok, np.sqrt(cat(lambda b: b.r2) / denom), np.nan)
-    RX = cat(lambda b: b.RX)
-    vcov = _nan((len(ok), p, p))
-    for j in np.flatnonzero(ok):
-        try:
-            Ri = np.linalg.inv(RX[j])
-            vcov[j] = sigma[j] ** 2 * Ri.T @ Ri
-        except np.linalg.LinAlgError:
-            pass
+    vcov = _vcov_lmm(cat(lambda b: b.RX), sigma, ok)
     obj = np.where(ok, res.fun, np.nan)
     st = np.where(ok, res.status, status)
     scaled = res.x  # the singularity test is on the scaled θ̃ (Z columns of unit RMS), as jaxmix.fit's

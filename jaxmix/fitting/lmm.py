@@ -207,8 +207,11 @@ def outcome_blocks(codes, nlev, Zs, X, Y, W):
     n, p = X.shape
     k = Y.shape[1]
     groups: dict[bytes, list[int]] = {}
-    for j in range(k):
-        groups.setdefault(np.ascontiguousarray(W[:, j]).tobytes(), []).append(j)
+    if (W == W[:, :1]).all():  # every outcome on the same rows (the common case): one group
+        groups[b""] = list(range(k))
+    else:
+        for j in range(k):
+            groups.setdefault(np.ascontiguousarray(W[:, j]).tobytes(), []).append(j)
     grp = np.zeros(k, dtype=np.int64)
     A11s, BRs, CRRs = [], [], []
     BT = CRT = CTT = None

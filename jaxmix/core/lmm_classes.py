@@ -18,6 +18,16 @@ Bates et al. 2015, eqs. 34 and 41); β̂ = L_X⁻ᵀ L_TT[p, :p]′ and vcov(β�
 costs O(C q² t²) instead of O(ℓ (q³ + t q² + t² q)): independent of the number of levels when the
 design is balanced.  :func:`level_classes` and :func:`class_tails` form the classes and the S_c of
 each outcome once, in numpy.
+
+:func:`value_grad_classes` gives the criterion with its gradient in closed form (no automatic
+differentiation: a program a fraction of the size, quicker to trace, compile and run).  With
+W = [M_XX⁻¹ 0; 0 0]·[REML] + (n′/r²)·vv′ (n′ = n − p for REML, n for ML; v = (−β̂, 1)), the
+tail's part of dd is tr(W dM_TT) = −Σ_c tr(R_c dM_c) with R_c[a, b] = ⟨W, S_c[a, b]⟩, and with
+B_c = A_c⁻¹Λ′, P_c = B_c R_c B_c′, A_c = Λ′A11_cΛ + I:
+
+    tr(R dM) = 2 tr((BR − PΛ′A11) dΛ),      d log|A| = 2 tr(A⁻¹Λ′A11 dΛ),
+
+so ∂d/∂Λ = 2 Σ_c [n_c A11_cΛA_c⁻¹ − (B_cR_c − P_cΛ′A11_c)′], read at θ's positions in Λ.
 """
 from __future__ import annotations
 
@@ -27,7 +37,8 @@ import numpy as np
 from ..spec.covariance import ThetaLayout, lambdas
 from .linalg import chol, chol_small, solve_lower
 
-__all__ = ["level_classes", "class_tails", "class_flops", "factor_classes", "objective_classes"]
+__all__ = ["level_classes", "class_tails", "class_flops", "factor_classes", "objective_classes",
+           "value_grad_classes"]
 
 
 def level_classes(A11: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -80,3 +91,55 @@ def objective_classes(theta, A11c, cnt, S, CTT, n, p: int, ldW, reml: bool, tl: 
         nmp = n - p
         return ldL2 - ldW + ldRX2 + nmp * (1.0 + jnp.log(2.0 * jnp.pi * r2 / nmp)), LTT
     return ldL2 - ldW + n * (1.0 + jnp.log(2.0 * jnp.pi * r2 / n)), LTT
+
+
+def _mm(a, b):
+    """a @ b over the last two axes, by broadcasting (tiny blocks: loops XLA fuses, no dot calls)."""
+    return jnp.sum(a[..., :, :, None] * b[..., None, :, :], axis=-2)
+
+
+def _t(a):
+    return jnp.swapaxes(a, -1, -2)
+
+
+def value_grad_classes(theta, A11c, cnt, S, CTT, n, p: int, ldW, reml: bool, tl: ThetaLayout):
+    """(criterion, its gradient in θ, L_TT) of :func:`objective_classes`, the gradient in closed form
+    (module docstring)."""
+    lam = lambdas(theta, tl)[0]
+    q = lam.shape[0]
+    t = CTT.shape[-1]
+    dt = A11c.dtype
+    eye_q = jnp.asarray(np.eye(q), dt)
+    ZL = _mm(A11c, lam)  # A11 Λ  (C, q, q)
+    A = _mm(lam.T, ZL) + eye_q
+    L = chol_small(A)
+    logd = jnp.log(jnp.stack([L[:, i, i] for i in range(q)], axis=-1))
+    ldL2 = 2.0 * jnp.sum(cnt[:, None] * logd)
+    Linv = solve_lower(L, jnp.broadcast_to(eye_q, A.shape))
+    Ainv = _mm(_t(Linv), Linv)
+    B = _mm(Ainv, lam.T)  # A⁻¹Λ′
+    M = _mm(lam, B)  # Λ A⁻¹ Λ′
+    MTT = CTT - jnp.sum(M[:, :, :, None, None] * S, axis=(0, 1, 2))
+    LTT = _chol(MTT)
+    dD = jnp.stack([LTT[i, i] for i in range(t)])
+    r2 = dD[p] ** 2
+    nn = n - p if reml else n
+    f = ldL2 - ldW + nn * (1.0 + jnp.log(2.0 * jnp.pi * r2 / nn))
+    if p:
+        LXinv = solve_lower(LTT[:p, :p], jnp.asarray(np.eye(p), dt))
+        beta = jnp.sum(LXinv * LTT[p, :p, None], axis=0)  # L_X⁻ᵀ l′, l = L_TT[p, :p]
+        v = jnp.concatenate([-beta, jnp.ones(1, dt)])
+    else:
+        v = jnp.ones(1, dt)
+    W = (nn / r2) * v[:, None] * v[None, :]
+    if reml:
+        f = f + 2.0 * jnp.sum(jnp.log(dD[:p]))
+        if p:
+            W = W + jnp.pad(_mm(_t(LXinv), LXinv), ((0, 1), (0, 1)))
+    R = jnp.sum(W * S, axis=(-2, -1))  # (C, q, q)
+    BR = _mm(B, R)
+    G = BR - _mm(_mm(BR, _t(B)), _t(ZL))  # B R − P Λ′A11
+    gLam = 2.0 * jnp.sum(cnt[:, None, None] * _mm(ZL, Ainv) - _t(G), axis=0)
+    rows, cols = np.asarray(tl.rows[0]), np.asarray(tl.cols[0])
+    grad = jnp.stack([gLam[i, j] for i, j in zip(rows, cols)])
+    return f, grad, LTT

@@ -35,7 +35,7 @@ from ..core.structure import FINE, bucket, padded_system
 from ..spec.covariance import ThetaLayout, lambdas_np, theta_layout
 from ..core.crossprod import CrossProducts, Index, Layout, RowData, cross_products, terms_structure
 from ..core.lmm import cond_var, objective, solve
-from ..core.lmm_classes import class_flops, class_tails, level_classes, objective_classes
+from ..core.lmm_classes import class_flops, class_tails, level_classes, value_grad_classes
 
 def put(a, dtype=None):
     """A host array on the default device (``jax.device_put``: no program is compiled, unlike
@@ -367,12 +367,11 @@ CLASS_WIDTH = 1024  # points per call of the class program (more are evaluated i
 
 
 def _vg_classes(X, which, c, A11c, cnt, S, CTT, n, ldW, *, tl, p, reml):
-    """Values, exact gradients and L_TT of :func:`jaxmix.core.lmm_classes.objective_classes` at points
+    """Values, exact gradients and L_TT of :func:`jaxmix.core.lmm_classes.value_grad_classes` at points
     X (width, d), point i for outcome which[i] (its S and C_TT gathered)."""
     def one(x, s, ctt, n_, l_):
-        crit = lambda z: objective_classes(z * c, A11c, cnt, s, ctt, n_, p, l_, reml, tl)  # noqa: E731
-        (f, LTT), g = jax.value_and_grad(crit, has_aux=True)(x)
-        return f, g, LTT
+        f, g, LTT = value_grad_classes(x * c, A11c, cnt, s, ctt, n_, p, l_, reml, tl)
+        return f, g * c, LTT  # θ = c ⊙ θ̃
 
     take = lambda a: jnp.take(a, which, axis=0)  # noqa: E731
     return jax.vmap(one)(X, take(S), take(CTT), take(n), take(ldW))

@@ -112,3 +112,23 @@ def test_sweep_by_classes_matches_lme4_and_fit_one_by_one(method, monkeypatch):
         for a, b in zip(res.b, one.b):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(res.condvar("Subject"), one.condvar("Subject"), rtol=1e-5)
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_closed_form_gradient_equals_automatic_differentiation(reml):
+    layout, idx, shared, per, nl = blocks(unbalanced(), ["y1", "y3"])
+    tl = theta_layout(layout.q)
+    A11c, cnt, cls = (jnp.asarray(a) for a in lmm_classes.level_classes(shared[0][0, :nl]))
+    S = lmm_classes.class_tails(per[0][:, :nl], np.asarray(cls), cnt.shape[0])
+    TH = np.array([[1.0, 0.0, 1.0], [0.7, -0.3, 0.2], [2.0, 0.5, 0.01]] * 2)  # 3 points x 2 outcomes
+    SJ, CJ = jnp.asarray(np.repeat(S, 3, axis=0)), jnp.asarray(np.repeat(per[2], 3, axis=0))
+
+    def both(th, s, c):
+        crit = lambda z: lmm_classes.objective_classes(z, A11c, cnt, s, c, 171.0, 2, 1.5, reml, tl)[0]  # noqa: E731
+        f0, g0 = jax.value_and_grad(crit)(th)
+        f1, g1, _ = lmm_classes.value_grad_classes(th, A11c, cnt, s, c, 171.0, 2, 1.5, reml, tl)
+        return f0, g0, f1, g1
+
+    f0, g0, f1, g1 = (np.asarray(a) for a in jax.jit(jax.vmap(both))(jnp.asarray(TH), SJ, CJ))
+    np.testing.assert_allclose(f1, f0, rtol=1e-12)
+    np.testing.assert_allclose(g1, g0, rtol=1e-8, atol=1e-9 * np.max(np.abs(g0)))

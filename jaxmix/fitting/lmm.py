@@ -363,7 +363,7 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
 
 
 # ---- many outcomes of a one-term model: the criterion by classes of levels --------------------------
-CLASS_WIDTH = 1024  # points per call of the class program (more are evaluated in several calls)
+CLASS_WIDTH = 512  # points per call of the class program (more are evaluated in several calls)
 
 
 def _vg_classes(X, which, c, A11c, cnt, S, CTT, n, ldW, *, tl, p, reml):
@@ -403,8 +403,9 @@ def _fit_by_classes(cls, layout, idx_np, grp, shared_np, per_np, nlev, tl, c, n,
         f, g, aux = np.empty(m), np.empty((m, d)), []
         for s in range(0, m, width):
             e = min(s + width, m)
-            fc, gc, Lc = exe(put(first_rows(P[s:e], width), dt),
-                             put(first_rows(np.asarray(which[s:e], dtype=np.int32), width)), *rest)
+            # host arrays go to the executable as they are (no device_put: one transfer less per call)
+            fc, gc, Lc = exe(np.asarray(first_rows(P[s:e], width), dtype=dt),
+                             first_rows(np.asarray(which[s:e], dtype=np.int32), width), *rest)
             f[s:e] = np.asarray(fc, dtype=float)[: e - s]
             g[s:e] = np.asarray(gc, dtype=float)[: e - s]
             if keep_aux:

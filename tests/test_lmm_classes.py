@@ -132,3 +132,19 @@ def test_closed_form_gradient_equals_automatic_differentiation(reml):
     f0, g0, f1, g1 = (np.asarray(a) for a in jax.jit(jax.vmap(both))(jnp.asarray(TH), SJ, CJ))
     np.testing.assert_allclose(f1, f0, rtol=1e-12)
     np.testing.assert_allclose(g1, g0, rtol=1e-8, atol=1e-9 * np.max(np.abs(g0)))
+
+
+def test_moment_start_is_the_reml_optimum_of_a_balanced_design():
+    """Balanced data: the ANOVA estimates are REML's optimum (here lme4's θ̂ of sleepstudy)."""
+    d = pd.read_csv(DATA / "sleepstudy.csv").assign(y1=lambda x: x.Reaction)
+    layout, idx, shared, per, nl = blocks(d, ["y1"])
+    tl = theta_layout(layout.q)
+    theta = fitting_lmm.moment_start(shared[0][0, :nl], per[0][:, :nl, 2, :], per[2][:, 2, 2], [180.0], tl)
+    ref = json.loads((DATA / "lme4_reference.json").read_text())["cases"]["sleepstudy_slope"]["fits"]["REML"]
+    np.testing.assert_allclose(theta[0], ref["theta"], rtol=1e-5, atol=1e-6)
+    # an outcome without group effects (Ω̂ not inside the parameter space) gets no start
+    rng = np.random.default_rng(3)
+    d2 = d.assign(y1=rng.normal(size=len(d)))
+    layout, idx, shared, per, nl = blocks(d2, ["y1"])
+    theta = fitting_lmm.moment_start(shared[0][0, :nl], per[0][:, :nl, 2, :], per[2][:, 2, 2], [180.0], tl)
+    assert np.isnan(theta).all()

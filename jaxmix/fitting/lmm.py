@@ -380,6 +380,33 @@ def _vg_classes(X, which, c, A11c, cnt, S, CTT, n, ldW, *, tl, p, reml):
 _vg_classes_jit = jax.jit(_vg_classes, static_argnames=("tl", "p", "reml"))
 
 
+def moment_start(A11: np.ndarray, Zy: np.ndarray, yy: np.ndarray, n, tl: ThetaLayout) -> np.ndarray:
+    """θ starts (k, nθ) of one-term LMMs from per-level least squares (NaN rows where they fail).
+
+    Per level j, b̂ⱼ = A11ⱼ⁻¹Zⱼ′y; σ̂² = (y′y − Σⱼ b̂ⱼ′Zⱼ′y)/(n − ℓq); Ω̂ = cov(b̂ⱼ) − σ̂²·meanⱼ A11ⱼ⁻¹ and
+    Λ = chol(Ω̂/σ̂²) (for a balanced design these are the ANOVA estimates, which are REML's optimum when
+    they lie inside the parameter space).  Only an Ω̂ well inside (its smallest eigenvalue above
+    10⁻²·σ̂²·the largest of meanⱼ A11ⱼ⁻¹) gives a start; near the boundary (a singular fit) the
+    outcome starts from Λ = I as ``jaxmix.fit`` does, and reaches the optimum ``jaxmix.fit`` reaches.
+    A11 (ℓ, q, q) shared, Zy (k, ℓ, q) and yy (k,) per outcome."""
+    k, ell, q = Zy.shape
+    with np.errstate(all="ignore"):
+        try:
+            Ainv = np.linalg.inv(A11)
+        except np.linalg.LinAlgError:  # a level with too few distinct rows for its own fit
+            return np.full((k, tl.size), np.nan)
+        b = np.einsum("jab,kjb->kja", Ainv, Zy)
+        s2 = (yy - np.einsum("kja,kja->k", b, Zy)) / (np.asarray(n, dtype=float) - ell * q)
+        bc = b - b.mean(axis=1, keepdims=True)
+        V = np.mean(Ainv, axis=0)
+        Om = np.einsum("kja,kjb->kab", bc, bc) / max(ell - 1, 1) - s2[:, None, None] * V
+        w, U = np.linalg.eigh(np.where(np.isfinite(Om), Om, 0.0))
+        interior = np.min(w, axis=1) > 1e-2 * s2 * np.max(np.linalg.eigvalsh(V))
+        lam = np.linalg.cholesky(np.einsum("kab,kb,kcb->kac", U, np.abs(w) / s2[:, None], U))
+    out = lam[:, np.asarray(tl.rows[0]), np.asarray(tl.cols[0])]
+    return np.where(np.isfinite(out).all(axis=1, keepdims=True) & ((s2 > 0) & interior)[:, None], out, np.nan)
+
+
 def _fit_by_classes(cls, layout, idx_np, grp, shared_np, per_np, nlev, tl, c, n, ldW, p, reml, dt, gtol,
                     max_iter, t0) -> LmmBatch:
     """:func:`fit_lmm_outcomes` for k > 1 outcomes that share their rows, one random term, and few
@@ -414,7 +441,9 @@ def _fit_by_classes(cls, layout, idx_np, grp, shared_np, per_np, nlev, tl, c, n,
 
     lower = np.where(tl.is_diagonal(), 0.0, -np.inf)
     prec = FLOAT32 if jnp.dtype(dt) == jnp.float32 else FLOAT64
-    opt = minimize_batch(call, np.tile(tl.init(), (k, 1)), lower, gtol=gtol, max_iter=max_iter, prec=prec)
+    x0 = moment_start(shared_np[0][0, : nlev[0]], per_np[0][:, : nlev[0], p, :], per_np[2][:, p, p], n, tl) / c
+    opt = minimize_batch(call, np.where(np.isfinite(x0), x0, tl.init()), lower, gtol=gtol, max_iter=max_iter,
+                         prec=prec)
     theta = opt.x * c
     _, _, LTT = call(np.nan_to_num(opt.x), np.arange(k), keep_aux=True)
     RX = LTT[:, :p, :p]

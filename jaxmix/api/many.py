@@ -158,8 +158,9 @@ def _screen(pb: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     mask = ~np.isnan(Y)
     k = Y.shape[1]
     p = d.X.shape[1]
-    nobs = mask.sum(axis=0)
-    safe = np.where(mask, Y, 0.0)  # the missing rows take no part below
+    full = bool(mask.all())  # no missing response (the common case: no masking passes below)
+    nobs = np.full(k, Y.shape[0]) if full else mask.sum(axis=0)
+    safe = Y if full else np.where(mask, Y, 0.0)  # the missing rows take no part below
     status = np.zeros(k, dtype=np.int64)
     status[nobs == 0] = 10
     bad = ~np.all(np.isfinite(safe), axis=0) | _invalid(pb, safe, mask)
@@ -168,9 +169,9 @@ def _screen(pb: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     status[(status == 0) & (nobs <= p)] = 12
     todo = np.flatnonzero(status == 0)
     if todo.size:
-        packed = np.ascontiguousarray(np.packbits(mask[:, todo], axis=0).T)
+        packed = None if full else np.ascontiguousarray(np.packbits(mask[:, todo], axis=0).T)
         groups: dict[bytes, list[int]] = {}
-        if (packed == packed[:1]).all():
+        if full or (packed == packed[:1]).all():
             groups[b""] = list(todo)
         else:
             for j, row in zip(todo, packed):
@@ -208,6 +209,8 @@ def _constant(pb: Problem, Y, mask) -> np.ndarray:
         return np.all((Y == 0) | ~mask, axis=0) | np.all((Y == pb.ntr[:, None]) | ~mask, axis=0)
     if pb.family == "poisson":
         return np.all((Y == 0) | ~mask, axis=0)
+    if mask.all():
+        return np.max(Y, axis=0) == np.min(Y, axis=0)
     hi = np.max(np.where(mask, Y, -np.inf), axis=0)
     lo = np.min(np.where(mask, Y, np.inf), axis=0)
     return hi == lo

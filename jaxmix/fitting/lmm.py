@@ -220,7 +220,7 @@ def outcome_blocks(codes, nlev, Zs, X, Y, W):
         cols = np.asarray(cols)
         grp[cols] = g
         w = W[:, cols[0]]
-        Yg = Y[:, cols]
+        Yg = Y if cols.size == k else Y[:, cols]  # one group: every column, in order (no copy)
         lay, ix, xp = padded_system(codes, nlev, Zs, np.column_stack([X, Yg]), w, tail_cross=False)
         if layout is None:
             layout, idx = dataclasses.replace(lay, t=p + 1), ix  # each outcome's tail is [X, y]
@@ -237,7 +237,7 @@ def outcome_blocks(codes, nlev, Zs, X, Y, W):
         CRT[cols, :, p] = xp.CRT[:, p:].T
         wX = w[:, None] * X
         CTT[cols, :p, :p] = (X.T @ wX)[None]
-        Xy = wX.T @ Yg  # (p, kg)
+        Xy = wX.T @ np.ascontiguousarray(Yg)  # (p, kg); a column subset of Y is Fortran-ordered: 20x slower
         CTT[cols, :p, p] = Xy.T
         CTT[cols, p, :p] = Xy.T
         CTT[cols, p, p] = np.einsum("i,ij,ij->j", w, Yg, Yg)

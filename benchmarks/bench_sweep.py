@@ -162,8 +162,9 @@ def worker_gauss(csv: str, ycsv: str, out: str, dtype: str = "float64") -> None:
                       "converged": int(sw.converged.sum())}))
 
 
-def worker_first(check: str = "20") -> None:
-    """Part b1k in this process: the first and the second call of a 1,000-outcome sweep."""
+def worker_first(check: str = "20", jitter: str = "0") -> None:
+    """Part b1k in this process: the first and the second call of a 1,000-outcome sweep (``jitter`` > 0:
+    x + N(0, jitter²) per row, so that no two groups share their Z'Z block)."""
     import warnings
 
     import jaxmix
@@ -171,6 +172,8 @@ def worker_first(check: str = "20") -> None:
     from jaxmix.fitting import cache
 
     d, Y = gauss_design(50, 20, 1000)
+    if float(jitter):
+        d = d.assign(x=d.x + np.random.default_rng(1).normal(0, float(jitter), len(d)))
     calls = []
     counted = newton._Counted.__call__
 
@@ -294,14 +297,14 @@ def part_b(groups: int = 50, per: int = 20, k: int = 1000) -> dict:
             "jaxmix_status_counts": {str(k): int(v) for k, v in a.status.value_counts().items()}}
 
 
-def part_b1k(repeats: int) -> dict:
+def part_b1k(repeats: int, jitter: float = 0.0) -> dict:
     """Fresh processes, each with an empty compilation cache (JAXMIX_CACHE_DIR=$(mktemp -d))."""
     import tempfile
 
     runs = []
     for _ in range(repeats):
         env = dict(_cold_env(), JAXMIX_CACHE_DIR=tempfile.mkdtemp(prefix="jaxmix_b1k_"))
-        _, out = _timed([sys.executable, __file__, "_worker_first", "20" if not runs else "0"], env=env)
+        _, out = _timed([sys.executable, __file__, "_worker_first", "20" if not runs else "0", str(jitter)], env=env)
         runs.append(json.loads(out.strip().splitlines()[-1]))
         print(json.dumps(runs[-1]), flush=True)
     summary = {lab: {key: float(np.min([r[lab][key] for r in runs])) if key in ("seconds", "compile_seconds")
@@ -310,7 +313,7 @@ def part_b1k(repeats: int) -> dict:
     summary["first_seconds_all"] = [r["first"]["seconds"] for r in runs]
     summary["warm_seconds_all"] = [r["warm"]["seconds"] for r in runs]
     print(json.dumps(summary), flush=True)
-    return {"part": "b1k", "runs": runs, "min": summary}
+    return {"part": "b1k", "jitter": jitter, "runs": runs, "min": summary}
 
 
 def part_c() -> dict:
@@ -376,6 +379,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("parts", nargs="+", choices=["a", "b", "b1k", "c", "gpu"])
     ap.add_argument("--repeats", type=int, default=5, help="part b1k: fresh processes")
+    ap.add_argument("--jitter", type=float, default=0.0, help="part b1k: x + N(0, jitter^2) (unbalanced design)")
     ap.add_argument("--n-patients", type=int, default=100_000)
     ap.add_argument("--gaussian-outcomes", type=int, default=10_000)
     ap.add_argument("--dtypes", default="float64,float32")
@@ -395,7 +399,7 @@ def main(argv=None) -> int:
         elif part == "b":
             res = part_b()
         elif part == "b1k":
-            res = part_b1k(a.repeats)
+            res = part_b1k(a.repeats, a.jitter)
         elif part == "c":
             res = part_c()
         else:
@@ -403,7 +407,8 @@ def main(argv=None) -> int:
             print(_table(res["rows"], ["job", "dtype", "process_s", "compile_seconds", "run_seconds", "converged"]))
         res["machine"] = info
         res["command"] = "python benchmarks/bench_sweep.py " + " ".join(argv)
-        (WORK / f"bench_sweep_{part}.json").write_text(json.dumps(res, indent=2))
+        tag = f"_jitter{a.jitter:g}" if part == "b1k" and a.jitter else ""
+        (WORK / f"bench_sweep_{part}{tag}.json").write_text(json.dumps(res, indent=2))
         print(json.dumps(res, indent=2), flush=True)
     return 0
 

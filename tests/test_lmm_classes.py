@@ -148,3 +148,27 @@ def test_moment_start_is_the_reml_optimum_of_a_balanced_design():
     layout, idx, shared, per, nl = blocks(d2, ["y1"])
     theta = fitting_lmm.moment_start(shared[0][0, :nl], per[0][:, :nl, 2, :], per[2][:, 2, 2], [180.0], tl)
     assert np.isnan(theta).all()
+
+
+def test_sweep_of_an_unbalanced_design_starts_from_moments_and_matches_fit(monkeypatch):
+    """Every subject its own class (a jittered covariate): the blocked program, from the moment starts
+    where they lie inside the parameter space; the optimum is jaxmix.fit's (from Λ = I)."""
+    d = pd.read_csv(DATA / "sleepstudy.csv")
+    d = d.assign(t=d.Days + np.random.default_rng(5).normal(0, 0.3, len(d)))
+    rng = np.random.default_rng(6)
+    Y = d.Reaction.to_numpy()[:, None] + rng.normal(0, 20, (len(d), 4))
+    used = []
+    tails = fitting_lmm.class_tails
+    monkeypatch.setattr(fitting_lmm, "class_tails", lambda *a: used.append(1) or tails(*a))
+    starts = []
+    moments = fitting_lmm.moment_start
+    monkeypatch.setattr(fitting_lmm, "moment_start", lambda *a: starts.append(moments(*a)) or starts[-1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sw = jaxmix.fit_many("~ t + (t | Subject)", d, Y=Y)
+        ones = [jaxmix.fit("y ~ t + (t | Subject)", d.assign(y=Y[:, j])) for j in range(Y.shape[1])]
+    assert not used and starts and np.isfinite(starts[0]).all(axis=1).any()
+    for j, one in enumerate(ones):
+        assert (sw.status_[j] == 0) == one.converged
+        assert sw.loglik_[j] == pytest.approx(one.loglik, abs=1e-8)
+        np.testing.assert_allclose(sw.beta[j], one.beta, rtol=1e-7)

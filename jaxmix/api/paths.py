@@ -55,11 +55,14 @@ def _row_args(pb: Problem, mask, status, dt, response_shift=None):
     """Per-outcome responses (NaN -> 0), row weights and counts, with failed outcomes filled."""
     d = pb.design
     fill = _fill(status)
-    M = mask[:, fill]
-    Y = pb.Y[:, fill] if response_shift is None else pb.Y[:, fill] - response_shift[:, None]
-    Yc = np.where(M, Y, 0.0)
-    W = d.weights[:, None] * M
-    same = bool((M == M[:, :1]).all())
+    every = bool((fill == np.arange(fill.size)).all())  # no outcome filled: no copies (C order kept)
+    M = mask if every else mask[:, fill]
+    Y = pb.Y if every else pb.Y[:, fill]
+    Y = Y if response_shift is None else Y - response_shift[:, None]
+    full = bool(M.all())  # no missing response
+    Yc = Y if full else np.where(M, Y, 0.0)
+    W = np.repeat(d.weights[:, None], M.shape[1], axis=1) if full else d.weights[:, None] * M
+    same = full or bool((M == M[:, :1]).all())
     return fill, M, np.asarray(Yc.T, dt), np.asarray(W.T, dt), same
 
 
@@ -118,9 +121,13 @@ def fit_lmm_batch(pb: Problem, mask, status, nobs, dtype, max_iter, gtol, device
     if not (status == 0).any():
         return _all_failed(pb, mask, status, nobs, p, nt, p + nt + 1)
     fill, M, Yc, W, same = _row_args(pb, mask, status, np.float64, response_shift=d.offset)
-    n_j = M.sum(axis=0).astype(float)
     logw = np.log(np.where(d.weights > 0, d.weights, 1.0))
-    ldW_j = ((M & (d.weights[:, None] > 0)) * logw[:, None]).sum(axis=0)
+    if M.all():  # every outcome on every row
+        n_j = np.full(M.shape[1], float(M.shape[0]))
+        ldW_j = np.full(M.shape[1], float(np.sum(logw[d.weights > 0])))
+    else:
+        n_j = M.sum(axis=0).astype(float)
+        ldW_j = ((M & (d.weights[:, None] > 0)) * logw[:, None]).sum(axis=0)
     codes, nlev, Zs = [t.codes for t in terms], [t.nlevels for t in terms], [t.Z for t in terms]
     parts, chunk, res = in_chunks(len(pb.names), batch_size, progress, desc, lambda sl: fit_lmm_outcomes(
         codes, nlev, Zs, d.X, Yc.T[:, sl], W.T[:, sl], n_j[sl], ldW_j[sl], reml, dt, gtol=gtol, max_iter=max_iter,

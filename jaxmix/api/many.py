@@ -197,8 +197,10 @@ def _invalid(pb: Problem, Y, mask) -> np.ndarray:
         else:
             out = (Y != 0.0) & (Y != 1.0)
         return np.any(out & mask, axis=0)
-    if pb.family == "poisson":
+    if pb.family in ("poisson", "negative_binomial"):
         return np.any((Y < 0) & mask, axis=0)
+    if pb.family == "gamma":
+        return np.any((Y <= 0) & mask, axis=0)
     return np.zeros(Y.shape[1], dtype=bool)
 
 
@@ -207,7 +209,7 @@ def _constant(pb: Problem, Y, mask) -> np.ndarray:
     trials for binomial, all 0 for Poisson)."""
     if pb.family == "binomial":
         return np.all((Y == 0) | ~mask, axis=0) | np.all((Y == pb.ntr[:, None]) | ~mask, axis=0)
-    if pb.family == "poisson":
+    if pb.family in ("poisson", "negative_binomial"):
         return np.all((Y == 0) | ~mask, axis=0)
     if mask.all():
         return np.max(Y, axis=0) == np.min(Y, axis=0)

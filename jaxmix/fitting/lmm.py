@@ -282,6 +282,10 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
         if CLASS_GAIN * by_class <= by_level:
             return _fit_by_classes(cls, layout, idx_np, grp, shared_np, per_np, nlev, tl, c, n, ldW, p, reml, dt,
                                    gtol, max_iter, t0)
+    x0 = np.tile(tl.init(), (k, 1))
+    if k > 1 and G == 1 and layout.m_R == 0:  # a sweep of a one-term model: the moment starts
+        xm = moment_start(shared_np[0][0, : nlev[0]], per_np[0][:, : nlev[0], p, :], per_np[2][:, p, p], n, tl) / c
+        x0 = np.where(np.isfinite(xm), xm, x0)
     Gb = 1 if G == 1 else bucket(G, 2, FINE)
     shared = tuple(put(first_rows(a, Gb), dt) for a in shared_np)
     per = tuple(put(first_rows(a, K), dt) for a in per_np)
@@ -343,10 +347,6 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
 
     lower = np.where(tl.is_diagonal(), 0.0, -np.inf)
     prec = FLOAT32 if jnp.dtype(dt) == jnp.float32 else FLOAT64
-    x0 = np.tile(tl.init(), (k, 1))
-    if k > 1 and G == 1 and layout.m_R == 0:  # a sweep of a one-term model: the moment starts
-        xm = moment_start(shared_np[0][0, : nlev[0]], per_np[0][:, : nlev[0], p, :], per_np[2][:, p, p], n, tl) / c
-        x0 = np.where(np.isfinite(xm), xm, x0)
     with blas_threads(layout):
         opt = minimize_batch(vg, x0, lower, gtol=gtol, max_iter=max_iter, prec=prec)
     t_join = time.perf_counter()

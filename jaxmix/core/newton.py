@@ -160,7 +160,6 @@ def fd_hessian_batch(vg: Callable, X: np.ndarray, which: np.ndarray, h_rel: floa
 
 def _together(fun, parts):
     """``fun`` at the points of several (X, which) parts in one call; the (f, G) of each part."""
-    parts = [pt for pt in parts]
     f, G = fun(np.concatenate([pt[0] for pt in parts]), np.concatenate([pt[1] for pt in parts]))
     out, s = [], 0
     for X, _ in parts:

@@ -5,6 +5,9 @@ reading the data, compiling and fitting):
 
   a   nine AMI endpoints (simulate_ami, three-level logistic): one fit_many vs nine sequential glmer
   b   1,000 Gaussian outcomes on one random-slope design (50 groups x 20 rows): fit_many vs lme4 refit()
+  b1k the 1,000-outcome Gaussian sweep of part b in fresh processes, each with an empty compilation
+      cache: first call (import and data excluded), second call, compile seconds, programs compiled,
+      calls of the objective program, points per outcome, and logLik against jaxmix.fit alone
   c   scaling of a Gaussian sweep with the number of outcomes (1, 10, 100, 1000) and with n
   gpu the prepared GPU run (benchmarks/gpu.sh): nine endpoints on --n-patients and a --gaussian-outcomes
       sweep, in float64 and float32, one table
@@ -13,6 +16,7 @@ Usage::
 
     python benchmarks/bench_sweep.py a --n-patients 100000
     python benchmarks/bench_sweep.py b c
+    python benchmarks/bench_sweep.py b1k --repeats 5
     python benchmarks/bench_sweep.py gpu --n-patients 1000000 --gaussian-outcomes 10000
 
 Results are printed and written as JSON to benchmarks/_work/bench_sweep_<part>.json.
@@ -158,6 +162,44 @@ def worker_gauss(csv: str, ycsv: str, out: str, dtype: str = "float64") -> None:
                       "converged": int(sw.converged.sum())}))
 
 
+def worker_first(check: str = "20", jitter: str = "0") -> None:
+    """Part b1k in this process: the first and the second call of a 1,000-outcome sweep (``jitter`` > 0:
+    x + N(0, jitter²) per row, so that no two groups share their Z'Z block)."""
+    import warnings
+
+    import jaxmix
+    from jaxmix.core import newton
+    from jaxmix.fitting import cache
+
+    d, Y = gauss_design(50, 20, 1000)
+    if float(jitter):
+        d = d.assign(x=d.x + np.random.default_rng(1).normal(0, float(jitter), len(d)))
+    calls = []
+    counted = newton._Counted.__call__
+
+    def count(self, X, which):
+        calls.append(len(X))
+        return counted(self, X, which)
+
+    newton._Counted.__call__ = count
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for label in ("first", "warm"):
+            calls.clear()
+            n0 = len(cache._COMPILED)
+            t = time.perf_counter()
+            sw = jaxmix.fit_many("~ x + (x | g)", d, Y=Y)
+            out[label] = {"seconds": time.perf_counter() - t, "compile_seconds": sw.compile_seconds,
+                          "programs_compiled": len(cache._COMPILED) - n0, "objective_calls": len(calls),
+                          "points_per_outcome": sum(calls) / Y.shape[1], "converged": int(sw.converged.sum())}
+        newton._Counted.__call__ = counted
+        dll = [abs(jaxmix.fit("y ~ x + (x | g)", d.assign(y=Y[:, j])).loglik - sw.loglik_[j])
+               for j in np.linspace(0, Y.shape[1] - 1, int(check)).astype(int)]
+    out["max_abs_dloglik_vs_fit"] = float(max(dll)) if dll else None
+    print(json.dumps(out))
+
+
 # ---- data ---------------------------------------------------------------------------------------
 def ami_csv(n: int, seed: int = 1) -> Path:
     from jaxmix.datasets import simulate_ami
@@ -255,6 +297,25 @@ def part_b(groups: int = 50, per: int = 20, k: int = 1000) -> dict:
             "jaxmix_status_counts": {str(k): int(v) for k, v in a.status.value_counts().items()}}
 
 
+def part_b1k(repeats: int, jitter: float = 0.0) -> dict:
+    """Fresh processes, each with an empty compilation cache (JAXMIX_CACHE_DIR=$(mktemp -d))."""
+    import tempfile
+
+    runs = []
+    for _ in range(repeats):
+        env = dict(_cold_env(), JAXMIX_CACHE_DIR=tempfile.mkdtemp(prefix="jaxmix_b1k_"))
+        _, out = _timed([sys.executable, __file__, "_worker_first", "20" if not runs else "0", str(jitter)], env=env)
+        runs.append(json.loads(out.strip().splitlines()[-1]))
+        print(json.dumps(runs[-1]), flush=True)
+    summary = {lab: {key: float(np.min([r[lab][key] for r in runs])) if key in ("seconds", "compile_seconds")
+                     else runs[0][lab][key] for key in runs[0][lab]} for lab in ("first", "warm")}
+    summary["max_abs_dloglik_vs_fit"] = runs[0]["max_abs_dloglik_vs_fit"]
+    summary["first_seconds_all"] = [r["first"]["seconds"] for r in runs]
+    summary["warm_seconds_all"] = [r["warm"]["seconds"] for r in runs]
+    print(json.dumps(summary), flush=True)
+    return {"part": "b1k", "jitter": jitter, "runs": runs, "min": summary}
+
+
 def part_c() -> dict:
     import warnings
 
@@ -309,11 +370,16 @@ def main(argv=None) -> int:
     if argv and argv[0] == "_worker_ami":
         worker_ami(*argv[1:])
         return 0
+    if argv and argv[0] == "_worker_first":
+        worker_first(*argv[1:])
+        return 0
     if argv and argv[0] == "_worker_gauss":
         worker_gauss(*argv[1:])
         return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("parts", nargs="+", choices=["a", "b", "c", "gpu"])
+    ap.add_argument("parts", nargs="+", choices=["a", "b", "b1k", "c", "gpu"])
+    ap.add_argument("--repeats", type=int, default=5, help="part b1k: fresh processes")
+    ap.add_argument("--jitter", type=float, default=0.0, help="part b1k: x + N(0, jitter^2) (unbalanced design)")
     ap.add_argument("--n-patients", type=int, default=100_000)
     ap.add_argument("--gaussian-outcomes", type=int, default=10_000)
     ap.add_argument("--dtypes", default="float64,float32")
@@ -332,6 +398,8 @@ def main(argv=None) -> int:
             res = part_a(a.n_patients, a.reuse_lme4)
         elif part == "b":
             res = part_b()
+        elif part == "b1k":
+            res = part_b1k(a.repeats, a.jitter)
         elif part == "c":
             res = part_c()
         else:
@@ -339,7 +407,8 @@ def main(argv=None) -> int:
             print(_table(res["rows"], ["job", "dtype", "process_s", "compile_seconds", "run_seconds", "converged"]))
         res["machine"] = info
         res["command"] = "python benchmarks/bench_sweep.py " + " ".join(argv)
-        (WORK / f"bench_sweep_{part}.json").write_text(json.dumps(res, indent=2))
+        tag = f"_jitter{a.jitter:g}" if part == "b1k" and a.jitter else ""
+        (WORK / f"bench_sweep_{part}{tag}.json").write_text(json.dumps(res, indent=2))
         print(json.dumps(res, indent=2), flush=True)
     return 0
 

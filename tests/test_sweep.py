@@ -374,4 +374,6 @@ def test_tiny_residual_sd_reaches_the_optimum_or_is_not_converged():
             assert r.objective == pytest.approx(best, abs=1e-6)
             assert r.theta[0] == pytest.approx(theta, rel=1e-5)
         else:
-            assert r.optim.status in (3, 5) and "converged" not in r.optim.message
+            # the values are rounding noise there: a noisy difference Hessian may also show negative
+            # curvature (4); rounding-level changes of the cross-products move outcomes among 3, 4, 5
+            assert r.optim.status in (3, 4, 5) and "converged" not in r.optim.message

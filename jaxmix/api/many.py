@@ -29,6 +29,7 @@ from ..status import status_message
 from ..errors import JaxmixError, JaxmixWarning
 from ..spec.formula import parse_formula
 from ..spec.options import check_fit_options
+from ..spec.re_structure import needs_structured_fit
 from ..results.sweep import SWEEP_STATUS, Problem, Sweep
 
 __all__ = ["fit_many", "fit_problem", "Sweep", "SWEEP_STATUS", "status_message"]
@@ -152,63 +153,75 @@ def _outcome_matrix(Y, data: pd.DataFrame) -> np.ndarray:
 
 # ---- per-outcome screening -------------------------------------------------------------------
 def _screen(pb: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mask (n, k), status (k,), nobs (k,)): status 0 = fit it, else a code of SWEEP_STATUS."""
+    """(mask (n, k), status (k,), nobs (k,)): status 0 = fit it, else a code of SWEEP_STATUS.
+
+    In order: no rows (10), a non-finite or invalid response (14), a constant response (11), no more
+    rows than fixed effects (12), then per pattern of rows (computed once for the outcomes that share
+    it): fixed effects aliased on the rows (13) or too few levels for the random effects (15)."""
     d, Y = pb.design, pb.Y
     mask = ~np.isnan(Y)
     k = Y.shape[1]
     p = d.X.shape[1]
+    full = bool(mask.all())  # no missing response (the common case: no masking passes below)
+    nobs = np.full(k, Y.shape[0]) if full else mask.sum(axis=0)
+    safe = Y if full else np.where(mask, Y, 0.0)  # the missing rows take no part below
     status = np.zeros(k, dtype=np.int64)
-    nobs = mask.sum(axis=0)
-    seen: dict[bytes, tuple[bool, bool]] = {}
-    from ..spec.re_structure import needs_structured_fit
-
+    status[nobs == 0] = 10
+    bad = ~np.all(np.isfinite(safe), axis=0) | _invalid(pb, safe, mask)
+    status[(status == 0) & bad] = 14
+    status[(status == 0) & _constant(pb, safe, mask)] = 11
+    status[(status == 0) & (nobs <= p)] = 12
+    todo = np.flatnonzero(status == 0)
     # lme4's check.nobs.vs.nRE is for lme4's models; jaxmix.fit skips it for cs/ar1/diag terms (fewer parameters)
     nre_check = pb.family == "gaussian" and not needs_structured_fit(d.terms)
-    for j in range(k):
-        m = mask[:, j]
-        y = Y[m, j]
-        ntr = pb.ntr[m]
-        if nobs[j] == 0:
-            status[j] = 10
-        elif not np.isfinite(y).all() or _invalid(pb, y, ntr):
-            status[j] = 14
-        elif _constant(pb, y, ntr):
-            status[j] = 11
-        elif nobs[j] <= p:
-            status[j] = 12
+    if todo.size:
+        packed = None if full else np.ascontiguousarray(np.packbits(mask[:, todo], axis=0).T)
+        groups: dict[bytes, list[int]] = {}
+        if full or (packed == packed[:1]).all():
+            groups[b""] = list(todo)
         else:
-            key = np.packbits(m).tobytes()
-            if key not in seen:
-                aliased = bool(drop_aliased(d.X[m], list(d.x_names))[2]) if p else False
-                levels_bad = False
-                for t in d.terms:
-                    nl = np.unique(t.codes[m]).shape[0]
-                    # lme4 check.nobs.vs.nRE (jaxmix.spec.design.check_nobs_vs_nre): nobs > levels * q
-                    levels_bad |= nl < 2 or (nre_check and nl * t.q >= nobs[j])
-                seen[key] = (aliased, levels_bad)
-            aliased, levels_bad = seen[key]
-            status[j] = 13 if aliased else (15 if levels_bad else 0)
+            for j, row in zip(todo, packed):
+                groups.setdefault(row.tobytes(), []).append(j)
+        for cols in groups.values():
+            cols = np.asarray(cols)
+            m = mask[:, cols[0]]
+            aliased = bool(drop_aliased(d.X[m], list(d.x_names))[2]) if p else False
+            levels_bad = False
+            for t in d.terms:
+                nl = np.unique(t.codes[m]).shape[0]
+                # lme4 check.nobs.vs.nRE (jaxmix.spec.design.check_nobs_vs_nre): nobs > levels * q
+                levels_bad |= nl < 2 or (nre_check and nl * t.q >= nobs[cols[0]])
+            status[cols] = 13 if aliased else (15 if levels_bad else 0)
     return mask, status, nobs
 
 
-def _invalid(pb: Problem, y, ntr) -> bool:
+def _invalid(pb: Problem, Y, mask) -> np.ndarray:
+    """Per column of Y (n, k), whether a value on its rows is outside the family's range."""
     if pb.family == "binomial":
         if pb.has_trials:
-            return bool((y < 0).any() or (y > ntr).any())
-        return bool((~np.isin(y, (0.0, 1.0))).any())
+            out = (Y < 0) | (Y > pb.ntr[:, None])
+        else:
+            out = (Y != 0.0) & (Y != 1.0)
+        return np.any(out & mask, axis=0)
     if pb.family in ("poisson", "negative_binomial"):
-        return bool((y < 0).any())
+        return np.any((Y < 0) & mask, axis=0)
     if pb.family == "gamma":
-        return bool((y <= 0).any())
-    return False
+        return np.any((Y <= 0) & mask, axis=0)
+    return np.zeros(Y.shape[1], dtype=bool)
 
 
-def _constant(pb: Problem, y, ntr) -> bool:
+def _constant(pb: Problem, Y, mask) -> np.ndarray:
+    """Per column of Y (n, k), whether the response is constant on its rows (all 0 or all at the
+    trials for binomial, all 0 for Poisson)."""
     if pb.family == "binomial":
-        return bool((y == 0).all() or (y == ntr).all())
+        return np.all((Y == 0) | ~mask, axis=0) | np.all((Y == pb.ntr[:, None]) | ~mask, axis=0)
     if pb.family in ("poisson", "negative_binomial"):
-        return bool((y == 0).all())
-    return bool(np.ptp(y) == 0.0)
+        return np.all((Y == 0) | ~mask, axis=0)
+    if mask.all():
+        return np.max(Y, axis=0) == np.min(Y, axis=0)
+    hi = np.max(np.where(mask, Y, -np.inf), axis=0)
+    lo = np.min(np.where(mask, Y, np.inf), axis=0)
+    return hi == lo
 
 
 # ---- fitting ---------------------------------------------------------------------------------

@@ -62,11 +62,14 @@ def _row_args(pb: Problem, mask, status, dt, response_shift=None):
     """Per-outcome responses (NaN -> 0), row weights and counts, with failed outcomes filled."""
     d = pb.design
     fill = _fill(status)
-    M = mask[:, fill]
-    Y = pb.Y[:, fill] if response_shift is None else pb.Y[:, fill] - response_shift[:, None]
-    Yc = np.where(M, Y, 0.0)
-    W = d.weights[:, None] * M
-    same = bool((M == M[:, :1]).all())
+    every = bool((fill == np.arange(fill.size)).all())  # no outcome filled: no copies (C order kept)
+    M = mask if every else mask[:, fill]
+    Y = pb.Y if every else pb.Y[:, fill]
+    Y = Y if response_shift is None else Y - response_shift[:, None]
+    full = bool(M.all())  # no missing response
+    Yc = Y if full else np.where(M, Y, 0.0)
+    W = np.repeat(d.weights[:, None], M.shape[1], axis=1) if full else d.weights[:, None] * M
+    same = full or bool((M == M[:, :1]).all())
     return fill, M, np.asarray(Yc.T, dt), np.asarray(W.T, dt), same
 
 
@@ -92,6 +95,25 @@ def in_chunks(k: int, batch_size, progress, desc: str, fit_chunk):
 
 
 # ---- LMM -------------------------------------------------------------------------------------
+def _vcov_lmm(RX: np.ndarray, sigma: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """vcov(β̂) = σ² (L_X L_X′)⁻¹ = σ² L_X⁻ᵀ L_X⁻¹ of every outcome (NaN where not ok or L_X is singular)."""
+    k, p = RX.shape[0], RX.shape[-1]
+    vcov = _nan((k, p, p))
+    J = np.flatnonzero(ok)
+    try:
+        Ri = np.linalg.inv(RX[J])
+    except np.linalg.LinAlgError:  # one singular L_X: outcome by outcome
+        for j in J:
+            try:
+                Ri_j = np.linalg.inv(RX[j])
+            except np.linalg.LinAlgError:
+                continue
+            vcov[j] = sigma[j] ** 2 * Ri_j.T @ Ri_j
+        return vcov
+    vcov[J] = sigma[J, None, None] ** 2 * np.einsum("kji,kjl->kil", Ri, Ri)
+    return vcov
+
+
 def fit_lmm_batch(pb: Problem, mask, status, nobs, dtype, max_iter, gtol, devices, batch_size, progress,
                   desc="fitting") -> Sweep:
     from ..spec.options import parse_dtype
@@ -106,9 +128,13 @@ def fit_lmm_batch(pb: Problem, mask, status, nobs, dtype, max_iter, gtol, device
     if not (status == 0).any():
         return _all_failed(pb, mask, status, nobs, p, nt, p + nt + 1)
     fill, M, Yc, W, same = _row_args(pb, mask, status, np.float64, response_shift=d.offset)
-    n_j = M.sum(axis=0).astype(float)
     logw = np.log(np.where(d.weights > 0, d.weights, 1.0))
-    ldW_j = ((M & (d.weights[:, None] > 0)) * logw[:, None]).sum(axis=0)
+    if M.all():  # every outcome on every row
+        n_j = np.full(M.shape[1], float(M.shape[0]))
+        ldW_j = np.full(M.shape[1], float(np.sum(logw[d.weights > 0])))
+    else:
+        n_j = M.sum(axis=0).astype(float)
+        ldW_j = ((M & (d.weights[:, None] > 0)) * logw[:, None]).sum(axis=0)
     codes, nlev, Zs = [t.codes for t in terms], [t.nlevels for t in terms], [t.Z for t in terms]
     parts, chunk, res = in_chunks(len(pb.names), batch_size, progress, desc, lambda sl: fit_lmm_outcomes(
         codes, nlev, Zs, d.X, Yc.T[:, sl], W.T[:, sl], n_j[sl], ldW_j[sl], reml, dt, gtol=gtol, max_iter=max_iter,
@@ -121,14 +147,7 @@ def fit_lmm_batch(pb: Problem, mask, status, nobs, dtype, max_iter, gtol, device
     denom = nobs - p if reml else nobs
     with np.errstate(invalid="ignore", divide="ignore"):
         sigma = np.where(ok, np.sqrt(cat(lambda b: b.r2) / denom), np.nan)
-    RX = cat(lambda b: b.RX)
-    vcov = _nan((len(ok), p, p))
-    for j in np.flatnonzero(ok):
-        try:
-            Ri = np.linalg.inv(RX[j])
-            vcov[j] = sigma[j] ** 2 * Ri.T @ Ri
-        except np.linalg.LinAlgError:
-            pass
+    vcov = _vcov_lmm(cat(lambda b: b.RX), sigma, ok)
     obj = np.where(ok, res.fun, np.nan)
     st = np.where(ok, res.status, status)
     scaled = res.x  # the singularity test is on the scaled θ̃ (Z columns of unit RMS), as jaxmix.fit's

@@ -38,7 +38,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 __all__ = ["OPTIMIZER", "HostResult", "BatchResult", "Precision", "FLOAT64", "FLOAT32", "minimize_batch",
-           "minimize_bounded", "fd_hessian", "fd_hessian_batch", "newton_steps", "precise"]
+           "minimize_bounded", "fd_hessian", "fd_hessian_batch", "fd_points", "fd_assemble", "newton_steps",
+           "precise"]
 
 #: the name the results give this optimiser (``res.optim.optimizer``)
 OPTIMIZER = ("projected quasi-Newton (BFGS from a finite-difference Hessian of the exact gradient), "
@@ -119,6 +120,29 @@ class _Counted:
         return f, G
 
 
+def fd_points(X: np.ndarray, h_rel: float, central: bool):
+    """The points at which :func:`fd_hessian_batch` takes gradients: (P (m·d, d), or (2·m·d, d)
+    with ``central``; h (m, d)), point j of row i at x_i + h_ij e_j (then x_i − h_ij e_j)."""
+    m, d = X.shape
+    h = h_rel * np.maximum(1.0, np.abs(X))  # (m, d)
+    E = np.eye(d)[None, :, :] * h[:, :, None]  # (m, d, d): row j = hⱼeⱼ
+    if not central:
+        return (X[:, None, :] + E).reshape(m * d, d), h
+    return np.concatenate([X[:, None, :] + E, X[:, None, :] - E], axis=1).reshape(m * 2 * d, d), h
+
+
+def fd_assemble(Gp: np.ndarray, h: np.ndarray, G: np.ndarray | None) -> np.ndarray:
+    """The symmetrised Hessians from the gradients Gp at :func:`fd_points` (forward differences
+    from the gradients G at X when given, else central ones)."""
+    m, d = h.shape
+    if G is not None:
+        H = np.swapaxes((Gp.reshape(m, d, d) - G[:, None, :]) / h[:, :, None], 1, 2)
+        return 0.5 * (H + np.swapaxes(H, 1, 2))
+    Gc = Gp.reshape(m, 2, d, d)  # [point, ±, j, gradient]
+    H = np.swapaxes((Gc[:, 0] - Gc[:, 1]) / (2.0 * h[:, :, None]), 1, 2)  # H[:, :, j]
+    return 0.5 * (H + np.swapaxes(H, 1, 2))
+
+
 def fd_hessian_batch(vg: Callable, X: np.ndarray, which: np.ndarray, h_rel: float = 1e-4,
                      G: np.ndarray | None = None) -> np.ndarray:
     """Symmetrised differences of the exact gradient for m points at once (one call of ``vg``).
@@ -129,18 +153,19 @@ def fd_hessian_batch(vg: Callable, X: np.ndarray, which: np.ndarray, h_rel: floa
     m, d = X.shape
     if d == 0 or m == 0:
         return np.zeros((m, d, d))
-    h = h_rel * np.maximum(1.0, np.abs(X))  # (m, d)
-    E = np.eye(d)[None, :, :] * h[:, :, None]  # (m, d, d): row j = hⱼeⱼ
-    if G is not None:
-        P = (X[:, None, :] + E).reshape(m * d, d)
-        _, Gp = vg(P, np.repeat(np.asarray(which), d))
-        H = np.swapaxes((Gp.reshape(m, d, d) - G[:, None, :]) / h[:, :, None], 1, 2)
-        return 0.5 * (H + np.swapaxes(H, 1, 2))
-    P = np.concatenate([X[:, None, :] + E, X[:, None, :] - E], axis=1).reshape(m * 2 * d, d)
-    _, Gc = vg(P, np.repeat(np.asarray(which), 2 * d))
-    Gc = Gc.reshape(m, 2, d, d)  # [point, ±, j, gradient]
-    H = np.swapaxes((Gc[:, 0] - Gc[:, 1]) / (2.0 * h[:, :, None]), 1, 2)  # H[:, :, j]
-    return 0.5 * (H + np.swapaxes(H, 1, 2))
+    P, h = fd_points(X, h_rel, G is None)
+    _, Gp = vg(P, np.repeat(np.asarray(which), P.shape[0] // m))
+    return fd_assemble(Gp, h, G)
+
+
+def _together(fun, parts):
+    """``fun`` at the points of several (X, which) parts in one call; the (f, G) of each part."""
+    f, G = fun(np.concatenate([pt[0] for pt in parts]), np.concatenate([pt[1] for pt in parts]))
+    out, s = [], 0
+    for X, _ in parts:
+        out.append((f[s : s + X.shape[0]], G[s : s + X.shape[0]]))
+        s += X.shape[0]
+    return out
 
 
 def fd_hessian(vg: Callable, x: np.ndarray, h_rel: float = 1e-4) -> np.ndarray:
@@ -245,6 +270,17 @@ def _descend(fun, X, F, G, which, lower, fixed, gtol_of, dtol_of, max_iter, prec
         cen[R] = use_central
         return fd_hessian_batch(fun, X[R], which[R], fwd, None if use_central else G[R])
 
+    # Hessians whose gradients are evaluated in the same call as other points (fewer calls of the
+    # program, the same points): hess_points now, hess_finish with their gradients
+    def hess_points(R):
+        P, h = fd_points(X[R], fwd, steer_central)
+        return P, np.repeat(which[R], P.shape[0] // max(R.size, 1)), (R, h, None if steer_central else G[R].copy())
+
+    def hess_finish(spec, Gp):
+        R, h, GR = spec
+        cen[R] = steer_central
+        H[R] = fd_assemble(Gp, h, GR)
+
     H = diff_hessian(np.arange(m))
     exact = np.ones(m, dtype=bool)
     it = np.zeros(m, dtype=np.int64)
@@ -263,12 +299,15 @@ def _descend(fun, X, F, G, which, lower, fixed, gtol_of, dtol_of, max_iter, prec
         renew = small & ~exact[A]
         stop = (small & exact[A]) | (it[A] >= max_iter)
         running[A[stop]] = False
-        if renew.any():
+        renew_spec = None
+        if renew.any():  # evaluated with the step's first trial points below
             R = A[renew]
-            H[R] = diff_hessian(R)
+            renew_spec = hess_points(R)
             exact[R] = True
         go = ~stop & ~renew
         if not go.any():
+            if renew_spec is not None:
+                hess_finish(renew_spec[2], fun(renew_spec[0], renew_spec[1])[1])
             continue
         B, step, dB, gmaxB = A[go], step[go], dA[go], gmax[go]
         frB = fr[go]
@@ -283,7 +322,12 @@ def _descend(fun, X, F, G, which, lower, fixed, gtol_of, dtol_of, max_iter, prec
                 break
             xc = np.maximum(X[B[P]] + t[P, None] * step[P], lower)
             xc = np.where(fixed[B[P]], X[B[P]], xc)
-            fc, gc = fun(xc, which[B[P]])
+            if renew_spec is not None:
+                (fc, gc), (_, Gh) = _together(fun, [(xc, which[B[P]]), renew_spec[:2]])
+                hess_finish(renew_spec[2], Gh)
+                renew_spec = None
+            else:
+                fc, gc = fun(xc, which[B[P]])
             gnew = np.max(np.where(frB[P], np.abs(gc), 0.0), axis=1) if d else np.zeros(P.size)
             ok = (fc < F[B[P]] - 1e-4 * t[P] * np.maximum(dB[P], 0.0)) | (
                 (fc <= F[B[P]] + noise[P]) & (gnew < 0.5 * gmaxB[P]))
@@ -296,8 +340,9 @@ def _descend(fun, X, F, G, which, lower, fixed, gtol_of, dtol_of, max_iter, prec
         # failed steps: on a BFGS Hessian take an exact one and try again; on an exact one, stop
         failed = ~moved
         retry = B[failed & ~exact[B]]
+        specs = []
         if retry.size:  # a failed step on an updated Hessian: one at the point, and again
-            H[retry] = diff_hessian(retry)
+            specs.append(hess_points(retry))
             exact[retry] = True
         running[B[failed & exact[B] & ~np.isin(B, retry)]] = False
         M = np.flatnonzero(moved)
@@ -313,8 +358,11 @@ def _descend(fun, X, F, G, which, lower, fixed, gtol_of, dtol_of, max_iter, prec
             exact[BM[upd]] = False
             R = BM[~upd]
             if R.size:
-                H[R] = diff_hessian(R)
+                specs.append(hess_points(R))
                 exact[R] = False
+        if specs:  # the retried and the new difference Hessians in one call
+            for spec, (_, Gh) in zip(specs, _together(fun, [sp[:2] for sp in specs])):
+                hess_finish(spec[2], Gh)
     # the record's Hessian is taken at the final point (central differences: for standard errors)
     R = np.flatnonzero((~exact | (central & ~cen)) & np.isfinite(F))
     if R.size:

@@ -86,10 +86,9 @@ def padded_system(codes: list[np.ndarray], nlev: list[int], Zs: list[np.ndarray]
         for b in range(a, q1):
             A11[:l1, a, b] = A11[:l1, b, a] = _wsum(code1, wZ1[:, a] * Z1[:, b], l1)
     n = code1.shape[0]
-    S1 = sparse.csr_matrix((np.ones(n), (code1, np.arange(n))), shape=(l1, n))
     BT = np.zeros((L1, t, q1))
-    for c in range(q1):
-        BT[:l1, :, c] = S1 @ (wZ1[:, c : c + 1] * T)
+    for c in range(q1):  # the level sums of wZ1[:, c] * T, the weights in the sparse matrix (no n x t product)
+        BT[:l1, :, c] = sparse.csr_matrix((wZ1[:, c], (code1, np.arange(n))), shape=(l1, n)) @ T
     CTT = T.T @ (w[:, None] * T) if tail_cross else None
 
     # terms 2..K: R rows (levels padded per term) and the entries of Z_R'Z_1 (pairs padded per term)

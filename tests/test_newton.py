@@ -63,3 +63,57 @@ def test_negative_curvature_near_the_bound_takes_long_steps():
     assert r.status == 0
     np.testing.assert_allclose(r.x, [s], rtol=1e-8)
     assert r.n_eval <= 20, r.n_eval  # 35 with steps of −g/|f″|
+
+
+def _rosen_vg(X, which):
+    """Rosenbrock-type functions f(x) = (a − x₁)² + 100(x₂ − x₁²)² + x₃² + x₃⁴, batched; a = 1 + which."""
+    a = 1.0 + np.asarray(which, dtype=float)
+    x1, x2, x3 = X[:, 0], X[:, 1], X[:, 2]
+    f = (a - x1) ** 2 + 100 * (x2 - x1**2) ** 2 + x3**2 + x3**4
+    g = np.stack([-2 * (a - x1) - 400 * x1 * (x2 - x1**2), 200 * (x2 - x1**2), 2 * x3 + 4 * x3**3], axis=1)
+    return f, g
+
+
+def _rosen_hess(x):
+    x1, x2, x3 = x
+    return np.array([[2 - 400 * (x2 - x1**2) + 800 * x1**2, -400 * x1, 0.0], [-400 * x1, 200.0, 0.0],
+                     [0.0, 0.0, 2 + 12 * x3**2]])
+
+
+def test_central_hessian_from_a_known_forward_half():
+    """A central Hessian whose points x + hⱼeⱼ are known (from a forward one at the same x) evaluates
+    only the d points x − hⱼeⱼ and equals the analytic Hessian to O(h²)."""
+    from jaxmix.core.newton import fd_hessian_batch
+
+    X = np.array([[0.7, 0.2, 0.5], [-1.1, 1.3, 2.0]])
+    which = np.array([0, 1])
+    calls = []
+
+    def vg(P, w):
+        calls.append(len(P))
+        return _rosen_vg(P, w)
+
+    _, G = vg(X, which)
+    Hf, plus = fd_hessian_batch(vg, X, which, 1e-4, G, return_plus=True)
+    Hc = fd_hessian_batch(vg, X, which, 1e-4, G, plus, forward=np.zeros(2, dtype=bool))
+    assert calls == [2, 6, 6]  # the central Hessian: 3 new points per problem, not 6
+    for i in range(2):
+        H = _rosen_hess(X[i])
+        np.testing.assert_allclose(Hc[i], H, rtol=1e-6, atol=1e-6)
+        assert np.max(np.abs(Hf[i] - H)) > 10 * np.max(np.abs(Hc[i] - H))  # forward: O(h) only
+    np.testing.assert_allclose(Hc, fd_hessian_batch(_rosen_vg, X, which, 1e-4), rtol=1e-12, atol=1e-10)
+
+
+def test_central_hessian_at_the_optimum_reuses_points():
+    """minimize_batch(central=True): the returned Hessian is the central one at the optimum (analytic
+    values), and it costs d gradients beyond the forward Hessian that certified the optimum."""
+    from jaxmix.core.newton import minimize_batch
+
+    X0 = np.array([[-1.2, 1.0, 0.8], [0.5, 0.5, -0.6]])
+    r = minimize_batch(_rosen_vg, X0, np.full(3, -np.inf), central=True)
+    np.testing.assert_array_equal(r.status, [0, 0])
+    np.testing.assert_allclose(r.x[:, :2], [[1.0, 1.0], [2.0, 4.0]], rtol=1e-6)
+    for i in range(2):
+        np.testing.assert_allclose(r.hess[i], _rosen_hess(r.x[i]), rtol=1e-6, atol=1e-6)
+    rf = minimize_batch(_rosen_vg, X0, np.full(3, -np.inf), central=False)
+    np.testing.assert_array_equal(r.n_eval - rf.n_eval, [3, 3])  # only the points x − hⱼeⱼ are new

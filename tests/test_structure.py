@@ -79,3 +79,43 @@ def test_subsets_of_one_model_share_a_class():
                                      design.weights)
         sizes.add((lay, tuple(a.shape for a in idx), tuple(a.shape for a in xp)))
     assert len(sizes) == 1
+
+
+@pytest.mark.parametrize("qR", [[1], [1, 1], [2]], ids=["one scalar R term", "two scalar R terms", "R slope"])
+def test_cross_products_equal_dense_blocks(qR):
+    """The blocks of [Z₁ Z_R T]′W[Z₁ Z_R T] by segment sums equal the dense products (numpy, small n),
+    on the one-scalar-R-column path and the general one."""
+    from jaxmix.core.crossprod import RowData, build_structure, cross_products
+
+    jax.config.update("jax_enable_x64", True)
+    rng = np.random.default_rng(3)
+    n, l1 = 300, 23
+    nl = [l1] + [7 + 2 * k for k in range(len(qR))]
+    qs = [1] + qR
+    codes = [rng.integers(0, m, n) for m in nl]
+    for c, m in zip(codes, nl):
+        c[:m] = np.arange(m)  # every level has rows
+    Zs = [np.column_stack([np.ones(n)] + [rng.normal(size=n) for _ in range(q - 1)]) for q in qs]
+    T = rng.normal(size=(n, 2))
+    w = rng.uniform(0.1, 2.0, n)
+    layout, idx = build_structure(codes, nl, qs, 2)
+    ZR = np.column_stack(Zs[1:])
+    xp = cross_products(RowData(jnp.asarray(Zs[0]), jnp.asarray(ZR), jnp.asarray(T)), jnp.asarray(w),
+                        Index(*(jnp.asarray(a) for a in idx)), layout)
+    dense = []  # dense Z per term, columns level-major (level, column)
+    for c, m, Z in zip(codes, nl, Zs):
+        D = np.zeros((n, m * Z.shape[1]))
+        for j in range(Z.shape[1]):
+            D[np.arange(n), c * Z.shape[1] + j] = Z[:, j]
+        dense.append(D)
+    Z1d, ZRd = dense[0], np.column_stack(dense[1:])
+    W = w[:, None]
+    np.testing.assert_allclose(np.asarray(xp.CTT), T.T @ (W * T), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(xp.A11)[:, 0, 0], np.diag(Z1d.T @ (W * Z1d)), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(xp.BT)[:, :, 0], Z1d.T @ (W * T), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(xp.CRR), ZRd.T @ (W * ZRd), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(xp.CRT), ZRd.T @ (W * T), rtol=1e-12, atol=1e-12)
+    # B_R: one entry per observed (R row, level of term 1) pair
+    ZRZ1 = ZRd.T @ (W * Z1d)
+    e_row, e_blk = np.asarray(idx.e_row), np.asarray(idx.e_blk)
+    np.testing.assert_allclose(np.asarray(xp.BR)[:, 0], ZRZ1[e_row, e_blk], rtol=1e-12, atol=1e-12)

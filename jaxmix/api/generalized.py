@@ -126,6 +126,26 @@ def _glm_kernels(fam: Family):
     return jax.jit(loglik), jax.jit(score_weights)
 
 
+def _wls_solve(X, W, r):
+    """(X′WX)⁻¹X′r by the Cholesky factor of the Jacobi-scaled X′WX (O(np²), against O(np²) with a
+    large constant for a least-squares solver on the n rows); least squares where it is not positive
+    definite.  Inside IRLS the error of the solve multiplies X′s, which vanishes at the fixed point."""
+    import scipy.linalg as sla
+
+    A = (X * W[:, None]).T @ X
+    b = X.T @ r
+    dg = np.diag(A)
+    D = np.where(dg > 0, 1.0 / np.sqrt(np.where(dg > 0, dg, 1.0)), 1.0)
+    try:
+        out = D * sla.cho_solve(sla.cho_factor(A * D[:, None] * D[None, :]), D * b)
+        if np.all(np.isfinite(out)):
+            return out
+    except (np.linalg.LinAlgError, ValueError):
+        pass
+    sw = np.sqrt(W)
+    return np.linalg.lstsq(X * sw[:, None], r / sw, rcond=None)[0]
+
+
 def glm_irls(fam: Family, X, y, ntr, pw, offset, max_iter: int = 100, tol: float = 1e-10):
     """Maximum-likelihood GLM by IRLS with step halving (start values and the no-random-effect fit).
 
@@ -163,11 +183,9 @@ def glm_irls(fam: Family, X, y, ntr, pw, offset, max_iter: int = 100, tol: float
     for _ in range(max_iter):
         s, W = sw_fn(eta, *args)
         W = np.maximum(W, 1e-12)
-        z = (eta - offset) + s / W if not first else eta - offset
+        # β + (X′WX)⁻¹X′s = (X′WX)⁻¹X′Wz; the first step from the start's η regresses z = η − o itself
+        step = _wls_solve(X, W, W * (eta - offset) if first else s) - (beta if first else 0.0)
         first = False
-        sw = np.sqrt(W)
-        new_beta, *_ = np.linalg.lstsq(X * sw[:, None], z * sw, rcond=None)
-        step = new_beta - beta
         for _h in range(30):
             cand = beta + step
             eta_c = X @ cand + offset

@@ -171,18 +171,24 @@ def cross_products(rows: RowData, w: jnp.ndarray, idx: Index, layout: Layout) ->
     """Blocks of [Z₁ Z_R T]′ diag(w) [Z₁ Z_R T] by segment sums over rows: O(n·s²), jit/vmap-able."""
     Z1, ZR, T = rows
     l1, m_R = layout.l1, layout.m_R
+    n, q1, t = Z1.shape[0], Z1.shape[1], T.shape[1]
     wZ1 = w[:, None] * Z1
-    A11 = jax.ops.segment_sum(wZ1[:, :, None] * Z1[:, None, :], idx.code1, num_segments=l1)
-    BT = jax.ops.segment_sum(T[:, :, None] * wZ1[:, None, :], idx.code1, num_segments=l1)
+    # one pass over the rows for the blocks indexed by term 1's level (a scatter's cost is per row)
+    S1 = jax.ops.segment_sum(jnp.concatenate([(wZ1[:, :, None] * Z1[:, None, :]).reshape(n, q1 * q1),
+                                              (T[:, :, None] * wZ1[:, None, :]).reshape(n, t * q1)], axis=1),
+                             idx.code1, num_segments=l1)
+    A11, BT = S1[:, : q1 * q1].reshape(l1, q1, q1), S1[:, q1 * q1 :].reshape(l1, t, q1)
     wT = w[:, None] * T
     CTT = T.T @ wT
-    q1 = layout.q1
     if m_R == 0:
         dt = Z1.dtype
         return _barrier(CrossProducts(A11, jnp.zeros((0, q1), dt), BT, jnp.zeros((0, 0), dt),
                                       jnp.zeros((0, layout.t), dt), CTT))
     BR = jnp.zeros((layout.n_entries, q1), Z1.dtype).at[idx.ent].add(ZR[:, :, None] * wZ1[:, None, :])
     wZR = w[:, None] * ZR
+    if ZR.shape[1] == 1:  # one scalar R column per row: C_RR is diagonal, and C_RR, C_RT share one pass
+        SR = jax.ops.segment_sum(jnp.concatenate([wZR * ZR, wZR * T], axis=1), idx.rpos[:, 0], num_segments=m_R)
+        return _barrier(CrossProducts(A11, BR, BT, jnp.diag(SR[:, 0]), SR[:, 1:], CTT))
     CRR = jnp.zeros((m_R, m_R), Z1.dtype).at[idx.rpos[:, :, None], idx.rpos[:, None, :]].add(
         wZR[:, :, None] * ZR[:, None, :]
     )

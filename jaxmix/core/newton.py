@@ -144,18 +144,42 @@ def fd_assemble(Gp: np.ndarray, h: np.ndarray, G: np.ndarray | None) -> np.ndarr
 
 
 def fd_hessian_batch(vg: Callable, X: np.ndarray, which: np.ndarray, h_rel: float = 1e-4,
-                     G: np.ndarray | None = None) -> np.ndarray:
+                     G: np.ndarray | None = None, Gp: np.ndarray | None = None, forward: np.ndarray | None = None,
+                     return_plus: bool = False):
     """Symmetrised differences of the exact gradient for m points at once (one call of ``vg``).
 
     Central (2·m·d points): H[:, j] ≈ (g(x + hⱼeⱼ) − g(x − hⱼeⱼ)) / 2hⱼ, hⱼ = h_rel·max(1, |xⱼ|).
     Forward, when the gradients G at X are given (m·d points): H[:, j] ≈ (g(x + hⱼeⱼ) − g(x)) / hⱼ,
-    half the cost and less precise (O(h) against O(h²)): good enough to steer the iterations."""
+    half the cost and less precise (O(h) against O(h²)): good enough to steer the iterations.
+    ``forward`` (m,) bool picks per point (G needed where it is set; default: all forward when G is
+    given).  Central with the forward half known: ``Gp`` (m, d, d), Gp[i, j] = g(xᵢ + hⱼeⱼ), is used
+    where its first entry is finite, so only the d points xᵢ − hⱼeⱼ are new there.  ``return_plus``:
+    also return g(x + hⱼeⱼ) (m, d, d), for a central Hessian at the same point later."""
     m, d = X.shape
     if d == 0 or m == 0:
-        return np.zeros((m, d, d))
-    P, h = fd_points(X, h_rel, G is None)
-    _, Gp = vg(P, np.repeat(np.asarray(which), P.shape[0] // m))
-    return fd_assemble(Gp, h, G)
+        H0 = np.zeros((m, d, d))
+        return (H0, np.zeros((m, d, d))) if return_plus else H0
+    fwd = np.full(m, G is not None) if forward is None else np.asarray(forward, dtype=bool)
+    known = np.zeros(m, dtype=bool) if Gp is None else (~fwd & np.isfinite(Gp[:, 0, 0]))
+    h = h_rel * np.maximum(1.0, np.abs(X))  # (m, d)
+    E = np.eye(d)[None, :, :] * h[:, :, None]  # (m, d, d): row j = hⱼeⱼ
+    need_p, need_m = ~known, ~fwd  # the points x + hⱼeⱼ and x − hⱼeⱼ still to evaluate
+    Pp, Pm = X[need_p][:, None, :] + E[need_p], X[need_m][:, None, :] - E[need_m]
+    which = np.asarray(which)
+    _, Gall = vg(np.concatenate([Pp.reshape(-1, d), Pm.reshape(-1, d)]),
+                 np.concatenate([np.repeat(which[need_p], d), np.repeat(which[need_m], d)]))
+    Gplus = np.empty((m, d, d))
+    Gplus[need_p] = Gall[: Pp.shape[0] * d].reshape(-1, d, d)  # [point, j, gradient]
+    if known.any():
+        Gplus[known] = Gp[known]
+    Gminus = np.empty((m, d, d))
+    Gminus[need_m] = Gall[Pp.shape[0] * d :].reshape(-1, d, d)
+    if fwd.any():
+        Gminus[fwd] = np.asarray(G)[fwd][:, None, :]  # the forward differences' "minus" point is x itself
+    span = np.where(fwd, 1.0, 2.0)[:, None, None] * h[:, :, None]
+    H = np.swapaxes((Gplus - Gminus) / span, 1, 2)  # H[:, :, j]
+    H = 0.5 * (H + np.swapaxes(H, 1, 2))
+    return (H, Gplus) if return_plus else H
 
 
 def _together(fun, parts):
@@ -265,10 +289,15 @@ def _descend(fun, X, F, G, which, lower, fixed, gtol_of, dtol_of, max_iter, prec
     fwd = prec.fd_step
     steer_central = prec.fd_step >= 1e-3
     cen = np.zeros(m, dtype=bool)  # H by central differences at the point
+    # g(x + hⱼeⱼ) of the last forward-difference Hessian, while x has not moved (NaN otherwise): a
+    # central Hessian at the same x then needs only the d points x − hⱼeⱼ
+    plus = np.full((m, d, d), np.nan)
 
     def diff_hessian(R, use_central=steer_central):
         cen[R] = use_central
-        return fd_hessian_batch(fun, X[R], which[R], fwd, None if use_central else G[R])
+        Hr, plus[R] = fd_hessian_batch(fun, X[R], which[R], fwd, G[R], plus[R], np.full(R.size, not use_central),
+                                       return_plus=True)
+        return Hr
 
     # Hessians whose gradients are evaluated in the same call as other points (fewer calls of the
     # program, the same points): hess_points now, hess_finish with their gradients
@@ -280,6 +309,7 @@ def _descend(fun, X, F, G, which, lower, fixed, gtol_of, dtol_of, max_iter, prec
         R, h, GR = spec
         cen[R] = steer_central
         H[R] = fd_assemble(Gp, h, GR)
+        plus[R] = Gp.reshape(R.size, -1, d, d)[:, 0]  # g(x + hⱼeⱼ), for a central Hessian here later
 
     H = diff_hessian(np.arange(m))
     exact = np.ones(m, dtype=bool)
@@ -350,6 +380,7 @@ def _descend(fun, X, F, G, which, lower, fixed, gtol_of, dtol_of, max_iter, prec
             BM = B[M]
             s, y = Xn[M] - X[BM], Gn[M] - G[BM]
             X[BM], F[BM], G[BM] = Xn[M], Fn[M], Gn[M]
+            plus[BM] = np.nan
             # BFGS after a full step from a positive definite H (near the optimum); an exact
             # Hessian after a shortened step, from an indefinite H, or where the update fails
             Hu, upd = _bfgs(H[BM], s, y)
@@ -363,7 +394,8 @@ def _descend(fun, X, F, G, which, lower, fixed, gtol_of, dtol_of, max_iter, prec
         if specs:  # the retried and the new difference Hessians in one call
             for spec, (_, Gh) in zip(specs, _together(fun, [sp[:2] for sp in specs])):
                 hess_finish(spec[2], Gh)
-    # the record's Hessian is taken at the final point (central differences: for standard errors)
+    # the record's Hessian is taken at the final point (central differences: for standard errors; where
+    # the test passed on a forward-difference Hessian at this point, its d points x + hⱼeⱼ are reused)
     R = np.flatnonzero((~exact | (central & ~cen)) & np.isfinite(F))
     if R.size:
         H[R] = diff_hessian(R, central or steer_central)

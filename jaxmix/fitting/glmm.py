@@ -205,7 +205,8 @@ def fit_glmm_outcomes(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, params0, nagq
     # small data: XLA's quick compile; many rows: an evaluation runs long enough for its optimisations
     opts = compile_options(layout) if N <= FAST_ROWS else WIDE_COMPILE
     exe, compile_s = compiled_program(_vg_jit, tuple(args), {}, statics, opts)
-    state = {"U1": U1, "UR": UR}
+    # the modes of each outcome's last single point, and that point (NaN before any)
+    state = {"U1": U1, "UR": UR, "X": np.full((K, d), np.nan)}
 
     def vg(P, which):
         m = P.shape[0]
@@ -230,22 +231,26 @@ def fit_glmm_outcomes(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, params0, nagq
         # the call (its iterate or line-search point), not those of difference points around it; new
         # arrays, never written in place (the device may still read the old ones)
         single = np.bincount(np.asarray(which, dtype=np.int64), minlength=K)[np.asarray(which, dtype=np.int64)] == 1
-        U1n, URn = state["U1"].copy(), state["UR"].copy()
+        U1n, URn, Xn = state["U1"].copy(), state["UR"].copy(), state["X"].copy()
         for s, e, wc, (fc, gc, (u1, uR)) in pending:
             fc, gc = np.asarray(fc, dtype=float)[: e - s], np.asarray(gc, dtype=float)[: e - s]
             keep = np.isfinite(fc) & single[s:e]
             if keep.any():
                 U1n[wc[: e - s][keep]] = np.asarray(u1, dtype=float)[: e - s][keep]
                 URn[wc[: e - s][keep]] = np.asarray(uR, dtype=float)[: e - s][keep]
+                Xn[wc[: e - s][keep]] = P[s:e][keep]
             f[s:e], g[s:e] = fc, gc
-        state["U1"], state["UR"] = U1n, URn
+        state["U1"], state["UR"], state["X"] = U1n, URn, Xn
         return f, g
 
     lower = np.concatenate([np.where(tl.is_diagonal(), 0.0, -np.inf), np.full(ndisp + p, -np.inf)])
     prec = FLOAT32 if jnp.dtype(dt) == jnp.float32 else FLOAT64
     x0 = np.asarray(params0, dtype=float).reshape(k, d) / c
     opt = minimize_batch(vg, x0, lower, gtol=gtol, max_iter=max_iter, prec=prec, central=True)
-    vg(opt.x, np.arange(k))  # the modes at the estimates
+    # the modes at the estimates, where the last point an outcome's modes came from is not its estimate
+    redo = np.flatnonzero(~np.all(state["X"][:k] == opt.x, axis=1))
+    if redo.size:
+        vg(opt.x[redo], redo)
     H = opt.hess / np.outer(c, c)[None]
     batch = GlmmBatch(params=opt.x * c, opt=opt, scale=c, hess=H, modes=(state["U1"][:k].copy(), state["UR"][:k].copy()),
                       layout=layout, tl=tl, idx=idx, data=(*shared, Yp, PWp), compile_seconds=compile_s,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
+import jax
 import jax.numpy as jnp
 from jax.scipy.special import gammaln, ndtr, log_ndtr
 
@@ -46,9 +47,38 @@ def _binom_const(y, n):
     return gammaln(n + 1.0) - gammaln(y + 1.0) - gammaln(n - y + 1.0)
 
 
+@jax.custom_jvp
+def softplus(x):
+    """log(1 + eˣ) = max(x, 0) + log1p(e^−|x|), exact for every x; derivative 1/(1 + e⁻ˣ).
+
+    (``jnp.logaddexp(0, x)`` gives the same numbers about 6x slower on the CPU: a GLMM's mode
+    iterations evaluate it on every row at every step.)"""
+    return jnp.maximum(x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+
+@softplus.defjvp
+def _softplus_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return softplus(x), _logistic(x) * t
+
+
+@jax.custom_jvp
+def _logistic(x):
+    """1/(1 + e⁻ˣ) from e^−|x| ≤ 1 (finite for every x, and so is its derivative σ(1 − σ))."""
+    t = jnp.exp(-jnp.abs(x))
+    return jnp.where(x >= 0, 1.0 / (1.0 + t), t / (1.0 + t))
+
+
+@_logistic.defjvp
+def _logistic_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    s = _logistic(x)
+    return s, s * (1.0 - s) * t
+
+
 def _logit_k(y, n, eta):
     # log μ = −softplus(−η), log(1 − μ) = −softplus(η)
-    return -y * jnp.logaddexp(0.0, -eta) - (n - y) * jnp.logaddexp(0.0, eta)
+    return -y * softplus(-eta) - (n - y) * softplus(eta)
 
 
 def _probit_k(y, n, eta):
@@ -92,8 +122,9 @@ def _nb_const(y, th):
 
 
 def _nb_k(y, th, eta):
-    # y log μ − (y + θ) log(μ + θ), log(μ + θ) = logaddexp(η, log θ)
-    return y * eta - (y + th) * jnp.logaddexp(eta, jnp.log(th))
+    # y log μ − (y + θ) log(μ + θ), log(μ + θ) = log θ + softplus(η − log θ)
+    lth = jnp.log(th)
+    return y * eta - (y + th) * (lth + softplus(eta - lth))
 
 
 def _nb_si(y, th, eta):

@@ -1,7 +1,7 @@
 """One table of fit status codes, shared by :func:`jaxmix.fit` (``res.optim.status``) and
 :func:`jaxmix.fit_many` (``Sweep.status``).
 
-0–5 are the optimiser's (both the host optimiser of Gaussian fits and the compiled one of GLMMs and
+0–5 are the host optimiser's (:mod:`jaxmix.core.newton`, for fits and
 sweeps), 10–15 the screening of a sweep's outcomes before any fit, 16 an outcome of a sweep whose own
 fit raised an error (outcomes fitted one by one: residual structures), 20 a GLMM whose fixed effects are
 separated.  0 alone means converged.

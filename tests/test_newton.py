@@ -117,3 +117,45 @@ def test_central_hessian_at_the_optimum_reuses_points():
         np.testing.assert_allclose(r.hess[i], _rosen_hess(r.x[i]), rtol=1e-6, atol=1e-6)
     rf = minimize_batch(_rosen_vg, X0, np.full(3, -np.inf), central=False)
     np.testing.assert_array_equal(r.n_eval - rf.n_eval, [3, 3])  # only the points x − hⱼeⱼ are new
+
+
+def _cov_fit_vg(X, which):
+    """f(θ) = ‖ΛΛ′ − T‖²_F for Λ = [[θ₁, 0], [θ₂, θ₃]] (batched), T positive definite: the minimum is
+    0 at Λ = chol(T), and f is unchanged by negating column 1 of Λ where θ₁ = 0."""
+    T = np.array([[0.25, 0.1], [0.1, 0.3]])
+    a, b, c = X[:, 0], X[:, 1], X[:, 2]
+    S = np.stack([np.stack([a * a, a * b], 1), np.stack([a * b, b * b + c * c], 1)], 1)
+    E = S - T
+    f = np.sum(E**2, axis=(1, 2))
+    # ∂f/∂Σ = 2E; dΣ/dθ by hand
+    g = np.stack([2 * (2 * E[:, 0, 0] * 2 * a + 2 * 2 * E[:, 0, 1] * b),
+                  2 * (2 * E[:, 0, 1] * a + E[:, 1, 1] * 2 * b),
+                  2 * E[:, 1, 1] * 2 * c], axis=1)
+    return f, g
+
+
+def test_a_zero_column_of_lambda_is_tried_with_its_sign_flipped():
+    """From θ = (0, −0.5, 0) the bound θ₁ = 0 satisfies its first-order condition (∂f/∂θ₁ > 0) but
+    the same Σ with column 1 negated, θ = (0, 0.5, 0), does not: with ``flips`` the optimiser finds
+    Λ = chol(T) (f = 0); without, it stops at θ₁ = 0 with f > 0."""
+    from jaxmix.core.newton import minimize_batch
+
+    lower = np.array([0.0, -np.inf, 0.0])
+    X0 = np.array([[0.0, -0.5, 0.0]])
+    r = minimize_batch(_cov_fit_vg, X0, lower, flips=[(0, (1,))])
+    assert r.status[0] == 0
+    np.testing.assert_allclose(r.x[0], np.linalg.cholesky([[0.25, 0.1], [0.1, 0.3]])[[0, 1, 1], [0, 0, 1]],
+                               atol=1e-5)
+    assert r.fun[0] < 1e-10
+    r0 = minimize_batch(_cov_fit_vg, X0, lower)
+    assert r0.fun[0] > 1e-3 and r0.x[0, 0] == 0.0
+
+
+def test_negative_curvature_frees_a_bound_with_a_tiny_outward_gradient():
+    """f(x) = 10⁻⁹x − x² + x⁴, x ≥ 0, from x = 0: the gradient (10⁻⁹) points out of the feasible
+    side but the curvature (−2) outweighs it over any real step: the minimum x ≈ 1/√2 is found, not
+    x = 0 (a criterion that is even in θ has a gradient of rounding size at θ = 0)."""
+    vg = lambda x: (1e-9 * x[0] - x[0] ** 2 + x[0] ** 4, np.array([1e-9 - 2 * x[0] + 4 * x[0] ** 3]))  # noqa: E731
+    r = minimize_bounded(vg, np.array([0.0]), np.array([0.0]))
+    assert r.status == 0
+    np.testing.assert_allclose(r.x, [np.sqrt(0.5)], rtol=1e-6)

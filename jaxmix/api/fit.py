@@ -39,7 +39,7 @@ def fit(formula: str, data, method: str | None = None, weights=None, family: str
         Gaussian model.  negative_binomial (NB2, log link) and gamma (links inverse (R's default), log,
         identity) estimate their shape by ML: ``res.dispersion``, ``res.dispersion_table``.
       dtype: ``"float64"`` (default, needed to match lme4) or ``"float32"`` (opt-in, faster on GPUs).
-      max_iter, gtol: L-BFGS iteration limit; convergence tolerance on the largest absolute
+      max_iter, gtol: the optimiser's iteration limit; convergence tolerance on the largest absolute
         gradient entry of the objective (deviance units).  Bad values of any argument raise a
         :class:`jaxmix.JaxmixError` naming it (:func:`jaxmix.spec.options.check_fit_options`).
       variance, correlation: residual structures of a Gaussian model (:mod:`jaxmix.spec.residual`):

@@ -33,7 +33,7 @@ objective, 3 stopped short, 4 not a minimum, 5 values within rounding noise).
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -239,13 +239,19 @@ def newton_steps(G: np.ndarray, H: np.ndarray, free: np.ndarray, at_bound: np.nd
     wabs = np.maximum(np.abs(w), 1e-10 * scale + 1e-14)
     coef = -gv / wabs
     neg = on_free & (w < -NEG_CURV * (1.0 + scale))
-    inward = np.where(np.einsum("mdk,md->mk", V, at_bound.astype(float)) >= 0, 1.0, -1.0)
+    bsum = np.einsum("mdk,md->mk", V, (at_bound & free).astype(float))
+    inward = np.where(bsum >= 0, 1.0, -1.0)
     sign = np.where(gv > 0, -1.0, np.where(gv < 0, 1.0, inward))
     floor = 0.1
     if min_len is not None:  # per eigen-direction, the coefficient of a step min_len long
         length = np.max(np.abs(V * (D * fm)[:, :, None]), axis=1)  # (m, k)
         floor = np.maximum(0.1, np.asarray(min_len, dtype=float)[:, None] / np.where(length > 0, length, np.inf))
-    coef = np.where(neg, sign * np.maximum(np.abs(coef), floor), coef)
+    mag = np.maximum(np.abs(coef), floor)
+    # downhill by the slope would leave the feasible side at a bound (the projection undoes the step):
+    # go inwards where the curvature outweighs the slope over the step (it still descends)
+    out = (bsum != 0) & (sign != inward) & (np.abs(gv) < 0.5 * np.abs(w) * mag)
+    sign = np.where(out, inward, sign)
+    coef = np.where(neg, sign * mag, coef)
     coef = np.where(on_free, coef, 0.0)
     step = np.einsum("mdk,mk->md", V, coef) * fm * D
     dec = np.sum(np.where(on_free, gv**2 / wabs, 0.0), axis=1)
@@ -256,10 +262,15 @@ def newton_steps(G: np.ndarray, H: np.ndarray, free: np.ndarray, at_bound: np.nd
 
 def _free(X, G, H, lower, fixed):
     """Coordinates not held: held are the fixed ones and those at their bound with a gradient
-    pushing outwards (or none, and no negative curvature)."""
+    pushing outwards, unless the curvature along the coordinate is negative and outweighs that
+    gradient within a step of NEG_STEP·max(1, |x|∞) (gⱼα − ½|Hⱼⱼ|α² < 0 at α of that length: at θ = 0
+    of a criterion that is even in θ the gradient is 0, and only the curvature shows the way off the
+    bound)."""
     at_bound = X <= lower
     diag = np.diagonal(H, axis1=1, axis2=2)
-    held = fixed | (at_bound & ((G > 0) | ((G == 0) & (diag >= 0))))
+    alpha = NEG_STEP * np.maximum(1.0, np.max(np.abs(np.where(np.isfinite(X), X, 0.0)), axis=1, initial=0.0))
+    curved = (diag < 0) & (G < 0.5 * np.abs(diag) * alpha[:, None])
+    held = fixed | (at_bound & (G >= 0) & ~curved)
     return ~held, at_bound
 
 
@@ -431,7 +442,7 @@ def precise(fun, X, F, H, free, which, tol, rise: float = 1e-8) -> np.ndarray:
 
 def minimize_batch(vg: Callable, X0: np.ndarray, lower: np.ndarray, *, gtol: float = 1e-4,
                    max_iter: int = 500, zero_tol: float = 1e-4, prec: Precision = FLOAT64,
-                   central: bool = False) -> BatchResult:
+                   central: bool = False, flips: Sequence[tuple[int, Sequence[int]]] = ()) -> BatchResult:
     """Minimise k functions fⱼ from the rows of ``X0`` (k, d) subject to x ≥ ``lower`` (d,) (−inf for
     unbounded), given ``vg(X, which) -> (f, G)`` for points X (m, d) of problems ``which`` (m,).
 
@@ -445,6 +456,14 @@ def minimize_batch(vg: Callable, X0: np.ndarray, lower: np.ndarray, *, gtol: flo
       prec: :data:`FLOAT64` or :data:`FLOAT32`, the precision of the objective's values.
       central: the returned Hessian by central differences (2d gradients, error O(h²); for
         standard errors) instead of forward ones (d gradients, O(h)).
+      flips: symmetries of the objective at a bound: (j, idx) says that where coordinate j is at its
+        bound, negating the coordinates idx leaves f unchanged (a column of a Cholesky factor Λ whose
+        diagonal θⱼⱼ is 0: ΛΛ′ does not change when its entries below the diagonal change sign).  The
+        two points are then the same model, but only one of them can show that raising θⱼⱼ lowers f
+        (∂f/∂θⱼⱼ = 2Σᵢ θᵢⱼ ∂f/∂Σᵢⱼ changes sign with them): a point that satisfies the bound's
+        first-order condition in one parameterisation may not in the other.  Where the gradient at the
+        flipped point pushes coordinate j off its bound, the descent goes on from there and its end is
+        kept when the objective is lower.
     """
     X0 = np.atleast_2d(np.asarray(X0, dtype=float))
     k, d = X0.shape
@@ -458,20 +477,58 @@ def minimize_batch(vg: Callable, X0: np.ndarray, lower: np.ndarray, *, gtol: flo
     dtol_f = lambda f: np.maximum(prec.dec_abs, 1e-2 * gtol) + prec.dec_rel * np.abs(f)  # noqa: E731
     dpol = lambda f: 1e-3 * dtol_f(f)  # noqa: E731
     nofix = np.zeros((k, d), dtype=bool)
-    X, F, G, H, free, dec, wmin, is_min, it = _descend(fun, X, F, G, which, lower, nofix, pol, dpol, max_iter, prec,
-                                                        central)
-    near = np.isfinite(lower) & (X > lower) & (X - lower < zero_tol)
-    tryb = np.flatnonzero(near.any(axis=1) & np.isfinite(F))
-    if tryb.size:  # the bound itself
-        Xb = np.where(near[tryb], lower, X[tryb])
-        Fb, Gb = fun(Xb, tryb)
-        Xb, Fb, Gb, Hb, freeb, decb, wb, minb, itb = _descend(fun, Xb, Fb, Gb, tryb, lower, near[tryb], pol,
-                                                              dpol, max_iter, prec, central)
-        it[tryb] += itb
-        keep = np.isfinite(Fb) & (Fb <= F[tryb] + 1e-8 * (1.0 + np.abs(F[tryb])))
-        K, kb = tryb[keep], np.flatnonzero(keep)
-        X[K], F[K], G[K], H[K], free[K] = Xb[kb], Fb[kb], Gb[kb], Hb[kb], freeb[kb]
-        dec[K], wmin[K], is_min[K] = decb[kb], wb[kb], minb[kb]
+
+    def polish(X, F, G, which):
+        """Descent from (X, F, G), then the coordinates near their bound tried exactly at it."""
+        X, F, G, H, free, dec, wmin, is_min, it = _descend(fun, X, F, G, which, lower, nofix[which], pol, dpol,
+                                                            max_iter, prec, central)
+        near = np.isfinite(lower) & (X > lower) & (X - lower < zero_tol)
+        tryb = np.flatnonzero(near.any(axis=1) & np.isfinite(F))
+        if tryb.size:  # the bound itself
+            Xb = np.where(near[tryb], lower, X[tryb])
+            Fb, Gb = fun(Xb, which[tryb])
+            Xb, Fb, Gb, Hb, freeb, decb, wb, minb, itb = _descend(fun, Xb, Fb, Gb, which[tryb], lower, near[tryb],
+                                                                  pol, dpol, max_iter, prec, central)
+            it[tryb] += itb
+            keep = np.isfinite(Fb) & (Fb <= F[tryb] + 1e-8 * (1.0 + np.abs(F[tryb])))
+            K, kb = tryb[keep], np.flatnonzero(keep)
+            X[K], F[K], G[K], H[K], free[K] = Xb[kb], Fb[kb], Gb[kb], Hb[kb], freeb[kb]
+            dec[K], wmin[K], is_min[K] = decb[kb], wb[kb], minb[kb]
+        return [X, F, G, H, free, dec, wmin, is_min, it]
+
+    state = polish(X, F, G, which)
+    for _ in range(4 if flips else 0):  # the symmetric points of a bound (see ``flips``)
+        X, F = state[0], state[1]
+        Xf, kf, jf = [], [], []
+        for j, idx in flips:
+            idx = np.asarray(idx, dtype=np.int64)
+            on = np.flatnonzero((X[:, j] <= lower[j]) & np.isfinite(F) & np.any(X[:, idx] != 0.0, axis=1))
+            Xj = X[on].copy()
+            Xj[:, idx] = -Xj[:, idx]
+            Xf.append(Xj)
+            kf.append(on)
+            jf.append(np.full(on.size, j))
+        Xf, kf, jf = np.concatenate(Xf), np.concatenate(kf), np.concatenate(jf)
+        if kf.size == 0:
+            break
+        Ff, Gf = fun(Xf, kf)
+        inward = Gf[np.arange(kf.size), jf] < -pol(Ff)  # the gradient there pushes θⱼ off its bound
+        if not inward.any():
+            break
+        cand = polish(Xf[inward], Ff[inward], Gf[inward], kf[inward])
+        kc = kf[inward]
+        improved = False
+        for i in np.argsort(cand[1]):  # per problem, its best candidate where it is lower
+            kk = kc[i]
+            if np.isfinite(cand[1][i]) and cand[1][i] < state[1][kk] - 1e-8 * (1.0 + np.abs(state[1][kk])):
+                it_k = state[8][kk] + cand[8][i]
+                for part, c in zip(state, cand):
+                    part[kk] = c[i]
+                state[8][kk] = it_k
+                improved = True
+        if not improved:
+            break
+    X, F, G, H, free, dec, wmin, is_min, it = state
     held = ~free
     G = np.where(held, 0.0, G)
     gmax = np.max(np.abs(G), axis=1) if d else np.zeros(k)

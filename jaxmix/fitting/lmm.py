@@ -358,7 +358,7 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
     lower = np.where(tl.is_diagonal(), 0.0, -np.inf)
     prec = FLOAT32 if jnp.dtype(dt) == jnp.float32 else FLOAT64
     with blas_threads(layout):
-        opt = minimize_batch(vg, x0, lower, gtol=gtol, max_iter=max_iter, prec=prec)
+        opt = minimize_batch(vg, x0, lower, gtol=gtol, max_iter=max_iter, prec=prec, flips=tl.flips())
     t_join = time.perf_counter()
     worker.join()
     wait = time.perf_counter() - t_join  # the part of the solution's compile the optimiser did not hide
@@ -461,7 +461,7 @@ def _fit_by_classes(cls, layout, idx_np, grp, shared_np, per_np, nlev, tl, c, n,
     prec = FLOAT32 if jnp.dtype(dt) == jnp.float32 else FLOAT64
     x0 = moment_start(shared_np[0][0, : nlev[0]], per_np[0][:, : nlev[0], p, :], per_np[2][:, p, p], n, tl) / c
     opt = minimize_batch(call, np.where(np.isfinite(x0), x0, tl.init()), lower, gtol=gtol, max_iter=max_iter,
-                         prec=prec)
+                         prec=prec, flips=tl.flips())
     theta = opt.x * c
     _, _, LTT = call(np.nan_to_num(opt.x), np.arange(k), keep_aux=True)
     RX = LTT[:, :p, :p]

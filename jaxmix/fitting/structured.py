@@ -34,7 +34,7 @@ from ..spec.covariance import lambdas, lambdas_np, theta_layout
 from ..core.crossprod import CrossProducts
 from ..errors import JaxmixError
 from ..core.lmm import cond_var, objective, solve
-from ..spec.re_structure import natural, natural_names, psi_init, psi_lower, psi_scale, struct_layout, theta_from_psi
+from ..spec.re_structure import natural, natural_names, psi_flips, psi_init, psi_lower, psi_scale, struct_layout, theta_from_psi
 from ..spec.residual import coefficients, log_det_sigma, n_phi, phi_init, phi_names, phi_natural, residual_pieces
 from .cache import release_executables_if_needed
 from .lmm import FAST_COMPILE, column_rms
@@ -180,7 +180,7 @@ def fit_structured_arrays(codes, nlev, Zs, kinds, X, y, w, frame, variance, corr
         return np.asarray(f, dtype=float), np.asarray(gr, dtype=float)
 
     lower = np.concatenate([psi_lower(sl), np.full(nphi, -np.inf)])
-    opt = minimize_bounded(vg, x0, lower, gtol=gtol, max_iter=max_iter, prec=FLOAT64)
+    opt = minimize_bounded(vg, x0, lower, gtol=gtol, max_iter=max_iter, prec=FLOAT64, flips=psi_flips(sl))
     timings = {"pieces": t1 - t0, "compile": t2 - t1, "optimise": time.perf_counter() - t2,
                "evaluations": int(opt.n_eval), "n_pieces": len(pieces)}
     psi = np.asarray(opt.x[:npsi] * c, dtype=float)

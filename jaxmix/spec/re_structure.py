@@ -27,7 +27,7 @@ import numpy as np
 from .covariance import theta_layout
 from ..errors import JaxmixError
 
-__all__ = ["StructLayout", "struct_layout", "theta_from_psi", "psi_init", "psi_lower", "psi_scale",
+__all__ = ["StructLayout", "struct_layout", "theta_from_psi", "psi_init", "psi_lower", "psi_flips", "psi_scale",
            "natural", "natural_names", "needs_structured_fit", "check_plain_structures",
            "check_plain_terms", "rho_cs", "rho_ar1"]
 
@@ -141,6 +141,15 @@ def psi_lower(sl: StructLayout) -> np.ndarray:
         elif kind in ("cs", "ar1"):
             out.append(np.array([0.0, -np.inf]))
     return np.concatenate(out) if out else np.zeros(0)
+
+
+def psi_flips(sl: StructLayout) -> list[tuple[int, tuple[int, ...]]]:
+    """The sign symmetries of the unstructured ("us") terms' Λ in ψ (:meth:`ThetaLayout.flips`)."""
+    out = []
+    for kind, qk, s in zip(sl.kinds, sl.q, sl.starts):
+        if kind == "us":
+            out += [(s + j, tuple(s + i for i in idx)) for j, idx in theta_layout((qk,)).flips()]
+    return out
 
 
 def psi_scale(rms: list[np.ndarray], sl: StructLayout) -> np.ndarray:

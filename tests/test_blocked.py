@@ -121,7 +121,10 @@ def _structured_objective(theta, design, layout, idx, xp, tl, reml):
                            jnp.asarray(ldW), reml))
 
 
-CASES = [pytest.param(s, seed, wt, id=f"{s}-seed{seed}-{'w' if wt else 'unw'}")
+# the first seed of each shape runs by default; the other seeds (other level assignments of the same
+# shapes) are long checks, marked slow
+CASES = [pytest.param(s, seed, wt, id=f"{s}-seed{seed}-{'w' if wt else 'unw'}",
+                      marks=() if seed == SEEDS[0] else pytest.mark.slow)
          for s in SHAPES for seed in SEEDS for wt in (False, True)]
 
 

@@ -74,6 +74,13 @@ def sleep_reml() -> jaxmix.MixedResults:
     return reference_fit("sleepstudy_slope", "REML")
 
 
+def quiet(fn, *a, **kw):
+    """fn(*a, **kw) with jaxmix's warnings silenced (fits whose warnings a test does not check)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jaxmix.JaxmixWarning)
+        return fn(*a, **kw)
+
+
 def rel_close(actual, expected, rtol=1e-3, atol_zero=1e-6):
     """Element-wise relative closeness, absolute ``atol_zero`` where the reference is exactly 0."""
     actual = np.asarray(actual, dtype=float)

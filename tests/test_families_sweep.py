@@ -9,14 +9,13 @@ one with its own random effect and shape, one with missing rows.
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import jaxmix
-from conftest import DATA_DIR
+from conftest import DATA_DIR, quiet
 
 TMB = json.loads((DATA_DIR / "families_nb_gamma.json").read_text())
 NB_RHS = "~ YEAR + cHEIGHT + (1 | LOCATION)"
@@ -45,15 +44,9 @@ def _gamma_data() -> pd.DataFrame:
     return d
 
 
-def _quiet(f, *a, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", jaxmix.JaxmixWarning)
-        return f(*a, **kw)
-
-
 def _same_as_fit(sw, d, rhs, **kw):
     for name in sw.names:
-        one = _quiet(jaxmix.fit, f"{name} {rhs}", d, **kw)
+        one = quiet(jaxmix.fit, f"{name} {rhs}", d, **kw)
         a = sw[name]
         assert one.converged and a.converged
         assert a.loglik == pytest.approx(one.loglik, abs=1e-6)
@@ -68,7 +61,7 @@ def _same_as_fit(sw, d, rhs, **kw):
 
 def test_negative_binomial_sweep_equals_fit_and_glmmtmb():
     d = _nb_data()
-    sw = _quiet(jaxmix.fit_many, NB_RHS, d, outcomes=["TICKS", "T2", "T3"], family="negative_binomial")
+    sw = quiet(jaxmix.fit_many, NB_RHS, d, outcomes=["TICKS", "T2", "T3"], family="negative_binomial")
     assert sw.converged.all() and sw.nobs["T3"] < sw.nobs["TICKS"] == 403
     _same_as_fit(sw, d, NB_RHS, family="negative_binomial")
     ref = TMB["nb_glmm"]  # glmmTMB nbinom2 on TICKS
@@ -80,7 +73,7 @@ def test_negative_binomial_sweep_equals_fit_and_glmmtmb():
     assert sw.dispersion["T2"] == pytest.approx(3.0, rel=0.5)  # simulated with θ = 3
     assert list(sw.dispersion_table["parameter"].unique()) == ["theta (NB shape)"]
     assert "theta (NB shape)" in sw.summary()
-    agq = _quiet(jaxmix.fit_many, NB_RHS, d, outcomes=["TICKS", "T3"], family="negative_binomial", nagq=5)
+    agq = quiet(jaxmix.fit_many, NB_RHS, d, outcomes=["TICKS", "T3"], family="negative_binomial", nagq=5)
     assert agq.method == "AGQ"
     _same_as_fit(agq, d, NB_RHS, family="negative_binomial", nagq=5)
 
@@ -88,7 +81,7 @@ def test_negative_binomial_sweep_equals_fit_and_glmmtmb():
 def test_gamma_sweep_matches_glmmtmb_and_screens_bad_outcomes():
     d = _gamma_data()
     d["bad"] = d["y"] - 1.0  # some values <= 0: not a Gamma response
-    sw = _quiet(jaxmix.fit_many, GA_RHS, d, outcomes=["y", "bad"], family="gamma", link="log")
+    sw = quiet(jaxmix.fit_many, GA_RHS, d, outcomes=["y", "bad"], family="gamma", link="log")
     assert sw.status.tolist() == [0, 14] and np.isnan(sw.dispersion["bad"])
     ref = TMB["gamma_log_glmm"]
     assert sw.loglik["y"] == pytest.approx(ref["loglik"], abs=1e-4)
@@ -100,7 +93,7 @@ def test_gamma_sweep_matches_glmmtmb_and_screens_bad_outcomes():
 
 def test_gamma_sweep_equals_fit():
     d = _gamma_data()
-    sw = _quiet(jaxmix.fit_many, GA_RHS, d, outcomes=["y2", "y3"], family="gamma", link="log")
+    sw = quiet(jaxmix.fit_many, GA_RHS, d, outcomes=["y2", "y3"], family="gamma", link="log")
     assert sw.converged.all()
     _same_as_fit(sw, d, GA_RHS, family="gamma", link="log")
     assert sw.dispersion["y2"] == pytest.approx(2.0, rel=0.3)  # simulated with shape 2
@@ -108,9 +101,9 @@ def test_gamma_sweep_equals_fit():
 
 def test_gamma_sweep_without_random_terms_is_the_ml_glm():
     d = _gamma_data()
-    sw = _quiet(jaxmix.fit_many, "~ x", d, outcomes=["y", "y3"], family="gamma", link="log")
+    sw = quiet(jaxmix.fit_many, "~ x", d, outcomes=["y", "y3"], family="gamma", link="log")
     ref = TMB["gamma_log_glm"]
     assert sw.loglik["y"] == pytest.approx(ref["loglik"], abs=1e-4)
     assert sw.dispersion["y"] == pytest.approx(ref["dispersion"], rel=1e-3)
-    one = _quiet(jaxmix.fit, "y3 ~ x", d, family="gamma", link="log")
+    one = quiet(jaxmix.fit, "y3 ~ x", d, family="gamma", link="log")
     assert sw["y3"].loglik == pytest.approx(one.loglik, abs=1e-8) and sw.n_params == one.n_params == 3

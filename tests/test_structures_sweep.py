@@ -6,7 +6,6 @@ links the remaining rows), one outcome must equal nlme (tests/data/structured_re
 tests/data/export_structured.R), and an outcome whose own fit fails gets status 16 while the others go on.
 """
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import pandas as pd
 import pytest
 
 import jaxmix
+from conftest import quiet
 
 DATA = Path(__file__).parent / "data"
 REF = json.loads((DATA / "structured_reference.json").read_text())
@@ -28,15 +28,9 @@ def _orthodont():
     return d
 
 
-def _quiet(f, *a, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", jaxmix.JaxmixWarning)
-        return f(*a, **kw)
-
-
 def _same_as_fit(sw, d, rhs, **kw):
     for name in sw.names:
-        one = _quiet(jaxmix.fit, f"{name} {rhs}", d.dropna(subset=[name]), **kw)
+        one = quiet(jaxmix.fit, f"{name} {rhs}", d.dropna(subset=[name]), **kw)
         a = sw[name]
         assert a.converged and one.converged
         assert a.loglik == pytest.approx(one.loglik, abs=1e-8)
@@ -48,11 +42,11 @@ def _same_as_fit(sw, d, rhs, **kw):
 
 def test_varident_sweep_matches_nlme_and_screens():
     d = _orthodont().assign(flat=1.0)
-    sw = _quiet(jaxmix.fit_many, "~ age + Sex + (1 | Subject)", d, outcomes=["distance", "flat"],
+    sw = quiet(jaxmix.fit_many, "~ age + Sex + (1 | Subject)", d, outcomes=["distance", "flat"],
                 variance="ident(Sex)")
     assert sw.status.tolist() == [0, 11]
     case = REF["orthodont_varident_ML"]
-    sw = _quiet(jaxmix.fit_many, "~ age + Sex + (1 | Subject)", d, outcomes=["distance"], method="ML",
+    sw = quiet(jaxmix.fit_many, "~ age + Sex + (1 | Subject)", d, outcomes=["distance"], method="ML",
                 variance="ident(Sex)")
     assert sw.loglik["distance"] == pytest.approx(case["loglik"], abs=1e-4) and sw.method == "ML"
     np.testing.assert_allclose(sw.se.loc["distance"], list(case["se"].values()), rtol=1e-4)
@@ -61,7 +55,7 @@ def test_varident_sweep_matches_nlme_and_screens():
 def test_varident_sweep_equals_fit_and_nlme():
     d = _orthodont()
     rhs = "~ age + Sex + (1 | Subject)"
-    sw = _quiet(jaxmix.fit_many, rhs, d, outcomes=["distance", "d2", "d3"], variance="ident(Sex)")
+    sw = quiet(jaxmix.fit_many, rhs, d, outcomes=["distance", "d2", "d3"], variance="ident(Sex)")
     assert sw.converged.all() and sw.method == "REML" and sw.nobs["d3"] < 108
     _same_as_fit(sw, d, rhs, variance="ident(Sex)")
     case = REF["orthodont_varident_REML"]  # nlme::lme(weights = varIdent(form = ~1 | Sex))
@@ -79,7 +73,7 @@ def test_gls_ar1_sweep_equals_fit_and_a_failing_outcome_gets_a_status():
     # a repeated (Subject, age) row, observed for d2 only: d2's own AR(1) fit fails, the others are fitted
     dup = d.head(1).assign(distance=np.nan, d3=np.nan)
     d2 = pd.concat([d, dup], ignore_index=True)
-    sw = _quiet(jaxmix.fit_many, "~ age + Sex", d2, outcomes=["distance", "d2", "d3"],
+    sw = quiet(jaxmix.fit_many, "~ age + Sex", d2, outcomes=["distance", "d2", "d3"],
                 correlation="ar1(age | Subject)")
     assert sw.status.tolist() == [0, 16, 0] and sw.method == "REML"
     assert "occurs twice" in sw.warnings["d2"][0] and np.isnan(sw.fixef.loc["d2"]).all()
@@ -95,7 +89,7 @@ def test_cs_term_sweep_equals_fit_and_errors():
     m = pd.read_csv(DATA / "Machines.csv").astype({"Worker": str})
     m["s2"] = m["score"] + np.random.default_rng(3).normal(0.0, 2.0, len(m))
     rhs = "~ Machine + cs(0 + Machine | Worker)"
-    sw = _quiet(jaxmix.fit_many, rhs, m, outcomes=["score", "s2"])
+    sw = quiet(jaxmix.fit_many, rhs, m, outcomes=["score", "s2"])
     _same_as_fit(sw, m, rhs)
     assert (sw.structure_table["kind"] == "rho").sum() == 2
     d = _orthodont()
@@ -114,9 +108,9 @@ def test_aliased_outcome_is_refitted_with_its_structure():
     (as lme4); the sweep refits it alone with the same correlation and reports NaN for the column."""
     d = _orthodont()
     d["boys"] = d["distance"].where(d["Sex"] == "Male")
-    sw = _quiet(jaxmix.fit_many, "~ age + Sex + (1 | Subject)", d, outcomes=["distance", "boys"],
+    sw = quiet(jaxmix.fit_many, "~ age + Sex + (1 | Subject)", d, outcomes=["distance", "boys"],
                 correlation="ar1(Subject)")
-    one = _quiet(jaxmix.fit, "boys ~ age + (1 | Subject)", d.dropna(subset=["boys"]), correlation="ar1(Subject)")
+    one = quiet(jaxmix.fit, "boys ~ age + (1 | Subject)", d.dropna(subset=["boys"]), correlation="ar1(Subject)")
     assert sw.status.tolist() == [0, 0] and np.isnan(sw.fixef.loc["boys", "Sex[T.Female]"])
     assert sw.loglik["boys"] == pytest.approx(one.loglik, abs=1e-8)
     np.testing.assert_allclose(sw.fixef.loc["boys", ["Intercept", "age"]], one.beta, rtol=1e-8)

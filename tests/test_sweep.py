@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,16 +16,11 @@ import pytest
 
 import jaxmix
 from jaxmix.datasets import AMI_FORMULA, AMI_ENDPOINTS, simulate_ami
+from conftest import quiet
 
 REPO = Path(__file__).resolve().parents[1]
 RHS = "~ Days + (Days | Subject)"
 AMI_N = 3000  # the size tests/test_ami.py runs the CLI job at: the GLMM sweep compiles once per session
-
-
-def _quiet(fn, *a, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", jaxmix.JaxmixWarning)
-        return fn(*a, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +40,7 @@ def sleep_data(sleepstudy):
 
 @pytest.fixture(scope="module")
 def sweep(sleep_data):
-    return _quiet(jaxmix.fit_many, RHS, sleep_data, outcomes=["Reaction", "y1", "y2", "const", "allna"])
+    return quiet(jaxmix.fit_many, RHS, sleep_data, outcomes=["Reaction", "y1", "y2", "const", "allna"])
 
 
 def _same_fit(a, b, rtol=1e-6):
@@ -84,7 +78,7 @@ def test_failures_are_reported_not_raised(sweep):
 
 def test_bad_outcomes_do_not_change_the_others(sweep, sleep_data):
     """Same batch shape with two good outcomes in place of the bad ones: identical numbers."""
-    clean = _quiet(jaxmix.fit_many, RHS, sleep_data, outcomes=["Reaction", "y1", "y2", "y3", "y4"])
+    clean = quiet(jaxmix.fit_many, RHS, sleep_data, outcomes=["Reaction", "y1", "y2", "y3", "y4"])
     assert clean.status.tolist() == [0] * 5
     for name in ["Reaction", "y1", "y2"]:
         np.testing.assert_allclose(clean.fixef.loc[name], sweep.fixef.loc[name], rtol=1e-10)
@@ -98,7 +92,7 @@ def test_chunks_with_progress_bar(sweep, sleep_data, monkeypatch, capsys):
     from jaxmix import progress
 
     monkeypatch.setattr(progress, "_tqdm", lambda: None)
-    chunked = _quiet(jaxmix.fit_many, RHS, sleep_data, outcomes=sweep.names, batch_size=2)
+    chunked = quiet(jaxmix.fit_many, RHS, sleep_data, outcomes=sweep.names, batch_size=2)
     assert "5/5 outcome" in capsys.readouterr().err
     assert chunked.status.tolist() == sweep.status.tolist()
     np.testing.assert_allclose(chunked.fixef.to_numpy(), sweep.fixef.to_numpy(), rtol=1e-6)
@@ -162,10 +156,10 @@ def test_argument_errors(sleep_data):
 def test_glmm_batch_equals_fit_one_by_one():
     """Nine logistic three-level models in one program; an endpoint with missing rows equals jaxmix.fit."""
     d = simulate_ami(AMI_N, seed=1)
-    sw = _quiet(jaxmix.fit_many, AMI_FORMULA, d, outcomes=list(AMI_ENDPOINTS), family="binomial")
+    sw = quiet(jaxmix.fit_many, AMI_FORMULA, d, outcomes=list(AMI_ENDPOINTS), family="binomial")
     assert sw.converged.all() and sw.method == "Laplace"
     assert sw.nobs["death30"] == AMI_N and sw.nobs["cath"] == d["cath"].notna().sum() < AMI_N
-    one = _quiet(jaxmix.fit, "cath " + AMI_FORMULA, d, family="binomial")
+    one = quiet(jaxmix.fit, "cath " + AMI_FORMULA, d, family="binomial")
     # jaxmix.fit (host optimiser) and fit_many (compiled optimiser) stop at their own tolerances: the
     # estimates agree to 1e-4 standard errors (a coefficient of 0.0011 differed by 8e-8), the rest to 1e-5
     a, b = sw["cath"], one
@@ -184,15 +178,15 @@ def test_complete_outcomes_share_the_design_blocks():
     rng = np.random.default_rng(3)
     Y = d["y"].to_numpy()[:, None] + rng.normal(0, 0.5, (len(d), 3)) * np.array([0.0, 1.0, 2.0])
     rhs = "~ service + (1 | s) + (1 | d) + (1 | dept)"
-    sw = _quiet(jaxmix.fit_many, rhs, d, Y=Y, names=["a", "b", "c"])
+    sw = quiet(jaxmix.fit_many, rhs, d, Y=Y, names=["a", "b", "c"])
     assert sw.converged.all()
     for j, name in enumerate(sw.names):
-        one = _quiet(jaxmix.fit, "yy " + rhs, d.assign(yy=Y[:, j]))
+        one = quiet(jaxmix.fit, "yy " + rhs, d.assign(yy=Y[:, j]))
         _same_fit(sw[name], one)
     # and the same numbers as the per-outcome-weights path (one outcome with a missing row forces it)
     Y2 = np.column_stack([Y, Y[:, 0]])
     Y2[0, 3] = np.nan
-    sw2 = _quiet(jaxmix.fit_many, rhs, d, Y=Y2, names=["a", "b", "c", "d"])
+    sw2 = quiet(jaxmix.fit_many, rhs, d, Y=Y2, names=["a", "b", "c", "d"])
     np.testing.assert_allclose(sw2.loglik_[:3], sw.loglik_, rtol=1e-9)
     np.testing.assert_allclose(sw2.beta[:3], sw.beta, rtol=1e-7)
 
@@ -240,17 +234,17 @@ def test_outcome_with_aliased_columns_is_fitted_like_fit(sleep_data):
     d.loc[off, "x2"] += rng.normal(0, 1, off.sum())  # not aliased on all rows ...
     d["ya"] = np.where(off, np.nan, d["y1"])  # ... but aliased on ya's rows
     rhs = "~ Days + x2 + (1 | Subject)"
-    sw = _quiet(jaxmix.fit_many, rhs, d, outcomes=["y1", "ya"])
+    sw = quiet(jaxmix.fit_many, rhs, d, outcomes=["y1", "ya"])
     assert sw.status.tolist() == [0, 0]
     assert np.isnan(sw.fixef.loc["ya", "x2"]) and np.isfinite(sw.fixef.loc["y1", "x2"])
     assert any("x2" in note and "aliased" in note for note in sw.warnings["ya"])
-    one = _quiet(jaxmix.fit, "ya " + rhs, d)
+    one = quiet(jaxmix.fit, "ya " + rhs, d)
     assert list(one.fixef.index) == ["Intercept", "Days"]
     _same_fit(sw["ya"], one, rtol=1e-9)
     np.testing.assert_allclose(sw.fixef.loc["ya", ["Intercept", "Days"]], one.fixef, rtol=1e-9)
     np.testing.assert_allclose(sw.se.loc["ya", ["Intercept", "Days"]], one.se, rtol=1e-9)
     assert sw.loglik["ya"] == pytest.approx(one.loglik, rel=1e-12)
-    _same_fit(sw["y1"], _quiet(jaxmix.fit, "y1 " + rhs, d))
+    _same_fit(sw["y1"], quiet(jaxmix.fit, "y1 " + rhs, d))
 
 
 def test_unfitted_outcomes_are_warned_about_at_the_callers_line(sleep_data):
@@ -277,7 +271,7 @@ def test_separated_outcome_gets_a_status_the_others_their_own_fit():
     assert sw.se.loc["ysep"].isna().all() and sw.se.loc["incidence"].notna().all()
     r = sw["ysep"]
     assert not r.converged and r.optim.status == 20 and np.isnan(r.se.to_numpy()).all()
-    clean = _quiet(jaxmix.fit_many, "~ x + (1 | herd)", d, outcomes=["incidence", "inc2"], family="binomial",
+    clean = quiet(jaxmix.fit_many, "~ x + (1 | herd)", d, outcomes=["incidence", "inc2"], family="binomial",
                    trials="size")
     _same_fit(sw["incidence"], clean["incidence"], rtol=1e-12)
     assert clean.status.tolist() == [0, 0]
@@ -319,9 +313,9 @@ def test_Y_dataframe_is_aligned_on_the_data_index(sleep_data):
     """Y= a DataFrame in another row order: matched by index label, as pandas does; an index with
     labels that the data does not have is refused."""
     rhs = "~ Days + (1 | Subject)"
-    ref = _quiet(jaxmix.fit_many, rhs, sleep_data, outcomes=["y1", "y3"])
+    ref = quiet(jaxmix.fit_many, rhs, sleep_data, outcomes=["y1", "y3"])
     shuffled = sleep_data[["y1", "y3"]].sample(frac=1.0, random_state=0)
-    sw = _quiet(jaxmix.fit_many, rhs, sleep_data, Y=shuffled, names=["y1", "y3"])
+    sw = quiet(jaxmix.fit_many, rhs, sleep_data, Y=shuffled, names=["y1", "y3"])
     np.testing.assert_allclose(sw.fixef.to_numpy(), ref.fixef.to_numpy(), rtol=1e-9)
     np.testing.assert_allclose(sw.loglik.to_numpy(), ref.loglik.to_numpy(), rtol=1e-12)
     with pytest.raises(jaxmix.JaxmixError, match=r"index of Y \(a pandas DataFrame\) does not match the data's "
@@ -334,8 +328,8 @@ def test_rescaled_covariate_reaches_the_same_optimum(sleepstudy, method):
     """Days x 1e-6 is the same model with the Days rows of θ x 1e6 (the ML log-likelihood is the same,
     REML's gains −log 1e-6 from log|L_X|²); an absolute gradient rule in θ stopped 4.8 short."""
     s = 1e-6
-    base = _quiet(jaxmix.fit_many, RHS, sleepstudy, outcomes=["Reaction"], method=method)["Reaction"]
-    r = _quiet(jaxmix.fit_many, RHS, sleepstudy.assign(Days=sleepstudy["Days"] * s), outcomes=["Reaction"],
+    base = quiet(jaxmix.fit_many, RHS, sleepstudy, outcomes=["Reaction"], method=method)["Reaction"]
+    r = quiet(jaxmix.fit_many, RHS, sleepstudy.assign(Days=sleepstudy["Days"] * s), outcomes=["Reaction"],
                method=method)["Reaction"]
     assert base.converged and r.converged
     assert r.loglik == pytest.approx(base.loglik - (np.log(s) if method == "REML" else 0.0), abs=1e-6)
@@ -365,7 +359,7 @@ def test_tiny_residual_sd_reaches_the_optimum_or_is_not_converged():
     g = np.repeat(np.arange(30), 5)
     sds = [1.0, 1.0, 1e-6, 1e-6, 1e-6, 1e-6]
     Y = np.column_stack([2.0 + rng.normal(0, 1, 30)[g] + rng.normal(0, sd, g.size) for sd in sds])
-    sw = _quiet(jaxmix.fit_many, "~ 1 + (1 | g)", pd.DataFrame({"g": g}), Y=Y)
+    sw = quiet(jaxmix.fit_many, "~ 1 + (1 | g)", pd.DataFrame({"g": g}), Y=Y)
     for j, sd in enumerate(sds):
         r = sw[f"y{j}"]
         best, theta = _oneway_reml(Y[:, j], g)

@@ -35,3 +35,20 @@ def test_singular_slope_fit_reaches_the_optimum(row):
         lam = lambda t: np.array([[t[0], 0.0], [t[1], t[2]]])  # noqa: E731
         S, S_ref = lam(th) @ lam(th).T, lam(th_ref) @ lam(th_ref).T
         np.testing.assert_allclose(S, S_ref, atol=2e-4)
+
+
+REF3 = pd.read_csv(os.path.join(HERE, "singular_slopes3_lme4.csv"))
+DATA3 = pd.read_csv(os.path.join(HERE, "singular_slopes3.csv"))
+
+
+@pytest.mark.parametrize("row", [r for _, r in REF3.iterrows()], ids=lambda r: f"{r.set}-{r.method}")
+def test_three_columns_and_two_terms_reach_lme4(row):
+    """A zero second column of a 3 x 3 Λ (no curvature along its own entries, negative across them:
+    t10, where the optimiser used to report convergence 0.052 below lme4), θ = 0 of a two-term model
+    (t16: jaxmix now ends 0.0011 above lme4) and a zero diagonal next to a free slope (t21: a rule that
+    stepped inwards against a real slope failed every step there): each reaches lme4's optimum or a
+    higher one."""
+    d = DATA3[DATA3.set == row.set]
+    res = jaxmix.fit(row.formula, d, method=row.method)
+    assert res.optim.status == 0
+    assert res.loglik >= row.loglik - 1e-6  # on t16 (θ near 0) jaxmix is 0.0011 above lme4

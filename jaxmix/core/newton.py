@@ -247,9 +247,10 @@ def newton_steps(G: np.ndarray, H: np.ndarray, free: np.ndarray, at_bound: np.nd
         length = np.max(np.abs(V * (D * fm)[:, :, None]), axis=1)  # (m, k)
         floor = np.maximum(0.1, np.asarray(min_len, dtype=float)[:, None] / np.where(length > 0, length, np.inf))
     mag = np.maximum(np.abs(coef), floor)
-    # downhill by the slope would leave the feasible side at a bound (the projection undoes the step):
-    # go inwards where the curvature outweighs the slope over the step (it still descends)
-    out = (bsum != 0) & (sign != inward) & (np.abs(gv) < 0.5 * np.abs(w) * mag)
+    # downhill by a slope of rounding size would leave the feasible side at a bound (the projection
+    # undoes the step; at θ = 0 of a criterion even in θ the slope is 0 up to rounding): go inwards,
+    # where the curvature alone decides (a real slope keeps its sign: against it, short steps rise)
+    out = (bsum != 0) & (sign != inward) & (np.abs(gv) < 1e-6 * np.abs(w) * mag)
     sign = np.where(out, inward, sign)
     coef = np.where(neg, sign * mag, coef)
     coef = np.where(on_free, coef, 0.0)
@@ -260,17 +261,30 @@ def newton_steps(G: np.ndarray, H: np.ndarray, free: np.ndarray, at_bound: np.nd
     return step, dec, wmin, is_min
 
 
-def _free(X, G, H, lower, fixed):
+def _free(X, G, H, lower, fixed, gtiny=None):
     """Coordinates not held: held are the fixed ones and those at their bound with a gradient
     pushing outwards, unless the curvature along the coordinate is negative and outweighs that
     gradient within a step of NEG_STEP·max(1, |x|∞) (gⱼα − ½|Hⱼⱼ|α² < 0 at α of that length: at θ = 0
     of a criterion that is even in θ the gradient is 0, and only the curvature shows the way off the
-    bound)."""
+    bound).  Bound coordinates whose gradient is below ``gtiny`` (m,) (its rounding size) are released
+    together when the Hessian on them and the free coordinates has a direction of negative curvature
+    (a zero column of Λ can have none along its own entries and one across them)."""
     at_bound = X <= lower
     diag = np.diagonal(H, axis1=1, axis2=2)
     alpha = NEG_STEP * np.maximum(1.0, np.max(np.abs(np.where(np.isfinite(X), X, 0.0)), axis=1, initial=0.0))
     curved = (diag < 0) & (G < 0.5 * np.abs(diag) * alpha[:, None])
     held = fixed | (at_bound & (G >= 0) & ~curved)
+    if gtiny is not None:
+        flat = held & ~fixed & at_bound & (G < np.asarray(gtiny)[:, None])
+        P = np.flatnonzero(flat.any(axis=1))
+        if P.size:
+            on = (~held[P] | flat[P]).astype(float)
+            h = np.abs(diag[P])
+            D = np.where((h > 0) & np.isfinite(h), 1.0 / np.sqrt(np.where(h > 0, h, 1.0)), 1.0) * on
+            S = H[P] * D[:, :, None] * D[:, None, :] + np.eye(H.shape[1])[None] * (1.0 - on)[:, :, None]
+            w = np.linalg.eigvalsh(np.where(np.isfinite(S), S, 0.0))
+            neg = w[:, 0] < -NEG_CURV * (1.0 + np.max(np.abs(w), axis=1))
+            held[P[neg]] &= ~flat[P[neg]]
     return ~held, at_bound
 
 
@@ -298,6 +312,7 @@ def _descend(fun, X, F, G, which, lower, fixed, gtol_of, dtol_of, max_iter, prec
     # forward differences of the exact gradient (``exact``: taken at the current point, not updated);
     # central ones where the gradient's own precision is poor (float32)
     fwd = prec.fd_step
+    gtiny_of = lambda f: prec.grad_rel * (1.0 + np.abs(f))  # noqa: E731  (a gradient of rounding size)
     steer_central = prec.fd_step >= 1e-3
     cen = np.zeros(m, dtype=bool)  # H by central differences at the point
     # g(x + hⱼeⱼ) of the last forward-difference Hessian, while x has not moved (NaN otherwise): a
@@ -330,7 +345,7 @@ def _descend(fun, X, F, G, which, lower, fixed, gtol_of, dtol_of, max_iter, prec
     running = np.isfinite(F)
     while running.any():
         A = np.flatnonzero(running)
-        fr, atb = _free(X[A], G[A], H[A], lower, fixed[A])
+        fr, atb = _free(X[A], G[A], H[A], lower, fixed[A], gtiny_of(F[A]))
         step, dA, wA, mA = newton_steps(G[A], H[A], fr, atb,
                                         NEG_STEP * np.maximum(1.0, np.max(np.abs(X[A]), axis=1, initial=0.0)))
         free[A], dec[A], wmin[A], is_min[A] = fr, dA, wA, mA
@@ -410,7 +425,7 @@ def _descend(fun, X, F, G, which, lower, fixed, gtol_of, dtol_of, max_iter, prec
     R = np.flatnonzero((~exact | (central & ~cen)) & np.isfinite(F))
     if R.size:
         H[R] = diff_hessian(R, central or steer_central)
-        fr, atb = _free(X[R], G[R], H[R], lower, fixed[R])
+        fr, atb = _free(X[R], G[R], H[R], lower, fixed[R], gtiny_of(F[R]))
         _, dec[R], wmin[R], is_min[R] = newton_steps(G[R], H[R], fr, atb)
         free[R] = fr
     return X, F, G, H, free, dec, wmin, is_min, it

@@ -13,3 +13,16 @@ for (s in unique(d$set)) {
   }
 }
 write.csv(out, "singular_slopes_lme4.csv", row.names = FALSE)
+
+# Three-column and two-term models on singular_slopes3.csv: (1 + x + z | g) on t10 (REML), and
+# (1 + x | g) + (1 | h) on t16 (ML) and t21 (REML); logLik to singular_slopes3_lme4.csv.
+d3 <- read.csv("singular_slopes3.csv")
+cases <- list(list("t10", "REML", y ~ x + z + (1 + x + z | g)), list("t16", "ML", y ~ x + z + (1 + x | g) + (1 | h)),
+              list("t21", "REML", y ~ x + z + (1 + x | g) + (1 | h)))
+out3 <- c()
+for (cs in cases) {
+  f <- lmer(cs[[3]], subset(d3, set == cs[[1]]), REML = (cs[[2]] == "REML"))
+  out3 <- rbind(out3, data.frame(set = cs[[1]], method = cs[[2]], formula = deparse(cs[[3]]),
+                                 loglik = as.numeric(logLik(f))))
+}
+write.csv(out3, "singular_slopes3_lme4.csv", row.names = FALSE)

@@ -206,6 +206,23 @@ def fd_hessian(vg: Callable, x: np.ndarray, h_rel: float = 1e-4) -> np.ndarray:
 NEG_STEP = 0.1  # shortest step along a direction of negative curvature, relative to max(1, |x|∞)
 
 
+def _neg_step(X: np.ndarray) -> np.ndarray:
+    """The shortest step along negative curvature, NEG_STEP·max(1, |x|∞), per row of X (m, d)."""
+    return NEG_STEP * np.maximum(1.0, np.max(np.abs(np.where(np.isfinite(X), X, 0.0)), axis=1, initial=0.0))
+
+
+def _jacobi(H: np.ndarray, on: np.ndarray):
+    """The Jacobi-scaled Hessians on the coordinates ``on`` (m, d) bool: (S, D) with D = |diag H|^(-1/2)
+    on them (1 where that is not finite and positive, 0 off them) and S = D H D with unit rows and
+    columns off them (non-finite entries 0), so that one batched eigen-decomposition serves every set."""
+    fm = on.astype(float)
+    h = np.abs(np.diagonal(H, axis1=1, axis2=2))
+    okd = (h > 0) & np.isfinite(h)
+    D = np.where(okd, 1.0 / np.sqrt(np.where(okd, h, 1.0)), 1.0) * fm
+    S = H * D[:, :, None] * D[:, None, :] + np.eye(H.shape[1])[None] * (1.0 - fm)[:, :, None]
+    return np.where(np.isfinite(S), S, 0.0), D
+
+
 def newton_steps(G: np.ndarray, H: np.ndarray, free: np.ndarray, at_bound: np.ndarray,
                  min_len: np.ndarray | None = None):
     """Eigenvalue-modified Newton steps on the free coordinates of m problems; their decrements, the
@@ -224,11 +241,7 @@ def newton_steps(G: np.ndarray, H: np.ndarray, free: np.ndarray, at_bound: np.nd
     fm = free.astype(float)
     # Jacobi scaling D = |diag H|^(-1/2): steps, decrement and curvature test do not change when a
     # coordinate is rescaled (a covariate measured in other units scales its θ or β entry)
-    h = np.abs(np.diagonal(H, axis1=1, axis2=2))
-    okd = (h > 0) & np.isfinite(h) & free
-    D = np.where(okd, 1.0 / np.sqrt(np.where(okd, h, 1.0)), 1.0)
-    Hm = H * (D * fm)[:, :, None] * (D * fm)[:, None, :] + np.eye(d)[None] * (1.0 - fm)[:, :, None]
-    Hm = np.where(np.isfinite(Hm), Hm, 0.0)
+    Hm, D = _jacobi(H, free)
     gm = np.where(free, G * D, 0.0)
     w, V = np.linalg.eigh(Hm)
     # eigenvectors of the unit block of fixed coordinates carry no gradient and get no step
@@ -244,7 +257,7 @@ def newton_steps(G: np.ndarray, H: np.ndarray, free: np.ndarray, at_bound: np.nd
     sign = np.where(gv > 0, -1.0, np.where(gv < 0, 1.0, inward))
     floor = 0.1
     if min_len is not None:  # per eigen-direction, the coefficient of a step min_len long
-        length = np.max(np.abs(V * (D * fm)[:, :, None]), axis=1)  # (m, k)
+        length = np.max(np.abs(V * D[:, :, None]), axis=1)  # (m, k)
         floor = np.maximum(0.1, np.asarray(min_len, dtype=float)[:, None] / np.where(length > 0, length, np.inf))
     mag = np.maximum(np.abs(coef), floor)
     # downhill by a slope of rounding size would leave the feasible side at a bound (the projection
@@ -254,7 +267,7 @@ def newton_steps(G: np.ndarray, H: np.ndarray, free: np.ndarray, at_bound: np.nd
     sign = np.where(out, inward, sign)
     coef = np.where(neg, sign * mag, coef)
     coef = np.where(on_free, coef, 0.0)
-    step = np.einsum("mdk,mk->md", V, coef) * fm * D
+    step = np.einsum("mdk,mk->md", V, coef) * D
     dec = np.sum(np.where(on_free, gv**2 / wabs, 0.0), axis=1)
     wmin = np.min(np.where(on_free, w, np.inf), axis=1)
     is_min = ~np.any(neg, axis=1)
@@ -271,18 +284,13 @@ def _free(X, G, H, lower, fixed, gtiny=None):
     (a zero column of Λ can have none along its own entries and one across them)."""
     at_bound = X <= lower
     diag = np.diagonal(H, axis1=1, axis2=2)
-    alpha = NEG_STEP * np.maximum(1.0, np.max(np.abs(np.where(np.isfinite(X), X, 0.0)), axis=1, initial=0.0))
-    curved = (diag < 0) & (G < 0.5 * np.abs(diag) * alpha[:, None])
+    curved = (diag < 0) & (G < 0.5 * np.abs(diag) * _neg_step(X)[:, None])
     held = fixed | (at_bound & (G >= 0) & ~curved)
     if gtiny is not None:
         flat = held & ~fixed & at_bound & (G < np.asarray(gtiny)[:, None])
         P = np.flatnonzero(flat.any(axis=1))
         if P.size:
-            on = (~held[P] | flat[P]).astype(float)
-            h = np.abs(diag[P])
-            D = np.where((h > 0) & np.isfinite(h), 1.0 / np.sqrt(np.where(h > 0, h, 1.0)), 1.0) * on
-            S = H[P] * D[:, :, None] * D[:, None, :] + np.eye(H.shape[1])[None] * (1.0 - on)[:, :, None]
-            w = np.linalg.eigvalsh(np.where(np.isfinite(S), S, 0.0))
+            w = np.linalg.eigvalsh(_jacobi(H[P], ~held[P] | flat[P])[0])
             neg = w[:, 0] < -NEG_CURV * (1.0 + np.max(np.abs(w), axis=1))
             held[P[neg]] &= ~flat[P[neg]]
     return ~held, at_bound
@@ -346,8 +354,7 @@ def _descend(fun, X, F, G, which, lower, fixed, gtol_of, dtol_of, max_iter, prec
     while running.any():
         A = np.flatnonzero(running)
         fr, atb = _free(X[A], G[A], H[A], lower, fixed[A], gtiny_of(F[A]))
-        step, dA, wA, mA = newton_steps(G[A], H[A], fr, atb,
-                                        NEG_STEP * np.maximum(1.0, np.max(np.abs(X[A]), axis=1, initial=0.0)))
+        step, dA, wA, mA = newton_steps(G[A], H[A], fr, atb, _neg_step(X[A]))
         free[A], dec[A], wmin[A], is_min[A] = fr, dA, wA, mA
         gmax = np.max(np.where(fr, np.abs(G[A]), 0.0), axis=1) if d else np.zeros(A.size)
         small = (gmax < gtol_of(F[A])) & (dA < dtol_of(F[A])) & mA
@@ -442,11 +449,8 @@ def precise(fun, X, F, H, free, which, tol, rise: float = 1e-8) -> np.ndarray:
     m, d = X.shape
     if d == 0 or m == 0:
         return np.ones(m, dtype=bool)
-    h = np.abs(np.diagonal(H, axis1=1, axis2=2))
-    okd = (h > 0) & np.isfinite(h)
-    D = np.where(okd, 1.0 / np.sqrt(np.where(okd, h, 1.0)), 1.0) * free
-    S = H * D[:, :, None] * D[:, None, :] + np.eye(d)[None] * (1.0 - free)[:, :, None]
-    w, V = np.linalg.eigh(np.where(np.isfinite(S), S, 0.0))
+    S, D = _jacobi(H, free > 0)
+    w, V = np.linalg.eigh(S)
     wabs = np.maximum(np.abs(w), 1e-10 * np.max(np.abs(w), axis=1, keepdims=True) + 1e-14)
     nfree = np.maximum(free.sum(axis=1), 1.0)
     delta = D * np.einsum("mdk,mk->md", V, np.sqrt(2.0 * rise / nfree)[:, None] / np.sqrt(wabs))

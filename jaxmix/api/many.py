@@ -28,8 +28,8 @@ from .. import runtime
 from ..status import status_message
 from ..errors import JaxmixError, JaxmixWarning
 from ..spec.formula import parse_formula
-from ..spec.options import check_fit_options
-from ..spec.re_structure import needs_structured_fit
+from ..spec.options import check_fit_options, parse_dtype
+from ..spec.re_structure import check_plain_terms, needs_structured_fit
 from ..results.sweep import SWEEP_STATUS, Problem, Sweep
 
 __all__ = ["fit_many", "fit_problem", "Sweep", "SWEEP_STATUS", "status_message"]
@@ -268,16 +268,8 @@ def fit_many(formula: str, data, outcomes=None, *, Y=None, names=None, family: s
       >>> sw.fixef, sw.se, sw.to_frame()
     """
     runtime.start()
-    if variance is not None or correlation is not None:
-        from ..spec.residual import parse_correlation, parse_variance
-
-        if str(family).lower() != "gaussian":
-            raise JaxmixError(f"variance= and correlation= are for Gaussian models; family is {family!r}")
-        from ..spec.options import parse_dtype
-
-        if np.dtype(parse_dtype(dtype)) != np.float64:
-            raise JaxmixError("structured covariances are fitted in float64 only")
-        parse_variance(variance), parse_correlation(correlation)  # a clear error before any fit
+    if (variance is not None or correlation is not None) and str(family).lower() != "gaussian":
+        raise JaxmixError(f"variance= and correlation= are for Gaussian models; family is {family!r}")
     t0 = time.perf_counter()
     opts = check_fit_options(family, nagq=nagq, trials=trials, max_iter=max_iter, gtol=gtol, batch_size=batch_size)
     nagq, max_iter, gtol = opts["nagq"], opts["max_iter"], opts["gtol"]
@@ -290,19 +282,15 @@ def fit_many(formula: str, data, outcomes=None, *, Y=None, names=None, family: s
 def fit_problem(pb: Problem, dtype=None, max_iter=500, gtol=1e-4, devices=None, batch_size=None,
                  progress=None, t0=None, start=None, desc="fitting") -> "Sweep":
     t0 = time.perf_counter() if t0 is None else t0
-    from ..spec.re_structure import check_plain_terms, needs_structured_fit
-
     structured = pb.family == "gaussian" and (pb.variance is not None or pb.correlation is not None
                                               or needs_structured_fit(pb.design.terms))
     if not structured:
         check_plain_terms(pb.design.terms, f"a {pb.family} GLMM (fit_many)")
+    elif np.dtype(parse_dtype(dtype)) != np.float64:
+        raise JaxmixError("structured covariances are fitted in float64 only")
     mask, status, nobs = _screen(pb)
     if structured:  # outcome by outcome through jaxmix.fit's structured driver
-        from ..spec.options import parse_dtype
         from .paths import fit_each
-
-        if np.dtype(parse_dtype(dtype)) != np.float64:
-            raise JaxmixError("structured covariances are fitted in float64 only")
 
         out = fit_each(pb, mask, status, nobs, dtype, max_iter, gtol, progress, desc=desc)
     elif not pb.design.terms:
@@ -342,7 +330,7 @@ def _fit_aliased(pb: Problem, out: "Sweep", mask, which, dtype, max_iter, gtol) 
     The batched program has one X for all outcomes, so these few outcomes are fitted (and compiled)
     one by one.  An outcome that still cannot be fitted keeps status 13.
     """
-    from .paths import fit_outcome_alone
+    from .paths import fit_outcome_alone, fit_status
 
     if pb.data is None:
         return
@@ -363,7 +351,7 @@ def _fit_aliased(pb: Problem, out: "Sweep", mask, which, dtype, max_iter, gtol) 
         out.vcov_beta[j][np.ix_(kept, kept)] = res.vcov_beta
         out.theta_[j] = res.theta
         out.sigma_[j], out.loglik_[j], out.objective_[j] = res.sigma, res.loglik, res.objective
-        out.status_[j] = 0 if res.converged else (res.optim.status if res.optim is not None else 1)
+        out.status_[j] = fit_status(res)
         out.singular_[j] = res.singular
         if out.dispersion_ is not None and res.dispersion is not None:
             out.dispersion_[0][j] = res.dispersion

@@ -18,12 +18,18 @@ from ..progress import progress_bar
 from ..results.mixed import MixedResults, OptimSummary
 from ..results.sweep import Sweep, outcome_design, Problem, status_message
 
-__all__ = ["fit_lmm_batch", "fit_glmm_batch", "fit_fixed_only", "fit_each", "fit_outcome_alone"]
+__all__ = ["fit_lmm_batch", "fit_glmm_batch", "fit_fixed_only", "fit_each", "fit_outcome_alone", "fit_status"]
 
 
 def _has_disp(pb: Problem) -> bool:
     """Whether the family has a dispersion parameter φ (negative binomial θ, Gamma shape)."""
     return pb.fam is not None and has_dispersion(pb.fam)
+
+
+def fit_status(res: MixedResults) -> int:
+    """A ``jaxmix.fit`` result's code in a sweep's status: 0 converged, else its optimiser's status (1
+    where it has none)."""
+    return 0 if res.converged else (res.optim.status if res.optim is not None else 1)
 
 
 def _nan(shape) -> np.ndarray:
@@ -249,8 +255,8 @@ def fit_glmm_batch(pb: Problem, mask, status, nobs, dtype, max_iter, gtol, devic
         vcov[j], note = glmm_vcov(H[j], onb[j], nt + ndisp, p)
         if ndisp:
             disp[j] = dispersion_record(pb.fam, float(np.exp(x[j, nt])), log_dispersion_se(H[j], onb[j], nt))
-            if dispersion_warning(disp[j]):
-                notes.setdefault(pb.names[j], []).append(dispersion_warning(disp[j]))
+            if note_d := dispersion_warning(disp[j]):
+                notes.setdefault(pb.names[j], []).append(note_d)
         sep = []
         if suspect[j] or separation_suspected(beta=beta[j], fun=obj[j], vcov_note=note):
             m = mask[:, j]
@@ -307,8 +313,8 @@ def fit_fixed_only(pb: Problem, mask, status, nobs, progress=None) -> Sweep:
             beta0, phi0, dev0, vfull, conv0, separated = dispersion_glm(pb.fam, sub.X, sub.y, sub.weights, sub.offset)
             vcov0, rec = vfull[1:, 1:], dispersion_record(pb.fam, phi0, float(np.sqrt(vfull[0, 0])))
             disp[j] = rec
-            if dispersion_warning(rec):
-                notes.setdefault(name, []).append(dispersion_warning(rec))
+            if note_d := dispersion_warning(rec):
+                notes.setdefault(name, []).append(note_d)
         else:
             beta0, dev0, vcov0, conv0, separated = glm_irls(pb.fam, sub.X, sub.y, ntr, sub.weights, sub.offset)
         if separated:
@@ -405,7 +411,7 @@ def fit_each(pb: Problem, mask, status, nobs, dtype, max_iter, gtol, progress=No
     n_params = p + 1
     for j, r in fits.items():
         beta[j], vcov[j], theta[j], sigma[j], ll[j], obj[j] = r.beta, r.vcov_beta, r.theta, r.sigma, r.loglik, r.objective
-        st[j] = 0 if r.converged else (r.optim.status if r.optim is not None else 1)
+        st[j] = fit_status(r)
         singular[j], n_params = r.singular, r.n_params
     return Sweep(problem=pb, mask=mask, beta=beta, vcov_beta=vcov, theta_=theta, sigma_=sigma, loglik_=ll,
                  objective_=obj, status_=st, nobs_=nobs, singular_=singular, n_params=n_params,

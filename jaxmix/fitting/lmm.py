@@ -37,6 +37,7 @@ from ..core.crossprod import CrossProducts, Index, Layout, RowData, cross_produc
 from ..core.lmm import cond_var, objective, solve
 from ..core.lmm_classes import class_flops, class_tails, level_classes, value_grad_classes
 
+
 def index_array(a: np.ndarray) -> np.ndarray:
     """Index arrays as int32 where their values allow (half the memory and traffic of the gathers
     over the pairs of entries)."""
@@ -285,16 +286,16 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
     c = theta_scale(Zs, tl)
     K = 1 if k == 1 else bucket(k, 2, FINE)
     G = shared_np[0].shape[0]
-    if k > 1 and G == 1 and layout.m_R == 0 and (devices is None or len(devices) <= 1):
-        cls = level_classes(shared_np[0][0, : nlev[0]])
-        by_class, by_level = class_flops(cls[0].shape[0], int(nlev[0]), layout.q1, layout.t)
-        if CLASS_GAIN * by_class <= by_level:
-            return _fit_by_classes(cls, layout, idx_np, grp, shared_np, per_np, nlev, tl, c, n, ldW, p, reml, dt,
-                                   gtol, max_iter, t0)
     x0 = np.tile(tl.init(), (k, 1))
     if k > 1 and G == 1 and layout.m_R == 0:  # a sweep of a one-term model: the moment starts
         xm = moment_start(shared_np[0][0, : nlev[0]], per_np[0][:, : nlev[0], p, :], per_np[2][:, p, p], n, tl) / c
         x0 = np.where(np.isfinite(xm), xm, x0)
+        if devices is None or len(devices) <= 1:
+            cls = level_classes(shared_np[0][0, : nlev[0]])
+            by_class, by_level = class_flops(cls[0].shape[0], int(nlev[0]), layout.q1, layout.t)
+            if CLASS_GAIN * by_class <= by_level:
+                return _fit_by_classes(cls, layout, idx_np, grp, shared_np, per_np, nlev, tl, c, n, ldW, p, reml,
+                                       dt, gtol, max_iter, t0, x0)
     Gb = 1 if G == 1 else bucket(G, 2, FINE)
     shared = tuple(put(first_rows(a, Gb), dt) for a in shared_np)
     per = tuple(put(first_rows(a, K), dt) for a in per_np)
@@ -426,12 +427,12 @@ def moment_start(A11: np.ndarray, Zy: np.ndarray, yy: np.ndarray, n, tl: ThetaLa
 
 
 def _fit_by_classes(cls, layout, idx_np, grp, shared_np, per_np, nlev, tl, c, n, ldW, p, reml, dt, gtol,
-                    max_iter, t0) -> LmmBatch:
+                    max_iter, t0, x0) -> LmmBatch:
     """:func:`fit_lmm_outcomes` for k > 1 outcomes that share their rows, one random term, and few
     classes of levels with equal Z′WZ blocks (:mod:`jaxmix.core.lmm_classes`: a point costs
     O(classes), not O(levels)).  One small program evaluates the criterion, its gradient and L_TT; β̂,
     r² and L_X come from L_TT at θ̂; the conditional modes and factors (``sweep[name]``) are solved by
-    the blocked program on first use."""
+    the blocked program on first use.  ``x0``: the starts (scaled θ̃, the moment starts where they exist)."""
     A11c, cnt, cls_of = cls
     k = per_np[0].shape[0]
     d = tl.size
@@ -459,15 +460,13 @@ def _fit_by_classes(cls, layout, idx_np, grp, shared_np, per_np, nlev, tl, c, n,
 
     lower = np.where(tl.is_diagonal(), 0.0, -np.inf)
     prec = FLOAT32 if jnp.dtype(dt) == jnp.float32 else FLOAT64
-    x0 = moment_start(shared_np[0][0, : nlev[0]], per_np[0][:, : nlev[0], p, :], per_np[2][:, p, p], n, tl) / c
-    opt = minimize_batch(call, np.where(np.isfinite(x0), x0, tl.init()), lower, gtol=gtol, max_iter=max_iter,
-                         prec=prec, flips=tl.flips())
+    opt = minimize_batch(call, x0, lower, gtol=gtol, max_iter=max_iter, prec=prec, flips=tl.flips())
     theta = opt.x * c
     _, _, LTT = call(np.nan_to_num(opt.x), np.arange(k), keep_aux=True)
     RX = LTT[:, :p, :p]
     beta = np.linalg.solve(np.swapaxes(RX, 1, 2), LTT[:, p, :p, None])[:, :, 0] if p else np.zeros((k, 0))
     memo = {}
-    idx = Index(*(put(a) for a in idx_np))
+    idx = Index(*(put(index_array(a)) for a in idx_np))  # int32 as the blocked program's (one solution program)
 
     def modes():  # the blocked solution of every outcome at θ̂, on first use
         if not memo:

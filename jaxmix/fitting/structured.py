@@ -36,7 +36,7 @@ from ..errors import JaxmixError
 from ..core.lmm import cond_var, objective, solve
 from ..spec.re_structure import natural, natural_names, psi_flips, psi_init, psi_lower, psi_scale, struct_layout, theta_from_psi
 from ..spec.residual import coefficients, log_det_sigma, n_phi, phi_init, phi_names, phi_natural, residual_pieces
-from .cache import release_executables_if_needed
+from .cache import release_executables_if_needed, signature
 from .lmm import FAST_COMPILE, column_rms
 
 
@@ -52,8 +52,7 @@ def _run(name: str, key, make, *args):
     and tree structure), with the fast-compile XLA options of small classes
     (:data:`jaxmix.fitting.lmm.FAST_COMPILE`): these programs are small and run a few times.
     ``make`` must close over nothing but what ``key`` describes."""
-    leaves, tree = jax.tree_util.tree_flatten(args)
-    full = (name, key, str(tree), tuple((np.shape(a), str(getattr(a, "dtype", type(a)))) for a in leaves))
+    full = (name, key, signature(args))
     exe = _PROGRAMS.get(full)
     if exe is None:
         if release_executables_if_needed():  # the process holds too many mappings: start afresh

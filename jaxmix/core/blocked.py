@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from .crossprod import CrossProducts, Index, Layout
-from .linalg import chol, chol_logdiag, chol_small, solve_lower
+from .linalg import chol, chol_logdet_split, chol_small, solve_lower
 
 __all__ = ["Factor", "factorize", "schur", "scale_rows", "logdets", "logdets_direct"]
 
@@ -121,12 +121,15 @@ def logdets(f: Factor, layout: Layout, p: int):
 
 def logdets_direct(lams, xp: CrossProducts, idx: Index, layout: Layout, p: int):
     """:func:`logdets` of the factor for ``lams`` without forming it: the dense block's log-diagonal
-    by :func:`jaxmix.core.linalg.chol_logdiag`, whose reverse-mode derivative costs two triangular
-    solves (the objective's gradient in the optimiser)."""
+    by :func:`jaxmix.core.linalg.chol_logdet_split`, whose reverse-mode derivative costs one inverse
+    of the Schur complement from its factor (the objective's gradient in the optimiser)."""
+    m_R = layout.m_R
     L11, _, _, M = schur(lams, xp, idx, layout)
-    logdD = chol_logdiag(M)
-    ldL2, ldRX2 = _logdets(L11, logdD, layout, p)
-    return ldL2, ldRX2, jnp.exp(2.0 * logdD[layout.m_R + p])
+    sR, logdT = chol_logdet_split(M, m_R)
+    d11 = jnp.diagonal(L11, axis1=1, axis2=2)
+    ldL2 = 2.0 * (jnp.sum(jnp.log(d11)) + sR)
+    ldRX2 = 2.0 * jnp.sum(logdT[:p])
+    return ldL2, ldRX2, jnp.exp(2.0 * logdT[p])
 
 
 def _logdets(L11, logdD, layout: Layout, p: int):

@@ -296,6 +296,12 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
             if CLASS_GAIN * by_class <= by_level:
                 return _fit_by_classes(cls, layout, idx_np, grp, shared_np, per_np, nlev, tl, c, n, ldW, p, reml,
                                        dt, gtol, max_iter, t0, x0)
+    if G == 1 and layout.m_R and all(qk == 1 for qk in layout.q) and os.environ.get("JAXMIX_NO_HENDERSON") is None:
+        xh = henderson_start(shared_np[0][0], shared_np[1][0], shared_np[2][0], per_np[0][:, :, p, 0],
+                             per_np[1][:, :, p], per_np[2][:, p, p], layout, idx_np.e_row, idx_np.e_blk) / c
+        x0 = np.where(np.isfinite(xh), xh, x0)
+        if os.environ.get("JAXMIX_DEBUG_START"):
+            print("start", xh * c)
     Gb = 1 if G == 1 else bucket(G, 2, FINE)
     shared = tuple(put(first_rows(a, Gb), dt) for a in shared_np)
     per = tuple(put(first_rows(a, K), dt) for a in per_np)
@@ -424,6 +430,57 @@ def moment_start(A11: np.ndarray, Zy: np.ndarray, yy: np.ndarray, n, tl: ThetaLa
         lam = np.linalg.cholesky(np.einsum("kab,kb,kcb->kac", U, np.abs(w) / s2[:, None], U))
     out = lam[:, np.asarray(tl.rows[0]), np.asarray(tl.cols[0])]
     return np.where(np.isfinite(out).all(axis=1, keepdims=True) & ((s2 > 0) & interior)[:, None], out, np.nan)
+
+
+def henderson_start(A11: np.ndarray, BR: np.ndarray, CRR: np.ndarray, Zy1: np.ndarray, ZyR: np.ndarray,
+                    yy: np.ndarray, layout: Layout, e_row: np.ndarray, e_blk: np.ndarray) -> np.ndarray:
+    """θ starts (k, K) of LMMs whose K random terms are all scalar, by Henderson's method I (Searle,
+    Casella & McCulloch 1992, section 5.3), NaN rows where it fails.
+
+    With T_k the level totals Z_k′y, n_kl the level counts and n^{kj}_lm the counts of rows at level l
+    of term k and m of term j (the cross-products A11, Z_R′Z₁ and Z_R′Z_R), the quadratic forms
+    Q_k = Σ_l T_kl²/n_kl, Q_μ = (Σy)²/N and Q₀ = y′y have expectations (y = μ + Σ_j Z_j b_j + e)
+
+        E Q_k = Nμ² + Σ_j σ_j² Σ_lm (n^{kj}_lm)²/n_kl + ℓ_k σ²,   E Q_μ = Nμ² + Σ_j σ_j² Σ_m n_jm²/N + σ²,
+        E Q₀ = Nμ² + N Σ_j σ_j² + N σ²;
+
+    equating Q − Q_μ to their expectations gives σ̂² and σ̂_j², and θ_j = σ̂_j/σ̂.  The fixed effects
+    other than the mean are ignored (a start, not an estimate).  A σ̂_j² ≤ 0 starts θ_j at 0.1."""
+    K = len(layout.q)
+    nR = np.diagonal(CRR).copy() if layout.m_R else np.zeros(0)
+    counts = [A11[:, 0, 0]] + [nR[off: off + lk] for off, lk in zip(layout.offsets, layout.nlev[1:])]
+    rows = [np.arange(off, off + lk) for off, lk in zip(layout.offsets, layout.nlev[1:])]
+    N = float(np.sum(counts[0]))
+    inv = [np.where(c > 0, 1.0 / np.where(c > 0, c, 1.0), 0.0) for c in counts]
+    C = np.zeros((K + 1, K + 1))  # rows: Q_1..Q_K, Q_0; columns σ_1²..σ_K², σ²
+    for k in range(K):
+        C[k, k] = N
+        C[k, K] = float(np.sum(counts[k] > 0))
+    for j in range(1, K):
+        es, npair = layout.entry_starts[j - 1], layout.n_pairs[j - 1]
+        e = np.arange(es, es + npair)
+        b2 = BR[e, 0] ** 2
+        C[0, j] = float(np.sum(b2 * inv[0][e_blk[e]]))
+        C[j, 0] = float(np.sum(b2 * inv[j][e_row[e] - layout.offsets[j - 1]]))
+        for i in range(1, K):
+            if i != j:
+                C[i, j] = float(np.sum(CRR[np.ix_(rows[i - 1], rows[j - 1])] ** 2 * inv[i][:, None]))
+    C[K, :K] = N
+    C[K, K] = N
+    cmu = np.array([float(np.sum(c**2)) / N for c in counts] + [1.0])
+    C = C - cmu[None, :]
+    sy = Zy1.sum(axis=1)
+    Q = np.column_stack([np.einsum("kl,l->k", Zy1**2, inv[0])]
+                        + [np.einsum("kl,l->k", ZyR[:, r] ** 2, inv[j + 1]) for j, r in enumerate(rows)]
+                        + [yy]) - (sy**2 / N)[:, None]
+    with np.errstate(all="ignore"):
+        try:
+            s = np.linalg.solve(C, Q.T).T  # (k, K + 1)
+        except np.linalg.LinAlgError:
+            return np.full((Q.shape[0], K), np.nan)
+        s2 = s[:, K:]
+        th = np.where(s[:, :K] > 0, np.sqrt(np.abs(s[:, :K]) / s2), 1.0)
+    return np.where(np.isfinite(th).all(axis=1, keepdims=True) & (s2 > 0), th, np.nan)
 
 
 def _fit_by_classes(cls, layout, idx_np, grp, shared_np, per_np, nlev, tl, c, n, ldW, p, reml, dt, gtol,

@@ -77,3 +77,52 @@ def test_singular_fit_sets_the_variance_exactly_to_zero():
     r = jaxmix.fit("Yield ~ 1 + (1 | Batch)", load_csv("Dyestuff2.csv"))
     assert r.converged and r.singular
     assert r.theta[0] == 0.0 and r.varcorr.vcov.iloc[0] == 0.0
+
+
+@pytest.mark.parametrize("case", ["pastes_nested", "penicillin_crossed"])
+def test_henderson_start_is_the_reml_optimum_of_a_balanced_design(case):
+    """Henderson's method I on a balanced design (Pastes: 10 batches x 3 casks x 2; Penicillin: 24
+    plates x 6 samples) gives the ANOVA estimates, which are REML's optimum when positive: the start
+    equals the optimum, and the fit from there needs a handful of evaluations (22 from Λ = I)."""
+    from conftest import load_reference
+    from jaxmix.fitting.lmm import henderson_start
+    from jaxmix.spec.design import build_design
+    from jaxmix.spec.formula import parse_formula
+
+    ref = load_reference()[case]
+    d = load_csv(ref["data"].split("/")[-1])
+    design = build_design(parse_formula(ref["formula_python"]), d)
+    layout, idx, xp = lmm_arrays(design, jnp.float64)
+    p = design.X.shape[1]
+    xp = [np.asarray(a) for a in xp]
+    A11, BR, BT, CRR, CRT, CTT = xp
+    th = henderson_start(A11, BR, CRR, BT[None, :, p, 0], CRT[None, :, p], np.array([CTT[p, p]]), layout,
+                         np.asarray(idx.e_row), np.asarray(idx.e_blk))
+    r = jaxmix.fit(ref["formula_python"], d)
+    np.testing.assert_allclose(th[0], r.theta, rtol=1e-7)  # the optimum (lme4's θ to its tolerance, 3e-5)
+    np.testing.assert_allclose(th[0], ref["fits"]["REML"]["theta"], rtol=1e-4)
+    assert r.converged and r.optim.evaluations <= 8
+    assert r.loglik == pytest.approx(ref["fits"]["REML"]["loglik"], abs=1e-6)
+
+
+def test_henderson_start_unbalanced_crossed_reaches_the_optimum_from_lambda_one():
+    """On unbalanced crossed and nested scalar terms (with a covariate the start ignores) the fit from
+    Henderson's start reaches the optimum of the descent from Λ = I (a θ started at 1 where its
+    moment estimate is negative)."""
+    from jaxmix.datasets import simulate_evaluations
+    from jaxmix.fitting import lmm as fl
+
+    formula = "y ~ service + (1 | s) + (1 | d) + (1 | dept)"
+    for seed in (0, 2):
+        d = simulate_evaluations(n_students=60 + 10 * seed, n_lecturers=25, n_departments=4, n_ratings=900, seed=seed)
+        for method in ("REML", "ML"):
+            r = jaxmix.fit(formula, d, method=method)
+            orig = fl.henderson_start
+            fl.henderson_start = lambda *a, **k: np.full((1, 3), np.nan)  # noqa: E731  (the start Λ = I)
+            try:
+                r0 = jaxmix.fit(formula, d, method=method)
+            finally:
+                fl.henderson_start = orig
+            assert r.converged and r0.converged
+            assert r.loglik == pytest.approx(r0.loglik, abs=1e-7)
+            assert r.optim.evaluations < r0.optim.evaluations

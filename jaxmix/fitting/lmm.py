@@ -296,12 +296,10 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
             if CLASS_GAIN * by_class <= by_level:
                 return _fit_by_classes(cls, layout, idx_np, grp, shared_np, per_np, nlev, tl, c, n, ldW, p, reml,
                                        dt, gtol, max_iter, t0, x0)
-    if G == 1 and layout.m_R and all(qk == 1 for qk in layout.q) and os.environ.get("JAXMIX_NO_HENDERSON") is None:
+    if G == 1 and layout.m_R and all(qk == 1 for qk in layout.q):  # crossed or nested scalar terms
         xh = henderson_start(shared_np[0][0], shared_np[1][0], shared_np[2][0], per_np[0][:, :, p, 0],
                              per_np[1][:, :, p], per_np[2][:, p, p], layout, idx_np.e_row, idx_np.e_blk) / c
         x0 = np.where(np.isfinite(xh), xh, x0)
-        if os.environ.get("JAXMIX_DEBUG_START"):
-            print("start", xh * c)
     Gb = 1 if G == 1 else bucket(G, 2, FINE)
     shared = tuple(put(first_rows(a, Gb), dt) for a in shared_np)
     per = tuple(put(first_rows(a, K), dt) for a in per_np)

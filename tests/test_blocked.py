@@ -194,7 +194,7 @@ def test_term_order_in_layout():
 
 @pytest.mark.parametrize("shape", ["scalar", "two_vectors_crossed", "three_terms"])
 def test_direct_gradient_matches_the_factor_and_the_dense_criterion(shape):
-    """objective(direct=True) — the log-determinants from chol_logdiag, the optimiser's cheap gradient —
+    """objective(direct=True) — the log-determinants from chol_logdet_split, the optimiser's cheap gradient —
     has the value and reverse-mode gradient of the criterion through the whole factor, and the
     gradient agrees with central differences of the criterion (itself checked against the dense
     reference above)."""

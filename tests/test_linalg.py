@@ -137,9 +137,10 @@ def test_chol_logdiag_and_its_derivative():
 
 
 def test_chol_logdet_split_and_its_derivative():
-    """(Σ_{i<m} log Lᵢᵢ, log Lᵢᵢ for i ≥ m) and its derivative — A⁻¹ by potri plus the tail's rank-(N − m)
-    term — give ⟨Ā, E⟩ equal to JAX's derivative through the whole factor and to central differences
-    for symmetric directions E; under vmap too (the host inverse loops over the batch)."""
+    """(Σ_{i<m} log Lᵢᵢ, log Lᵢᵢ for i ≥ m) of the matrix whose upper triangle is given, and its
+    derivative — A⁻¹ by potri plus the tail's rank-(N − m) term — give ⟨Ā, E⟩ equal to JAX's derivative
+    through the whole factor and to central differences for symmetric directions E; the strict lower
+    triangle is never read; under vmap too (the host inverse loops over the batch)."""
     rng = np.random.default_rng(5)
     N, m = 11, 8
     B = rng.standard_normal((3, N, N))
@@ -162,6 +163,9 @@ def test_chol_logdet_split_and_its_derivative():
         np.testing.assert_allclose(jnp.sum(g_new * E), jnp.sum(g_ref * E), rtol=1e-11)
         fd = (ref(M + 1e-6 * E) - ref(M - 1e-6 * E)) / 2e-6
         np.testing.assert_allclose(jnp.sum(g_new * E), fd, rtol=1e-7)
+        junk = jnp.tril(jnp.asarray(rng.standard_normal((N, N))), -1)  # the strict lower triangle is never read
+        np.testing.assert_allclose(new(jnp.triu(M) + junk), new(M), rtol=1e-14)
+        np.testing.assert_allclose(jax.grad(new)(jnp.triu(M) + junk), g_new, rtol=1e-12, atol=1e-14)
     gv = jax.jit(jax.vmap(jax.grad(new)))(A)
     for i in range(3):
         np.testing.assert_allclose(jnp.sum(gv[i] * E), jnp.sum(jax.grad(ref)(A[i]) * E), rtol=1e-11)

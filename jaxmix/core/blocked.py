@@ -7,7 +7,8 @@ For relative covariance factors Λ = blockdiag(Λ₁ ⊗ I_ℓ₁, …) and S = 
 
 L11 is block diagonal (one q₁ x q₁ Cholesky per level), LD1 = S′BΛ₁L11⁻ᵀ keeps the sparsity of B, and
 LDD is the dense Cholesky of the Schur complement S′CS + [I 0; 0 0] − LD1 LD1′, where the product
-LD1 LD1′ is accumulated only over pairs of entries that share a level of term 1.  This is the
+LD1 LD1′ is accumulated only over pairs of entries that share a level of term 1 (into its upper
+triangle).  This is the
 factorisation of lme4 / MixedModels.jl (Bates et al. 2015, JSS 67(1), section 3) with the first block
 kept block diagonal and the coupling blocks kept sparse.
 """
@@ -68,9 +69,13 @@ def factorize(lams, xp: CrossProducts, idx: Index, layout: Layout) -> Factor:
     return _barrier(Factor(L11, lR, lT, chol(M)))
 
 
-def schur(lams, xp: CrossProducts, idx: Index, layout: Layout):
+def schur(lams, xp: CrossProducts, idx: Index, layout: Layout, upper: bool = False):
     """The first block's factor L11, the coupling entries lR and lT, and the (symmetric) Schur
-    complement M = S′CS + [I 0; 0 0] − LD1 LD1′ whose Cholesky factor is the factor's LDD."""
+    complement M = S′CS + [I 0; 0 0] − LD1 LD1′ whose Cholesky factor is the factor's LDD.
+
+    ``upper``: only M's upper triangle is set (the strict lower one is unspecified), the form
+    :func:`jaxmix.core.linalg.chol_logdet_split` reads: the same-level pairs are added where they land
+    in it, onto S′CS, with no transposed copy of the matrix."""
     lam1 = lams[0]
     q1, m_R, t = layout.q1, layout.m_R, layout.t
     dt = xp.A11.dtype
@@ -92,17 +97,23 @@ def schur(lams, xp: CrossProducts, idx: Index, layout: Layout):
         CRR = scale_rows(scale_rows(xp.CRR, lams, layout).T, lams, layout)  # S′ C S (C symmetric)
     CRR = CRR + jnp.eye(m_R, dtype=dt)
     prod = jnp.sum(lR[idx.pa] * lR[idx.pb], axis=-1)
-    MRR = (CRR.reshape(-1) - jax.ops.segment_sum(prod, idx.ptgt, num_segments=m_R * m_R,
-                                                 indices_are_sorted=True)).reshape(m_R, m_R)
     CRT = xp.CRT * sv[:, None] if sv is not None else scale_rows(xp.CRT, lams, layout)
     MRT = CRT - jax.ops.segment_sum(
         jnp.einsum("ec,etc->et", lR, lT[idx.e_blk]), idx.e_row, num_segments=m_R
     )
+    if upper:
+        MRR = CRR.reshape(-1).at[idx.ptgt].add(-prod, indices_are_sorted=True).reshape(m_R, m_R)
+        MRR, MRT, MTT = jax.lax.optimization_barrier((MRR, MRT, MTT))
+        U = jnp.block([[MRR, MRT], [jnp.zeros((t, m_R), dt), MTT]])
+        L11, lR, lT = jax.lax.optimization_barrier((L11, lR, lT))
+        return L11, lR, lT, U
+    MRR = (CRR.reshape(-1) - jax.ops.segment_sum(prod, idx.ptgt, num_segments=m_R * m_R,
+                                                 indices_are_sorted=True)).reshape(m_R, m_R)
     # materialise the scattered blocks: fused into the Cholesky's input, XLA's CPU backend re-runs the
     # scatters per element (100x slower)
     MRR, MRT, MTT = jax.lax.optimization_barrier((MRR, MRT, MTT))
-    M = jnp.block([[jnp.tril(MRR), jnp.zeros((m_R, t), dt)], [MRT.T, jnp.tril(MTT)]])
-    M = M + jnp.tril(M, -1).T  # only the lower triangle of MRR holds the Schur update
+    M = jnp.block([[jnp.triu(MRR), MRT], [jnp.zeros((t, m_R), dt), jnp.triu(MTT)]])
+    M = M + jnp.triu(M, 1).T  # only the upper triangle of MRR holds the Schur update
     L11, lR, lT = jax.lax.optimization_barrier((L11, lR, lT))
     return L11, lR, lT, M
 
@@ -124,8 +135,8 @@ def logdets_direct(lams, xp: CrossProducts, idx: Index, layout: Layout, p: int):
     by :func:`jaxmix.core.linalg.chol_logdet_split`, whose reverse-mode derivative costs one inverse
     of the Schur complement from its factor (the objective's gradient in the optimiser)."""
     m_R = layout.m_R
-    L11, _, _, M = schur(lams, xp, idx, layout)
-    sR, logdT = chol_logdet_split(M, m_R)
+    L11, _, _, U = schur(lams, xp, idx, layout, upper=True)
+    sR, logdT = chol_logdet_split(U, m_R)
     d11 = jnp.diagonal(L11, axis1=1, axis2=2)
     ldL2 = 2.0 * (jnp.sum(jnp.log(d11)) + sR)
     ldRX2 = 2.0 * jnp.sum(logdT[:p])

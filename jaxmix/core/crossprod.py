@@ -60,7 +60,7 @@ class Index(NamedTuple):
     e_blk: jnp.ndarray  # (E,) level of term 1 of each entry
     pa: jnp.ndarray  # (P,) first entry of each same-level pair (row[pa] >= row[pb])
     pb: jnp.ndarray  # (P,) second entry
-    ptgt: jnp.ndarray  # (P,) flat index row[pa]*m_R + row[pb] of the pair's product
+    ptgt: jnp.ndarray  # (P,) flat index row[pb]*m_R + row[pa] of the pair's product (upper triangle)
 
     def as_jax(self) -> "Index":
         return Index(*(jnp.asarray(a) for a in self))
@@ -106,10 +106,11 @@ def same_level_pairs(e_row: np.ndarray, e_blk: np.ndarray, l1: int):
 
 
 def sorted_pairs(e_row: np.ndarray, e_blk: np.ndarray, l1: int, m_R: int):
-    """(pa, pb, ptgt): the same-level pairs of entries and the flat index row[pa]·m_R + row[pb] of each
-    pair's product in the Schur complement, sorted by that index (a faster segment sum)."""
+    """(pa, pb, ptgt): the same-level pairs of entries (row[pa] ≥ row[pb]) and the flat index
+    row[pb]·m_R + row[pa] of each pair's product in the upper triangle of the Schur complement, sorted by
+    that index (a faster segment sum)."""
     pa, pb = same_level_pairs(e_row, e_blk, l1)
-    ptgt = e_row[pa] * m_R + e_row[pb]
+    ptgt = e_row[pb] * m_R + e_row[pa]
     order = np.argsort(ptgt, kind="stable")
     return pa[order], pb[order], ptgt[order]
 

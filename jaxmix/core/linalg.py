@@ -170,47 +170,63 @@ def _chol_logdiag_bwd(L, v):
 chol_logdiag.defvjp(_chol_logdiag_fwd, _chol_logdiag_bwd)
 
 
-def _potri_host(L):
-    """The lower triangle of (LL′)⁻¹ for each lower Cholesky factor L (..., m, m): LAPACK's potri
-    (through scipy), whose 2m³/3 multiply-adds are a third of two triangular solves with m right-hand
-    sides.  The strict upper triangle of the result is unspecified."""
+def _potri_host(Lt):
+    """(LL′)⁻¹ for each lower Cholesky factor L, given as Lt = L′ (..., m, m) in C order (that is L in
+    Fortran order, LAPACK's own, so nothing is transposed on the way): LAPACK's potri (through
+    scipy), whose 2m³/3 multiply-adds are a third of two triangular solves with m right-hand sides.
+    Only the upper triangle of each result is set (the strict lower one is unspecified)."""
     import numpy as np
     from scipy.linalg import lapack
 
-    L = np.asarray(L)
-    potri = lapack.dpotri if L.dtype == np.float64 else lapack.spotri
-    out = np.empty_like(L)
-    for i in np.ndindex(L.shape[:-2]):
-        # L in C order is Lᵀ in Fortran order: ask for the upper triangle of that, no copy in
-        c, info = potri(L[i].T, lower=0)
-        out[i] = c.T
+    Lt = np.asarray(Lt)
+    potri = lapack.dpotri if Lt.dtype == np.float64 else lapack.spotri
+    if Lt.ndim == 2:
+        return potri(Lt.T, lower=1)[0].T
+    out = np.empty_like(Lt)
+    for i in np.ndindex(Lt.shape[:-2]):
+        out[i] = potri(Lt[i].T, lower=1)[0].T
     return out
 
 
-def _spd_inverse_lower(L):
-    """The lower triangle of (LL′)⁻¹ (strict upper unspecified), by potri on the host."""
-    return jax.pure_callback(_potri_host, jax.ShapeDtypeStruct(L.shape, L.dtype), L, vmap_method="broadcast_all")
+def _spd_inverse_upper(L):
+    """The upper triangle of (LL′)⁻¹ (strict lower unspecified), by potri on the host."""
+    Lt = jnp.swapaxes(L, -1, -2)
+    return jax.pure_callback(_potri_host, jax.ShapeDtypeStruct(L.shape, L.dtype), Lt, vmap_method="broadcast_all")
+
+
+def _upper_doubled(S):
+    """The upper triangle of a symmetric S with its strict part doubled (zero below): the derivative of a
+    function that reads only the upper triangle of its argument, from the symmetric one."""
+    r = jnp.arange(S.shape[-1])
+    return jnp.where(r[:, None] < r[None, :], 2.0 * S, jnp.where(r[:, None] == r[None, :], S, 0.0))
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(1,))
-def chol_logdet_split(A, m: int):
-    """(Σ_{i<m} log Lᵢᵢ, log Lᵢᵢ for i ≥ m) of the lower Cholesky factor L of a symmetric positive-definite
-    A (N, N) whose few trailing rows are read one by one (the criterion's X and y rows).
+def chol_logdet_split(U, m: int):
+    """(Σ_{i<m} log Lᵢᵢ, log Lᵢᵢ for i ≥ m) of the lower Cholesky factor L of the symmetric positive-definite
+    A whose upper triangle U (N, N) holds (its strict lower triangle is never read); the few trailing
+    rows are read one by one (the criterion's X and y rows).  LAPACK gets U′: a row-major U is a
+    column-major U′, so nothing is transposed or symmetrised on the way.
 
     Reverse-mode derivative for cotangents (a, v): with W′ = L⁻ᵀ[e_m … e_N] (N x (N − m)),
 
         Ā = ½ L⁻ᵀ diag(a·1_m, v) L⁻¹ = ½ a·A⁻¹ + ½ W′ diag(v − a) W,
 
     A⁻¹ by LAPACK's potri on the CPU (a third of the work of :func:`chol_logdiag`'s two triangular
-    solves) and W by one triangular solve with N − m right-hand sides.  On the CPU Ā is returned as
-    its lower triangle with the strict part doubled (the same ⟨Ā, dA⟩ for every symmetric dA: A
-    must be built symmetric, as the Schur complement is).  Reverse mode only."""
-    d = jnp.log(jnp.diagonal(chol(A)))
+    solves) and W by one triangular solve with N − m right-hand sides; returned as Ū, the upper
+    triangle of Ā with its strict part doubled (U's entries above the diagonal stand for two of A's).
+    Reverse mode only."""
+    d = jnp.log(jnp.diagonal(_chol_upper(U)))
     return jnp.sum(d[:m]), d[m:]
 
 
-def _split_fwd(A, m):
-    L = chol(A)
+def _chol_upper(U):
+    X = U.T
+    return _potrf(X) if _on_cpu() else jax.lax.linalg.cholesky(X, symmetrize_input=False)
+
+
+def _split_fwd(U, m):
+    L = _chol_upper(U)
     d = jnp.log(jnp.diagonal(L))
     return (jnp.sum(d[:m]), d[m:]), L
 
@@ -220,13 +236,10 @@ def _split_bwd(m, L, cot):
     N = L.shape[0]
     if jax.default_backend() != "cpu":
         Abar, = _chol_logdiag_bwd(L, jnp.concatenate([jnp.broadcast_to(a, (m,)), v]))
-        return (Abar,)
+        return (_upper_doubled(Abar),)
     E = jnp.eye(N, N - m, -m, dtype=L.dtype)
     Wt = trsm(L, E, True)  # (N, N − m)
-    S = 0.5 * a * _spd_inverse_lower(L) + 0.5 * (Wt * (v - a)) @ Wt.T
-    r = jnp.arange(N)
-    Abar = jnp.where(r[:, None] > r[None, :], 2.0 * S, jnp.where(r[:, None] == r[None, :], S, 0.0))
-    return (Abar,)
+    return (_upper_doubled(0.5 * a * _spd_inverse_upper(L) + 0.5 * (Wt * (v - a)) @ Wt.T),)
 
 
 chol_logdet_split.defvjp(_split_fwd, _split_bwd)

@@ -170,6 +170,10 @@ def _chol_logdiag_bwd(L, v):
 chol_logdiag.defvjp(_chol_logdiag_fwd, _chol_logdiag_bwd)
 
 
+#: below this size the two triangular solves cost less than the call out to the host (~0.3 ms)
+POTRI_MIN = 256
+
+
 def _potri_host(Lt):
     """(LL′)⁻¹ for each lower Cholesky factor L, given as Lt = L′ (..., m, m) in C order (that is L in
     Fortran order, LAPACK's own, so nothing is transposed on the way): LAPACK's potri (through
@@ -212,8 +216,9 @@ def chol_logdet_split(U, m: int):
 
         Ā = ½ L⁻ᵀ diag(a·1_m, v) L⁻¹ = ½ a·A⁻¹ + ½ W′ diag(v − a) W,
 
-    A⁻¹ by LAPACK's potri on the CPU (a third of the work of :func:`chol_logdiag`'s two triangular
-    solves) and W by one triangular solve with N − m right-hand sides; returned as Ū, the upper
+    A⁻¹ by LAPACK's potri on the CPU from N = :data:`POTRI_MIN` on (a third of the work of
+    :func:`chol_logdiag`'s two triangular solves) and W by one triangular solve with N − m right-hand
+    sides; returned as Ū, the upper
     triangle of Ā with its strict part doubled (U's entries above the diagonal stand for two of A's).
     Reverse mode only."""
     d = jnp.log(jnp.diagonal(_chol_upper(U)))
@@ -234,7 +239,7 @@ def _split_fwd(U, m):
 def _split_bwd(m, L, cot):
     a, v = cot
     N = L.shape[0]
-    if jax.default_backend() != "cpu":
+    if jax.default_backend() != "cpu" or N < POTRI_MIN:
         Abar, = _chol_logdiag_bwd(L, jnp.concatenate([jnp.broadcast_to(a, (m,)), v]))
         return (_upper_doubled(Abar),)
     E = jnp.eye(N, N - m, -m, dtype=L.dtype)

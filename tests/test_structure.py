@@ -67,6 +67,18 @@ def test_buckets_round_up_geometrically():
         assert x <= b <= 1.5 * x + 1
 
 
+def test_large_terms_pad_their_dense_rows_in_eighths():
+    """A second term of 1,127 levels (InstEval's lecturers) pads to 1,152 rows of the dense Schur
+    complement, not FINE's 1,280; one of 100 levels keeps FINE's 112; the first term is not dense."""
+    rng = np.random.default_rng(0)
+    n = 6000
+    codes = [np.arange(n) % 3000, np.arange(n) % 1127, np.arange(n) % 100]
+    Zs = [np.ones((n, 1))] * 3
+    lay, _, _ = padded_system(codes, [3000, 1127, 100], Zs, rng.normal(size=(n, 2)), np.ones(n))
+    assert lay.nlev[1:] == (1152, 112)
+    assert lay.m_R == 1152 + 112
+
+
 def test_subsets_of_one_model_share_a_class():
     """Other rows and level counts within a bucket give the same padded sizes (one compiled program)."""
     d = load_csv("sleepstudy.csv")

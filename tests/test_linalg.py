@@ -119,32 +119,34 @@ def test_vmapped_crossed_sweep_finishes():
     assert "STATUS [0, 0, 0, 0, 0, 0, 0, 0]" in proc.stdout
 
 
-def test_chol_logdiag_and_its_derivative():
-    """log diag L and Ā = ½ L⁻ᵀ diag(v) L⁻¹ equal JAX's derivative through the whole factor, for a
-    cotangent v of mixed signs (the criterion weighs the Z, X and y rows differently)."""
+def test_logdiag_adjoint_is_the_derivative_of_the_log_diagonal():
+    """Ā = ½ L⁻ᵀ diag(v) L⁻¹ equals JAX's derivative of Σ vᵢ log Lᵢᵢ through the whole factor, for a
+    cotangent v of mixed signs, and central differences along a symmetric direction."""
     rng = np.random.default_rng(3)
     B = rng.standard_normal((9, 9))
     A = jnp.asarray(B @ B.T + 9 * np.eye(9))
     v = jnp.asarray(rng.standard_normal(9))
     ref = lambda M: jnp.dot(v, jnp.log(jnp.diagonal(jnp.linalg.cholesky(M))))  # noqa: E731
-    new = lambda M: jnp.dot(v, la.chol_logdiag(M))  # noqa: E731
-    np.testing.assert_allclose(new(A), ref(A), rtol=1e-14)
-    np.testing.assert_allclose(jax.grad(new)(A), jax.grad(ref)(A), rtol=1e-10, atol=1e-13)
+    Abar = la._logdiag_adjoint(jnp.linalg.cholesky(A), v)
+    np.testing.assert_allclose(Abar, jax.grad(ref)(A), rtol=1e-10, atol=1e-13)
     E = rng.standard_normal((9, 9))
     E = jnp.asarray(E + E.T)
     fd = (ref(A + 1e-6 * E) - ref(A - 1e-6 * E)) / 2e-6
-    np.testing.assert_allclose(jnp.sum(jax.grad(new)(A) * E), fd, rtol=1e-7)
+    np.testing.assert_allclose(jnp.sum(Abar * E), fd, rtol=1e-7)
 
 
-def test_chol_logdet_split_and_its_derivative(monkeypatch):
+@pytest.mark.parametrize("potri_min", [1, None], ids=["host inverse", "triangular solves"])
+def test_chol_logdet_split_and_its_derivative(monkeypatch, potri_min):
     """(Σ_{i<m} log Lᵢᵢ, log Lᵢᵢ for i ≥ m) of the matrix whose upper triangle is given, and its
     derivative — A⁻¹ by potri plus the tail's rank-(N − m) term — give ⟨Ā, E⟩ equal to JAX's derivative
     through the whole factor and to central differences for symmetric directions E; the strict lower
-    triangle is never read; under vmap too (the host inverse loops over the batch)."""
+    triangle is never read; under vmap too (the host inverse loops over the batch); by potri and by the
+    two triangular solves used below POTRI_MIN."""
     rng = np.random.default_rng(5)
     N, m = 11, 8
     B = rng.standard_normal((3, N, N))
-    monkeypatch.setattr(la, "POTRI_MIN", 1)  # the host inverse at this size too
+    if potri_min is not None:
+        monkeypatch.setattr(la, "POTRI_MIN", potri_min)  # the host inverse at this size too
     A = jnp.asarray(B @ np.swapaxes(B, 1, 2) + N * np.eye(N))
     a, v = 2.0, jnp.asarray([2.0, -0.7, 35.0])  # the criterion's weights: 2 on Z and X rows, (n − p)·2 on y
 

@@ -74,8 +74,8 @@ def schur(lams, xp: CrossProducts, idx: Index, layout: Layout, upper: bool = Fal
     complement M = S′CS + [I 0; 0 0] − LD1 LD1′ whose Cholesky factor is the factor's LDD.
 
     ``upper``: only M's upper triangle is set (the strict lower one is unspecified), the form
-    :func:`jaxmix.core.linalg.chol_logdet_split` reads: the same-level pairs are added where they land
-    in it, onto S′CS, with no transposed copy of the matrix."""
+    :func:`jaxmix.core.linalg.chol_logdet_split` reads, with no transposed copy of the matrix (the
+    same-level pairs land in the upper triangle)."""
     lam1 = lams[0]
     q1, m_R, t = layout.q1, layout.m_R, layout.t
     dt = xp.A11.dtype
@@ -101,19 +101,16 @@ def schur(lams, xp: CrossProducts, idx: Index, layout: Layout, upper: bool = Fal
     MRT = CRT - jax.ops.segment_sum(
         jnp.einsum("ec,etc->et", lR, lT[idx.e_blk]), idx.e_row, num_segments=m_R
     )
-    if upper:
-        MRR = CRR.reshape(-1).at[idx.ptgt].add(-prod, indices_are_sorted=True).reshape(m_R, m_R)
-        MRR, MRT, MTT = jax.lax.optimization_barrier((MRR, MRT, MTT))
-        U = jnp.block([[MRR, MRT], [jnp.zeros((t, m_R), dt), MTT]])
-        L11, lR, lT = jax.lax.optimization_barrier((L11, lR, lT))
-        return L11, lR, lT, U
     MRR = (CRR.reshape(-1) - jax.ops.segment_sum(prod, idx.ptgt, num_segments=m_R * m_R,
                                                  indices_are_sorted=True)).reshape(m_R, m_R)
     # materialise the scattered blocks: fused into the Cholesky's input, XLA's CPU backend re-runs the
     # scatters per element (100x slower)
     MRR, MRT, MTT = jax.lax.optimization_barrier((MRR, MRT, MTT))
-    M = jnp.block([[jnp.triu(MRR), MRT], [jnp.zeros((t, m_R), dt), jnp.triu(MTT)]])
-    M = M + jnp.triu(M, 1).T  # only the upper triangle of MRR holds the Schur update
+    if upper:
+        M = jnp.block([[MRR, MRT], [jnp.zeros((t, m_R), dt), MTT]])
+    else:
+        M = jnp.block([[jnp.triu(MRR), MRT], [jnp.zeros((t, m_R), dt), jnp.triu(MTT)]])
+        M = M + jnp.triu(M, 1).T  # only the upper triangle of MRR holds the Schur update
     L11, lR, lT = jax.lax.optimization_barrier((L11, lR, lT))
     return L11, lR, lT, M
 
@@ -125,27 +122,25 @@ def _barrier(f: Factor) -> Factor:
 
 def logdets(f: Factor, layout: Layout, p: int):
     """(log|L_Z|², log|L_X|², squared last diagonal entry) of the factor."""
+    m_R = layout.m_R
     dD = jnp.diagonal(f.LDD)
-    ldL2, ldRX2 = _logdets(f.L11, jnp.log(dD), layout, p)
-    return ldL2, ldRX2, dD[layout.m_R + p] ** 2
+    logdD = jnp.log(dD)
+    ldL2, ldRX2 = _logdets(f.L11, jnp.sum(logdD[:m_R]), logdD[m_R:], p)
+    return ldL2, ldRX2, dD[m_R + p] ** 2
 
 
 def logdets_direct(lams, xp: CrossProducts, idx: Index, layout: Layout, p: int):
     """:func:`logdets` of the factor for ``lams`` without forming it: the dense block's log-diagonal
     by :func:`jaxmix.core.linalg.chol_logdet_split`, whose reverse-mode derivative costs one inverse
     of the Schur complement from its factor (the objective's gradient in the optimiser)."""
-    m_R = layout.m_R
     L11, _, _, U = schur(lams, xp, idx, layout, upper=True)
-    sR, logdT = chol_logdet_split(U, m_R)
-    d11 = jnp.diagonal(L11, axis1=1, axis2=2)
-    ldL2 = 2.0 * (jnp.sum(jnp.log(d11)) + sR)
-    ldRX2 = 2.0 * jnp.sum(logdT[:p])
+    sR, logdT = chol_logdet_split(U, layout.m_R)
+    ldL2, ldRX2 = _logdets(L11, sR, logdT, p)
     return ldL2, ldRX2, jnp.exp(2.0 * logdT[p])
 
 
-def _logdets(L11, logdD, layout: Layout, p: int):
-    m_R = layout.m_R
+def _logdets(L11, sR, logdT, p: int):
+    """log|L_Z|² and log|L_X|² from term 1's blocks, the sum sR of the dense block's log-diagonal over
+    the R rows and its log-diagonal logdT over the tail (X, then y)."""
     d11 = jnp.diagonal(L11, axis1=1, axis2=2)
-    ldL2 = 2.0 * (jnp.sum(jnp.log(d11)) + jnp.sum(logdD[:m_R]))
-    ldRX2 = 2.0 * jnp.sum(logdD[m_R : m_R + p])
-    return ldL2, ldRX2
+    return 2.0 * (jnp.sum(jnp.log(d11)) + sR), 2.0 * jnp.sum(logdT[:p])

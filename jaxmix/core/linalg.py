@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax.custom_batching import sequential_vmap
 from jax.scipy.linalg import solve_triangular
 
-__all__ = ["chol_small", "solve_lower", "solve_lower_t", "chol", "chol_logdiag", "chol_logdet_split", "trsm", "eigh_sym", "eigvalsh_sym",
+__all__ = ["chol_small", "solve_lower", "solve_lower_t", "chol", "chol_logdet_split", "trsm", "eigh_sym", "eigvalsh_sym",
            "sequential_lapack"]
 
 _UNROLL_MAX = 8  # above this q, LAPACK (through chol / trsm)
@@ -145,29 +145,13 @@ def chol(A):
     return jax.lax.linalg.cholesky(_sym_t(A), symmetrize_input=False)
 
 
-@jax.custom_vjp
-def chol_logdiag(A):
-    """log diag(L) of the lower Cholesky factor L of a symmetric positive-definite A (m, m).
-
-    Its reverse-mode derivative for a cotangent v (m,) is Ā = ½ L⁻ᵀ diag(v) L⁻¹ (for v = 1 that is
-    ½A⁻¹, the derivative of ½ log|A|; in general Σ vᵢ log Lᵢᵢ is a combination of the log-determinants
-    of A's leading blocks): two triangular solves with m right-hand sides (L⁻¹, then
-    L⁻ᵀ(diag(v)L⁻¹)), half the work of the derivative through the whole factor (:func:`chol`).  Reverse mode only."""
-    return jnp.log(jnp.diagonal(chol(A)))
-
-
-def _chol_logdiag_fwd(A):
-    L = chol(A)
-    return jnp.log(jnp.diagonal(L)), L
-
-
-def _chol_logdiag_bwd(L, v):
+def _logdiag_adjoint(L, v):
+    """Ā = ½ L⁻ᵀ diag(v) L⁻¹ (symmetric), the derivative of Σ vᵢ log Lᵢᵢ with respect to A = LL′ (for v = 1
+    that is ½A⁻¹, the derivative of ½ log|A|): two triangular solves with m right-hand sides (L⁻¹, then
+    L⁻ᵀ(diag(v)L⁻¹)), half the work of the derivative through the whole factor (:func:`chol`)."""
     Linv = trsm(L, jnp.eye(L.shape[0], dtype=L.dtype))
     Abar = 0.5 * trsm(L, v[:, None] * Linv, True)  # two triangular solves, no general product
-    return (0.5 * (Abar + Abar.T),)
-
-
-chol_logdiag.defvjp(_chol_logdiag_fwd, _chol_logdiag_bwd)
+    return 0.5 * (Abar + Abar.T)
 
 
 #: below this size the two triangular solves cost less than the call out to the host (~0.3 ms)
@@ -217,10 +201,9 @@ def chol_logdet_split(U, m: int):
         Ā = ½ L⁻ᵀ diag(a·1_m, v) L⁻¹ = ½ a·A⁻¹ + ½ W′ diag(v − a) W,
 
     A⁻¹ by LAPACK's potri on the CPU from N = :data:`POTRI_MIN` on (a third of the work of
-    :func:`chol_logdiag`'s two triangular solves) and W by one triangular solve with N − m right-hand
-    sides; returned as Ū, the upper
-    triangle of Ā with its strict part doubled (U's entries above the diagonal stand for two of A's).
-    Reverse mode only."""
+    :func:`_logdiag_adjoint`'s two triangular solves, used below that size and off the CPU) and W by
+    one triangular solve with N − m right-hand sides; returned as Ū, the upper triangle of Ā with its
+    strict part doubled (U's entries above the diagonal stand for two of A's).  Reverse mode only."""
     d = jnp.log(jnp.diagonal(_chol_upper(U)))
     return jnp.sum(d[:m]), d[m:]
 
@@ -240,8 +223,7 @@ def _split_bwd(m, L, cot):
     a, v = cot
     N = L.shape[0]
     if jax.default_backend() != "cpu" or N < POTRI_MIN:
-        Abar, = _chol_logdiag_bwd(L, jnp.concatenate([jnp.broadcast_to(a, (m,)), v]))
-        return (_upper_doubled(Abar),)
+        return (_upper_doubled(_logdiag_adjoint(L, jnp.concatenate([jnp.broadcast_to(a, (m,)), v]))),)
     E = jnp.eye(N, N - m, -m, dtype=L.dtype)
     Wt = trsm(L, E, True)  # (N, N − m)
     return (_upper_doubled(0.5 * a * _spd_inverse_upper(L) + 0.5 * (Wt * (v - a)) @ Wt.T),)

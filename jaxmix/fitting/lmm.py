@@ -445,7 +445,7 @@ def henderson_start(A11: np.ndarray, BR: np.ndarray, CRR: np.ndarray, Zy1: np.nd
     equating Q − Q_μ to their expectations gives σ̂² and σ̂_j², and θ_j = σ̂_j/σ̂.  The fixed effects
     other than the mean are ignored (a start, not an estimate).  A σ̂_j² ≤ 0 starts θ_j at lme4's 1."""
     K = len(layout.q)
-    nR = np.diagonal(CRR).copy() if layout.m_R else np.zeros(0)
+    nR = np.diagonal(CRR)
     counts = [A11[:, 0, 0]] + [nR[off: off + lk] for off, lk in zip(layout.offsets, layout.nlev[1:])]
     rows = [np.arange(off, off + lk) for off, lk in zip(layout.offsets, layout.nlev[1:])]
     N = float(np.sum(counts[0]))

@@ -126,3 +126,30 @@ def test_henderson_start_unbalanced_crossed_reaches_the_optimum_from_lambda_one(
             assert r.converged and r0.converged
             assert r.loglik == pytest.approx(r0.loglik, abs=1e-7)
             assert r.optim.evaluations < r0.optim.evaluations
+
+
+def test_crossed_fit_whose_small_variance_starts_far_above_it(monkeypatch):
+    """Simulated course evaluations (students x lecturers, lecturers in 8 departments, 4,000 rows):
+    Henderson's estimate of the department variance is negative, so θ_dept starts at lme4's 1 while
+    the optimum is ~0.12.  The first Newton step crosses θ_dept = 0; tried reflected as well as
+    projected (``ThetaLayout.mirrors``) the fit reaches the optimum in about two thirds of the
+    evaluations of the projection alone, which stalls on the saddle at θ_dept = 0 first.  Both reach
+    the same optimum; where the optimum is θ_dept = 0 (seed 0) the variance is still exactly 0."""
+    from jaxmix.datasets import simulate_evaluations
+    from jaxmix.spec.covariance import ThetaLayout
+
+    f = "y ~ service + (1 | s) + (1 | d) + (1 | dept)"
+    d7 = simulate_evaluations(300, 120, 8, 4000, seed=7)
+    r = jaxmix.fit(f, d7)
+    d0 = simulate_evaluations(300, 120, 8, 4000, seed=0)
+    s = jaxmix.fit(f, d0)
+    monkeypatch.setattr(ThetaLayout, "mirrors", lambda self: [])
+    r0 = jaxmix.fit(f, d7)
+    s0 = jaxmix.fit(f, d0)
+    assert r.converged and r0.converged and s.converged and s0.converged
+    assert abs(r.loglik - r0.loglik) < 1e-8 and abs(s.loglik - s0.loglik) < 1e-8
+    np.testing.assert_allclose(r.theta, r0.theta, atol=1e-5)
+    assert r.theta[2] > 0.05
+    assert r.optim.evaluations <= r0.optim.evaluations - 5
+    assert s.theta[2] == 0.0 and s0.theta[2] == 0.0 and s.singular
+

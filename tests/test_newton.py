@@ -159,3 +159,33 @@ def test_negative_curvature_frees_a_bound_with_a_tiny_outward_gradient():
     r = minimize_bounded(vg, np.array([0.0]), np.array([0.0]))
     assert r.status == 0
     np.testing.assert_allclose(r.x, [np.sqrt(0.5)], rtol=1e-6)
+
+
+def test_a_step_across_a_mirrored_bound_is_tried_reflected():
+    """f(θ) = ‖ΛΛ′ − T‖²_F is even in the sign of each column of Λ.  From θ = (0.227, −0.758, 2.083)
+    the Newton steps take θ₁ below 0: projected onto θ₁ = 0 they stall there (a saddle of the even
+    criterion, left only along its negative curvature, hundreds of evaluations); tried reflected as
+    well (``mirror``: negate column 1, θ₁ and θ₂), the same minimum ΛΛ′ = T is reached in a few dozen."""
+    from jaxmix.core.newton import minimize_batch
+
+    lower = np.array([0.0, -np.inf, 0.0])
+    X0 = np.array([[0.227, -0.758, 2.083]])
+    seen = []
+
+    def vg(X, which):
+        seen.append(np.asarray(X).copy())
+        return _cov_fit_vg(X, which)
+
+    r = minimize_batch(vg, X0, lower, flips=[(0, (1,))], mirror=[(0, (1,)), (2, ())])
+    r0 = minimize_batch(_cov_fit_vg, X0, lower, flips=[(0, (1,))])
+    T = np.array([[0.25, 0.1], [0.1, 0.3]])
+    for res in (r, r0):
+        assert res.status[0] == 0 and res.fun[0] < 1e-12
+        a, b, c = res.x[0]
+        L = np.array([[a, 0.0], [b, c]])
+        np.testing.assert_allclose(L @ L.T, T, atol=1e-7)
+    assert r.n_eval[0] < r0.n_eval[0] / 3
+    # a call held a reflected point and its projection (θ₁ = 0) side by side, both feasible
+    pairs = [P for P in seen if P.shape[0] == 2 and P[1, 0] == 0.0 and P[0, 0] > 0.0
+             and P[0, 1] == -P[1, 1] and P[0, 2] == P[1, 2]]
+    assert pairs and all(np.all(P[:, [0, 2]] >= 0.0) for P in seen)

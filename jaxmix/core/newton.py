@@ -308,10 +308,35 @@ def _bfgs(H, s, y):
     return np.where(ok[:, None, None], upd, H), ok
 
 
-def _descend(fun, X, F, G, which, lower, fixed, gtol_of, dtol_of, max_iter, prec, central=False):
+def _mirror(x: np.ndarray, xc: np.ndarray, mirror) -> np.ndarray:
+    """The signs (m, d) that bring the trial points xc (m, d) of steps from x back to the feasible side
+    of the objective's sign symmetries: for each (j, idx) of ``mirror`` where xcⱼ < 0 and the mirrored
+    point is nearer the bound than x (|xcⱼ| < xⱼ), coordinates j and idx are negated (f(x) = f(x with
+    them negated); θⱼⱼ of a column of Λ and the entries below it).  A step that overshoots the bound by
+    more is not trusted past it (it is projected onto it)."""
+    r = np.ones_like(xc)
+    for j, idx in mirror:
+        neg = (xc[:, j] < 0.0) & (-xc[:, j] < x[:, j])
+        if neg.any():
+            r[neg, j] = -1.0
+            for i in idx:
+                r[neg, i] = -1.0
+    return r
+
+
+def _descend(fun, X, F, G, which, lower, fixed, gtol_of, dtol_of, max_iter, prec, central=False, mirror=()):
     """Projected (quasi-)Newton iterations for m problems until each one's largest free gradient
     entry is below ``gtol_of(f)`` and its Newton decrement below ``dtol_of(f)`` on a Hessian taken at
     the point, or a step fails on one.
+
+    ``mirror``: sign symmetries (j, idx) of the objective, f(x) = f(x with xⱼ and x_idx negated), with
+    xⱼ bounded below by 0.  A trial point with xⱼ below 0 (by less than xⱼ was above it) is evaluated
+    both reflected (xⱼ and x_idx negated: the step of the objective extended evenly across the bound)
+    and projected onto the bound, in the same call, and the lower of the two is the trial point.  The
+    projection alone would stop at xⱼ = 0, where such an objective has no slope along xⱼ: a saddle,
+    when the optimum has xⱼ > 0, that only a difference Hessian there reveals (a crossed model whose
+    small variance's start is far above it: 27 → 19 evaluations).  The BFGS update after a reflected
+    step is made on the side the step started from and reflected (R H R, R = diag(±1)).
 
     Returns X, F, G, H (differences at X: central ones with ``central``), free, decrement, smallest eigenvalue of H_FF,
     whether H_FF has no negative curvature, and the iterations."""
@@ -377,25 +402,35 @@ def _descend(fun, X, F, G, which, lower, fixed, gtol_of, dtol_of, max_iter, prec
         t = np.ones(B.size)
         moved = np.zeros(B.size, dtype=bool)
         Xn, Fn, Gn = X[B].copy(), F[B].copy(), G[B].copy()
+        Rn = np.ones((B.size, d))  # the reflection of each accepted point (``mirror``)
         pending = np.ones(B.size, dtype=bool)
         noise = prec.noise * (1.0 + np.abs(F[B]))
         for _ in range(MAX_HALVINGS):
             P = np.flatnonzero(pending)
             if P.size == 0:
                 break
-            xc = np.maximum(X[B[P]] + t[P, None] * step[P], lower)
-            xc = np.where(fixed[B[P]], X[B[P]], xc)
+            xt = np.where(fixed[B[P]], X[B[P]], X[B[P]] + t[P, None] * step[P])
+            rc = _mirror(X[B[P]], xt, mirror)
+            xc = np.where(fixed[B[P]], X[B[P]], np.maximum(xt * rc, lower))
+            # a step across a mirrored bound: the reflected and the projected points, the lower kept
+            two = np.flatnonzero(np.any(rc < 0.0, axis=1))
+            xp = np.where(fixed[B[P[two]]], X[B[P[two]]], np.maximum(xt[two], lower))
+            pts = (np.concatenate([xc, xp]), np.concatenate([which[B[P]], which[B[P[two]]]]))
             if renew_spec is not None:
-                (fc, gc), (_, Gh) = _together(fun, [(xc, which[B[P]]), renew_spec[:2]])
+                (fc, gc), (_, Gh) = _together(fun, [pts, renew_spec[:2]])
                 hess_finish(renew_spec[2], Gh)
                 renew_spec = None
             else:
-                fc, gc = fun(xc, which[B[P]])
+                fc, gc = fun(*pts)
+            fc, gc, fp, gp = fc[: P.size], gc[: P.size], fc[P.size :], gc[P.size :]
+            lower_p = fp < fc[two]
+            sw = two[lower_p]
+            xc[sw], fc[sw], gc[sw], rc[sw] = xp[lower_p], fp[lower_p], gp[lower_p], 1.0
             gnew = np.max(np.where(frB[P], np.abs(gc), 0.0), axis=1) if d else np.zeros(P.size)
             ok = (fc < F[B[P]] - 1e-4 * t[P] * np.maximum(dB[P], 0.0)) | (
                 (fc <= F[B[P]] + noise[P]) & (gnew < 0.5 * gmaxB[P]))
             Q = P[ok]
-            Xn[Q], Fn[Q], Gn[Q] = xc[ok], fc[ok], gc[ok]
+            Xn[Q], Fn[Q], Gn[Q], Rn[Q] = xc[ok], fc[ok], gc[ok], rc[ok]
             moved[Q] = True
             pending[Q] = False
             t[pending] *= 0.5
@@ -410,13 +445,16 @@ def _descend(fun, X, F, G, which, lower, fixed, gtol_of, dtol_of, max_iter, prec
         running[B[failed & exact[B] & ~np.isin(B, retry)]] = False
         M = np.flatnonzero(moved)
         if M.size:
-            BM = B[M]
-            s, y = Xn[M] - X[BM], Gn[M] - G[BM]
+            BM, RM = B[M], Rn[M]
+            # the step and the change of gradient on the side of the bound the step started from
+            # (reflected back: the gradient at the reflected point of x is R g(x)), the update reflected
+            s, y = RM * Xn[M] - X[BM], RM * Gn[M] - G[BM]
             X[BM], F[BM], G[BM] = Xn[M], Fn[M], Gn[M]
             plus[BM] = np.nan
             # BFGS after a full step from a positive definite H (near the optimum); an exact
             # Hessian after a shortened step, from an indefinite H, or where the update fails
             Hu, upd = _bfgs(H[BM], s, y)
+            Hu = Hu * RM[:, :, None] * RM[:, None, :]
             upd &= (t[M] == 1.0) & (wmin[BM] > 0)
             H[BM[upd]] = Hu[upd]
             exact[BM[upd]] = False
@@ -461,7 +499,8 @@ def precise(fun, X, F, H, free, which, tol, rise: float = 1e-8) -> np.ndarray:
 
 def minimize_batch(vg: Callable, X0: np.ndarray, lower: np.ndarray, *, gtol: float = 1e-4,
                    max_iter: int = 500, zero_tol: float = 1e-4, prec: Precision = FLOAT64,
-                   central: bool = False, flips: Sequence[tuple[int, Sequence[int]]] = ()) -> BatchResult:
+                   central: bool = False, flips: Sequence[tuple[int, Sequence[int]]] = (),
+                   mirror: Sequence[tuple[int, Sequence[int]]] = ()) -> BatchResult:
     """Minimise k functions fⱼ from the rows of ``X0`` (k, d) subject to x ≥ ``lower`` (d,) (−inf for
     unbounded), given ``vg(X, which) -> (f, G)`` for points X (m, d) of problems ``which`` (m,).
 
@@ -483,6 +522,9 @@ def minimize_batch(vg: Callable, X0: np.ndarray, lower: np.ndarray, *, gtol: flo
         first-order condition in one parameterisation may not in the other.  Where the gradient at the
         flipped point pushes coordinate j off its bound, the descent goes on from there and its end is
         kept when the objective is lower.
+      mirror: sign symmetries that hold everywhere, (j, idx): f(x) = f(x with xⱼ and x_idx negated), xⱼ
+        bounded below by 0 (a column of Λ: θⱼⱼ and the entries below it).  A step across xⱼ = 0 is
+        tried reflected as well as projected (see :func:`_descend`).
     """
     X0 = np.atleast_2d(np.asarray(X0, dtype=float))
     k, d = X0.shape
@@ -500,14 +542,14 @@ def minimize_batch(vg: Callable, X0: np.ndarray, lower: np.ndarray, *, gtol: flo
     def polish(X, F, G, which):
         """Descent from (X, F, G), then the coordinates near their bound tried exactly at it."""
         X, F, G, H, free, dec, wmin, is_min, it = _descend(fun, X, F, G, which, lower, nofix[which], pol, dpol,
-                                                            max_iter, prec, central)
+                                                            max_iter, prec, central, mirror)
         near = np.isfinite(lower) & (X > lower) & (X - lower < zero_tol)
         tryb = np.flatnonzero(near.any(axis=1) & np.isfinite(F))
         if tryb.size:  # the bound itself
             Xb = np.where(near[tryb], lower, X[tryb])
             Fb, Gb = fun(Xb, which[tryb])
             Xb, Fb, Gb, Hb, freeb, decb, wb, minb, itb = _descend(fun, Xb, Fb, Gb, which[tryb], lower, near[tryb],
-                                                                  pol, dpol, max_iter, prec, central)
+                                                                  pol, dpol, max_iter, prec, central, mirror)
             it[tryb] += itb
             keep = np.isfinite(Fb) & (Fb <= F[tryb] + 1e-8 * (1.0 + np.abs(F[tryb])))
             K, kb = tryb[keep], np.flatnonzero(keep)

@@ -246,7 +246,8 @@ def fit_glmm_outcomes(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, params0, nagq
     lower = np.concatenate([np.where(tl.is_diagonal(), 0.0, -np.inf), np.full(ndisp + p, -np.inf)])
     prec = FLOAT32 if jnp.dtype(dt) == jnp.float32 else FLOAT64
     x0 = np.asarray(params0, dtype=float).reshape(k, d) / c
-    opt = minimize_batch(vg, x0, lower, gtol=gtol, max_iter=max_iter, prec=prec, central=True, flips=tl.flips())
+    opt = minimize_batch(vg, x0, lower, gtol=gtol, max_iter=max_iter, prec=prec, central=True, flips=tl.flips(),
+                         mirror=tl.mirrors())
     # the modes at the estimates, where the last point an outcome's modes came from is not its estimate
     redo = np.flatnonzero(~np.all(state["X"][:k] == opt.x, axis=1))
     if redo.size:

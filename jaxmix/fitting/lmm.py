@@ -363,7 +363,7 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
     lower = np.where(tl.is_diagonal(), 0.0, -np.inf)
     prec = FLOAT32 if jnp.dtype(dt) == jnp.float32 else FLOAT64
     with blas_threads(layout):
-        opt = minimize_batch(vg, x0, lower, gtol=gtol, max_iter=max_iter, prec=prec, flips=tl.flips())
+        opt = minimize_batch(vg, x0, lower, gtol=gtol, max_iter=max_iter, prec=prec, flips=tl.flips(), mirror=tl.mirrors())
     t_join = time.perf_counter()
     worker.join()
     wait = time.perf_counter() - t_join  # the part of the solution's compile the optimiser did not hide
@@ -515,7 +515,7 @@ def _fit_by_classes(cls, layout, idx_np, grp, shared_np, per_np, nlev, tl, c, n,
 
     lower = np.where(tl.is_diagonal(), 0.0, -np.inf)
     prec = FLOAT32 if jnp.dtype(dt) == jnp.float32 else FLOAT64
-    opt = minimize_batch(call, x0, lower, gtol=gtol, max_iter=max_iter, prec=prec, flips=tl.flips())
+    opt = minimize_batch(call, x0, lower, gtol=gtol, max_iter=max_iter, prec=prec, flips=tl.flips(), mirror=tl.mirrors())
     theta = opt.x * c
     _, _, LTT = call(np.nan_to_num(opt.x), np.arange(k), keep_aux=True)
     RX = LTT[:, :p, :p]

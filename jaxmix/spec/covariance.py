@@ -36,6 +36,19 @@ class ThetaLayout:
         """lme4's start: Λ = I."""
         return self.is_diagonal().astype(float)
 
+    def mirrors(self) -> list[tuple[int, tuple[int, ...]]]:
+        """The sign symmetries of Σ = ΛΛ′ everywhere: for each column j of each Λ, (position of θⱼⱼ,
+        positions of θᵢⱼ for i > j, empty for a scalar term).  Negating column j (ΛD, D = diag(±1))
+        leaves ΛΛ′ unchanged whatever θⱼⱼ is (:func:`jaxmix.core.newton.minimize_batch`'s ``mirror``)."""
+        out = []
+        for r, c, s in zip(self.rows, self.cols, self.starts):
+            for j in sorted(set(c)):
+                below = tuple(s + i for i, (ri, ci) in enumerate(zip(r, c)) if ci == j and ri > j)
+                diag = [s + i for i, (ri, ci) in enumerate(zip(r, c)) if ci == j and ri == j]
+                if diag:
+                    out.append((diag[0], below))
+        return out
+
     def flips(self) -> list[tuple[int, tuple[int, ...]]]:
         """The sign symmetries of Σ = ΛΛ′ at the bound: for each column j of a Λ with entries below
         its diagonal, (position of θⱼⱼ, positions of θᵢⱼ for i > j).  With θⱼⱼ = 0, negating column j

@@ -64,3 +64,35 @@ def test_compiled_program_leaves_the_collector_as_it_was():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_after_lower_runs_between_lowering_and_compiling_and_on_reuse():
+    """``after_lower`` (the LMM fit starts its second program's compile there) is called once the
+    program is lowered and before XLA compiles it; on reuse of a compiled program, at once."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxmix.fitting.cache import compiled_program
+
+    events = []
+    f = jax.jit(lambda x: jnp.cos(x) + 3.0)
+    real_lower = f.lower
+
+    class Lowered:
+        def __init__(self, lo):
+            self.lo = lo
+
+        def compile(self, **kw):
+            events.append("compile")
+            return self.lo.compile(**kw)
+
+    def lower(*a, **k):
+        events.append("lower")
+        return Lowered(real_lower(*a, **k))
+
+    g = type("J", (), {"lower": staticmethod(lower)})()
+    exe, s = compiled_program(g, (jnp.ones(5),), after_lower=lambda: events.append("after"))
+    assert events == ["lower", "after", "compile"] and s > 0
+    assert float(exe(jnp.zeros(5))[0]) == pytest.approx(4.0)
+    exe2, s2 = compiled_program(g, (jnp.ones(5),), after_lower=lambda: events.append("again"))
+    assert exe2 is exe and s2 == 0.0 and events[-1] == "again" and events.count("compile") == 1

@@ -174,3 +174,36 @@ def test_chol_logdet_split_and_its_derivative(monkeypatch, potri_min):
     gv = jax.jit(jax.vmap(jax.grad(new)))(A)
     for i in range(3):
         np.testing.assert_allclose(jnp.sum(gv[i] * E), jnp.sum(grad_ref(A[i]) * E), rtol=1e-11)
+
+
+def test_chol_diag_head_is_the_cholesky_factor_and_its_derivative():
+    """A (m, m) with a diagonal leading (k, k) block: chol_diag_head(A, k) equals LAPACK's factor, and
+    its directional derivatives along symmetric perturbations that keep the block diagonal equal
+    those of the dense factor (jvp and ⟨grad, E⟩)."""
+    from jaxmix.core.linalg import chol, chol_diag_head
+
+    rng = np.random.default_rng(0)
+    k, t = 40, 4
+    A = np.zeros((k + t, k + t))
+    A[:k, :k] = np.diag(rng.uniform(1, 3, k))
+    B = 0.1 * rng.normal(size=(t, k))
+    A[k:, :k], A[:k, k:] = B, B.T
+    C = rng.normal(size=(t, t))
+    A[k:, k:] = C @ C.T + 5 * np.eye(t)
+    np.testing.assert_allclose(np.asarray(chol_diag_head(jnp.asarray(A), k)), np.linalg.cholesky(A), rtol=1e-13,
+                               atol=1e-14)
+
+    def f(M, fn):
+        L = fn(M)
+        return jnp.sum(jnp.log(jnp.diagonal(L))) + jnp.sum(L[k:, :k] ** 2) + jnp.sum(L[k:, k:] ** 3)
+
+    head = lambda M: f(M, lambda x: chol_diag_head(x, k))  # noqa: E731
+    g = jax.grad(head)(jnp.asarray(A))
+    for _ in range(3):
+        E = rng.normal(size=A.shape)
+        E = E + E.T
+        E[:k, :k] = np.diag(np.diag(E[:k, :k]))
+        d1 = jax.jvp(head, (jnp.asarray(A),), (jnp.asarray(E),))[1]
+        d2 = jax.jvp(lambda M: f(M, chol), (jnp.asarray(A),), (jnp.asarray(E),))[1]
+        np.testing.assert_allclose(float(d1), float(d2), rtol=1e-11)
+        np.testing.assert_allclose(float(jnp.sum(g * E)), float(d2), rtol=1e-11)

@@ -131,3 +131,42 @@ def test_cross_products_equal_dense_blocks(qR):
     ZRZ1 = ZRd.T @ (W * Z1d)
     e_row, e_blk = np.asarray(idx.e_row), np.asarray(idx.e_blk)
     np.testing.assert_allclose(np.asarray(xp.BR)[:, 0], ZRZ1[e_row, e_blk], rtol=1e-12, atol=1e-12)
+
+
+def test_a_term_nested_in_the_next_gets_a_diagonal_schur_block_and_the_same_factor():
+    """Machines' ``(1 | Worker/Machine)``: Machine-within-Worker (term 1, 18 levels) is nested in
+    Worker (6), so every same-level pair is on the diagonal of M_RR and the factor is taken by
+    :func:`jaxmix.core.linalg.chol_diag_head` (``Layout.r_diagonal``); Penicillin's crossed plate
+    and sample are not.  The factor and the GLMM-style value and gradient through it equal the dense
+    Cholesky's at random θ."""
+    import dataclasses
+
+    from jaxmix.core.blocked import factorize
+    from jaxmix.spec.covariance import lambdas
+
+    def system(formula, data):
+        design = build_design(parse_formula(formula), data)
+        T = np.column_stack([design.X, design.y])
+        lay, idx, xp = padded_system([t.codes for t in design.terms], [t.nlevels for t in design.terms],
+                                     [t.Z for t in design.terms], T, design.weights)
+        return lay, Index(*(jnp.asarray(a) for a in idx)), CrossProducts(*(jnp.asarray(a) for a in xp))
+
+    lay, idx, xp = system("score ~ Machine + (1 | Worker/Machine)", load_csv("Machines.csv"))
+    assert lay.r_diagonal and lay.m_R >= 6
+    assert not system("diameter ~ 1 + (1 | plate) + (1 | sample)", load_csv("Penicillin.csv"))[0].r_diagonal
+    assert not system("y ~ x + (1 | a) + (x | b) + (1 | c)", _crossed3())[0].r_diagonal
+    dense = dataclasses.replace(lay, r_diagonal=False)
+    tl = theta_layout(lay.q)
+
+    def crit(th, layout):
+        f = factorize(lambdas(th, tl), xp, idx, layout)
+        return jnp.sum(jnp.log(jnp.diagonal(f.LDD))) + jnp.sum(f.LDD[lay.m_R :, : lay.m_R] ** 2), f.LDD
+
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        th = jnp.asarray(np.abs(tl.init() + rng.normal(0, 0.5, tl.size)))
+        (v1, L1), g1 = jax.value_and_grad(crit, has_aux=True)(th, lay)
+        (v2, L2), g2 = jax.value_and_grad(crit, has_aux=True)(th, dense)
+        np.testing.assert_allclose(np.asarray(L1), np.asarray(L2), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(float(v1), float(v2), rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), rtol=1e-9, atol=1e-10)

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from .crossprod import CrossProducts, Index, Layout
-from .linalg import chol, chol_logdet_split, chol_small, solve_lower
+from .linalg import chol, chol_diag_head, chol_logdet_split, chol_small, solve_lower
 
 __all__ = ["Factor", "factorize", "schur", "scale_rows", "logdets", "logdets_direct"]
 
@@ -66,7 +66,8 @@ def _scale_entries(BR, lams, layout: Layout):
 def factorize(lams, xp: CrossProducts, idx: Index, layout: Layout) -> Factor:
     """The blocked Cholesky factor for the relative covariance factors ``lams`` (one per term)."""
     L11, lR, lT, M = schur(lams, xp, idx, layout)
-    return _barrier(Factor(L11, lR, lT, chol(M)))
+    LDD = chol_diag_head(M, layout.m_R) if layout.r_diagonal else chol(M)
+    return _barrier(Factor(L11, lR, lT, LDD))
 
 
 def schur(lams, xp: CrossProducts, idx: Index, layout: Layout, upper: bool = False):

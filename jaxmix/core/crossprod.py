@@ -40,6 +40,9 @@ class Layout:
     n_entries: int  # E, entries of Z_R'Z_1
     entry_starts: tuple[int, ...]  # first entry of terms 2..K
     n_pairs: tuple[int, ...]  # pairs of levels (term k, term 1) per term k >= 2
+    #: the Schur complement's R block is diagonal: one scalar term after term 1, which is nested in it
+    #: (each level of term 1 meets one level of term 2, so every same-level pair is on the diagonal)
+    r_diagonal: bool = False
 
     @property
     def q1(self) -> int:

@@ -152,6 +152,9 @@ def padded_system(codes: list[np.ndarray], nlev: list[int], Zs: list[np.ndarray]
         sel = np.flatnonzero(real)
         pa, pb, ptgt = sorted_pairs(e_row[sel], e_blk[sel], L1, m_R)
         pa, pb = sel[pa], sel[pb]
+        # nested in the one scalar term after it (physicians in hospitals): every real same-level pair
+        # is on the diagonal and M_RR is diagonal (see :func:`jaxmix.core.linalg.chol_diag_head`)
+        r_diag = bool(len(q) == 2 and q[1] == 1 and np.all(e_row[pa] == e_row[pb]))
         P = bucket(pa.shape[0], MIN_PAIRS)
         spare = E - 1  # a padded entry of the last term (value 0)
         pa = np.concatenate([pa, np.full(P - pa.shape[0], spare)])
@@ -159,8 +162,10 @@ def padded_system(codes: list[np.ndarray], nlev: list[int], Zs: list[np.ndarray]
         ptgt = np.concatenate([ptgt, np.full(P - ptgt.shape[0], m_R * m_R - 1)])
     else:
         pa = pb = ptgt = np.zeros(0, dtype=np.int64)
+        r_diag = False
     layout = Layout(q=tuple(q), nlev=tuple(int(x) for x in nlev_pad), offsets=tuple(offsets), m_R=int(m_R),
-                    t=t, n_entries=int(E), entry_starts=tuple(entry_starts), n_pairs=tuple(n_pairs))
+                    t=t, n_entries=int(E), entry_starts=tuple(entry_starts), n_pairs=tuple(n_pairs),
+                    r_diagonal=r_diag)
     if row_index:
         rpos = np.column_stack(rpos_cols) if rpos_cols else np.zeros((n, 0), dtype=np.int64)
         ent = np.column_stack(ent_cols) if ent_cols else np.zeros((n, 0), dtype=np.int64)

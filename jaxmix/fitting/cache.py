@@ -72,16 +72,20 @@ def signature(tree) -> tuple:
 
 
 def compiled_program(jitted, args: tuple, kwargs: dict | None = None, statics: dict | None = None,
-                     options: dict | None = None):
+                     options: dict | None = None, after_lower=None):
     """``jitted.lower(*args, **kwargs, **statics).compile()``, kept in memory for the process.
 
     A second call with the same shapes reuses the executable (no trace, no compile, no read of the
-    persistent cache).  ``options`` are XLA compiler options (part of the key).  Returns (executable,
-    seconds spent compiling: 0 on reuse)."""
+    persistent cache).  ``options`` are XLA compiler options (part of the key).  ``after_lower()`` is
+    called once the program is traced and lowered, before XLA compiles it (at once on reuse): work
+    for another thread that would otherwise contend with the tracing for the interpreter.  Returns
+    (executable, seconds spent compiling: 0 on reuse)."""
     kwargs, statics = kwargs or {}, statics or {}
     key = (jitted, tuple(sorted(statics.items(), key=lambda kv: kv[0])), signature((args, kwargs)),
            tuple(sorted((options or {}).items())))
     if key in _COMPILED:
+        if after_lower is not None:
+            after_lower()
         return _COMPILED[key], 0.0
     release_executables_if_needed()
     t0 = time.perf_counter()
@@ -90,7 +94,10 @@ def compiled_program(jitted, args: tuple, kwargs: dict | None = None, statics: d
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        exe = jitted.lower(*args, **kwargs, **statics).compile(compiler_options=options)
+        lowered = jitted.lower(*args, **kwargs, **statics)
+        if after_lower is not None:
+            after_lower()
+        exe = lowered.compile(compiler_options=options)
     finally:
         if was_enabled:
             gc.enable()

@@ -333,15 +333,17 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
         except BaseException as exc:  # raised again in the caller's thread, after the join
             box["error"] = exc
 
+    # started once the objective is traced: two traces at once contend for the interpreter and delay
+    # the objective (the optimiser's first call) by the solution's tracing
     worker = threading.Thread(target=compile_solution)
-    worker.start()
     if mesh is not None:
         args = (_devs.put(np.zeros((width, d), dt), mesh, True), _devs.put(np.zeros(width, np.int32), mesh, True)) + tuple(
             jax.tree_util.tree_map(lambda a: _devs.put(np.asarray(a), mesh, False), args[2:]))
     try:
-        vg_exe, vg_s = compiled_program(_vg_jit, args, {}, statics, opts)
+        vg_exe, vg_s = compiled_program(_vg_jit, args, {}, statics, opts, after_lower=worker.start)
     except BaseException:
-        worker.join()
+        if worker.is_alive():
+            worker.join()
         raise
     rest = args[2:]
 

@@ -151,6 +151,7 @@ def test_a_term_nested_in_the_next_gets_a_diagonal_schur_block_and_the_same_fact
                                      [t.Z for t in design.terms], T, design.weights)
         return lay, Index(*(jnp.asarray(a) for a in idx)), CrossProducts(*(jnp.asarray(a) for a in xp))
 
+    design = build_design(parse_formula("score ~ Machine + (1 | Worker/Machine)"), load_csv("Machines.csv"))
     lay, idx, xp = system("score ~ Machine + (1 | Worker/Machine)", load_csv("Machines.csv"))
     assert lay.r_diagonal and lay.m_R >= 6
     assert not system("diameter ~ 1 + (1 | plate) + (1 | sample)", load_csv("Penicillin.csv"))[0].r_diagonal
@@ -172,3 +173,13 @@ def test_a_term_nested_in_the_next_gets_a_diagonal_schur_block_and_the_same_fact
         np.testing.assert_allclose(np.asarray(L1), np.asarray(L2), rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(float(v1), float(v2), rtol=1e-12)
         np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), rtol=1e-9, atol=1e-10)
+    # the LMM criterion's direct log-determinants (the optimiser's objective) likewise, REML and ML
+    n, p = design.nobs, design.X.shape[1]
+    for reml in (True, False):
+        obj = {lt.r_diagonal: jax.jit(jax.value_and_grad(
+            lambda th, lt=lt: objective(th, xp, idx, lt, tl, float(n), p, 0.0, reml, direct=True))) for lt in (lay, dense)}
+        for _ in range(2):
+            th = jnp.asarray(np.abs(tl.init() + rng.normal(0, 0.5, tl.size)))
+            (v1, g1), (v2, g2) = obj[True](th), obj[False](th)
+            np.testing.assert_allclose(float(v1), float(v2), rtol=1e-12)
+            np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), rtol=1e-9, atol=1e-10)

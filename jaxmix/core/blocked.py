@@ -133,9 +133,19 @@ def logdets(f: Factor, layout: Layout, p: int):
 def logdets_direct(lams, xp: CrossProducts, idx: Index, layout: Layout, p: int):
     """:func:`logdets` of the factor for ``lams`` without forming it: the dense block's log-diagonal
     by :func:`jaxmix.core.linalg.chol_logdet_split`, whose reverse-mode derivative costs one inverse
-    of the Schur complement from its factor (the objective's gradient in the optimiser)."""
+    of the Schur complement from its factor (the objective's gradient in the optimiser); for a term
+    nested in the one after it (``layout.r_diagonal``) the R block is diagonal and only the tail rows
+    need a (small) factor."""
     L11, _, _, U = schur(lams, xp, idx, layout, upper=True)
-    sR, logdT = chol_logdet_split(U, layout.m_R)
+    if layout.r_diagonal:  # a nested term's parent: the R block is diagonal (``chol_diag_head``, upper form)
+        k = layout.m_R
+        d = jnp.diagonal(U)[:k]
+        L21 = (U[:k, k:] / jnp.sqrt(d)[:, None]).T
+        A22 = jnp.triu(U[k:, k:])
+        L22 = chol(A22 + jnp.triu(A22, 1).T - L21 @ L21.T)
+        sR, logdT = 0.5 * jnp.sum(jnp.log(d)), jnp.log(jnp.diagonal(L22))
+    else:
+        sR, logdT = chol_logdet_split(U, layout.m_R)
     ldL2, ldRX2 = _logdets(L11, sR, logdT, p)
     return ldL2, ldRX2, jnp.exp(2.0 * logdT[p])
 

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from .crossprod import CrossProducts, Index, Layout
-from .linalg import chol, chol_diag_head, chol_logdet_split, chol_small, solve_lower
+from .linalg import chol, chol_diag_head, chol_logdet_split, chol_small, diag_head_logdet_split, solve_lower
 
 __all__ = ["Factor", "factorize", "schur", "scale_rows", "logdets", "logdets_direct"]
 
@@ -135,17 +135,10 @@ def logdets_direct(lams, xp: CrossProducts, idx: Index, layout: Layout, p: int):
     by :func:`jaxmix.core.linalg.chol_logdet_split`, whose reverse-mode derivative costs one inverse
     of the Schur complement from its factor (the objective's gradient in the optimiser); for a term
     nested in the one after it (``layout.r_diagonal``) the R block is diagonal and only the tail rows
-    need a (small) factor."""
+    need a (small) factor (:func:`jaxmix.core.linalg.diag_head_logdet_split`)."""
     L11, _, _, U = schur(lams, xp, idx, layout, upper=True)
-    if layout.r_diagonal:  # a nested term's parent: the R block is diagonal (``chol_diag_head``, upper form)
-        k = layout.m_R
-        d = jnp.diagonal(U)[:k]
-        L21 = (U[:k, k:] / jnp.sqrt(d)[:, None]).T
-        A22 = jnp.triu(U[k:, k:])
-        L22 = chol(A22 + jnp.triu(A22, 1).T - L21 @ L21.T)
-        sR, logdT = 0.5 * jnp.sum(jnp.log(d)), jnp.log(jnp.diagonal(L22))
-    else:
-        sR, logdT = chol_logdet_split(U, layout.m_R)
+    split = diag_head_logdet_split if layout.r_diagonal else chol_logdet_split
+    sR, logdT = split(U, layout.m_R)
     ldL2, ldRX2 = _logdets(L11, sR, logdT, p)
     return ldL2, ldRX2, jnp.exp(2.0 * logdT[p])
 

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax.custom_batching import sequential_vmap
 from jax.scipy.linalg import solve_triangular
 
-__all__ = ["chol_small", "solve_lower", "solve_lower_t", "chol", "chol_diag_head", "chol_logdet_split", "trsm", "eigh_sym", "eigvalsh_sym",
+__all__ = ["chol_small", "solve_lower", "solve_lower_t", "chol", "chol_diag_head", "diag_head_logdet_split", "chol_logdet_split", "trsm", "eigh_sym", "eigvalsh_sym",
            "sequential_lapack"]
 
 _UNROLL_MAX = 8  # above this q, LAPACK (through chol / trsm)
@@ -145,20 +145,34 @@ def chol(A):
     return jax.lax.linalg.cholesky(_sym_t(A), symmetrize_input=False)
 
 
+def _diag_head_parts(d, A21, A22):
+    """(D, L21, L22) of the factor of [[diag(d), A21′], [A21, A22]] (A22 symmetric)."""
+    D = jnp.sqrt(d)
+    L21 = A21 / D[None, :]
+    return D, L21, chol(A22 - L21 @ L21.T)
+
+
 def chol_diag_head(A, k: int):
     """Lower Cholesky factor of a symmetric positive-definite A (m, m) whose leading (k, k) block is
     diagonal (the Schur complement of a term nested in the one after it): with D = diag(A₁₁)^½,
 
         L = [[D, 0], [A₂₁D⁻¹, chol(A₂₂ − A₂₁D⁻²A₁₂)]],
 
-    O(k·(m − k)² ) instead of O(m³), and its derivative elementwise but for the small trailing
+    O(k·(m − k)²) instead of O(m³), and its derivative elementwise but for the small trailing
     block (reverse mode through a dense factor of m = 1,700 costs four triangular solves of a second
     each).  Reads A's lower-left block and diagonal; A₁₁'s off-diagonal entries are taken to be 0."""
-    d = jnp.sqrt(jnp.diagonal(A)[:k])
-    L21 = A[k:, :k] / d[None, :]
-    L22 = chol(A[k:, k:] - L21 @ L21.T)
-    top = jnp.concatenate([jnp.diag(d), jnp.zeros((k, A.shape[0] - k), A.dtype)], axis=1)
+    D, L21, L22 = _diag_head_parts(jnp.diagonal(A)[:k], A[k:, :k], A[k:, k:])
+    top = jnp.concatenate([jnp.diag(D), jnp.zeros((k, A.shape[0] - k), A.dtype)], axis=1)
     return jnp.concatenate([top, jnp.concatenate([L21, L22], axis=1)], axis=0)
+
+
+def diag_head_logdet_split(U, k: int):
+    """:func:`chol_logdet_split` for a U whose leading (k, k) block is diagonal (:func:`chol_diag_head`),
+    from the same upper form (U's upper triangle; its strict lower one is not read): (Σ_{i<k} log Lᵢᵢ,
+    log Lᵢᵢ for i ≥ k), with an elementwise derivative but for the small trailing block."""
+    A22 = jnp.triu(U[k:, k:])
+    D, _, L22 = _diag_head_parts(jnp.diagonal(U)[:k], U[:k, k:].T, A22 + jnp.triu(A22, 1).T)
+    return jnp.sum(jnp.log(D)), jnp.log(jnp.diagonal(L22))
 
 
 def _logdiag_adjoint(L, v):

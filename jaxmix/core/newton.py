@@ -414,7 +414,7 @@ def _descend(fun, X, F, G, which, lower, fixed, gtol_of, dtol_of, max_iter, prec
             xc = np.where(fixed[B[P]], X[B[P]], np.maximum(xt * rc, lower))
             # a step across a mirrored bound: the reflected and the projected points, the lower kept
             two = np.flatnonzero(np.any(rc < 0.0, axis=1))
-            xp = np.where(fixed[B[P[two]]], X[B[P[two]]], np.maximum(xt[two], lower))
+            xp = np.maximum(xt[two], lower)  # xt is x itself on the fixed coordinates
             pts = (np.concatenate([xc, xp]), np.concatenate([which[B[P]], which[B[P[two]]]]))
             if renew_spec is not None:
                 (fc, gc), (_, Gh) = _together(fun, [pts, renew_spec[:2]])

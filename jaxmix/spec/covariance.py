@@ -50,17 +50,10 @@ class ThetaLayout:
         return out
 
     def flips(self) -> list[tuple[int, tuple[int, ...]]]:
-        """The sign symmetries of Σ = ΛΛ′ at the bound: for each column j of a Λ with entries below
-        its diagonal, (position of θⱼⱼ, positions of θᵢⱼ for i > j).  With θⱼⱼ = 0, negating column j
-        (ΛD, D = diag(±1)) leaves ΛΛ′ unchanged (:func:`jaxmix.core.newton.minimize_batch`'s ``flips``)."""
-        out = []
-        for r, c, s in zip(self.rows, self.cols, self.starts):
-            for j in sorted(set(c)):
-                below = tuple(s + i for i, (ri, ci) in enumerate(zip(r, c)) if ci == j and ri > j)
-                diag = [s + i for i, (ri, ci) in enumerate(zip(r, c)) if ci == j and ri == j]
-                if below and diag:
-                    out.append((diag[0], below))
-        return out
+        """The sign symmetries of Σ = ΛΛ′ at the bound: the :meth:`mirrors` of the columns with entries
+        below their diagonal.  With θⱼⱼ = 0, negating column j (ΛD, D = diag(±1)) leaves ΛΛ′ unchanged
+        and only the entries below it change sign (:func:`jaxmix.core.newton.minimize_batch`'s ``flips``)."""
+        return [(j, below) for j, below in self.mirrors() if below]
 
 
 def theta_layout(q: tuple[int, ...] | list[int]) -> ThetaLayout:

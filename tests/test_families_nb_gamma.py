@@ -311,6 +311,42 @@ def test_config_run_writes_the_shape(tmp_path):
     assert "Gamma shape = 3.223" in (out / "summary.txt").read_text()
 
 
+def test_data_constant_is_the_eta_free_part_summed_once_and_kept_out_of_the_program():
+    """``data_constant`` (numpy, on the host) equals Σ w (ℓ − kernel) by the family's own JAX functions
+    at any η for the binomial (with trials) and the Poisson, and is None where the constant depends on
+    the shape (NB, Gamma); the Laplace deviance without it plus it is the deviance with it."""
+    import jax.numpy as jnp
+    from jaxmix.core.glmm import GlmmData, laplace_objective
+    from jaxmix.core.structure import padded_system
+    from jaxmix.spec.covariance import theta_layout
+    from jaxmix.spec.families import data_constant
+
+    rng = np.random.default_rng(5)
+    n = 40
+    ntr = rng.integers(1, 9, n).astype(float)
+    w = rng.uniform(0.5, 2.0, n)
+    w[3] = 0.0
+    for fam, y in [(get_family("binomial", "logit"), rng.binomial(ntr.astype(int), 0.3).astype(float)),
+                   (get_family("binomial", "cloglog"), rng.binomial(ntr.astype(int), 0.6).astype(float)),
+                   (get_family("poisson"), rng.poisson(3.0, n).astype(float))]:
+        eta = jnp.asarray(rng.normal(size=n))
+        want = float(jnp.sum(w * (fam.loglik(y, ntr, eta) - fam.kernel(y, ntr, eta))))
+        assert abs(want) > 1.0  # a constant that matters
+        np.testing.assert_allclose(data_constant(fam, y, ntr, w), want, rtol=1e-12)
+        codes = rng.integers(0, 6, n)
+        layout, idx, _ = padded_system([codes], [6], [np.ones((n, 1))], np.zeros((n, 1)), np.ones(n), tail_cross=False,
+                                       row_index=True)
+        d = GlmmData(jnp.ones((n, 1)), jnp.zeros((n, 0)), jnp.ones((n, 1)), jnp.asarray(y), jnp.asarray(ntr),
+                     jnp.asarray(w), jnp.zeros(n))
+        tl = theta_layout(layout.q)
+        prm = jnp.array([0.7, -0.4 if fam.name == "binomial" else 1.0])
+        full = laplace_objective(prm, fam, d, idx, layout, tl)
+        part = laplace_objective(prm, fam, d, idx, layout, tl, constant=False)
+        np.testing.assert_allclose(float(part) - 2.0 * want, float(full), rtol=1e-12)
+    for name in ("negative_binomial", "gamma"):
+        assert data_constant(get_family(name), np.ones(3), np.ones(3), np.ones(3)) is None
+
+
 def test_softplus_log_likelihoods_match_scipy():
     """The binomial-logit and NB kernels (through the fast softplus) and their η-derivatives equal
     scipy's log-pmfs and the analytic scores, from η = −700 to 700."""

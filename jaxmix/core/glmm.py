@@ -142,18 +142,21 @@ def conditional_modes(theta, beta, fam, d: GlmmData, idx, layout: Layout, tl: Th
     by rounding noise only, in either direction).
 
     The start changes the number of iterations, not the mode: the optimiser warm-starts each
-    evaluation from the modes of the last accepted point (lme4 does the same).  A start with a
-    worse penalised deviance than u = 0 is replaced by u = 0.
+    evaluation from the modes of the last accepted point (lme4 does the same).  A start whose
+    penalised deviance is not finite is replaced by u = 0 (from any other the halved steps converge
+    all the same: pd is convex in u for the log-concave families; comparing the start with u = 0
+    cost a pass over the rows at every evaluation).
     """
     lams = lambdas(theta, tl)
     eta_fix = d.X @ beta + d.offset
     u0 = zero_modes(layout, theta.dtype)
-    pd0 = _pdev(u0, lams, fam, d, idx, layout, eta_fix)
-    if u_start is not None:
+    if u_start is None:
+        pd0 = _pdev(u0, lams, fam, d, idx, layout, eta_fix)
+    else:
         pd_start = _pdev(u_start, lams, fam, d, idx, layout, eta_fix)
-        use = jnp.isfinite(pd_start) & (pd_start < pd0)
+        use = jnp.isfinite(pd_start)
         u0 = jax.tree_util.tree_map(lambda a, b: jnp.where(use, a, b), u_start, u0)
-        pd0 = jnp.where(use, pd_start, pd0)
+        pd0 = jax.lax.cond(use, lambda: pd_start, lambda: _pdev(u0, lams, fam, d, idx, layout, eta_fix))
 
     def body(c):
         u, pd, k, _ = c
@@ -226,18 +229,23 @@ def laplace_parts(params, fam: Family, d: GlmmData, idx: Index, layout: Layout, 
 
 
 def laplace_objective(params, fam: Family, d: GlmmData, idx: Index, layout: Layout, tl: ThetaLayout,
-                      gh_nodes=None, gh_weights=None, u_start=None, newton_steps: int = 2, modes_given: bool = False):
+                      gh_nodes=None, gh_weights=None, u_start=None, newton_steps: int = 2, modes_given: bool = False,
+                      constant: bool = True):
     """Laplace (or, with Gauss–Hermite nodes, AGQ) approximation of −2 log L at (θ, β).
 
     With ``u_start`` (a start for the mode iterations), returns (value, û) for warm starts.
-    ``newton_steps``: 2 (default) makes the Hessian exact, 1 the gradient (:func:`laplace_parts`)."""
+    ``newton_steps``: 2 (default) makes the Hessian exact, 1 the gradient (:func:`laplace_parts`).
+    ``constant=False`` leaves out −2 Σ wᵢ cᵢ(yᵢ, nᵢ), the η-free part of ℓ (``fam.const``; a caller
+    that adds :func:`jaxmix.spec.families.data_constant` once saves log-gamma functions of every row at
+    every evaluation)."""
     u, eta, f, lams, u_hat = laplace_parts(params, fam, d, idx, layout, tl, u_start, newton_steps, modes_given)
-    value = _laplace_value(u, eta, f, lams, fam, d, idx, layout, gh_nodes, gh_weights)
+    value = _laplace_value(u, eta, f, lams, fam, d, idx, layout, gh_nodes, gh_weights, constant)
     return value if u_start is None else (value, u_hat)
 
 
-def _laplace_value(u, eta, f, lams, fam: Family, d: GlmmData, idx: Index, layout: Layout, gh_nodes, gh_weights):
-    ll = fam.loglik(d.y, d.ntr, eta) * d.pw
+def _laplace_value(u, eta, f, lams, fam: Family, d: GlmmData, idx: Index, layout: Layout, gh_nodes, gh_weights,
+                   constant: bool = True):
+    ll = (fam.loglik if constant else fam.kernel)(d.y, d.ntr, eta) * d.pw
     if gh_nodes is None:
         ldL2, _, _ = logdets(f, layout, 0)
         return -2.0 * jnp.sum(ll) + jnp.sum(u[0] ** 2) + jnp.sum(u[1] ** 2) + ldL2
@@ -247,8 +255,9 @@ def _laplace_value(u, eta, f, lams, fam: Family, d: GlmmData, idx: Index, layout
     u1 = u[0][:, 0]
     shift = d.Z1[:, 0] * lam * sig[idx.code1]  # η change per unit node, per row
     eta_k = eta[:, None] + shift[:, None] * gh_nodes[None, :]
-    const = (fam.loglik(d.y, d.ntr, eta) - fam.kernel(d.y, d.ntr, eta)) * d.pw
-    ll_k = jax.vmap(lambda e: fam.kernel(d.y, d.ntr, e) * d.pw, in_axes=1, out_axes=1)(eta_k) + const[:, None]
+    ll_k = jax.vmap(lambda e: fam.kernel(d.y, d.ntr, e) * d.pw, in_axes=1, out_axes=1)(eta_k)
+    if constant:
+        ll_k = ll_k + ((fam.loglik(d.y, d.ntr, eta) - fam.kernel(d.y, d.ntr, eta)) * d.pw)[:, None]
     G = jax.ops.segment_sum(ll_k, idx.code1, num_segments=layout.l1)  # (ℓ₁, K)
     uk = u1[:, None] + sig[:, None] * gh_nodes[None, :]
     terms = G - 0.5 * uk**2 + 0.5 * gh_nodes[None, :] ** 2 + jnp.log(gh_weights)[None, :]

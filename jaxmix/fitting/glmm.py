@@ -22,6 +22,7 @@ from .cache import compiled_program
 from ..core.newton import FLOAT32, FLOAT64, BatchResult, HostResult, minimize_batch
 from ..core.structure import FINE, bucket, padded_system
 from ..spec.covariance import ThetaLayout, theta_layout
+from ..spec.families import data_constant
 from .dispersion import with_dispersion
 from ..core.crossprod import Index, Layout
 from ..core.glmm import GlmmData, gauss_hermite, laplace_objective
@@ -73,7 +74,9 @@ def pad_rows(a: np.ndarray, N: int, value: float = 0.0) -> np.ndarray:
 def _vg_point(x, c, u0, d, idx, xk, wk, *, fam, layout, tl):
     def dev(z):
         prm, dd = with_dispersion(z * c, fam, d, tl.size)
-        return laplace_objective(prm, fam, dd, idx, layout, tl, xk, wk, u_start=u0, newton_steps=1)
+        # a constant of the data alone is added on the host (:func:`jaxmix.spec.families.data_constant`)
+        return laplace_objective(prm, fam, dd, idx, layout, tl, xk, wk, u_start=u0, newton_steps=1,
+                                 constant=fam.const is None)
 
     (value, u), grad = jax.value_and_grad(dev, has_aux=True)(x)
     return value, grad, u
@@ -190,6 +193,12 @@ def fit_glmm_outcomes(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, params0, nagq
         used = np.flatnonzero(np.asarray(PW[:, j]) > 0)
         if used.size:
             Y[np.asarray(PW[:, j]) <= 0, j] = Y[used[0], j]
+    # −2 Σ wᵢ cᵢ(yᵢ, nᵢ) per outcome, the deviance's part that depends on the data alone, added here
+    # rather than in the program (log-gamma functions of every row at every point: 13 % of a binary
+    # GLMM's evaluation)
+    const = np.zeros(K)
+    if fam.const is not None:
+        const[:k] = [-2.0 * data_constant(fam, Y[:, j], ntr, PW[:, j]) for j in range(k)]
     Yp = put(first_rows(first_rows(Y, N).T, K), dt)
     PWp = put(first_rows(pad_rows(np.asarray(PW, dtype=float), N).T, K), dt)
     idx = Index(*(put(a) for a in idx_np))
@@ -239,7 +248,7 @@ def fit_glmm_outcomes(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, params0, nagq
                 U1n[wc[: e - s][keep]] = np.asarray(u1, dtype=float)[: e - s][keep]
                 URn[wc[: e - s][keep]] = np.asarray(uR, dtype=float)[: e - s][keep]
                 Xn[wc[: e - s][keep]] = P[s:e][keep]
-            f[s:e], g[s:e] = fc, gc
+            f[s:e], g[s:e] = fc + const[wc[: e - s]], gc
         state["U1"], state["UR"], state["X"] = U1n, URn, Xn
         return f, g
 

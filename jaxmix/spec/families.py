@@ -29,7 +29,7 @@ from jax.scipy.special import gammaln, ndtr, log_ndtr
 
 from ..errors import JaxmixError
 
-__all__ = ["Family", "get_family", "FAMILIES"]
+__all__ = ["Family", "get_family", "FAMILIES", "data_constant"]
 
 
 class Family(NamedTuple):
@@ -41,10 +41,13 @@ class Family(NamedTuple):
     kernel: Callable | None = None  # ℓ without its η-free constant (cheaper in inner loops)
     dispersion: str | None = None  # the name of the family's estimated dispersion parameter (carried as n)
     scoring_weight: Callable | None = None  # Fisher weight where ℓ is not concave in η (mode iterations)
+    #: ℓ − kernel, a function of the data alone (y, n, gammaln) where it has no parameter (binomial, Poisson):
+    #: :func:`data_constant` sums it once on the host instead of at every evaluation
+    const: Callable | None = None
 
 
-def _binom_const(y, n):
-    return gammaln(n + 1.0) - gammaln(y + 1.0) - gammaln(n - y + 1.0)
+def _binom_const(y, n, lgamma=gammaln):
+    return lgamma(n + 1.0) - lgamma(y + 1.0) - lgamma(n - y + 1.0)
 
 
 @jax.custom_jvp
@@ -76,9 +79,21 @@ def _logistic_jvp(primals, tangents):
     return s, s * (1.0 - s) * t
 
 
+@jax.custom_jvp
 def _logit_k(y, n, eta):
-    # log μ = −softplus(−η), log(1 − μ) = −softplus(η)
-    return -y * softplus(-eta) - (n - y) * softplus(eta)
+    """y log μ + (n − y) log(1 − μ) = −y softplus(−η) − (n − y) softplus(η), with softplus(±η) =
+    max(±η, 0) + log1p(e^−|η|): one exponential and one logarithm per row (written as two softplus
+    calls, XLA computes both)."""
+    return -y * jnp.maximum(-eta, 0.0) - (n - y) * jnp.maximum(eta, 0.0) - n * jnp.log1p(jnp.exp(-jnp.abs(eta)))
+
+
+@_logit_k.defjvp
+def _logit_k_jvp(primals, tangents):
+    # ∂/∂η = y(1 − μ) − (n − y)μ from e^−|η| (exact in relative terms for every η), ∂/∂y = η,
+    # ∂/∂n = −softplus(η)
+    (y, n, eta), (ty, tn, te) = primals, tangents
+    return _logit_k(y, n, eta), (ty * eta - tn * softplus(eta)
+                                 + te * (y * _logistic(-eta) - (n - y) * _logistic(eta)))
 
 
 def _probit_k(y, n, eta):
@@ -99,8 +114,8 @@ def _with_const(kernel, const):
     return lambda y, n, eta: const(y, n) + kernel(y, n, eta)
 
 
-def _poisson_const(y, n):
-    return -gammaln(y + 1.0)
+def _poisson_const(y, n, lgamma=gammaln):
+    return -lgamma(y + 1.0)
 
 
 def _sigmoid(eta):
@@ -180,12 +195,14 @@ GAMMA_DISPERSION = "Gamma shape"
 FAMILIES = {
     ("gaussian", "identity"): Family("gaussian", "identity", lambda eta: eta, None),
     ("binomial", "logit"): Family("binomial", "logit", _sigmoid, _with_const(_logit_k, _binom_const), _logit_si,
-                                  _logit_k),
-    ("binomial", "probit"): Family("binomial", "probit", ndtr, _with_const(_probit_k, _binom_const), None, _probit_k),
+                                  _logit_k, const=_binom_const),
+    ("binomial", "probit"): Family("binomial", "probit", ndtr, _with_const(_probit_k, _binom_const), None, _probit_k,
+                                   const=_binom_const),
     ("binomial", "cloglog"): Family("binomial", "cloglog", lambda eta: -jnp.expm1(-jnp.exp(eta)),
-                                    _with_const(_cloglog_k, _binom_const), None, _cloglog_k),
+                                    _with_const(_cloglog_k, _binom_const), None, _cloglog_k,
+                                    const=_binom_const),
     ("poisson", "log"): Family("poisson", "log", jnp.exp, _with_const(_poisson_k, _poisson_const), _poisson_si,
-                               _poisson_k),
+                               _poisson_k, const=_poisson_const),
     ("negative_binomial", "log"): Family("negative_binomial", "log", jnp.exp, _with_const(_nb_k, _nb_const), _nb_si,
                                          _nb_k, NB_DISPERSION),
     ("gamma", "inverse"): Family("gamma", "inverse", lambda eta: 1.0 / eta, _with_const(_gamma_inv_k, _gamma_const),
@@ -198,6 +215,20 @@ FAMILIES = {
 #: R's default links (Gamma: "inverse", as ``Gamma()`` in R and glmmTMB)
 DEFAULT_LINK = {"gaussian": "identity", "binomial": "logit", "poisson": "log", "negative_binomial": "log",
                 "gamma": "inverse"}
+
+
+def data_constant(fam: Family, y, n, w):
+    """Σᵢ wᵢ cᵢ(yᵢ, nᵢ), the η-free part of the weighted log-likelihood (``fam.const``), in numpy on the
+    host (log C(n, y) for the binomial, −log y! for the Poisson); None where it depends on a
+    parameter (the negative binomial's and Gamma's shape) or the family has none."""
+    if fam.const is None:
+        return None
+    import numpy as np
+    from scipy.special import gammaln as lgamma
+
+    c = fam.const(np.asarray(y, dtype=float), np.asarray(n, dtype=float), lgamma)
+    w = np.asarray(w, dtype=float)
+    return float(np.sum(np.where(w != 0.0, w * c, 0.0)))
 
 
 def get_family(family: str, link: str | None = None) -> Family:

@@ -207,13 +207,18 @@ def glm_irls(fam: Family, X, y, ntr, pw, offset, max_iter: int = 100, tol: float
 
 
 def theta_start(fam: Family, X, y, ntr, pw, offset, beta, terms, tl) -> np.ndarray:
-    """Start for θ: lme4's Λ = I, except for scalar intercept terms ``(1 | g)``, which start at the
-    moment estimate of their standard deviation from the GLM fit, kept within [0.1, 1].
+    """Start for θ: lme4's Λ = I, except for scalar intercept terms ``(1 | g)``, which start at a joint
+    moment estimate of their standard deviations from the GLM fit, kept within [0.1, 1].
 
     With working residuals rᵢ = sᵢ/Wᵢ on the linear-predictor scale (s the score, W the Fisher weight
-    at the GLM fit), the group means r̄ⱼ = Σ Wᵢrᵢ / Σ Wᵢ have variance τ² + 1/Σ Wᵢ, so
-    τ̂² = var(r̄ⱼ) − mean(1/Σ Wᵢ).  The optimum does not depend on the start; a start near it saves
-    the optimiser's first steps from Λ = I (binary outcomes typically have SDs of 0.1–0.5).
+    at the GLM fit: rᵢ ≈ Σₗ bₗ,ₘ₍ᵢ₎ + eᵢ, var eᵢ = 1/Wᵢ), term k's weighted group means r̄ⱼ and its
+    between-group sum of squares Qₖ = Σⱼ wⱼ(r̄ⱼ − r̄)² (wⱼ = Σ_{i∈j} Wᵢ, r̄ the weighted mean) have
+    E[Qₖ] = Jₖ − 1 + Σₗ τₗ² Aₖₗ,  Aₖₗ = Σⱼ Σₘ wⱼₘ⁽ˡ⁾²/wⱼ − Σₘ wₘ⁽ˡ⁾²/Σᵢ Wᵢ,
+    with wⱼₘ⁽ˡ⁾ the weight of the rows of group j in level m of term l (Aₖₖ = Σ wⱼ − Σ wⱼ²/Σ W, the
+    DerSimonian–Laird denominator).  τ² solves A τ² = Q − (J − 1): a term's group means also vary
+    with the terms it is nested in or crossed with (physicians' means carry their hospitals'
+    effects), which separate estimates count twice (AMI data: physicians started at 2–3x their SD).
+    The optimum does not depend on the start; a start near it saves the optimiser's first steps.
     """
     theta = tl.init()
     _, sw_fn = _glm_kernels(fam)
@@ -225,17 +230,40 @@ def theta_start(fam: Family, X, y, ntr, pw, offset, beta, terms, tl) -> np.ndarr
     ok = W > 1e-12
     r = np.where(ok, s / np.where(ok, W, 1.0), 0.0)
     W = np.where(ok, W, 0.0)
-    for t, start in zip(terms, tl.starts):
-        if t.q != 1 or not np.allclose(np.asarray(t.Z)[:, 0], 1.0):
-            continue
-        sw = np.bincount(t.codes, weights=W, minlength=t.nlevels)
-        sr = np.bincount(t.codes, weights=W * r, minlength=t.nlevels)
+    est = [(t, start) for t, start in zip(terms, tl.starts)
+           if t.q == 1 and np.allclose(np.asarray(t.Z)[:, 0], 1.0)]
+    Wt = W.sum()
+    if not est or Wt <= 0:
+        return theta
+    codes = [np.asarray(t.codes, dtype=np.int64) for t, _ in est]
+    sws = [np.bincount(c, weights=W, minlength=t.nlevels) for c, (t, _) in zip(codes, est)]
+    K = len(est)
+    A, Q, J = np.zeros((K, K)), np.zeros(K), np.zeros(K)
+    rw = float(W @ r) / Wt
+    for k in range(K):
+        sw = sws[k]
         g = sw > 0
-        if g.sum() < 3:
-            continue
-        rbar = sr[g] / sw[g]
-        tau2 = np.var(rbar) - np.mean(1.0 / sw[g])
-        theta[start] = float(np.clip(np.sqrt(max(tau2, 0.0)), 0.1, 1.0))
+        rbar = np.bincount(codes[k], weights=W * r, minlength=sw.size)[g] / sw[g]
+        Q[k], J[k] = np.sum(sw[g] * (rbar - rw) ** 2), g.sum()
+        for m in range(K):
+            if m == k:
+                A[k, k] = sw.sum() - np.sum(sw**2) / Wt
+                continue
+            pair = pd.factorize(codes[k] * sws[m].size + codes[m])[0]
+            wjm = np.bincount(pair, weights=W)
+            jk = np.zeros(wjm.size, dtype=np.int64)
+            jk[pair] = codes[k]
+            A[k, m] = np.sum(wjm**2 / np.where(sw[jk] > 0, sw[jk], 1.0)) - np.sum(sws[m] ** 2) / Wt
+    rhs = Q - (J - 1.0)
+    try:
+        tau2 = np.linalg.solve(A, rhs)
+        if not np.all(np.isfinite(tau2)):
+            raise np.linalg.LinAlgError
+    except np.linalg.LinAlgError:  # terms with the same groups: each on its own
+        tau2 = rhs / np.where(np.diag(A) > 0, np.diag(A), np.inf)
+    for (t, start), t2, jk in zip(est, tau2, J):
+        if jk >= 3:
+            theta[start] = float(np.clip(np.sqrt(max(t2, 0.0)), 0.1, 1.0))
     return theta
 
 

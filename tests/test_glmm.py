@@ -471,3 +471,37 @@ def test_glm_irls_matches_statsmodels():
     _, dev_c, _, conv_c, _ = glm_irls(get_family("binomial", "logit"), Xc, y.astype(float), one, one, 0 * one)
     assert conv_c
     np.testing.assert_allclose(dev_c, -2 * ref.llf, rtol=1e-10)
+
+
+def test_glm_irls_fits_the_same_inputs_once(monkeypatch):
+    """A GLM of the same inputs (a GLMM's start, then its single-level comparison) is fitted once: the
+    second call returns equal copies (changing them changes nothing kept); another response, weight,
+    family or tolerance is fitted anew."""
+    import jaxmix.api.generalized as gen
+    from jaxmix.spec.families import get_family
+
+    rng = np.random.default_rng(8)
+    n = 500
+    X = np.column_stack([np.ones(n), rng.normal(size=n)])
+    y = rng.binomial(1, 0.4, n).astype(float)
+    one = np.ones(n)
+    calls = []
+    inner = gen._glm_irls
+    monkeypatch.setattr(gen, "_glm_irls", lambda *a: calls.append(1) or inner(*a))
+    logit = get_family("binomial", "logit")
+    a = gen.glm_irls(logit, X, y, one, one, 0 * one)
+    b = gen.glm_irls(logit, X.copy(), y.copy(), one, one.copy(), 0 * one)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(a[0], b[0])
+    b[0][:] = 0.0
+    b[2][:] = 0.0
+    c = gen.glm_irls(logit, X, y, one, one, 0 * one)
+    np.testing.assert_array_equal(c[0], a[0])
+    np.testing.assert_array_equal(c[2], a[2])
+    w = one.copy()
+    w[0] = 0.0
+    for args, kw in [((logit, X, 1 - y, one, one, 0 * one), {}), ((logit, X, y, one, w, 0 * one), {}),
+                     ((get_family("binomial", "probit"), X, y, one, one, 0 * one), {}),
+                     ((logit, X, y, one, one, 0 * one), {"tol": 1e-8})]:
+        gen.glm_irls(*args, **kw)
+    assert len(calls) == 5

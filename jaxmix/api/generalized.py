@@ -3,8 +3,10 @@ and the GLMM/GLM fit (the NB / Gamma dispersion: :mod:`jaxmix.fitting.dispersion
 from __future__ import annotations
 
 import functools
+import hashlib
 import time
 import warnings
+from collections import OrderedDict
 
 import jax
 import jax.numpy as jnp
@@ -146,16 +148,44 @@ def _wls_solve(X, W, r):
     return np.linalg.lstsq(X * sw[:, None], r / sw, rcond=None)[0]
 
 
+#: the last GLM fits by the digest of their inputs: a GLMM's start and the same model's fit without
+#: random effects (a sweep's single-level comparison) are one GLM, fitted once
+_GLM_FITS: "OrderedDict[bytes, tuple]" = OrderedDict()
+GLM_FITS_KEPT = 64
+
+
+def _glm_key(fam: Family, arrays, max_iter: int, tol: float) -> bytes:
+    h = hashlib.blake2b(f"{fam.name}/{fam.link}/{max_iter}/{tol!r}".encode(), digest_size=20)
+    for a in arrays:
+        h.update(repr(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.digest()
+
+
 def glm_irls(fam: Family, X, y, ntr, pw, offset, max_iter: int = 100, tol: float = 1e-10):
     """Maximum-likelihood GLM by IRLS with step halving (start values and the no-random-effect fit).
 
     β ← argmin Σᵢ Wᵢ (zᵢ − xᵢ′β)², z = η − o + s/W (s the score, W the Fisher weight in η).  Rows with
     zero prior weight take no part (a sweep passes every outcome's full rows, so all outcomes share
     one compiled shape).  Returns (β, −2 log L, vcov, converged, separated) where ``separated`` flags
-    diverging estimates.
+    diverging estimates.  A fit of the same inputs as one of the last :data:`GLM_FITS_KEPT` is
+    returned from them (copies).
     """
-    kern_ll, kern_sw = _glm_kernels(fam)
     X, y, ntr, pw, offset = (np.asarray(a, dtype=float) for a in (X, y, ntr, pw, offset))
+    key = _glm_key(fam, (X, y, ntr, pw, offset), max_iter, tol)
+    if key in _GLM_FITS:
+        _GLM_FITS.move_to_end(key)
+        beta, dev, vcov, conv, separated = _GLM_FITS[key]
+        return beta.copy(), dev, vcov.copy(), conv, separated
+    out = _glm_irls(fam, X, y, ntr, pw, offset, max_iter, tol)
+    _GLM_FITS[key] = (out[0].copy(), out[1], out[2].copy(), out[3], out[4])
+    while len(_GLM_FITS) > GLM_FITS_KEPT:
+        _GLM_FITS.popitem(last=False)
+    return out
+
+
+def _glm_irls(fam: Family, X, y, ntr, pw, offset, max_iter: int, tol: float):
+    kern_ll, kern_sw = _glm_kernels(fam)
     # the kernels see rows padded to a bucket (row 0 repeated with weight 0): one compiled shape
     # serves data sets of similar sizes
     n = y.shape[0]

@@ -203,7 +203,8 @@ def _glm_starts(pb: Problem, mask, status, suspect: np.ndarray, tl) -> np.ndarra
             vcov0, aux, lphi = vfull[1:, 1:], np.full(d.nobs, phi0), [np.log(phi0)]
         else:
             yj = np.where(m, pb.Y[:, j], 0.0)
-            beta0, _, vcov0, conv0, separated = glm_irls(pb.fam, d.X, yj, pb.ntr, wj, d.offset, tol=1e-8)  # refined later
+            # the single-level fit's GLM where no row is missing (glm_irls keeps its last fits)
+            beta0, _, vcov0, conv0, separated = glm_irls(pb.fam, d.X, yj, pb.ntr, wj, d.offset)
             aux, lphi = pb.ntr, []
         out[j] = np.concatenate([theta_start(pb.fam, d.X, yj, aux, wj, d.offset, beta0, d.terms, tl), lphi, beta0])
         suspect[j] = separation_suspected((d.X, wj, vcov0, conv0, separated))

@@ -101,6 +101,8 @@ def rel_close(actual, expected, rtol=1e-3, atol_zero=1e-6):
 # variant of a check that the quick run makes on a smaller case.
 SLOW = (
     "test_bayes.py::test_sbc_quick_random_intercept",  # ~11 s; the 100-replicate version is slow too
+    # ~15 s compiling an exact Laplace Hessian; the quick run checks the model at Λ = 0 exactly
+    "test_glmm.py::test_gauss_newton_start_is_near_the_exact_laplace_hessian",
     "test_glmm_profile.py::test_grouseticks_poisson_two_terms",  # ~10 s: six profiles of a two-term Poisson GLMM
     "test_families_nb_gamma.py::test_covparm_se_matches_glmmtmb",
     "test_families_nb_gamma.py::test_config_run_writes_the_shape",

@@ -139,6 +139,35 @@ def test_record_step_certifies_and_returns_a_finer_forward_hessian_at_no_extra_c
     np.testing.assert_array_equal(rc.n_eval - r.n_eval, [3, 3])
 
 
+def test_start_hess_model_with_columns_by_differences():
+    """minimize_batch(start_hess=...): the start's Hessian is the caller's model with the requested
+    columns (and rows) by forward differences — one gradient per such column, not d — and a model
+    wrong elsewhere steers only: the same optimum, certified on a difference Hessian."""
+    from jaxmix.core.newton import minimize_batch
+
+    X0 = np.array([[-1.2, 1.0, 0.8], [0.5, 0.5, -0.6]])
+    calls, seen = [], {}
+
+    def vg(P, w):
+        calls.append(len(P))
+        return _rosen_vg(P, w)
+
+    def model(X, which):
+        H = np.stack([_rosen_hess(x) for x in X]) * 1.3  # 30 % off everywhere
+        H[:, 0, :] = H[:, :, 0] = 7.0  # and column 0 wrong: replaced by differences
+        seen["X"] = X.copy()
+        return H, np.array([True, False, False])
+
+    r = minimize_batch(vg, X0, np.full(3, -np.inf), start_hess=model)
+    rf = minimize_batch(_rosen_vg, X0, np.full(3, -np.inf))
+    np.testing.assert_array_equal(seen["X"], X0)
+    assert calls[:2] == [2, 2]  # the starts, then one difference point per start (column 0 only)
+    np.testing.assert_array_equal(r.status, [0, 0])
+    np.testing.assert_allclose(r.x, rf.x, rtol=1e-7, atol=1e-9)
+    for i in range(2):  # the record is a difference Hessian at the optimum, not the model
+        np.testing.assert_allclose(r.hess[i], _rosen_hess(r.x[i]), rtol=1e-3, atol=1e-3)
+
+
 def _cov_fit_vg(X, which):
     """f(θ) = ‖ΛΛ′ − T‖²_F for Λ = [[θ₁, 0], [θ₂, θ₃]] (batched), T positive definite: the minimum is
     0 at Λ = chol(T), and f is unchanged by negating column 1 of Λ where θ₁ = 0."""

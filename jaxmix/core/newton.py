@@ -8,7 +8,8 @@ of the program (``vg(X, which) -> (f, G)``, X of shape (m, d), ``which`` the pro
 ``jaxmix.fit`` is the case k = 1.  Per problem, vectorised over the problems still running:
 
 1. H₀ by forward differences of the exact gradient at the start, H[:, j] ≈ (g(x + hⱼeⱼ) − g(x))/hⱼ
-   with hⱼ = 10⁻⁴·max(1, |xⱼ|) in float64 (the d points of every problem in one call).
+   with hⱼ = 10⁻⁴·max(1, |xⱼ|) in float64 (the d points of every problem in one call), or a model of
+   H₀ from the caller with only some of its columns by differences (``start_hess``).
 2. Projected Newton steps −H_FF⁻¹g_F on the free coordinates F (those not held at their bound by a
    gradient pointing outwards), eigenvalue-modified so that directions of negative curvature are
    followed downhill, with a backtracking line search (Armijo; near the optimum a step whose value
@@ -325,7 +326,7 @@ def _mirror(x: np.ndarray, xc: np.ndarray, mirror) -> np.ndarray:
 
 
 def _descend(fun, X, F, G, which, lower, fixed, gtol_of, dtol_of, max_iter, prec, central=False, mirror=(),
-             record_step=None):
+             record_step=None, start_hess=None):
     """Projected (quasi-)Newton iterations for m problems until each one's largest free gradient
     entry is below ``gtol_of(f)`` and its Newton decrement below ``dtol_of(f)`` on a Hessian taken at
     the point, or a step fails on one.
@@ -384,8 +385,23 @@ def _descend(fun, X, F, G, which, lower, fixed, gtol_of, dtol_of, max_iter, prec
         # g(x + hⱼeⱼ), for a central Hessian here later (with the steering step only)
         plus[R] = np.nan if recorded else Gp.reshape(R.size, -1, d, d)[:, 0]
 
-    H = diff_hessian(np.arange(m))
-    exact = np.ones(m, dtype=bool)
+    if start_hess is None or steer_central:
+        H = diff_hessian(np.arange(m))
+        exact = np.ones(m, dtype=bool)
+    else:  # a model of H with its columns ``cols`` by forward differences (not exact: renewed before the test)
+        H, cols = start_hess(X, which)
+        H = np.array(H, dtype=float)
+        cols = np.flatnonzero(cols)
+        if cols.size:
+            h = fwd * np.maximum(1.0, np.abs(X[:, cols]))  # (m, c)
+            P = np.repeat(X[:, None, :], cols.size, axis=1)
+            P[:, np.arange(cols.size), cols] += h
+            _, Gp = fun(P.reshape(-1, d), np.repeat(which, cols.size))
+            Hc = (Gp.reshape(m, cols.size, d) - G[:, None, :]) / h[:, :, None]  # [point, column, row]
+            H[:, :, cols] = np.swapaxes(Hc, 1, 2)
+            H[:, cols, :] = Hc
+            H[:, cols[:, None], cols[None, :]] = 0.5 * (Hc[:, :, cols] + np.swapaxes(Hc[:, :, cols], 1, 2))
+        exact = np.zeros(m, dtype=bool)
     it = np.zeros(m, dtype=np.int64)
     free = np.ones((m, d), dtype=bool)
     dec, wmin, is_min = np.zeros(m), np.full(m, np.inf), np.ones(m, dtype=bool)
@@ -516,7 +532,8 @@ def precise(fun, X, F, H, free, which, tol, rise: float = 1e-8) -> np.ndarray:
 def minimize_batch(vg: Callable, X0: np.ndarray, lower: np.ndarray, *, gtol: float = 1e-4,
                    max_iter: int = 500, zero_tol: float = 1e-4, prec: Precision = FLOAT64,
                    central: bool = False, flips: Sequence[tuple[int, Sequence[int]]] = (),
-                   mirror: Sequence[tuple[int, Sequence[int]]] = (), record_step: float | None = None) -> BatchResult:
+                   mirror: Sequence[tuple[int, Sequence[int]]] = (), record_step: float | None = None,
+                   start_hess: Callable | None = None) -> BatchResult:
     """Minimise k functions fⱼ from the rows of ``X0`` (k, d) subject to x ≥ ``lower`` (d,) (−inf for
     unbounded), given ``vg(X, which) -> (f, G)`` for points X (m, d) of problems ``which`` (m,).
 
@@ -534,6 +551,10 @@ def minimize_batch(vg: Callable, X0: np.ndarray, lower: np.ndarray, *, gtol: flo
         gradients), by forward differences with this relative step, smaller than ``prec.fd_step``'s
         (for standard errors at the cost of a forward Hessian: with 1e-5, GLMMs' standard errors
         within ~1e-5 of those of the exact Hessian, d gradients fewer than a central one).
+      start_hess: ``start_hess(X, which) -> (H, cols)``, a model of each start's Hessian (m, d, d) and
+        the columns (d,) bool to take instead by forward differences (their rows too): a GLMM's β
+        block from its Fisher information, its θ columns by differences (2 gradients, not d).  The
+        model steers the first steps only; the optimum is certified on a difference Hessian.
       flips: symmetries of the objective at a bound: (j, idx) says that where coordinate j is at its
         bound, negating the coordinates idx leaves f unchanged (a column of a Cholesky factor Λ whose
         diagonal θⱼⱼ is 0: ΛΛ′ does not change when its entries below the diagonal change sign).  The
@@ -562,7 +583,8 @@ def minimize_batch(vg: Callable, X0: np.ndarray, lower: np.ndarray, *, gtol: flo
     def polish(X, F, G, which):
         """Descent from (X, F, G), then the coordinates near their bound tried exactly at it."""
         X, F, G, H, free, dec, wmin, is_min, it = _descend(fun, X, F, G, which, lower, nofix[which], pol, dpol,
-                                                            max_iter, prec, central, mirror, record_step)
+                                                            max_iter, prec, central, mirror, record_step,
+                                                            start_hess)
         near = np.isfinite(lower) & (X > lower) & (X - lower < zero_tol)
         tryb = np.flatnonzero(near.any(axis=1) & np.isfinite(F))
         if tryb.size:  # the bound itself

@@ -20,7 +20,7 @@ from ..spec.design import as_data_frame, build_design, row_values
 from ..errors import JaxmixError, JaxmixWarning
 from ..fitting.dispersion import (check_dispersion_response, dispersion_record, dispersion_start, dispersion_warning,
                          eta_start, fit_glm_dispersion, has_dispersion, log_dispersion_se)
-from ..spec.families import Family, get_family
+from ..spec.families import Family, data_constant, get_family
 from ..spec.formula import ParsedFormula, split_top, parse_formula
 from ..core.structure import FINE, bucket
 from ..fitting.glmm import MIN_ROWS, fit_glmm_arrays, pad_rows
@@ -115,14 +115,22 @@ def _response_checks(fam: Family, y: np.ndarray, ntr: np.ndarray, name: str, has
 
 @functools.lru_cache(maxsize=None)
 def _glm_kernels(fam: Family):
-    """Jitted (log-likelihood; score and Fisher weights) in η for ``fam``, compiled once per shape."""
+    """Jitted (log-likelihood; score and Fisher weights) in η for ``fam``, compiled once per shape.
+
+    For a family whose log-likelihood's η-free part is a function of the data alone (``fam.const``)
+    the first leaves it out (the caller adds :func:`jaxmix.spec.families.data_constant` once)."""
     from ..core.glmm import fisher_weights
 
+    ll = fam.kernel if fam.const is not None else fam.loglik
+
     def loglik(eta, y, ntr, pw):
-        return jnp.sum(pw * fam.loglik(y, ntr, eta))
+        return jnp.sum(pw * ll(y, ntr, eta))
 
     def score_weights(eta, y, ntr, pw):
-        s = pw * jax.vmap(jax.grad(lambda e, yy, nn: fam.loglik(yy, nn, e)))(eta, y, ntr)
+        if fam.score_info is not None:
+            s = pw * fam.score_info(y, ntr, eta)[0]
+        else:
+            s = pw * jax.vmap(jax.grad(lambda e, yy, nn: fam.loglik(yy, nn, e)))(eta, y, ntr)
         return s, fisher_weights(fam, GlmmData(None, None, None, y, ntr, pw, None), eta)
 
     return jax.jit(loglik), jax.jit(score_weights)
@@ -192,8 +200,10 @@ def _glm_irls(fam: Family, X, y, ntr, pw, offset, max_iter: int, tol: float):
     N = bucket(n, MIN_ROWS, FINE) if n else 0
     args = tuple(jax.device_put(a) for a in (first_rows(y, N), first_rows(ntr, N), pad_rows(pw, N)))
 
+    const = data_constant(fam, y, ntr, pw) or 0.0  # the data's own part of the log-likelihood, summed once
+
     def ll_fn(eta, *a):
-        return kern_ll(jax.device_put(first_rows(np.asarray(eta, dtype=float), N)), *a)
+        return float(kern_ll(jax.device_put(first_rows(np.asarray(eta, dtype=float), N)), *a)) + const
 
     def sw_fn(eta, *a):
         s_, w_ = kern_sw(jax.device_put(first_rows(np.asarray(eta, dtype=float), N)), *a)

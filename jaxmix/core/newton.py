@@ -21,7 +21,8 @@ of the program (``vg(X, which) -> (f, G)``, X of shape (m, d), ``which`` the pro
 3. When the largest free gradient entry is at its own precision, or a step fails, H is taken anew
    by differences at the point, and the iteration goes on with it until the test passes on that
    Hessian or a step fails with it.  The returned Hessian is a difference Hessian at the returned
-   point: forward, or central (``central=True``, for standard errors: GLMMs).
+   point: forward, with the steering step or a smaller one (``record_step``, for standard errors:
+   GLMMs), or central (``central=True``).
 4. Boundary: coordinates with a lower bound that end within ``zero_tol`` of it are tried exactly at
    the bound (and the rest polished again); the boundary point is kept when its objective is not
    worse (MixedModels.jl's rule).

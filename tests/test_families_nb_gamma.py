@@ -311,6 +311,29 @@ def test_config_run_writes_the_shape(tmp_path):
     assert "Gamma shape = 3.223" in (out / "summary.txt").read_text()
 
 
+def test_nb_log_likelihood_stays_exact_at_the_poisson_limit():
+    """log Γ(y + θ) − log Γ(θ) − y log θ = Σ_{k<y} log(1 + k/θ) to 1e-12 for θ from 2.5 to 10¹² (the
+    difference of two log-gamma values lost 1e-8 at θ = 10⁷ and 1e-3 at 10¹²), and the NB
+    log-likelihood tends to the Poisson one as θ grows."""
+    import math
+
+    import jax
+    import jax.numpy as jnp
+
+    from jaxmix.spec.families import _log_rising_over_power
+
+    jax.config.update("jax_enable_x64", True)
+    for th in (2.5, 999.0, 1e3, 1e7, 1e12):
+        for y in (0, 1, 5, 40):
+            exact = math.fsum(math.log1p(k / th) for k in range(y))
+            got = float(_log_rising_over_power(jnp.asarray(float(y)), jnp.asarray(th)))
+            assert abs(got - exact) < 1e-12 * max(1.0, abs(exact)), (th, y, got, exact)
+    fn, fp = get_family("negative_binomial", "log"), get_family("poisson", "log")
+    y, eta = jnp.array([0.0, 1.0, 3.0, 12.0]), jnp.array([-1.0, 0.2, 1.1, 2.5])
+    for th, tol in ((1e8, 1e-6), (1e12, 1e-10)):
+        np.testing.assert_allclose(fn.loglik(y, jnp.full(4, th), eta), fp.loglik(y, jnp.ones(4), eta), atol=tol)
+
+
 def test_data_constant_is_the_eta_free_part_summed_once_and_kept_out_of_the_program():
     """``data_constant`` (numpy, on the host) equals Σ w (ℓ − kernel) by the family's own JAX functions
     at any η for the binomial (with trials) and the Poisson, and is None where the constant depends on

@@ -25,7 +25,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import gammaln, ndtr, log_ndtr
+from jax.scipy.special import betaln, gammaln, ndtr, log_ndtr
 
 from ..errors import JaxmixError
 
@@ -132,14 +132,27 @@ def _poisson_si(y, n, eta):
     return y - mu, mu
 
 
+def _log_rising_over_power(y, th):
+    """log Γ(y + θ) − log Γ(θ) − y log θ = Σ_{k<y} log(1 + k/θ) for counts y ≥ 0: as written for θ below
+    1,000; above, log Γ(y) − log B(y, θ) − y log θ (the two log-gamma values grow like θ log θ and
+    their difference lost ~1e-8 at θ = 10⁷, 1e-5 at 10¹⁰; the beta function's form keeps ~1e-13)."""
+    yp = jnp.maximum(y, 1.0)
+    lth = jnp.log(th)
+    small = gammaln(y + th) - gammaln(th) - y * lth
+    large = jnp.where(y > 0, gammaln(yp) - betaln(yp, jnp.maximum(th, 1e3)) - y * lth, 0.0)
+    return jnp.where(th < 1e3, small, large)
+
+
 def _nb_const(y, th):
-    return gammaln(y + th) - gammaln(th) - gammaln(y + 1.0) + th * jnp.log(th)
+    # log Γ(y + θ) − log Γ(θ) − log y! + θ log θ − (y + θ) log θ: the last two terms of ℓ's kernel and
+    # constant in θ log θ − (y + θ) log θ = −y log θ, taken together (at large θ each is ~θ log θ)
+    return _log_rising_over_power(y, th) - gammaln(y + 1.0)
 
 
 def _nb_k(y, th, eta):
-    # y log μ − (y + θ) log(μ + θ), log(μ + θ) = log θ + softplus(η − log θ)
+    # y log μ − (y + θ) log(μ + θ) + (y + θ) log θ, log(μ + θ) = log θ + softplus(η − log θ)
     lth = jnp.log(th)
-    return y * eta - (y + th) * (lth + softplus(eta - lth))
+    return y * eta - (y + th) * softplus(eta - lth)
 
 
 def _nb_si(y, th, eta):

@@ -338,6 +338,7 @@ def test_data_constant_is_the_eta_free_part_summed_once_and_kept_out_of_the_prog
     """``data_constant`` (numpy, on the host) equals Σ w (ℓ − kernel) by the family's own JAX functions
     at any η for the binomial (with trials) and the Poisson, and is None where the constant depends on
     the shape (NB, Gamma); the Laplace deviance without it plus it is the deviance with it."""
+    import jax
     import jax.numpy as jnp
     from jaxmix.core.glmm import GlmmData, laplace_objective
     from jaxmix.core.structure import padded_system
@@ -356,6 +357,8 @@ def test_data_constant_is_the_eta_free_part_summed_once_and_kept_out_of_the_prog
         want = float(jnp.sum(w * (fam.loglik(y, ntr, eta) - fam.kernel(y, ntr, eta))))
         assert abs(want) > 1.0  # a constant that matters
         np.testing.assert_allclose(data_constant(fam, y, ntr, w), want, rtol=1e-12)
+        if fam.link == "cloglog":
+            continue
         codes = rng.integers(0, 6, n)
         layout, idx, _ = padded_system([codes], [6], [np.ones((n, 1))], np.zeros((n, 1)), np.ones(n), tail_cross=False,
                                        row_index=True)
@@ -363,8 +366,8 @@ def test_data_constant_is_the_eta_free_part_summed_once_and_kept_out_of_the_prog
                      jnp.asarray(w), jnp.zeros(n))
         tl = theta_layout(layout.q)
         prm = jnp.array([0.7, -0.4 if fam.name == "binomial" else 1.0])
-        full = laplace_objective(prm, fam, d, idx, layout, tl)
-        part = laplace_objective(prm, fam, d, idx, layout, tl, constant=False)
+        obj = jax.jit(lambda p, dd, c: laplace_objective(p, fam, dd, idx, layout, tl, constant=c), static_argnums=2)
+        full, part = obj(prm, d, True), obj(prm, d, False)
         np.testing.assert_allclose(float(part) - 2.0 * want, float(full), rtol=1e-12)
     for name in ("negative_binomial", "gamma"):
         assert data_constant(get_family(name), np.ones(3), np.ones(3), np.ones(3)) is None

@@ -275,7 +275,7 @@ def fit_glmm_outcomes(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, params0, nagq
     # (d + 1 points of an evaluation's cost become 1 + dim θ); small data: differences throughout
     start_hess = None
     if N >= GN_START_ROWS and fam.score_info is not None and ndisp == 0:
-        start_hess = gauss_newton_start(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, c, tl)
+        start_hess = gauss_newton_start(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, c, tl, N)
     opt = minimize_batch(vg, x0, lower, gtol=gtol, max_iter=max_iter, prec=prec, flips=tl.flips(),
                          mirror=tl.mirrors(), central=not newton_modes,
                          record_step=RECORD_STEP if newton_modes else None, start_hess=start_hess)
@@ -296,11 +296,12 @@ def _fisher_jit(fam):
     return jax.jit(lambda y, n, eta: fam.score_info(y, n, eta)[1])
 
 
-def gauss_newton_start(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, c, tl):
+def gauss_newton_start(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, c, tl, N: int | None = None):
     """The model of a GLMM's start Hessian for ``minimize_batch(start_hess=...)``, in the scaled
     parameters x = params / c: the β block 2[X′WX − X′WZΛ(Λ′Z′WZΛ + I)⁻¹Λ′Z′WX] (the Fisher
     information of β with the random effects profiled out, lme4's RX′RX) with the Fisher weights W at
-    η = Xβ + o, zero θ rows and columns (taken by differences).  Z and Λ are scipy sparse matrices."""
+    η = Xβ + o, zero θ rows and columns (taken by differences).  Z and Λ are scipy sparse matrices;
+    the weights' program sees the rows padded to N (default n), the bucket of the main program's."""
     import scipy.sparse as sp
     from scipy.sparse.linalg import splu
 
@@ -308,6 +309,7 @@ def gauss_newton_start(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, c, tl):
 
     nt = tl.size
     n, p = X.shape
+    N = n if N is None else N
     X = np.asarray(X, dtype=float)
     blocks = []
     rows = np.arange(n)
@@ -328,8 +330,9 @@ def gauss_newton_start(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, c, tl):
             Lam = sp.block_diag([sp.kron(sp.identity(lk), sp.csr_matrix(lam)) for lam, lk in zip(lams, nlev)]).tocsr()
             j = int(which[i])
             eta = X @ beta + np.asarray(offset, dtype=float)
-            W = np.asarray(PW[:, j], dtype=float) * np.asarray(_fisher_jit(fam)(np.asarray(Y[:, j], dtype=float),
-                                                                            np.asarray(ntr, dtype=float), eta))
+            # rows padded to the bucket (one compiled shape per model class, as the main program)
+            Wf = _fisher_jit(fam)(*(first_rows(np.asarray(a, dtype=float), N) for a in (Y[:, j], ntr, eta)))
+            W = np.asarray(PW[:, j], dtype=float) * np.asarray(Wf)[:n]
             ZL = Zs_ @ Lam
             WZL = ZL.multiply(W[:, None]).tocsc()
             A = (ZL.T @ WZL + sp.identity(ZL.shape[1])).tocsc()

@@ -2,7 +2,6 @@
 and the GLMM/GLM fit (the NB / Gamma dispersion: :mod:`jaxmix.fitting.dispersion`)."""
 from __future__ import annotations
 
-import functools
 import hashlib
 import time
 import warnings
@@ -23,9 +22,8 @@ from ..fitting.dispersion import (check_dispersion_response, dispersion_record, 
 from ..spec.families import Family, data_constant, get_family
 from ..spec.formula import ParsedFormula, split_top, parse_formula
 from ..core.structure import FINE, bucket
-from ..fitting.glmm import MIN_ROWS, fit_glmm_arrays, pad_rows
+from ..fitting.glmm import MIN_ROWS, fit_glmm_arrays, glm_kernels, pad_rows
 from ..fitting.lmm import first_rows
-from ..core.glmm import GlmmData
 from ..core.newton import OPTIMIZER
 from ..status import MESSAGES, Status, status_message
 from ..results.mixed import MixedResults, OptimSummary
@@ -113,29 +111,6 @@ def _response_checks(fam: Family, y: np.ndarray, ntr: np.ndarray, name: str, has
             warnings.warn(f"poisson response {name!r} has non-integer counts", JaxmixWarning, stacklevel=4)
 
 
-@functools.lru_cache(maxsize=None)
-def _glm_kernels(fam: Family):
-    """Jitted (log-likelihood; score and Fisher weights) in η for ``fam``, compiled once per shape.
-
-    For a family whose log-likelihood's η-free part is a function of the data alone (``fam.const``)
-    the first leaves it out (the caller adds :func:`jaxmix.spec.families.data_constant` once)."""
-    from ..core.glmm import fisher_weights
-
-    ll = fam.kernel if fam.const is not None else fam.loglik
-
-    def loglik(eta, y, ntr, pw):
-        return jnp.sum(pw * ll(y, ntr, eta))
-
-    def score_weights(eta, y, ntr, pw):
-        if fam.score_info is not None:
-            s = pw * fam.score_info(y, ntr, eta)[0]
-        else:
-            s = pw * jax.vmap(jax.grad(lambda e, yy, nn: fam.loglik(yy, nn, e)))(eta, y, ntr)
-        return s, fisher_weights(fam, GlmmData(None, None, None, y, ntr, pw, None), eta)
-
-    return jax.jit(loglik), jax.jit(score_weights)
-
-
 def _wls_solve(X, W, r):
     """(X′WX)⁻¹X′r by the Cholesky factor of the Jacobi-scaled X′WX (O(np²), against O(np²) with a
     large constant for a least-squares solver on the n rows); least squares where it is not positive
@@ -193,7 +168,7 @@ def glm_irls(fam: Family, X, y, ntr, pw, offset, max_iter: int = 100, tol: float
 
 
 def _glm_irls(fam: Family, X, y, ntr, pw, offset, max_iter: int, tol: float):
-    kern_ll, kern_sw = _glm_kernels(fam)
+    kern_ll, kern_sw = glm_kernels(fam)
     # the kernels see rows padded to a bucket (row 0 repeated with weight 0): one compiled shape
     # serves data sets of similar sizes
     n = y.shape[0]
@@ -229,7 +204,7 @@ def _glm_irls(fam: Family, X, y, ntr, pw, offset, max_iter: int, tol: float):
         for _h in range(30):
             cand = beta + step
             eta_c = X @ cand + offset
-            dev = -2 * float(ll_fn(eta_c, *args))
+            dev = -2 * ll_fn(eta_c, *args)
             if np.isfinite(dev) and dev <= dev_old + 1e-12 * abs(dev_old if np.isfinite(dev_old) else 0):
                 break
             step = step / 2
@@ -261,7 +236,7 @@ def theta_start(fam: Family, X, y, ntr, pw, offset, beta, terms, tl) -> np.ndarr
     The optimum does not depend on the start; a start near it saves the optimiser's first steps.
     """
     theta = tl.init()
-    _, sw_fn = _glm_kernels(fam)
+    _, sw_fn = glm_kernels(fam)
     eta = np.asarray(X, dtype=float) @ np.asarray(beta, dtype=float) + np.asarray(offset, dtype=float)
     n = eta.shape[0]
     N = bucket(n, MIN_ROWS, FINE) if n else 0  # the padded shape of glm_irls's kernels
@@ -301,8 +276,8 @@ def theta_start(fam: Family, X, y, ntr, pw, offset, beta, terms, tl) -> np.ndarr
             raise np.linalg.LinAlgError
     except np.linalg.LinAlgError:  # terms with the same groups: each on its own
         tau2 = rhs / np.where(np.diag(A) > 0, np.diag(A), np.inf)
-    for (t, start), t2, jk in zip(est, tau2, J):
-        if jk >= 3:
+    for (t, start), t2, groups in zip(est, tau2, J):
+        if groups >= 3:
             theta[start] = float(np.clip(np.sqrt(max(t2, 0.0)), 0.1, 1.0))
     return theta
 

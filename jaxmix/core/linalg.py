@@ -22,7 +22,8 @@ import jax.numpy as jnp
 from jax.custom_batching import sequential_vmap
 from jax.scipy.linalg import solve_triangular
 
-__all__ = ["chol_small", "solve_lower", "solve_lower_t", "chol", "chol_diag_head", "diag_head_logdet_split", "chol_logdet_split", "trsm", "eigh_sym", "eigvalsh_sym",
+__all__ = ["chol_small", "solve_lower", "solve_lower_t", "chol", "chol_diag_head", "diag_head_logdet_split",
+           "chol_logdet_split", "trsm", "eigh_sym", "eigvalsh_sym",
            "sequential_lapack"]
 
 _UNROLL_MAX = 8  # above this q, LAPACK (through chol / trsm)

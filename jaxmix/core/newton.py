@@ -393,11 +393,10 @@ def _descend(fun, X, F, G, which, lower, fixed, gtol_of, dtol_of, max_iter, prec
         H, cols = start_hess(X, which)
         H = np.array(H, dtype=float)
         cols = np.flatnonzero(cols)
-        if cols.size:
-            h = fwd * np.maximum(1.0, np.abs(X[:, cols]))  # (m, c)
-            P = np.repeat(X[:, None, :], cols.size, axis=1)
-            P[:, np.arange(cols.size), cols] += h
-            _, Gp = fun(P.reshape(-1, d), np.repeat(which, cols.size))
+        if cols.size:  # fd_points' points and steps of these columns only
+            P, h = fd_points(X, fwd, False)
+            P, h = P.reshape(m, d, d)[:, cols].reshape(-1, d), h[:, cols]
+            _, Gp = fun(P, np.repeat(which, cols.size))
             Hc = (Gp.reshape(m, cols.size, d) - G[:, None, :]) / h[:, :, None]  # [point, column, row]
             H[:, :, cols] = np.swapaxes(Hc, 1, 2)
             H[:, cols, :] = Hc

@@ -28,7 +28,7 @@ from ..spec.covariance import ThetaLayout, theta_layout
 from ..spec.families import data_constant
 from .dispersion import with_dispersion
 from ..core.crossprod import Index, Layout
-from ..core.glmm import GlmmData, gauss_hermite, laplace_objective
+from ..core.glmm import GlmmData, fisher_weights, gauss_hermite, laplace_objective
 from .lmm import column_rms, compile_options, first_rows, theta_scale
 
 def put(a, dtype=None):
@@ -39,7 +39,7 @@ def put(a, dtype=None):
 
 
 __all__ = ["GlmmBatch", "GlmmFit", "fit_glmm_outcomes", "glmm_structure", "fit_glmm_arrays", "pad_rows",
-           "gauss_newton_start"]
+           "gauss_newton_start", "glm_kernels"]
 
 #: the smallest buckets of rows, of term 1's levels and of the other terms' rows of the Schur complement:
 #: GLMMs up to these sizes share one program per model class (an evaluation's cost is in the rows;
@@ -291,9 +291,25 @@ def fit_glmm_outcomes(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, params0, nagq
 
 
 @functools.lru_cache(maxsize=None)
-def _fisher_jit(fam):
-    """The Fisher weights per row, −∂²ℓ/∂η² of a canonical link, as one compiled program."""
-    return jax.jit(lambda y, n, eta: fam.score_info(y, n, eta)[1])
+def glm_kernels(fam):
+    """Jitted (log-likelihood; score and Fisher weights) in η for ``fam``, compiled once per shape (the
+    GLM fits behind a GLMM's starts, and :func:`gauss_newton_start`'s weights).
+
+    For a family whose log-likelihood's η-free part is a function of the data alone (``fam.const``)
+    the first leaves it out (the caller adds :func:`jaxmix.spec.families.data_constant` once)."""
+    ll = fam.kernel if fam.const is not None else fam.loglik
+
+    def loglik(eta, y, ntr, pw):
+        return jnp.sum(pw * ll(y, ntr, eta))
+
+    def score_weights(eta, y, ntr, pw):
+        if fam.score_info is not None:
+            s = pw * fam.score_info(y, ntr, eta)[0]
+        else:
+            s = pw * jax.vmap(jax.grad(lambda e, yy, nn: fam.loglik(yy, nn, e)))(eta, y, ntr)
+        return s, fisher_weights(fam, GlmmData(None, None, None, y, ntr, pw, None), eta)
+
+    return jax.jit(loglik), jax.jit(score_weights)
 
 
 def gauss_newton_start(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, c, tl, N: int | None = None):
@@ -301,7 +317,8 @@ def gauss_newton_start(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, c, tl, N: in
     parameters x = params / c: the β block 2[X′WX − X′WZΛ(Λ′Z′WZΛ + I)⁻¹Λ′Z′WX] (the Fisher
     information of β with the random effects profiled out, lme4's RX′RX) with the Fisher weights W at
     η = Xβ + o, zero θ rows and columns (taken by differences).  Z and Λ are scipy sparse matrices;
-    the weights' program sees the rows padded to N (default n), the bucket of the main program's."""
+    the weights come from :func:`glm_kernels` on the rows padded to N (default n), the bucket of the
+    GLM starts' and the main program's."""
     import scipy.sparse as sp
     from scipy.sparse.linalg import splu
 
@@ -330,9 +347,9 @@ def gauss_newton_start(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, c, tl, N: in
             Lam = sp.block_diag([sp.kron(sp.identity(lk), sp.csr_matrix(lam)) for lam, lk in zip(lams, nlev)]).tocsr()
             j = int(which[i])
             eta = X @ beta + np.asarray(offset, dtype=float)
-            # rows padded to the bucket (one compiled shape per model class, as the main program)
-            Wf = _fisher_jit(fam)(*(first_rows(np.asarray(a, dtype=float), N) for a in (Y[:, j], ntr, eta)))
-            W = np.asarray(PW[:, j], dtype=float) * np.asarray(Wf)[:n]
+            # the GLM starts' program: rows padded to the bucket, compiled for it already
+            rows_j = (first_rows(np.asarray(a, dtype=float), N) for a in (eta, Y[:, j], ntr))
+            W = np.asarray(glm_kernels(fam)[1](*rows_j, pad_rows(np.asarray(PW[:, j], dtype=float), N))[1])[:n]
             ZL = Zs_ @ Lam
             WZL = ZL.multiply(W[:, None]).tocsc()
             A = (ZL.T @ WZL + sp.identity(ZL.shape[1])).tocsc()

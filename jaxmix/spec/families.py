@@ -25,6 +25,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import betaln, gammaln, ndtr, log_ndtr
 
 from ..errors import JaxmixError
@@ -236,7 +237,6 @@ def data_constant(fam: Family, y, n, w):
     parameter (the negative binomial's and Gamma's shape) or the family has none."""
     if fam.const is None:
         return None
-    import numpy as np
     from scipy.special import gammaln as lgamma
 
     c = fam.const(np.asarray(y, dtype=float), np.asarray(n, dtype=float), lgamma)

@@ -49,8 +49,8 @@ MIN_LEVELS1 = 128
 MIN_ROWS_R = 128
 FAST_ROWS = 4096  # up to this many (padded) rows the program is compiled for speed of compiling
 #: relative step of the forward differences of the exact gradient that certify the optimum and give the
-#: Hessian for the standard errors (error O(h): standard errors within ~1e-5 of the exact Hessian's on
-#: the reference fits, where lme4's own differ by ~1e-3; central differences cost d gradients more)
+#: Hessian for the standard errors (error O(h): standard errors within 1e-6–3e-5 of the exact Hessian's on
+#: the reference fits, up to ~1e-4 on large ones; central differences cost d gradients more)
 RECORD_STEP = 1e-5
 #: from this many (padded) rows the start's Hessian is modelled in β (:func:`gauss_newton_start`): its
 #: d + 1 points cost more than the model's sparse solve (nine endpoints x 104k: 297 -> 215 points)

@@ -23,7 +23,7 @@ from jax.custom_batching import sequential_vmap
 from jax.scipy.linalg import solve_triangular
 
 __all__ = ["chol_small", "solve_lower", "solve_lower_t", "chol", "chol_diag_head", "diag_head_logdet_split",
-           "chol_logdet_split", "trsm", "eigh_sym", "eigvalsh_sym",
+           "chol_logdet_split", "chol_upper", "logdiag_adjoint", "trsm", "eigh_sym", "eigvalsh_sym",
            "sequential_lapack"]
 
 _UNROLL_MAX = 8  # above this q, LAPACK (through chol / trsm)
@@ -235,29 +235,41 @@ def chol_logdet_split(U, m: int):
     :func:`_logdiag_adjoint`'s two triangular solves, used below that size and off the CPU) and W by
     one triangular solve with N − m right-hand sides; returned as Ū, the upper triangle of Ā with its
     strict part doubled (U's entries above the diagonal stand for two of A's).  Reverse mode only."""
-    d = jnp.log(jnp.diagonal(_chol_upper(U)))
+    d = jnp.log(jnp.diagonal(chol_upper(U)))
     return jnp.sum(d[:m]), d[m:]
 
 
-def _chol_upper(U):
+def chol_upper(U):
+    """Lower Cholesky factor of the symmetric positive-definite matrix whose upper triangle U holds (the
+    strict lower triangle is not read); LAPACK gets U′, a free relabelling of a row-major U."""
     X = U.T
     return _potrf(X) if _on_cpu() else jax.lax.linalg.cholesky(X, symmetrize_input=False)
 
 
+def logdiag_adjoint(L, m: int, a, v):
+    """Ā = ½ L⁻ᵀ diag(a·1_m, v) L⁻¹, the derivative of a·Σ_{i<m} log Lᵢᵢ + Σ_{i≥m} vᵢ₋ₘ log Lᵢᵢ with
+    respect to the symmetric A = LL′; only Ā's upper triangle is set (the strict lower one is
+    unspecified).  With W′ = L⁻ᵀ[e_m … e_N], Ā = ½ a·A⁻¹ + ½ W′ diag(v − a) W: A⁻¹ by LAPACK's
+    potri on the CPU from N = :data:`POTRI_MIN` on, W by one triangular solve with N − m right-hand
+    sides; below that size, and off the CPU, two triangular solves with N right-hand sides."""
+    N = L.shape[0]
+    if jax.default_backend() != "cpu" or N < POTRI_MIN:
+        return _logdiag_adjoint(L, jnp.concatenate([jnp.broadcast_to(a, (m,)), v]))
+    E = jnp.eye(N, N - m, -m, dtype=L.dtype)
+    Wt = trsm(L, E, True)  # (N, N − m)
+    return 0.5 * a * _spd_inverse_upper(L) + 0.5 * (Wt * (v - a)) @ Wt.T
+
+
+
 def _split_fwd(U, m):
-    L = _chol_upper(U)
+    L = chol_upper(U)
     d = jnp.log(jnp.diagonal(L))
     return (jnp.sum(d[:m]), d[m:]), L
 
 
 def _split_bwd(m, L, cot):
     a, v = cot
-    N = L.shape[0]
-    if jax.default_backend() != "cpu" or N < POTRI_MIN:
-        return (_upper_doubled(_logdiag_adjoint(L, jnp.concatenate([jnp.broadcast_to(a, (m,)), v]))),)
-    E = jnp.eye(N, N - m, -m, dtype=L.dtype)
-    Wt = trsm(L, E, True)  # (N, N − m)
-    return (_upper_doubled(0.5 * a * _spd_inverse_upper(L) + 0.5 * (Wt * (v - a)) @ Wt.T),)
+    return (_upper_doubled(logdiag_adjoint(L, m, a, v)),)
 
 
 chol_logdet_split.defvjp(_split_fwd, _split_bwd)

@@ -34,6 +34,7 @@ from ..core.newton import FLOAT32, FLOAT64, BatchResult, HostResult, minimize_ba
 from ..core.structure import FINE, bucket, padded_system
 from ..spec.covariance import ThetaLayout, lambdas_np, theta_layout
 from ..core.crossprod import CrossProducts, Index, Layout, RowData, cross_products, terms_structure
+from ..core import lmm_scalar
 from ..core.lmm import cond_var, objective, solve
 from ..core.lmm_classes import class_flops, class_tails, level_classes, value_grad_classes
 
@@ -57,7 +58,10 @@ def put(a, dtype=None):
 __all__ = ["first_rows", "LmmBatch", "LmmFit", "fit_lmm_outcomes", "outcome_blocks", "fit_lmm_arrays", "theta_scale", "column_rms", "lmm_arrays"]
 
 
-def _vg_point(x, c, xp, idx, n, ldW, *, layout, tl, p, reml):
+def _vg_point(x, c, xp, idx, n, ldW, pairs=None, *, layout, tl, p, reml):
+    if lmm_scalar.applies(layout):  # scalar terms: the gradient in closed form
+        f, g = lmm_scalar.value_and_grad(x * c, xp, idx, layout, n, p, ldW, reml, pairs)
+        return f, g * c
     return jax.value_and_grad(lambda z: objective(z * c, xp, idx, layout, tl, n, p, ldW, reml, direct=True))(x)
 
 
@@ -75,17 +79,26 @@ def _gather(which, grp, shared, per, one_group):
     return CrossProducts(A11, BR, take(BT, which), CRR, take(CRT, which), take(CTT, which))
 
 
-def _vg_points(X, which, c, grp, shared, per, n, ldW, idx, *, layout, tl, p, reml, width):
-    """Values and gradients of the criterion at points X (width, d), point i for outcome which[i]."""
+def _vg_points(X, which, c, grp, shared, per, n, ldW, idx, pairs=None, *, layout, tl, p, reml, width):
+    """Values and gradients of the criterion at points X (width, d), point i for outcome which[i].
+    ``pairs``: the scalar terms' pair data (:func:`jaxmix.core.lmm_scalar.pairs_host`, products stacked
+    by group) or None."""
     one_group = shared[0].shape[0] == 1
     xp = _gather(which, grp, shared, per, one_group)
     nj, lj = jnp.take(n, which), jnp.take(ldW, which)
+    if pairs is not None:  # each point's group
+        pairs = lmm_scalar.Pairs(*(x[0] if one_group else jnp.take(x, jnp.take(grp, which), axis=0)
+                                   for x in pairs))
     if width == 1:
-        f, g = _vg_point(X[0], c, _first(xp, one_group), idx, nj[0], lj[0], layout=layout, tl=tl, p=p, reml=reml)
+        pr = pairs if pairs is None or one_group else lmm_scalar.Pairs(*(x[0] for x in pairs))
+        f, g = _vg_point(X[0], c, _first(xp, one_group), idx, nj[0], lj[0], pr, layout=layout, tl=tl, p=p,
+                         reml=reml)
         return f[None], g[None]
     axes = CrossProducts(None if one_group else 0, None if one_group else 0, 0, None if one_group else 0, 0, 0)
-    return jax.vmap(lambda x, xp_, n_, l_: _vg_point(x, c, xp_, idx, n_, l_, layout=layout, tl=tl, p=p, reml=reml),
-                    in_axes=(0, axes, 0, 0))(X, xp, nj, lj)
+    pax = None if pairs is None else lmm_scalar.Pairs(*((None if one_group else 0),) * 2)
+    return jax.vmap(lambda x, xp_, n_, l_, pr: _vg_point(x, c, xp_, idx, n_, l_, pr, layout=layout, tl=tl, p=p,
+                                                         reml=reml),
+                    in_axes=(0, axes, 0, 0, pax))(X, xp, nj, lj, pairs)
 
 
 def _first(xp, one_group):
@@ -307,6 +320,10 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
     n_j = put(first_rows(np.asarray(n, dtype=float), K), dt)
     ld_j = put(first_rows(np.asarray(ldW, dtype=float), K), dt)
     idx = Index(*(put(index_array(a)) for a in idx_np))
+    pairs = None
+    if lmm_scalar.applies(layout) and layout.m_R and not layout.r_diagonal:
+        ph = lmm_scalar.pairs_host(shared_np[0], shared_np[1], idx_np)
+        pairs = lmm_scalar.Pairs(*(put(first_rows(x, Gb), dt) for x in ph))
     del idx_np, shared_np, per_np  # the host copies: the device holds them now
     cj = put(c, dt)
     width = min(K, MAX_WIDTH)
@@ -320,7 +337,7 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
     statics = dict(layout=layout, tl=tl, p=p, reml=reml, width=width)
     X0 = put(np.zeros((width, d)), dt)
     w0 = put(np.zeros(width, np.int32))
-    args = (X0, w0, cj, grp_j, shared, per, n_j, ld_j, idx)
+    args = (X0, w0, cj, grp_j, shared, per, n_j, ld_j, idx, pairs)
     sol_args = (put(np.zeros((K, d)), dt), grp_j, shared, per, idx)
     sol_statics = dict(layout=layout, tl=tl, p=p)
     # wide batches run long enough for XLA's optimisations to pay for their compile time

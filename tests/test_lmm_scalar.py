@@ -1,0 +1,114 @@
+"""The closed-form gradient of the scalar-term criterion against reverse mode through the blocked factor.
+
+:func:`jaxmix.core.lmm.objective` is checked against a dense textbook likelihood in test_blocked.py; here
+:func:`jaxmix.core.lmm_scalar.value_and_grad` must give its value and ``jax.grad`` of it on the padded
+systems the fit uses — crossed, nested (the diagonal R block), three terms, one term, a dense block large
+enough for LAPACK's potri — at θ inside, with a variance at 0 (a singular fit's boundary) and with
+negative entries.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxmix.core import lmm_scalar
+from jaxmix.core.crossprod import CrossProducts, Index
+from jaxmix.core.linalg import POTRI_MIN, sequential_lapack
+from jaxmix.core.lmm import objective
+from jaxmix.core.structure import padded_system
+from jaxmix.spec.covariance import theta_layout
+from jaxmix.spec.design import build_design
+from jaxmix.spec.formula import parse_formula
+
+from test_blocked import make_data
+
+FORMULAS = {
+    "crossed": "y ~ x + (1 | a) + (1 | b)",
+    "nested": "y ~ x + (1 | b/a)",
+    "three": "y ~ z + x + (1 | a) + (1 | b) + (1 | g)",
+    "one": "y ~ x + (1 | g)",
+    "interaction_nested": "y ~ x + (1 | a:b) + (1 | a)",
+}
+
+
+def system(formula: str, data: pd.DataFrame, weights: str | None = "w"):
+    design = build_design(parse_formula(formula), data, weights=weights)
+    terms = design.terms
+    T = np.column_stack([design.X, design.y])
+    lay, idx, xp = padded_system([t.codes for t in terms], [t.nlevels for t in terms], [t.Z for t in terms], T,
+                                 design.weights)
+    ph = lmm_scalar.pairs_host(xp.A11, xp.BR, idx) if lay.m_R else None
+    xpj = CrossProducts(*(jnp.asarray(a) for a in xp))
+    idxj = Index(*(jnp.asarray(a) for a in idx))
+    n = jnp.asarray(float(design.nobs))
+    ldW = jnp.asarray(float(np.sum(np.log(design.weights))))
+    return lay, idxj, xpj, ph, n, design.X.shape[1], ldW
+
+
+def thetas(size: int, rng) -> list[np.ndarray]:
+    inside = rng.uniform(0.2, 2.0, size)
+    return [inside, np.r_[inside[:-1], 0.0], np.r_[0.0, inside[1:]], -inside]
+
+
+def compare(lay, idx, xp, ph, n, p, ldW, th, reml):
+    tl = theta_layout(lay.q)
+    th = jnp.asarray(th)
+    f0, g0 = jax.value_and_grad(lambda z: objective(z, xp, idx, lay, tl, n, p, ldW, reml))(th)
+    pairs = None if ph is None else lmm_scalar.Pairs(*(jnp.asarray(a) for a in ph))
+    with sequential_lapack():
+        vg = jax.jit(lmm_scalar.value_and_grad, static_argnames=("layout", "p", "reml"))
+        f1, g1 = vg(th, xp, idx, layout=lay, n=n, p=p, ldW=ldW, reml=reml, pairs=pairs)
+        f2, g2 = vg(th, xp, idx, layout=lay, n=n, p=p, ldW=ldW, reml=reml)  # pairs formed in the program
+    scale = 1.0 + abs(float(f0))
+    assert abs(float(f1) - float(f0)) < 1e-12 * scale
+    np.testing.assert_allclose(np.asarray(g1), np.asarray(g0), rtol=1e-9, atol=1e-9 * scale)
+    np.testing.assert_allclose(np.asarray(g2), np.asarray(g1), rtol=1e-12, atol=1e-12 * scale)
+
+
+@pytest.mark.parametrize("shape", sorted(FORMULAS))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_value_and_gradient_equal_reverse_mode_through_the_factor(shape, seed):
+    lay, idx, xp, ph, n, p, ldW = system(FORMULAS[shape], make_data(seed))
+    assert lmm_scalar.applies(lay)
+    if shape in ("nested", "interaction_nested"):
+        assert lay.r_diagonal  # the diagonal R block's own formulas are the ones under test
+    rng = np.random.default_rng(seed)
+    for reml in (True, False):
+        for th in thetas(len(lay.q), rng):
+            compare(lay, idx, xp, ph, n, p, ldW, th, reml)
+
+
+def test_a_dense_block_above_potri_min_takes_lapacks_inverse():
+    """m_R ≥ POTRI_MIN: Ā from potri plus the tail's rank-t term (the InstEval-sized path)."""
+    rng = np.random.default_rng(5)
+    n, la, lb = 3000, 400, 300
+    a, b = rng.integers(0, la, n), rng.integers(0, lb, n)
+    a[:la], b[:lb] = np.arange(la), np.arange(lb)
+    x = rng.normal(size=n)
+    y = 0.3 * x + rng.normal(size=la)[a] + 0.5 * rng.normal(size=lb)[b] + rng.normal(size=n)
+    df = pd.DataFrame({"y": y, "x": x, "a": a.astype(str), "b": b.astype(str), "w": 1.0})
+    lay, idx, xp, ph, nn, p, ldW = system("y ~ x + (1 | a) + (1 | b)", df, weights=None)
+    assert lay.m_R + lay.t >= POTRI_MIN and not lay.r_diagonal
+    for reml in (True, False):
+        for th in ([0.8, 0.4], [0.0, 0.7], [0.9, 0.0]):
+            compare(lay, idx, xp, ph, nn, p, ldW, th, reml)
+
+
+def test_gradient_detects_a_wrong_criterion():
+    """The comparison can fail: the ML criterion's gradient is not the REML one's."""
+    lay, idx, xp, ph, n, p, ldW = system(FORMULAS["crossed"], make_data(0))
+    th = jnp.asarray([0.7, 1.3])
+    tl = theta_layout(lay.q)
+    g_reml = jax.grad(lambda z: objective(z, xp, idx, lay, tl, n, p, ldW, True))(th)
+    with sequential_lapack():
+        _, g_ml = jax.jit(lmm_scalar.value_and_grad, static_argnames=("layout", "p", "reml"))(
+            th, xp, idx, layout=lay, n=n, p=p, ldW=ldW, reml=False)
+    assert float(jnp.max(jnp.abs(g_ml - g_reml))) > 1e-3
+
+
+def test_applies_to_scalar_terms_only():
+    lay, *_ = system("y ~ x + (1 + x | g)", make_data(0))
+    assert not lmm_scalar.applies(lay)

@@ -371,3 +371,19 @@ def test_tiny_residual_sd_reaches_the_optimum_or_is_not_converged():
             # the values are rounding noise there: a noisy difference Hessian may also show negative
             # curvature (4); rounding-level changes of the cross-products move outcomes among 3, 4, 5
             assert r.optim.status in (3, 4, 5) and "converged" not in r.optim.message
+
+
+def test_crossed_scalar_sweep_with_missing_rows_equals_fit_one_by_one():
+    """Scalar crossed terms take the closed-form gradient with the pairs' data stacked by row-mask
+    group (two groups here: an outcome with missing rows has its own cross-products)."""
+    from test_blocked import make_data
+
+    d = make_data(3)
+    rng = np.random.default_rng(3)
+    d["y2"] = d["y"] * 0.5 + rng.normal(size=len(d))
+    d["y3"] = d["y"] + rng.normal(size=len(d))
+    d.loc[rng.random(len(d)) < 0.2, "y3"] = np.nan
+    sw = quiet(jaxmix.fit_many, "~ x + (1 | a) + (1 | b)", d, outcomes=["y", "y2", "y3"])
+    for col in ("y", "y2", "y3"):
+        one = jaxmix.fit(f"{col} ~ x + (1 | a) + (1 | b)", d)
+        _same_fit(sw[col], one)

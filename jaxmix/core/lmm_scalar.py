@@ -34,7 +34,7 @@ import numpy as np
 from .crossprod import CrossProducts, Index, Layout
 from .linalg import chol_small, chol_upper, logdiag_adjoint, solve_lower
 
-__all__ = ["applies", "Pairs", "pairs_host", "value_and_grad"]
+__all__ = ["applies", "Pairs", "GROUP_FIELDS", "pairs_host", "slot_sums", "value_and_grad"]
 
 
 def applies(layout: Layout) -> bool:
@@ -66,27 +66,64 @@ def _criterion(ldL2, ldRX2, r2, n, p: int, ldW, reml: bool):
 
 
 class Pairs(NamedTuple):
-    """The same-level pairs' data the closed form reads (formed once per design on the host by
-    :func:`pairs_host`, in the order of ``Index.ptgt``): Z₁′WZ₁ of the pair's level of term 1 and the
-    product of the pair's two entries of Z_R′WZ₁ (so that an evaluation reads no index but the target)."""
+    """The same-level pairs and the pattern of G's R block, formed once per design on the host by
+    :func:`pairs_host`.  The pattern holds the upper-triangle entries (r ≤ c) of the m_R x m_R block
+    where C_RR or a pair of entries is non-zero, sorted by r·m_R + c and padded to a bucket (padding:
+    the last entry, weight 0).  The pairs are sorted by their pattern slot, so that each slot's sums
+    Σ_p prod_p·w(level_p) are one sorted segment sum.  ``prod`` and ``cpat`` hold one row per weight
+    group (``GROUP_FIELDS``)."""
 
-    a: jnp.ndarray  # (P,)
-    prod: jnp.ndarray  # (P,)
+    prod: jnp.ndarray  # (P,) product of the pair's two entries of Z_R′WZ₁
+    cpat: jnp.ndarray  # (U,) C_RR on the pattern
+    blk: jnp.ndarray  # (P,) the pair's level of term 1
+    seg: jnp.ndarray  # (P,) the pair's pattern slot (non-decreasing)
+    pr: jnp.ndarray  # (U,) row r of each pattern entry
+    pc: jnp.ndarray  # (U,) column c ≥ r
+    mult: jnp.ndarray  # (U,) entries of the symmetric block it stands for: 1 (diagonal), 2, 0 (padding)
 
 
-def pairs_host(A11, BR, idx) -> Pairs:
-    """:class:`Pairs` from numpy A11 (ℓ₁, 1, 1) and BR (E, 1) (or (G, ℓ₁, 1, 1) and (G, E, 1), one row
-    per weight group) and the index."""
-    A11, BR = np.asarray(A11)[..., 0, 0], np.asarray(BR)[..., 0]
-    pa, pb = np.asarray(idx.pa), np.asarray(idx.pb)
-    return Pairs(A11[..., np.asarray(idx.e_blk)[pa]], BR[..., pa] * BR[..., pb])
+GROUP_FIELDS = ("prod", "cpat")
+
+
+def pairs_host(BR, CRR, idx, min_pattern: int = 1024) -> Pairs:
+    """:class:`Pairs` from numpy BR (E, 1) and CRR (m_R, m_R) — or (G, ...) with one row per weight
+    group, which share the structure — and the (padded) index."""
+    from .structure import bucket
+
+    BR, CRR = np.asarray(BR)[..., 0], np.asarray(CRR)
+    m_R = CRR.shape[-1]
+    pa, pb, tg = np.asarray(idx.pa), np.asarray(idx.pb), np.asarray(idx.ptgt)
+    crr = CRR.reshape((-1, m_R * m_R))
+    r, c = np.divmod(np.arange(m_R * m_R), m_R)
+    cflat = np.flatnonzero((r <= c) & np.any(crr != 0, axis=0))
+    flat = np.union1d(tg, cflat)
+    U = bucket(flat.shape[0], min_pattern)
+    seg = np.searchsorted(flat, tg)
+    pr, pc = np.divmod(flat, m_R)
+    mult = np.where(pr == pc, 1.0, 2.0)
+    pad = U - flat.shape[0]
+    last = m_R * m_R - 1
+    pr = np.concatenate([pr, np.full(pad, last // m_R)])
+    pc = np.concatenate([pc, np.full(pad, last % m_R)])
+    mult = np.concatenate([mult, np.zeros(pad)])
+    cpat = np.concatenate([crr[:, flat], np.zeros((crr.shape[0], pad))], axis=1)
+    cpat = cpat.reshape(CRR.shape[:-2] + (U,))
+    i32 = lambda x: np.asarray(x, dtype=np.int32)  # noqa: E731
+    return Pairs(BR[..., pa] * BR[..., pb], cpat, i32(np.asarray(idx.e_blk)[pa]), i32(seg), i32(pr), i32(pc), mult)
+
+
+def slot_sums(W, pairs: Pairs):
+    """(U, c): Σ over each pattern slot's pairs of prod_p · W[level_p] (W (ℓ₁, c)), a sorted segment sum."""
+    return jax.ops.segment_sum(W[pairs.blk] * pairs.prod[:, None], pairs.seg, num_segments=pairs.pr.shape[0],
+                               indices_are_sorted=True)
 
 
 def value_and_grad(theta, xp: CrossProducts, idx: Index, layout: Layout, n, p: int, ldW, reml: bool,
                    pairs: Pairs | None = None):
     """(f(θ), ∇f(θ)) of the profiled ML deviance or REML criterion for all-scalar random terms
     (module docstring); θ = (θ₁, …, θ_K) in term order, as :func:`jaxmix.spec.covariance.lambdas`
-    reads it.  ``pairs``: :func:`pairs_host`'s arrays (formed here from ``xp.BR`` when None)."""
+    reads it.  ``pairs``: :func:`pairs_host`'s arrays, needed where the R block is dense (not
+    ``layout.r_diagonal``)."""
     dt = xp.A11.dtype
     m_R, t = layout.m_R, layout.t
     s = theta[0]
@@ -109,9 +146,7 @@ def value_and_grad(theta, xp: CrossProducts, idx: Index, layout: Layout, n, p: i
         if layout.r_diagonal:
             logd, gk, T1 = _diag_head(sv, xp, idx, layout, W2, GRT, dGRT, GTT, dGTT, a, v)
         else:
-            if pairs is None:
-                pairs = Pairs(a1[eb[idx.pa]], BR[idx.pa] * BR[idx.pb])
-            logd, gk, T1 = _dense(s, sv, xp, idx, layout, pairs, GRT, dGRT, GTT, dGTT, a, v)
+            logd, gk, T1 = _dense(W2, sv, xp, idx, layout, pairs, GRT, dGRT, GTT, dGTT, a, v)
     else:
         L = chol_upper(GTT)
         logd = jnp.log(jnp.diagonal(L))
@@ -131,41 +166,37 @@ def _sym(A):
     return jnp.triu(A) + jnp.triu(A, 1).T
 
 
-def _dense(s, sv, xp: CrossProducts, idx: Index, layout: Layout, pairs: Pairs, GRT, dGRT, GTT, dGTT, a, v):
-    """The dense Schur complement: (log-diagonal of L, ∂f/∂θ_k for k ≥ 2, Σ Ā ∘ DD′ ∘ ∂G/∂s)."""
+def _dense(W2, sv, xp: CrossProducts, idx: Index, layout: Layout, pairs: Pairs, GRT, dGRT, GTT, dGTT, a, v):
+    """The dense Schur complement: (log-diagonal of L, ∂f/∂θ_k for k ≥ 2, Σ Ā ∘ DD′ ∘ ∂G/∂s).
+
+    G's R block and ∂G/∂s live on the pattern of :class:`Pairs` (one sum over the pairs per slot); only
+    M itself, for LAPACK's factor, is dense, and Ā is read on the pattern and the T rows."""
     m_R, t = layout.m_R, layout.t
     dt = GTT.dtype
     N = m_R + t
-    tg = idx.ptgt
-    dp = s * s * pairs.a + 1.0  # d_j of each pair's level
-
-    def scatter(x):  # Σ over the pairs at their targets in the upper triangle of the R block
-        return jax.ops.segment_sum(x * pairs.prod, tg, num_segments=m_R * m_R,
-                                   indices_are_sorted=True).reshape(m_R, m_R)
-
-    GRR = xp.CRR - scatter(s * s / dp)
-    dGRR = -scatter(2.0 * s / (dp * dp))
-    # materialise the scattered blocks (fused into their consumers, XLA's CPU backend re-runs the
-    # scatters per element)
-    GRR, dGRR = jax.lax.optimization_barrier((GRR, dGRR))
-    zero = jnp.zeros((t, m_R), dt)
-    G = jnp.block([[GRR, GRT], [zero, GTT]])  # upper triangles valid
-    dG = jnp.block([[dGRR, dGRT], [zero, dGTT]])
-    Dv = jnp.concatenate([sv, jnp.ones((t,), dt)])
-    Jv = jnp.concatenate([jnp.ones((m_R,), dt), jnp.zeros((t,), dt)])
-    U = G * Dv[:, None] * Dv[None, :] + jnp.diag(Jv)
-    L = chol_upper(U)
+    S = slot_sums(W2, pairs)
+    Gp = pairs.cpat - S[:, 0]
+    dGp = -S[:, 1]
+    Dr, Dc = sv[pairs.pr], sv[pairs.pc]
+    RR = jnp.eye(m_R, dtype=dt).reshape(-1).at[pairs.pr * m_R + pairs.pc].add(
+        Gp * Dr * Dc, indices_are_sorted=True).reshape(m_R, m_R)  # D G D + I, upper triangle
+    # materialise the scattered block (fused into its consumers, XLA's CPU backend re-runs the scatter
+    # per element)
+    RR = jax.lax.optimization_barrier(RR)
+    M = jnp.block([[RR, GRT * sv[:, None]], [jnp.zeros((t, m_R), dt), GTT]])  # upper triangle valid
+    L = chol_upper(M)
     logd = jnp.log(jnp.diagonal(L))
     Abar = logdiag_adjoint(L, m_R, a, v)
-    # sums over the symmetric matrices from their upper triangles: weight 1 on the diagonal, 2 above
-    # it, 0 below (the strict lower triangles of Ā, G and ∂G/∂s are unspecified)
-    i = jnp.arange(N)
-    up = jnp.where(i[:, None] < i[None, :], 2.0, jnp.where(i[:, None] == i[None, :], 1.0, 0.0))
-    T1 = jnp.sum(up * Abar * dG * Dv[:, None] * Dv[None, :])
-    # 1_k′ (Ā ∘ G) D1 = 1_k′ (Hh + Hh′) D1 with Hh = ½ up ∘ Ā ∘ G
-    Hh = 0.5 * up * Abar * G
-    rv = Hh @ Dv + Dv @ Hh
-    return logd, 2.0 * _term_sums(rv[:m_R], layout), T1
+    Ap = Abar.reshape(-1)[pairs.pr * N + pairs.pc]
+    ART, ATT = Abar[:m_R, m_R:], _sym(Abar[m_R:, m_R:])
+    T1 = jnp.sum(pairs.mult * Ap * Dr * Dc * dGp) + 2.0 * jnp.sum(ART * sv[:, None] * dGRT) + jnp.sum(ATT * dGTT)
+    # rᵢ = Σ_l Āᵢₗ Gᵢₗ D_l over the symmetric block: entry (r, c) adds to row r, and (off the diagonal)
+    # its mirror (c, r) to row c
+    h = Ap * Gp
+    rv = (jax.ops.segment_sum(h * Dc, pairs.pr, num_segments=m_R, indices_are_sorted=True)
+          + jax.ops.segment_sum(h * Dr * (pairs.mult == 2.0), pairs.pc, num_segments=m_R)
+          + jnp.sum(ART * GRT, axis=1))
+    return logd, 2.0 * _term_sums(rv, layout), T1
 
 
 def _diag_head(sv, xp: CrossProducts, idx: Index, layout: Layout, W2, GRT, dGRT, GTT, dGTT, a, v):

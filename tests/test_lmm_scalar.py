@@ -8,6 +8,8 @@ negative entries.
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -53,10 +55,15 @@ def thetas(size: int, rng) -> list[np.ndarray]:
     return [inside, np.r_[inside[:-1], 0.0], np.r_[0.0, inside[1:]], -inside]
 
 
+@functools.partial(jax.jit, static_argnums=(3, 4, 6, 8))
+def _reverse(th, xp, idx, lay, tl, n, p, ldW, reml):
+    return jax.value_and_grad(lambda z: objective(z, xp, idx, lay, tl, n, p, ldW, reml))(th)
+
+
 def compare(lay, idx, xp, ph, n, p, ldW, th, reml):
     tl = theta_layout(lay.q)
     th = jnp.asarray(th)
-    f0, g0 = jax.value_and_grad(lambda z: objective(z, xp, idx, lay, tl, n, p, ldW, reml))(th)
+    f0, g0 = _reverse(th, xp, idx, lay, tl, n, p, ldW, reml)
     pairs = None if ph is None else lmm_scalar.Pairs(*(jnp.asarray(a) for a in ph))
     with sequential_lapack():
         vg = jax.jit(lmm_scalar.value_and_grad, static_argnames=("layout", "p", "reml"))
@@ -100,7 +107,7 @@ def test_gradient_detects_a_wrong_criterion():
     lay, idx, xp, ph, n, p, ldW = system(FORMULAS["crossed"], make_data(0))
     th = jnp.asarray([0.7, 1.3])
     tl = theta_layout(lay.q)
-    g_reml = jax.grad(lambda z: objective(z, xp, idx, lay, tl, n, p, ldW, True))(th)
+    _, g_reml = _reverse(th, xp, idx, lay, tl, n, p, ldW, True)
     with sequential_lapack():
         _, g_ml = jax.jit(lmm_scalar.value_and_grad, static_argnames=("layout", "p", "reml"))(
             th, xp, idx, layout=lay, n=n, p=p, ldW=ldW, reml=False,

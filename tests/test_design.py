@@ -484,3 +484,22 @@ def test_backtick_grouping_columns(data, base_fit):
     assert sorted(t.group for t in design.terms) == ["a b", "c:a b"]
     inner = [t for t in design.terms if t.group == "c:a b"][0]
     assert inner.nlevels == 8 and inner.columns == ["Intercept", "x"]
+
+
+def test_grouping_codes_equal_the_tuples_sort(monkeypatch):
+    """The vectorised coding gives the levels, codes and order of sorting the rows' tuples."""
+    from jaxmix.spec import design as dm
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({
+        "a": rng.choice(["b", "a", "c10", "c9"], 200), "n": rng.choice([3, 1, 2.5], 200),
+        "m": rng.choice(["x", 1, 2], 200).tolist(), "t": rng.choice([True, False], 200),
+        "c": pd.Categorical(rng.choice(["v", "u"], 200)),
+    })
+    for facs in [("a",), ("n",), ("m",), ("t",), ("c",), ("a", "n"), ("n", "a", "m"), ("c", "t")]:
+        fast = dm.grouping_factor(df, facs)
+        with monkeypatch.context() as mp:
+            mp.setattr(dm, "_grouping_codes", lambda cols: None)
+            slow = dm.grouping_factor(df, facs)
+        assert fast[0] == slow[0] and fast[2] == slow[2]
+        np.testing.assert_array_equal(fast[1], slow[1])

@@ -94,11 +94,17 @@ def pairs_host(BR, CRR, idx, min_pattern: int = 1024) -> Pairs:
     m_R = CRR.shape[-1]
     pa, pb, tg = np.asarray(idx.pa), np.asarray(idx.pb), np.asarray(idx.ptgt)
     crr = CRR.reshape((-1, m_R * m_R))
-    r, c = np.divmod(np.arange(m_R * m_R), m_R)
-    cflat = np.flatnonzero((r <= c) & np.any(crr != 0, axis=0))
-    flat = np.union1d(tg, cflat)
+    # the targets are sorted: their distinct values and each pair's rank among them in one pass
+    new = np.ones(tg.shape[0], dtype=bool)
+    new[1:] = tg[1:] != tg[:-1]
+    rank = np.cumsum(new) - 1
+    r, c = np.nonzero(np.triu(np.any(crr != 0, axis=0).reshape(m_R, m_R)))
+    flat = np.sort(np.concatenate([tg[new], r * m_R + c]))
+    keep = np.ones(flat.shape[0], dtype=bool)
+    keep[1:] = flat[1:] != flat[:-1]
+    flat = flat[keep]
     U = bucket(flat.shape[0], min_pattern)
-    seg = np.searchsorted(flat, tg)
+    seg = np.searchsorted(flat, tg[new])[rank]
     pr, pc = np.divmod(flat, m_R)
     mult = np.where(pr == pc, 1.0, 2.0)
     pad = U - flat.shape[0]

@@ -179,6 +179,9 @@ def grouping_factor(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[list[
     Levels are the distinct tuples of the factors' values, never the joined labels: ``("p:q", "t")``
     and ``("p", "q:t")`` are two levels (with the same label)."""
     cols = [data[f] for f in factors]
+    fast = _grouping_codes(cols)
+    if fast is not None:
+        return fast
     keys = list(zip(*[c.tolist() for c in cols]))
     orders = []
     for c in cols:
@@ -189,6 +192,32 @@ def grouping_factor(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[list[
     codes = np.fromiter((index[t] for t in keys), dtype=np.int32, count=len(keys))
     labels = [":".join(_fmt(v) for v in t) for t in uniq]
     return labels, codes, uniq
+
+
+def _grouping_codes(cols: list[pd.Series]):
+    """:func:`grouping_factor` by codes: each factor's values coded in its sorted order, the rows' tuples
+    by np.unique of the combined code (the same levels, order and codes as the tuples' sort, in
+    vectorised passes); None where a value does not map back to its own sorted values (mixed types)."""
+    codes, vals = [], []
+    for c in cols:
+        v = _sort_key_values(c)
+        cats = pd.Index(v, dtype=object) if len(set(map(type, v))) > 1 else v  # mixed types stay objects
+        k = pd.Categorical(c, categories=cats).codes.astype(np.int64)
+        if len(v) == 0 or np.any(k < 0):
+            return None
+        codes.append(k)
+        vals.append(v)
+    key = np.zeros(len(cols[0]), dtype=np.int64)
+    for k, v in zip(codes, vals):
+        key = key * len(v) + k
+    uk, inv = np.unique(key, return_inverse=True)
+    parts = []
+    for v in reversed(vals):
+        uk, r = np.divmod(uk, len(v))
+        parts.append(r)
+    uniq = [tuple(v[i] for v, i in zip(vals, t)) for t in zip(*[p.tolist() for p in reversed(parts)])]
+    labels = [":".join(_fmt(x) for x in t) for t in uniq]
+    return labels, inv.astype(np.int32).reshape(-1), uniq
 
 
 def level_keys(data: pd.DataFrame, factors: tuple[str, ...]) -> list[tuple[str, ...]]:

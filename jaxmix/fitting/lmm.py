@@ -356,7 +356,8 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
 
     def compile_solution():  # on a second thread while the optimiser runs
         try:
-            box["sol"] = compiled_program(_solution_jit, sol_args, {}, sol_statics, opts)
+            # run once per fit: XLA's quick compile (its optimisations cost more than they save here)
+            box["sol"] = compiled_program(_solution_jit, sol_args, {}, sol_statics, FAST_COMPILE)
         except BaseException as exc:  # raised again in the caller's thread, after the join
             box["error"] = exc
 

@@ -27,30 +27,38 @@ def test_import_has_no_side_effects_and_the_first_fit_starts_the_runtime(tmp_pat
     assert out.stdout.strip() == f"(False, 0, None, False) (True, True, '{cache}', True) float64"
 
 
-MALLOC = """
-import numpy as np
-from jaxmix.runtime import start
-start()
-def rss():
+def _rss() -> int:
     return int(open("/proc/self/statm").read().split()[1]) * 4096
-a = np.ones(2**23)  # 64 MB
-before = rss()
-del a
-print(before - rss() > 32 * 2**20)
-"""
 
 
-def test_the_first_fit_keeps_freed_memory_for_reuse_unless_told_to_keep_malloc():
-    """glibc only: a freed 64 MB block stays in the process (XLA:CPU's temporaries are reused without
-    faulting their pages in again), and with JAXMIX_MALLOC=keep it goes back to the system."""
+def test_freed_memory_stays_in_the_process_for_reuse():
+    """glibc only: after the allocator setting a freed 64 MB block stays in the process (XLA:CPU's
+    temporaries are reused without faulting their pages in again); glibc's default hands it back."""
+    import numpy as np
     import pytest
+
+    from jaxmix import runtime
 
     if not sys.platform.startswith("linux"):
         pytest.skip("glibc's mallopt")
-    out = {}
-    for mode in ("", "keep"):
-        env = dict(os.environ, JAXMIX_MALLOC=mode, JAXMIX_CACHE_DIR="off")
-        r = subprocess.run([sys.executable, "-c", MALLOC], capture_output=True, text=True, env=env, timeout=300)
-        assert r.returncode == 0, r.stderr[-2000:]
-        out[mode] = r.stdout.strip()
-    assert out == {"": "False", "keep": "True"}
+    assert runtime._keep_freed_memory()
+    a = np.ones(2**23)  # 64 MB
+    before = _rss()
+    del a
+    assert before - _rss() < 32 * 2**20
+
+
+def test_start_sets_the_allocator_unless_told_to_keep_it(monkeypatch):
+    from jaxmix import runtime
+
+    calls = []
+    monkeypatch.setattr(runtime, "_keep_freed_memory", lambda: calls.append(1))
+    monkeypatch.setattr(runtime, "enable_compilation_cache", lambda: None)
+    monkeypatch.setattr(runtime.gc, "freeze", lambda: None)
+    monkeypatch.setenv("JAXMIX_BLAS_THREADS", "keep")
+    for mode, expect in (("keep", []), ("", [1])):
+        monkeypatch.setattr(runtime, "_STARTED", [False])
+        monkeypatch.setenv("JAXMIX_MALLOC", mode)
+        calls.clear()
+        runtime.start()
+        assert calls == expect

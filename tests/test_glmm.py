@@ -572,3 +572,24 @@ def test_glm_irls_fits_the_same_inputs_once(monkeypatch):
                      ((logit, X, y, one, one, 0 * one), {"tol": 1e-8})]:
         gen.glm_irls(*args, **kw)
     assert len(calls) == 5
+
+
+def test_glm_digest_of_a_large_read_only_array_is_taken_once():
+    """The GLM memo's digest of a design's X (read-only, 1 MB and more) is kept while the array lives;
+    a writable array is hashed at every call, so a change to it is seen."""
+    import gc
+
+    import jaxmix.api.generalized as gen
+
+    X = np.arange(2**18, dtype=float).reshape(-1, 4)  # 2 MB
+    d0 = gen._digest(X)
+    X[0, 0] = -1.0
+    assert gen._digest(X) != d0 and id(X) not in gen._DIGESTS
+    R = X.copy()
+    R.setflags(write=False)
+    dr = gen._digest(R)
+    assert gen._DIGESTS[id(R)] == dr == gen._digest(X)
+    key = id(R)
+    del R
+    gc.collect()
+    assert key not in gen._DIGESTS

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 import warnings
+import weakref
 from collections import OrderedDict
 
 import jax
@@ -140,9 +141,28 @@ GLM_FITS_KEPT = 64
 def _glm_key(fam: Family, arrays, max_iter: int, tol: float) -> bytes:
     h = hashlib.blake2b(f"{fam.name}/{fam.link}/{max_iter}/{tol!r}".encode(), digest_size=20)
     for a in arrays:
-        h.update(repr(a.shape).encode())
-        h.update(np.ascontiguousarray(a).tobytes())
+        h.update(_digest(a))
     return h.digest()
+
+
+#: digests of large read-only arrays by identity (a sweep's starts share one X of 10⁵ rows: hashing it
+#: for every outcome cost 20 ms each); an entry goes when its array does
+_DIGESTS: dict = {}
+
+
+def _digest(a: np.ndarray) -> bytes:
+    """The digest of ``a``'s shape and contents; arrays of 1 MB and more that cannot be written to are
+    hashed once (their contents cannot change while they live)."""
+    big = a.nbytes >= 2**20 and not a.flags.writeable
+    if big and id(a) in _DIGESTS:
+        return _DIGESTS[id(a)]
+    h = hashlib.blake2b(repr(a.shape).encode(), digest_size=20)
+    h.update(np.ascontiguousarray(a).tobytes())
+    out = h.digest()
+    if big:
+        _DIGESTS[id(a)] = out
+        weakref.finalize(a, _DIGESTS.pop, id(a), None)
+    return out
 
 
 def glm_irls(fam: Family, X, y, ntr, pw, offset, max_iter: int = 100, tol: float = 1e-10):
@@ -328,7 +348,7 @@ def separation_suspected(glm=None, beta=None, fun=None, vcov_note=None) -> bool:
     if flag or not converged or not np.all(np.isfinite(V)):
         return True
     Xu = np.asarray(X, dtype=float)[np.asarray(pw) > 0]
-    return bool(Xu.size and np.max(np.einsum("ij,jk,ik->i", Xu, V, Xu)) > 1e4)
+    return bool(Xu.size and np.max(np.sum((Xu @ V) * Xu, axis=1)) > 1e4)
 
 
 def separated_columns(fam: Family, X, y, ntr, pw, x_names) -> list[str]:

@@ -426,6 +426,8 @@ def build_design(
     o = np.zeros(n) if o_arr is None else o_arr[keep]
     if not np.isfinite(o).all():
         raise JaxmixError("offset contains inf")
+    X = np.array(X, dtype=float)  # read-only: what is derived from it (a GLM start's digest) stays valid
+    X.setflags(write=False)
     return Design(
         parsed=parsed, y=y, X=X, x_names=x_names, terms=terms, weights=w, offset=o,
         rows=np.asarray(frame.index), n_dropped=n_dropped, fixed_spec=fixed_mm.model_spec,

@@ -90,4 +90,3 @@ def _keep_freed_memory() -> bool:
     ok &= mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
     ok &= mallopt(_M_TOP_PAD, 64 << 20) == 1
     return bool(ok)
-

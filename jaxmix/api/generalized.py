@@ -151,9 +151,9 @@ _DIGESTS: dict = {}
 
 
 def _digest(a: np.ndarray) -> bytes:
-    """The digest of ``a``'s shape and contents; arrays of 1 MB and more that cannot be written to are
-    hashed once (their contents cannot change while they live)."""
-    big = a.nbytes >= 2**20 and not a.flags.writeable
+    """The digest of ``a``'s shape and contents; arrays of 1 MB and more that own their data and cannot
+    be written to (a design's X) are hashed once."""
+    big = a.nbytes >= 2**20 and not a.flags.writeable and a.flags.owndata
     if big and id(a) in _DIGESTS:
         return _DIGESTS[id(a)]
     h = hashlib.blake2b(repr(a.shape).encode(), digest_size=20)

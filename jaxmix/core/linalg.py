@@ -260,7 +260,6 @@ def logdiag_adjoint(L, m: int, a, v):
     return 0.5 * a * _spd_inverse_upper(L) + 0.5 * (Wt * (v - a)) @ Wt.T
 
 
-
 def _split_fwd(U, m):
     L = chol_upper(U)
     d = jnp.log(jnp.diagonal(L))

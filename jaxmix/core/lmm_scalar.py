@@ -18,7 +18,9 @@ assembly of M (reverse mode through its scatter of same-level pairs costs more t
     ∂f/∂s   = Σ_j 2 s a_j / d_j − Σ_j w′_j (D g_j)′ Ā (D g_j),   w′_j = 2s / d_j²,
 
 the last sum over the same-level pairs of entries (b_j's part), the entries times Ā's R–T block, and
-t_j′ Ā_TT t_j.  Both are exact at θ_k = 0 (a singular fit's boundary), unlike the equivalent
+t_j′ Ā_TT t_j.  G's R block and ∂G/∂s are held on the pattern of observed pairs of levels
+(:class:`Pairs`: one sorted segment sum over the pairs per channel) and Ā is read there; only M, for
+LAPACK's factor, is dense.  Both derivatives are exact at θ_k = 0 (a singular fit's boundary), unlike the equivalent
 (a·n_k − 2 Σ_{i∈k} Āᵢᵢ)/θ_k.  When term 2 is the only other term and term 1 is nested in it
 (``layout.r_diagonal``), M's R block is diagonal and only Ā's diagonal there, its R–T block and T–T
 block are formed (O(m_R t²), no dense factor of the R rows).

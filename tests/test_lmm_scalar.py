@@ -60,13 +60,16 @@ def _reverse(th, xp, idx, lay, tl, n, p, ldW, reml):
     return jax.value_and_grad(lambda z: objective(z, xp, idx, lay, tl, n, p, ldW, reml))(th)
 
 
+_closed_form = jax.jit(lmm_scalar.value_and_grad, static_argnames=("layout", "p", "reml"))
+
+
 def compare(lay, idx, xp, ph, n, p, ldW, th, reml):
     tl = theta_layout(lay.q)
     th = jnp.asarray(th)
     f0, g0 = _reverse(th, xp, idx, lay, tl, n, p, ldW, reml)
     pairs = None if ph is None else lmm_scalar.Pairs(*(jnp.asarray(a) for a in ph))
     with sequential_lapack():
-        vg = jax.jit(lmm_scalar.value_and_grad, static_argnames=("layout", "p", "reml"))
+        vg = _closed_form
         f1, g1 = vg(th, xp, idx, layout=lay, n=n, p=p, ldW=ldW, reml=reml, pairs=pairs)
     scale = 1.0 + abs(float(f0))
     assert abs(float(f1) - float(f0)) < 1e-12 * scale
@@ -113,7 +116,7 @@ def test_gradient_detects_a_wrong_criterion():
     tl = theta_layout(lay.q)
     _, g_reml = _reverse(th, xp, idx, lay, tl, n, p, ldW, True)
     with sequential_lapack():
-        _, g_ml = jax.jit(lmm_scalar.value_and_grad, static_argnames=("layout", "p", "reml"))(
+        _, g_ml = _closed_form(
             th, xp, idx, layout=lay, n=n, p=p, ldW=ldW, reml=False,
             pairs=lmm_scalar.Pairs(*(jnp.asarray(a) for a in ph)))
     assert float(jnp.max(jnp.abs(g_ml - g_reml))) > 1e-3

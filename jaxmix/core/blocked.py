@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from .crossprod import CrossProducts, Index, Layout
 from .linalg import chol, chol_diag_head, chol_logdet_split, chol_small, diag_head_logdet_split, solve_lower
 
-__all__ = ["Factor", "factorize", "schur", "scale_rows", "logdets", "logdets_direct"]
+__all__ = ["Factor", "factorize", "schur", "scale_rows", "scalar_scales", "logdets", "logdets_direct"]
 
 
 class Factor(NamedTuple):
@@ -44,7 +44,7 @@ def scale_rows(M, lams, layout: Layout):
     return jnp.concatenate(parts, axis=0)
 
 
-def _scalar_scales(lams, layout: Layout):
+def scalar_scales(lams, layout: Layout):
     """With every term after the first scalar (q = 1), the diagonal of S_R: θ_k repeated over the
     (padded) levels of term k; None otherwise."""
     if any(qk != 1 for qk in layout.q[1:]):
@@ -91,7 +91,7 @@ def schur(lams, xp: CrossProducts, idx: Index, layout: Layout, upper: bool = Fal
         return L11, jnp.zeros((0, q1), dt), lT, MTT
     BR = _scale_entries(xp.BR, lams, layout)
     lR = solve_lower(L11[idx.e_blk], BR[:, :, None])[:, :, 0]
-    sv = _scalar_scales(lams, layout)
+    sv = scalar_scales(lams, layout)
     if sv is not None:  # scalar terms 2..K: S = diag(sv), one fused elementwise product
         CRR = xp.CRR * sv[:, None] * sv[None, :]
     else:

@@ -22,7 +22,7 @@ from ..spec.covariance import ThetaLayout, lambdas
 from .crossprod import CrossProducts, Index, Layout
 from .linalg import solve_lower, solve_lower_t, trsm
 
-__all__ = ["objective", "Solution", "solve", "cond_var"]
+__all__ = ["objective", "profiled_criterion", "Solution", "solve", "cond_var"]
 
 
 def objective(theta, xp: CrossProducts, idx: Index, layout: Layout, tl: ThetaLayout, n, p: int,
@@ -36,6 +36,12 @@ def objective(theta, xp: CrossProducts, idx: Index, layout: Layout, tl: ThetaLay
         ldL2, ldRX2, r2 = logdets_direct(lambdas(theta, tl), xp, idx, layout, p)
     else:
         ldL2, ldRX2, r2 = logdets(factorize(lambdas(theta, tl), xp, idx, layout), layout, p)
+    return profiled_criterion(ldL2, ldRX2, r2, n, p, ldW, reml)
+
+
+def profiled_criterion(ldL2, ldRX2, r2, n, p: int, ldW, reml: bool):
+    """The ML deviance or REML criterion of the module docstring from log|L_Z|², log|L_X|², r² and
+    log|W| (ldRX2 is not read for ML)."""
     if reml:
         nmp = n - p
         return ldL2 - ldW + ldRX2 + nmp * (1.0 + jnp.log(2.0 * jnp.pi * r2 / nmp))

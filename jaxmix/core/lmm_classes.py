@@ -36,6 +36,7 @@ import numpy as np
 
 from ..spec.covariance import ThetaLayout, lambdas
 from .linalg import chol, chol_small, solve_lower
+from .lmm import profiled_criterion
 
 __all__ = ["level_classes", "class_tails", "class_flops", "factor_classes", "objective_classes",
            "value_grad_classes"]
@@ -87,10 +88,7 @@ def objective_classes(theta, A11c, cnt, S, CTT, n, p: int, ldW, reml: bool, tl: 
     dD = jnp.diagonal(LTT)
     ldRX2 = 2.0 * jnp.sum(jnp.log(dD[:p]))
     r2 = dD[p] ** 2
-    if reml:
-        nmp = n - p
-        return ldL2 - ldW + ldRX2 + nmp * (1.0 + jnp.log(2.0 * jnp.pi * r2 / nmp)), LTT
-    return ldL2 - ldW + n * (1.0 + jnp.log(2.0 * jnp.pi * r2 / n)), LTT
+    return profiled_criterion(ldL2, ldRX2, r2, n, p, ldW, reml), LTT
 
 
 def _mm(a, b):

@@ -33,8 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .blocked import scalar_scales
 from .crossprod import CrossProducts, Index, Layout
 from .linalg import chol_small, chol_upper, logdiag_adjoint, solve_lower
+from .lmm import profiled_criterion
+from ..spec.covariance import lambdas, theta_layout
 
 __all__ = ["applies", "Pairs", "GROUP_FIELDS", "pairs_host", "slot_sums", "value_and_grad"]
 
@@ -44,13 +47,6 @@ def applies(layout: Layout) -> bool:
     return all(qk == 1 for qk in layout.q)
 
 
-def _scales(theta, layout: Layout):
-    """The diagonal of D over the R rows: θ_k repeated over term k's (padded) rows."""
-    if layout.m_R == 0:
-        return jnp.zeros((0,), theta.dtype)
-    return jnp.concatenate([jnp.broadcast_to(theta[k + 1], (lk,)) for k, lk in enumerate(layout.nlev[1:])])
-
-
 def _term_sums(r, layout: Layout):
     """Σ over each R term's rows of r (m_R,) -> (K − 1,)."""
     out, off = [], 0
@@ -58,13 +54,6 @@ def _term_sums(r, layout: Layout):
         out.append(jnp.sum(r[off : off + lk]))
         off += lk
     return jnp.stack(out) if out else r[:0]
-
-
-def _criterion(ldL2, ldRX2, r2, n, p: int, ldW, reml: bool):
-    if reml:
-        nmp = n - p
-        return ldL2 - ldW + ldRX2 + nmp * (1.0 + jnp.log(2.0 * jnp.pi * r2 / nmp))
-    return ldL2 - ldW + n * (1.0 + jnp.log(2.0 * jnp.pi * r2 / n))
 
 
 class Pairs(NamedTuple):
@@ -139,7 +128,6 @@ def value_and_grad(theta, xp: CrossProducts, idx: Index, layout: Layout, n, p: i
     d = s * s * a1 + 1.0
     W2 = jnp.stack([s * s / d, 2.0 * s / (d * d)], axis=1)  # (w_j, w′_j)
     BT = xp.BT[:, :, 0]  # (ℓ₁, t)
-    sv = _scales(theta, layout)
     # G_TT and ∂G_TT/∂s
     STT = jnp.einsum("jc,jt,js->cts", W2, BT, BT)
     GTT, dGTT = xp.CTT - STT[0], -STT[1]
@@ -147,6 +135,7 @@ def value_and_grad(theta, xp: CrossProducts, idx: Index, layout: Layout, n, p: i
     v = jnp.concatenate([jnp.full((p,), 2.0 if reml else 0.0, dt), jnp.reshape(2.0 * nu, (1,)).astype(dt)])
     a = jnp.asarray(2.0, dt)
     if m_R:
+        sv = scalar_scales(lambdas(theta, theta_layout(layout.q)), layout)  # D over the R rows
         BR = xp.BR[:, 0]
         eb, er = idx.e_blk, idx.e_row
         SRT = jax.ops.segment_sum((W2[eb] * BR[:, None])[:, :, None] * BT[eb][:, None, :], er, num_segments=m_R)
@@ -165,7 +154,7 @@ def value_and_grad(theta, xp: CrossProducts, idx: Index, layout: Layout, n, p: i
     ldL2 = jnp.sum(jnp.log(d)) + 2.0 * jnp.sum(logd[:m_R])
     ldRX2 = 2.0 * jnp.sum(logd[m_R : m_R + p])
     r2 = jnp.exp(2.0 * logd[m_R + p])
-    f = _criterion(ldL2, ldRX2, r2, n, p, ldW, reml)
+    f = profiled_criterion(ldL2, ldRX2, r2, n, p, ldW, reml)
     return f, jnp.concatenate([g1[None], gk])
 
 

@@ -322,20 +322,13 @@ def gauss_newton_start(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, c, tl, N: in
     import scipy.sparse as sp
     from scipy.sparse.linalg import splu
 
-    from ..spec.covariance import lambdas_np
+    from ..core.sparse import sparse_lambda, sparse_z
 
     nt = tl.size
     n, p = X.shape
     N = n if N is None else N
     X = np.asarray(X, dtype=float)
-    blocks = []
-    rows = np.arange(n)
-    for cd, lk, Z in zip(codes, nlev, Zs):
-        Z = np.asarray(Z, dtype=float)
-        q = Z.shape[1]
-        cols = np.asarray(cd, dtype=np.int64)[:, None] * q + np.arange(q)[None, :]
-        blocks.append(sp.csr_matrix((Z.ravel(), (np.repeat(rows, q), cols.ravel())), shape=(n, lk * q)))
-    Zs_ = sp.hstack(blocks).tocsr()
+    Zs_, _ = sparse_z(codes, nlev, Zs, n)
 
     def model(Xs, which):
         m, d = Xs.shape
@@ -343,8 +336,7 @@ def gauss_newton_start(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, c, tl, N: in
         for i in range(m):
             prm = Xs[i] * c
             theta, beta = prm[:nt], prm[nt:]
-            lams = lambdas_np(theta, tl)
-            Lam = sp.block_diag([sp.kron(sp.identity(lk), sp.csr_matrix(lam)) for lam, lk in zip(lams, nlev)]).tocsr()
+            Lam = sparse_lambda(theta, tl, nlev)
             j = int(which[i])
             eta = X @ beta + np.asarray(offset, dtype=float)
             # the GLM starts' program: rows padded to the bucket, compiled for it already

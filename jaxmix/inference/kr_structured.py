@@ -20,7 +20,9 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
-from ..spec.covariance import lambdas_np, theta_layout
+from ..core.sparse import sparse_lambda
+from ..core.sparse import sparse_z as core_sparse_z
+from ..spec.covariance import theta_layout
 
 __all__ = ["kr_pieces", "re_columns", "sparse_z"]
 
@@ -32,17 +34,8 @@ def re_columns(design) -> int:
 
 def sparse_z(design) -> tuple[sp.csr_matrix, list[int]]:
     """Z (n x m, scipy.sparse), term blocks level-major (lme4's order), and each block's first column."""
-    n = design.nobs
-    rows, cols, vals, offs, off = [], [], [], [], 0
-    for t in design.terms:
-        c = off + t.codes[:, None] * t.q + np.arange(t.q)[None, :]
-        rows.append(np.repeat(np.arange(n), t.q))
-        cols.append(c.ravel())
-        vals.append(np.asarray(t.Z, dtype=float).ravel())
-        offs.append(off)
-        off += t.nlevels * t.q
-    Z = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, off))
-    return Z, offs
+    terms = design.terms
+    return core_sparse_z([t.codes for t in terms], [t.nlevels for t in terms], [t.Z for t in terms], design.nobs)
 
 
 def _entries(design, offs, tl):
@@ -67,8 +60,7 @@ def kr_pieces(res):
     Z, offs = sparse_z(d)
     m = Z.shape[1]
     s2 = float(res.sigma) ** 2
-    lam = sp.block_diag([sp.kron(sp.identity(t.nlevels), sp.csr_matrix(lk))
-                         for t, lk in zip(d.terms, lambdas_np(np.asarray(res.theta, dtype=float), tl))]).toarray()
+    lam = sparse_lambda(res.theta, tl, [t.nlevels for t in d.terms]).toarray()
     ZW = (Z.multiply(w[:, None])).tocsr()  # W Z
     C = (Z.T @ ZW).toarray()
     C = (C + C.T) / 2

@@ -13,6 +13,7 @@ import pandas as pd
 import scipy.linalg
 import scipy.sparse as sp
 
+from ..core.sparse import sparse_lambda, sparse_z
 from ..spec.covariance import lambdas_np, theta_layout
 from ..errors import JaxmixError
 
@@ -25,19 +26,8 @@ def z_matrix(design) -> sp.csr_matrix:
     """Z (n × q, scipy CSR): row i has term k's columns Zₖ[i] at offₖ + codeₖ[i]·qₖ + (0..qₖ−1).
 
     Structural zeros (e.g. ``Days = 0`` in a slope column) are not stored, as in lme4's Z."""
-    n = design.nobs
-    rows, cols, vals, off = [], [], [], 0
-    for t in design.terms:
-        q = t.q
-        base = off + np.asarray(t.codes, dtype=np.int64) * q
-        for a in range(q):
-            rows.append(np.arange(n))
-            cols.append(base + a)
-            vals.append(np.asarray(t.Z[:, a], dtype=float))
-        off += t.nlevels * q
-    if not rows:
-        return sp.csr_matrix((n, 0))
-    Z = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, off))
+    terms = design.terms
+    Z, _ = sparse_z([t.codes for t in terms], [t.nlevels for t in terms], [t.Z for t in terms], design.nobs)
     Z.eliminate_zeros()
     return Z
 
@@ -47,19 +37,7 @@ def lambda_matrix(theta, design) -> sp.csr_matrix:
 
     Every θ position is stored (a θ of 0 stays a stored zero, as in lme4's Lambdat)."""
     terms = design.terms
-    tl = theta_layout([t.q for t in terms])
-    lams = lambdas_np(np.asarray(theta, dtype=float), tl)
-    rows, cols, vals, off = [], [], [], 0
-    for t, lam, r, c in zip(terms, lams, tl.rows, tl.cols):
-        r, c = np.asarray(r, dtype=np.int64), np.asarray(c, dtype=np.int64)
-        starts = off + np.arange(t.nlevels, dtype=np.int64)[:, None] * t.q
-        rows.append((starts + r[None, :]).ravel())
-        cols.append((starts + c[None, :]).ravel())
-        vals.append(np.tile(lam[r, c], t.nlevels))
-        off += t.nlevels * t.q
-    if not rows:
-        return sp.csr_matrix((0, 0))
-    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(off, off))
+    return sparse_lambda(theta, theta_layout([t.q for t in terms]), [t.nlevels for t in terms])
 
 
 def b_vector(res) -> np.ndarray:

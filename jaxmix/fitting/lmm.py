@@ -331,9 +331,8 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
     pairs = None
     if lmm_scalar.applies(layout) and layout.m_R and not layout.r_diagonal:
         ph = lmm_scalar.pairs_host(shared_np[1], shared_np[2], idx_np)
-        pairs = lmm_scalar.Pairs(*(put(first_rows(getattr(ph, f), Gb), dt) if f in lmm_scalar.GROUP_FIELDS
-                                   else put(getattr(ph, f), dt if getattr(ph, f).dtype.kind == "f" else None)
-                                   for f in lmm_scalar.Pairs._fields))
+        pairs = lmm_scalar.Pairs(*(put(first_rows(x, Gb) if f in lmm_scalar.GROUP_FIELDS else x,
+                                       dt if x.dtype.kind == "f" else None) for f, x in zip(ph._fields, ph)))
     del idx_np, shared_np, per_np  # the host copies: the device holds them now
     cj = put(c, dt)
     width = min(K, MAX_WIDTH)

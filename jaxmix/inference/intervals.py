@@ -29,7 +29,8 @@ from scipy import optimize, stats
 from ..core.blocked import factorize, logdets
 from ..spec.covariance import ThetaLayout, lambdas, theta_layout
 from ..errors import JaxmixError
-from .wald import cache_get, cache_put, covbeta, is_lmm, lmm_state, satterthwaite_parts, varpar_deviance
+from .wald import (cache_get, cache_put, covbeta, is_lmm, lmm_program, lmm_state, satterthwaite_parts,
+                   varpar_deviance)
 from ..core.lmm import objective, solve, solve_factor
 from ..progress import progress_bar
 from ..results.mixed import extension, register_extension
@@ -39,11 +40,22 @@ __all__ = ["confint", "ml_refit", "profile_names"]
 
 # ---------------------------------------------------------------------------------------------
 # the ML refit of a REML fit
-def _vg_program(theta, xp, idx, n, ldW, layout, tl, p, reml):
+def _vg_program(theta, xp, idx, n, ldW, *, layout, tl, p, reml):
     return jax.value_and_grad(objective)(theta, xp, idx, layout, tl, n, p, ldW, reml)
 
 
+def _r2_beta(theta, xp, idx, *, layout, tl, p):
+    sol = solve(theta, xp, idx, layout, tl, p)
+    return sol.r2, sol.beta
+
+
+def _covbeta(vp, xp, idx, *, layout, tl, p):
+    return covbeta(vp, xp, idx, layout, tl, p)
+
+
 _vg_jit = jax.jit(_vg_program, static_argnames=("layout", "tl", "p", "reml"))
+_r2_beta_jit = jax.jit(_r2_beta, static_argnames=("layout", "tl", "p"))
+_covbeta_jit = jax.jit(_covbeta, static_argnames=("layout", "tl", "p"))
 
 
 def ml_refit(res) -> dict:
@@ -58,9 +70,10 @@ def ml_refit(res) -> dict:
     if got is not None:
         return got
     m = lmm_state(res)
+    vg = lmm_program(m, _vg_jit, (np.asarray(res.theta, float), m.xp, m.idx, m.n, m.ldW), reml=False)
 
     def fg(th):
-        v, g = _vg_jit(jnp.asarray(th), m.xp, m.idx, m.n, m.ldW, m.layout, m.tl, m.p, False)
+        v, g = vg(np.asarray(th, dtype=float), m.xp, m.idx, m.n, m.ldW)
         return float(v), np.asarray(g, dtype=float)
 
     bounds = [(0.0, None) if dg else (None, None) for dg in m.tl.is_diagonal()]
@@ -68,9 +81,9 @@ def ml_refit(res) -> dict:
                             options=dict(ftol=1e-15, gtol=1e-9, maxiter=2000))
     th = opt.x
     th[m.tl.is_diagonal() & (np.abs(th) < 1e-10)] = 0.0
-    sol = solve(jnp.asarray(th), m.xp, m.idx, m.layout, m.tl, m.p)
+    r2, beta = lmm_program(m, _r2_beta_jit, (th, m.xp, m.idx))(th, m.xp, m.idx)
     dev = fg(th)[0]
-    got = {"theta": th, "sigma": float(np.sqrt(float(sol.r2) / m.n)), "beta": np.asarray(sol.beta, dtype=float),
+    got = {"theta": th, "sigma": float(np.sqrt(float(r2) / m.n)), "beta": np.asarray(beta, dtype=float),
            "deviance": dev, "loglik": -dev / 2, "refitted": True}
     return cache_put(res, "_inf_ml", got)
 
@@ -104,6 +117,10 @@ def _theta_sig(vp, tl: ThetaLayout):
     return jnp.stack(out)
 
 
+#: ψ and its Jacobian in one small compiled program per θ layout (not jacfwd op by op)
+_theta_sig_jac = jax.jit(lambda vp, tl: (_theta_sig(vp, tl), jax.jacfwd(_theta_sig)(vp, tl)), static_argnums=1)
+
+
 def _dev_sig(psi, xp, idx, n, ldW, layout, tl, p):
     """ML deviance at ψ (β profiled out)."""
     return varpar_deviance(jnp.append(_sig_theta(psi, tl), psi[-1]), xp, idx, n, ldW, layout, tl, p, 0.0)
@@ -119,15 +136,16 @@ def _dev_beta(theta, j, bj, xp, idx, n, ldW, layout, tl, p):
 
 
 def _vgh(f):
-    def prog(x, *args):
-        v, g = jax.value_and_grad(f)(x, *args)
-        return v, g, jax.hessian(f)(x, *args)
+    def prog(x, *args, layout, tl, p):
+        fx = lambda z: f(z, *args, layout, tl, p)  # noqa: E731
+        v, g = jax.value_and_grad(fx)(x)
+        return v, g, jax.hessian(fx)(x)
 
     return prog
 
 
-_sig_vgh = jax.jit(_vgh(_dev_sig), static_argnums=(5, 6, 7))
-_beta_vgh = jax.jit(_vgh(_dev_beta), static_argnums=(7, 8, 9))
+_sig_vgh = jax.jit(_vgh(_dev_sig), static_argnames=("layout", "tl", "p"))
+_beta_vgh = jax.jit(_vgh(_dev_beta), static_argnames=("layout", "tl", "p"))
 
 
 def _newton(vgh, x0, free, lo, hi, maxit: int = 40):
@@ -167,7 +185,9 @@ class _Profiler:
         self.ml = ml = ml_refit(res)
         self.tl = m.tl
         vp = np.append(ml["theta"], ml["sigma"])
-        self.psi = np.asarray(_theta_sig(jnp.asarray(vp), m.tl), dtype=float)
+        self.psi = np.asarray(_theta_sig_jac(jnp.asarray(vp), m.tl)[0], dtype=float)
+        self._sig_exe = lmm_program(m, _sig_vgh, (self.psi, m.xp, m.idx, m.n, m.ldW))
+        self._beta_exe = lmm_program(m, _beta_vgh, (vp[:-1], 0, 0.0, m.xp, m.idx, m.n, m.ldW))
         self.k = self.psi.size
         isdiag = np.append(m.tl.is_diagonal(), True)
         self.is_cor = ~isdiag
@@ -183,12 +203,12 @@ class _Profiler:
         except np.linalg.LinAlgError:
             self.se_sig = np.full(self.k, np.nan)
         self.beta = ml["beta"]
-        Vb = np.asarray(covbeta(jnp.asarray(vp), m.xp, m.idx, m.layout, m.tl, m.p))
+        Vb = np.asarray(lmm_program(m, _covbeta_jit, (vp, m.xp, m.idx))(vp, m.xp, m.idx))
         self.se_beta = np.sqrt(np.diag(Vb))
 
     def _sig(self, x):
         m = self.m
-        v, g, H = _sig_vgh(jnp.asarray(x), m.xp, m.idx, m.n, m.ldW, m.layout, m.tl, m.p)
+        v, g, H = self._sig_exe(np.asarray(x, dtype=float), m.xp, m.idx, m.n, m.ldW)
         return float(v), np.asarray(g, dtype=float), np.asarray(H, dtype=float)
 
     def _min_sig(self, x0, fix):
@@ -221,7 +241,7 @@ class _Profiler:
         m = self.m
 
         def vgh(th):
-            f, g, H = _beta_vgh(jnp.asarray(th), j, v, m.xp, m.idx, m.n, m.ldW, m.layout, m.tl, m.p)
+            f, g, H = self._beta_exe(np.asarray(th, dtype=float), j, float(v), m.xp, m.idx, m.n, m.ldW)
             return float(f), np.asarray(g, dtype=float), np.asarray(H, dtype=float)
 
         th0 = np.where(self.tl.is_diagonal() & (np.abs(th0) < 1e-3), 0.05, th0)  # off the stationary θ = 0
@@ -373,10 +393,8 @@ def _glmm_profile(res, z, cols, parm, progress) -> pd.DataFrame:
 def _wald(res, z, names, cols) -> pd.DataFrame:
     tl = theta_layout([t.q for t in res.design.terms])
     _, A, _ = satterthwaite_parts(res)
-    vp = jnp.asarray(np.append(res.theta, res.sigma))
-    f = lambda v: _theta_sig(v, tl)  # noqa: E731
-    psi = np.asarray(f(vp), dtype=float)
-    J = np.asarray(jax.jacfwd(f)(vp), dtype=float)
+    psi, J = _theta_sig_jac(jnp.asarray(np.append(res.theta, res.sigma)), tl)
+    psi, J = np.asarray(psi, dtype=float), np.asarray(J, dtype=float)
     se_psi = np.sqrt(np.maximum(np.diag(J @ A @ J.T), 0.0))
     isdiag = np.append(tl.is_diagonal(), True)
     lo = np.maximum(psi - z * se_psi, np.where(isdiag, 0.0, -1.0))

@@ -397,3 +397,29 @@ def test_softplus_log_likelihoods_match_scipy():
     np.testing.assert_allclose(ll, stats.nbinom.logpmf(y, th, th / (th + np.exp(e))), rtol=1e-10, atol=1e-10)
     g = np.asarray(jax.vmap(jax.grad(lambda t: fn.loglik(y, th, t)))(jnp.asarray(e)))
     np.testing.assert_allclose(g, th * (y - np.exp(e)) / (np.exp(e) + th), rtol=1e-10, atol=1e-12)
+
+
+def test_glm_programs_serve_every_data_set_of_a_rows_bucket():
+    """The GLM-with-dispersion programs pad the rows to a bucket (weight 0, copies of the first row):
+    a second data set in the same bucket compiles nothing, and padding leaves the fit unchanged."""
+    from jaxmix.fitting import cache, dispersion
+    from jaxmix.spec.families import get_family
+
+    fam = get_family("negative_binomial", "log")
+    d = data("nb")
+    fits = []
+    for n in (300, 330):  # both pad to 384 rows
+        X = np.column_stack([np.ones(n), d["cHEIGHT"].to_numpy()[:n]])
+        y = d["TICKS"].to_numpy(float)[:n]
+        args = dispersion.glm_program_args(X, y, np.ones(n), np.zeros(n))
+        assert [a.shape[0] for a in args] == [384] * 4 and args[2][n:].sum() == 0.0
+        np.testing.assert_array_equal(args[0][n:], np.repeat(X[:1], 384 - n, axis=0))
+        before = len(cache._COMPILED)
+        fits.append(dispersion.fit_glm_dispersion(fam, X, y, np.ones(n), np.zeros(n), np.zeros(2), 1.0))
+        compiled = len(cache._COMPILED) - before
+        # the same fit by hand on the unpadded rows: −2 log L at the estimates
+        beta, phi, dev = fits[-1][:3]
+        eta = X @ beta
+        assert dev == pytest.approx(-2.0 * float(np.sum(fam.loglik(y, phi * np.ones(n), eta))), rel=1e-12)
+    assert compiled == 0
+    assert fits[0][4].status == 0 and fits[1][4].status == 0

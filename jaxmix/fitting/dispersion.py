@@ -85,6 +85,24 @@ def _glm_programs(fam: Family):
     return jax.jit(jax.value_and_grad(dev)), jax.jit(jax.hessian(dev))
 
 
+GLM_ROWS_MIN = 256  # the rows of the GLM programs: padded to :func:`jaxmix.core.structure.bucket` sizes
+
+
+def glm_program_args(X, y, pw, offset) -> tuple[np.ndarray, ...]:
+    """(X, y, pw, offset) with rows padded to a bucket size, so that data sets of one model class share
+    the compiled programs (a negative binomial GLMM on 300, 403 and 806 rows compiled them three
+    times, 4.8–7.0 s each).  A padded row repeats the first row with weight 0: a log-likelihood term
+    as finite as that row's (wherever the optimiser goes), which the weight removes."""
+    from ..core.structure import bucket
+
+    X, y, pw, offset = (np.asarray(a, dtype=float) for a in (X, y, pw, offset))
+    n = y.shape[0]
+    pad = bucket(n, GLM_ROWS_MIN) - n
+    first = np.zeros(pad, dtype=np.int64)
+    return (np.concatenate([X, X[first]]), np.concatenate([y, y[first]]), np.concatenate([pw, np.zeros(pad)]),
+            np.concatenate([offset, offset[first]]))
+
+
 def fit_glm_dispersion(fam: Family, X, y, pw, offset, beta0, phi0, gtol: float = 1e-6, max_iter: int = 500):
     """Maximum-likelihood GLM with dispersion: minimise −2 Σ wᵢ ℓᵢ(y | η = Xβ + o, φ) over (log φ, β).
 
@@ -92,10 +110,13 @@ def fit_glm_dispersion(fam: Family, X, y, pw, offset, beta0, phi0, gtol: float =
     covariance of (log φ, β̂) is 2 H⁻¹ with H the exact (autodiff) Hessian of −2 log L.
     Returns (β, φ, −2 log L, vcov of (log φ, β), optimiser result)."""
     from ..core.newton import FLOAT64, minimize_bounded
+    from .cache import compiled_program
+    from .lmm import FAST_COMPILE
 
-    vg_fn, h_fn = _glm_programs(fam)
-    args = tuple(jnp.asarray(np.asarray(a, dtype=float)) for a in (X, y, pw, offset))
+    args = tuple(jax.device_put(a) for a in glm_program_args(X, y, pw, offset))
     z0 = np.concatenate([[np.log(phi0)], np.asarray(beta0, dtype=float)])
+    # XLA's quick options: these programs run a few dozen times on a few hundred rows
+    vg_fn, h_fn = (compiled_program(prog, (z0,) + args, options=FAST_COMPILE)[0] for prog in _glm_programs(fam))
 
     def vg(z):
         v, g = vg_fn(jnp.asarray(z), *args)

@@ -21,7 +21,7 @@ import pytest
 import scipy.linalg
 from scipy import stats
 
-from jaxmix.spec.covariance import lambdas, theta_layout
+from jaxmix.spec.covariance import lambdas_np, theta_layout
 from jaxmix.spec.design import build_design
 from jaxmix.spec.formula import parse_formula
 from jaxmix.core.lmm import cond_var, objective, ranef_from_u, solve
@@ -79,7 +79,7 @@ def problem(shape: str, seed: int, weighted: bool):
 def dense_pieces(design, theta, tl):
     """Dense Z, Λ and the column offset of every term (term k, level l, column a -> off_k + l q_k + a)."""
     n = design.nobs
-    lams = [np.asarray(L) for L in lambdas(jnp.asarray(theta), tl)]
+    lams = lambdas_np(np.asarray(theta, dtype=float), tl)
     Zs, Ls, offs, off = [], [], [], 0
     for t, lam in zip(design.terms, lams):
         Zk = np.zeros((n, t.nlevels * t.q))
@@ -114,11 +114,17 @@ def dense_fit(design, theta, tl, reml: bool):
     return dict(m2ll=m2ll, beta=beta, r2=r2, XtVX=XtVX, b=b, C=C, offs=offs)
 
 
+# the package's functions compiled whole (run op by op they compiled ~100 small programs per case)
+_objective = jax.jit(objective, static_argnames=("layout", "tl", "p", "reml", "direct"))
+_solve = jax.jit(solve, static_argnames=("layout", "tl", "p"))
+_cond_var = jax.jit(cond_var, static_argnames=("layout",))
+
+
 def _structured_objective(theta, design, layout, idx, xp, tl, reml):
     n, p = design.X.shape
     ldW = float(np.sum(np.log(design.weights)))
-    return float(objective(jnp.asarray(theta), xp, idx, layout, tl, jnp.asarray(float(n)), p,
-                           jnp.asarray(ldW), reml))
+    return float(_objective(jnp.asarray(theta), xp, idx, layout=layout, tl=tl, n=jnp.asarray(float(n)), p=p,
+                            ldW=jnp.asarray(ldW), reml=reml))
 
 
 # the first seed of each shape runs by default; the other seeds (other level assignments of the same
@@ -150,7 +156,7 @@ def test_solution_matches_dense(shape, seed, weighted):
     rng = np.random.default_rng(200 + seed)
     theta = random_theta(tl, rng)
     p = design.X.shape[1]
-    sol = solve(jnp.asarray(theta), xp, idx, layout, tl, p)
+    sol = _solve(jnp.asarray(theta), xp, idx, layout=layout, tl=tl, p=p)
     d = dense_fit(design, theta, tl, reml=False)
     # β̂ is the GLS estimate and r² the GLS residual quadratic form
     np.testing.assert_allclose(np.asarray(sol.beta), d["beta"], rtol=1e-8, atol=1e-10)
@@ -159,13 +165,13 @@ def test_solution_matches_dense(shape, seed, weighted):
     RX = np.asarray(sol.RX)
     np.testing.assert_allclose(RX @ RX.T, d["XtVX"], rtol=1e-8, atol=1e-10 * np.abs(d["XtVX"]).max())
     # conditional modes b = ΛΛ′Z′V₀⁻¹(y − Xβ̂)
-    lams = lambdas(jnp.asarray(theta), tl)
+    lams = [jnp.asarray(L) for L in lambdas_np(np.asarray(theta, dtype=float), tl)]
     bs = ranef_from_u(sol, lams, layout)
     for k, t in enumerate(design.terms):
         want = d["b"][d["offs"][k] : d["offs"][k] + t.nlevels * t.q].reshape(t.nlevels, t.q)
         np.testing.assert_allclose(np.asarray(bs[k]), want, rtol=1e-7, atol=1e-9 * np.abs(d["b"]).max())
     # conditional variances: diagonal blocks of Λ(Λ′Z′WZΛ + I)⁻¹Λ′
-    cv = cond_var(sol.factor, lams, idx, layout)
+    cv = _cond_var(sol.factor, lams, idx, layout=layout)
     for k, t in enumerate(design.terms):
         got = np.asarray(cv[k])
         assert got.shape == (t.nlevels, t.q, t.q)

@@ -59,8 +59,9 @@ def test_marginal_loglik_equals_dense_multivariate_normal():
     spec, lams = _crossed_case()
     arr = build_arrays(spec)
     beta, sigma = np.array([22.5, 0.4]), 0.7
-    ll, _ = gaussian_marginal_loglik([jnp.asarray(l) for l in lams], jnp.asarray(beta), sigma, arr.xp, arr.idx,
-                                     arr.layout, arr.n, arr.ldW)
+    # compiled whole (op by op it compiled ~160 small programs)
+    ll, _ = jax.jit(gaussian_marginal_loglik, static_argnums=(5,))(
+        [jnp.asarray(l) for l in lams], jnp.asarray(beta), sigma, arr.xp, arr.idx, arr.layout, arr.n, arr.ldW)
     Z, L = _dense_Z(spec), _block_diag(lams, spec)
     w = spec.design.weights
     V = sigma**2 * (Z @ L @ L.T @ Z.T + np.diag(1.0 / w))

@@ -8,7 +8,6 @@ negative entries.
 """
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +24,7 @@ from jaxmix.spec.covariance import theta_layout
 from jaxmix.spec.design import build_design
 from jaxmix.spec.formula import parse_formula
 
+from conftest import fast_jit
 from test_blocked import make_data
 
 FORMULAS = {
@@ -55,12 +55,12 @@ def thetas(size: int, rng) -> list[np.ndarray]:
     return [inside, np.r_[inside[:-1], 0.0], np.r_[0.0, inside[1:]], -inside]
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 6, 8))
+@fast_jit(static_argnums=(3, 4, 6, 8))
 def _reverse(th, xp, idx, lay, tl, n, p, ldW, reml):
     return jax.value_and_grad(lambda z: objective(z, xp, idx, lay, tl, n, p, ldW, reml))(th)
 
 
-_closed_form = jax.jit(lmm_scalar.value_and_grad, static_argnames=("layout", "p", "reml"))
+_closed_form = fast_jit(lmm_scalar.value_and_grad, static_argnames=("layout", "p", "reml"))
 
 
 def compare(lay, idx, xp, ph, n, p, ldW, th, reml):

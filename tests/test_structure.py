@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import load_csv
+from conftest import fast_jit, load_csv
 from jaxmix.core.structure import bucket, padded_system
 from jaxmix.spec.covariance import theta_layout
 from jaxmix.core.crossprod import CrossProducts, Index
@@ -48,8 +48,8 @@ def test_padded_criterion_equals_unpadded(formula, data, reml):
     p, n = design.X.shape[1], design.nobs
     xp2 = CrossProducts(*(jnp.asarray(a) for a in xp2))
     idx2 = Index(*(jnp.asarray(a) for a in idx2))
-    crit = jax.jit(lambda th: objective(th, xp, idx, layout, tl, n, p, 0.0, reml))
-    crit_padded = jax.jit(lambda th: objective(th, xp2, idx2, lay2, tl, n, p, 0.0, reml))
+    crit = fast_jit(lambda th: objective(th, xp, idx, layout, tl, n, p, 0.0, reml))
+    crit_padded = fast_jit(lambda th: objective(th, xp2, idx2, lay2, tl, n, p, 0.0, reml))
     rng = np.random.default_rng(3)
     for _ in range(3):
         th = jnp.asarray(tl.init() + rng.normal(0, 0.4, tl.size))
@@ -163,8 +163,8 @@ def test_a_term_nested_in_the_next_gets_a_diagonal_schur_block_and_the_same_fact
         f = factorize(lambdas(th, tl), xp, idx, layout)
         return jnp.sum(jnp.log(jnp.diagonal(f.LDD))) + jnp.sum(f.LDD[lay.m_R :, : lay.m_R] ** 2), f.LDD
 
-    vg_head = jax.jit(jax.value_and_grad(lambda th: crit(th, lay), has_aux=True))
-    vg_dense = jax.jit(jax.value_and_grad(lambda th: crit(th, dense), has_aux=True))
+    vg_head = fast_jit(jax.value_and_grad(lambda th: crit(th, lay), has_aux=True))
+    vg_dense = fast_jit(jax.value_and_grad(lambda th: crit(th, dense), has_aux=True))
     rng = np.random.default_rng(5)
     for _ in range(3):
         th = jnp.asarray(np.abs(tl.init() + rng.normal(0, 0.5, tl.size)))
@@ -176,7 +176,7 @@ def test_a_term_nested_in_the_next_gets_a_diagonal_schur_block_and_the_same_fact
     # the LMM criterion's direct log-determinants (the optimiser's objective) likewise, REML and ML
     n, p = design.nobs, design.X.shape[1]
     for reml in (True, False):
-        obj = {lt.r_diagonal: jax.jit(jax.value_and_grad(
+        obj = {lt.r_diagonal: fast_jit(jax.value_and_grad(
             lambda th, lt=lt: objective(th, xp, idx, lt, tl, float(n), p, 0.0, reml, direct=True))) for lt in (lay, dense)}
         for _ in range(2):
             th = jnp.asarray(np.abs(tl.init() + rng.normal(0, 0.5, tl.size)))

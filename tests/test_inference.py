@@ -19,7 +19,7 @@ import pytest
 from scipy import stats
 
 import jaxmix
-from conftest import DATA_DIR, GAUSSIAN_CASES, REFERENCE, load_csv, rel_close, reference_fit
+from conftest import DATA_DIR, GAUSSIAN_CASES, REFERENCE, fast_jit, load_csv, rel_close, reference_fit
 from jaxmix.inference import wald as inference
 INF_REF = json.loads((DATA_DIR / "inference_reference.json").read_text())
 COVPARM_REF = json.loads((DATA_DIR / "covparm_se_reference.json").read_text())["cases"]
@@ -121,8 +121,10 @@ def test_satterthwaite_is_autodiff_of_lmertest_recipe():
     m = inference.lmm_state(res)
     vp = np.append(res.theta, res.sigma)
 
+    dev_prog = fast_jit(inference.varpar_deviance, static_argnums=(5, 6, 7))
+
     def dev(v):
-        return float(inference.varpar_deviance(jnp.asarray(v), m.xp, m.idx, m.n, m.ldW, m.layout, m.tl, m.p, 1.0))
+        return float(dev_prog(jnp.asarray(v), m.xp, m.idx, m.n, m.ldW, m.layout, m.tl, m.p, 1.0))
 
     h = 1e-4 * np.abs(vp)
     Hfd = np.empty_like(H)
@@ -133,6 +135,26 @@ def test_satterthwaite_is_autodiff_of_lmertest_recipe():
     np.testing.assert_allclose(H, Hfd, rtol=1e-4)
     np.testing.assert_allclose(A, 2 * np.linalg.inv(H), rtol=1e-10)
     assert J.shape == (2, 2, 2)
+
+
+@pytest.mark.parametrize("method", ["REML", "ML"])
+def test_satterthwaite_columns_equal_the_whole_hessian_and_jacobian(method):
+    """H and J = ∂Φ/∂ϑ taken column by column (forward mode over the gradient, one small program) equal
+    ``jax.hessian`` of the deviance and ``jax.jacfwd`` of Φ(ϑ) = σ²(L_X L_X′)⁻¹ (a vector term: four
+    parameters, an off-diagonal θ)."""
+    res = reference_fit("sleepstudy_slope", method)
+    m = inference.lmm_state(res)
+    vp = np.append(res.theta, res.sigma)
+    H, J = inference.satt_hessian(m, vp)
+    args = (m.xp, m.idx, m.n, m.ldW, m.layout, m.tl, m.p)
+    H_ref = fast_jit(jax.hessian(inference.varpar_deviance), static_argnums=(5, 6, 7))(
+        jnp.asarray(vp), *args, float(m.reml))
+    J_ref = fast_jit(jax.jacfwd(inference.covbeta), static_argnums=(3, 4, 5))(
+        jnp.asarray(vp), m.xp, m.idx, m.layout, m.tl, m.p)
+    assert H.shape == (4, 4) and J.shape == (2, 2, 4)
+    np.testing.assert_allclose(H, np.asarray(H_ref), rtol=1e-10, atol=1e-10 * np.abs(H).max())
+    np.testing.assert_allclose(J, np.asarray(J_ref), rtol=1e-10, atol=1e-12 * np.abs(J).max())
+    assert np.abs(J).max() > 0 and np.abs(H - H.T).max() <= 1e-8 * np.abs(H).max()
 
 
 # ---- design-based df --------------------------------------------------------------------------------

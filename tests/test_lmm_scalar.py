@@ -17,7 +17,7 @@ import pytest
 
 from jaxmix.core import lmm_scalar
 from jaxmix.core.crossprod import CrossProducts, Index
-from jaxmix.core.linalg import POTRI_MIN, sequential_lapack
+from jaxmix.core.linalg import POTRI_MIN, sequential_lapack, spd_inverse_host
 from jaxmix.core.lmm import objective
 from jaxmix.core.structure import padded_system
 from jaxmix.spec.covariance import theta_layout
@@ -61,6 +61,8 @@ def _reverse(th, xp, idx, lay, tl, n, p, ldW, reml):
 
 
 _closed_form = fast_jit(lmm_scalar.value_and_grad, static_argnames=("layout", "p", "reml"))
+_stage = fast_jit(lmm_scalar.dense_stage, static_argnames=("layout", "p", "reml"))
+_finish = fast_jit(lmm_scalar.dense_finish, static_argnames=("layout", "p", "reml"))
 
 
 def compare(lay, idx, xp, ph, n, p, ldW, th, reml):
@@ -74,6 +76,15 @@ def compare(lay, idx, xp, ph, n, p, ldW, th, reml):
     scale = 1.0 + abs(float(f0))
     assert abs(float(f1) - float(f0)) < 1e-12 * scale
     np.testing.assert_allclose(np.asarray(g1), np.asarray(g0), rtol=1e-9, atol=1e-9 * scale)
+    if lay.m_R and not lay.r_diagonal:  # the fit's two programs with LAPACK's potri on the host between them
+        with sequential_lapack():
+            st = _stage(th, xp, idx, layout=lay, n=n, p=p, ldW=ldW, reml=reml, pairs=pairs)
+            Ainv = spd_inverse_host(np.asarray(st.L))
+            L = np.asarray(st.L)
+            np.testing.assert_allclose(np.tril(Ainv), np.tril(np.linalg.inv(L @ L.T)), rtol=1e-8, atol=1e-12)
+            f2, g2 = _finish(st, layout=lay, p=p, reml=reml, pairs=pairs, Ainv_lower=jnp.asarray(Ainv))
+        assert abs(float(f2) - float(f0)) < 1e-12 * scale
+        np.testing.assert_allclose(np.asarray(g2), np.asarray(g0), rtol=1e-9, atol=1e-9 * scale)
 
 
 #: the README's test command runs crossed, nested and one-term models on one seed; the rest is marked slow
@@ -104,6 +115,7 @@ def test_a_dense_block_above_potri_min_takes_lapacks_inverse():
     df = pd.DataFrame({"y": y, "x": x, "a": a.astype(str), "b": b.astype(str), "w": 1.0})
     lay, idx, xp, ph, nn, p, ldW = system("y ~ x + (1 | a) + (1 | b)", df, weights=None)
     assert lay.m_R + lay.t >= POTRI_MIN and not lay.r_diagonal
+    assert lmm_scalar.dense_split(lay) == (jax.default_backend() == "cpu")
     for reml in (True, False):
         for th in ([0.8, 0.4], [0.0, 0.7], [0.9, 0.0]):
             compare(lay, idx, xp, ph, nn, p, ldW, th, reml)

@@ -35,11 +35,12 @@ import numpy as np
 
 from .blocked import scalar_scales
 from .crossprod import CrossProducts, Index, Layout
-from .linalg import chol_small, chol_upper, logdiag_adjoint, solve_lower
+from .linalg import chol_small, chol_upper, host_inverse, logdiag_adjoint, solve_lower, trsm
 from .lmm import profiled_criterion
 from ..spec.covariance import lambdas, theta_layout
 
-__all__ = ["applies", "Pairs", "GROUP_FIELDS", "pairs_host", "slot_sums", "value_and_grad"]
+__all__ = ["applies", "Pairs", "GROUP_FIELDS", "pairs_host", "slot_sums", "value_and_grad", "DenseStage",
+           "dense_split", "dense_stage", "dense_finish"]
 
 
 def applies(layout: Layout) -> bool:
@@ -115,14 +116,30 @@ def slot_sums(W, pairs: Pairs):
                                indices_are_sorted=True)
 
 
-def value_and_grad(theta, xp: CrossProducts, idx: Index, layout: Layout, n, p: int, ldW, reml: bool,
-                   pairs: Pairs | None = None):
-    """(f(θ), ∇f(θ)) of the profiled ML deviance or REML criterion for all-scalar random terms
-    (module docstring); θ = (θ₁, …, θ_K) in term order, as :func:`jaxmix.spec.covariance.lambdas`
-    reads it.  ``pairs``: :func:`pairs_host`'s arrays, needed where the R block is dense (not
-    ``layout.r_diagonal``)."""
+class DenseStage(NamedTuple):
+    """The dense path's state between the factor and the gradient (:func:`dense_stage`): everything
+    :func:`dense_finish` needs but Ā, so that LAPACK's potri (A⁻¹ from L) can run on the host between
+    two programs instead of in a host callback (which keeps a program out of JAX's persistent cache)."""
+
+    L: jnp.ndarray  # (N, N) lower Cholesky factor of M = D G D + J
+    logd: jnp.ndarray  # (N,) log Lᵢᵢ
+    s: jnp.ndarray  # θ₁
+    a1: jnp.ndarray  # (ℓ₁,) a_j
+    d: jnp.ndarray  # (ℓ₁,) d_j = s²a_j + 1
+    sv: jnp.ndarray  # (m_R,) D over the R rows
+    Gp: jnp.ndarray  # (U,) G's R block on the pattern
+    dGp: jnp.ndarray  # (U,) ∂G/∂s there
+    GRT: jnp.ndarray  # (m_R, t)
+    dGRT: jnp.ndarray  # (m_R, t)
+    dGTT: jnp.ndarray  # (t, t)
+    v: jnp.ndarray  # (t,) the coefficients of the T rows' log Lᵢᵢ
+    n: jnp.ndarray
+    ldW: jnp.ndarray
+
+
+def _tail(theta, xp: CrossProducts, layout: Layout, n, p: int, reml: bool):
+    """(s, a₁, d, (w_j, w′_j), B_T, G_TT, ∂G_TT/∂s, v, a): the pieces every path shares."""
     dt = xp.A11.dtype
-    m_R, t = layout.m_R, layout.t
     s = theta[0]
     a1 = xp.A11[:, 0, 0]
     d = s * s * a1 + 1.0
@@ -133,23 +150,20 @@ def value_and_grad(theta, xp: CrossProducts, idx: Index, layout: Layout, n, p: i
     GTT, dGTT = xp.CTT - STT[0], -STT[1]
     nu = n - p if reml else n
     v = jnp.concatenate([jnp.full((p,), 2.0 if reml else 0.0, dt), jnp.reshape(2.0 * nu, (1,)).astype(dt)])
-    a = jnp.asarray(2.0, dt)
-    if m_R:
-        sv = scalar_scales(lambdas(theta, theta_layout(layout.q)), layout)  # D over the R rows
-        BR = xp.BR[:, 0]
-        eb, er = idx.e_blk, idx.e_row
-        SRT = jax.ops.segment_sum((W2[eb] * BR[:, None])[:, :, None] * BT[eb][:, None, :], er, num_segments=m_R)
-        GRT, dGRT = xp.CRT - SRT[:, 0], -SRT[:, 1]
-        if layout.r_diagonal:
-            logd, gk, T1 = _diag_head(sv, xp, idx, layout, W2, GRT, dGRT, GTT, dGTT, a, v)
-        else:
-            logd, gk, T1 = _dense(W2, sv, xp, idx, layout, pairs, GRT, dGRT, GTT, dGTT, a, v)
-    else:
-        L = chol_upper(GTT)
-        logd = jnp.log(jnp.diagonal(L))
-        ATT = logdiag_adjoint(L, 0, a, v)
-        T1 = jnp.sum(_sym(ATT) * dGTT)
-        gk = jnp.zeros((0,), dt)
+    return s, a1, d, W2, BT, GTT, dGTT, v, jnp.asarray(2.0, dt)
+
+
+def _rt(theta, xp: CrossProducts, idx: Index, layout: Layout, W2, BT):
+    """(D over the R rows, G_RT, ∂G_RT/∂s)."""
+    m_R = layout.m_R
+    sv = scalar_scales(lambdas(theta, theta_layout(layout.q)), layout)
+    BR = xp.BR[:, 0]
+    eb, er = idx.e_blk, idx.e_row
+    SRT = jax.ops.segment_sum((W2[eb] * BR[:, None])[:, :, None] * BT[eb][:, None, :], er, num_segments=m_R)
+    return sv, xp.CRT - SRT[:, 0], -SRT[:, 1]
+
+
+def _finish(s, a1, d, logd, gk, T1, n, p: int, ldW, reml: bool, m_R: int):
     g1 = jnp.sum(2.0 * s * a1 / d) + T1
     ldL2 = jnp.sum(jnp.log(d)) + 2.0 * jnp.sum(logd[:m_R])
     ldRX2 = 2.0 * jnp.sum(logd[m_R : m_R + p])
@@ -158,19 +172,50 @@ def value_and_grad(theta, xp: CrossProducts, idx: Index, layout: Layout, n, p: i
     return f, jnp.concatenate([g1[None], gk])
 
 
+def value_and_grad(theta, xp: CrossProducts, idx: Index, layout: Layout, n, p: int, ldW, reml: bool,
+                   pairs: Pairs | None = None):
+    """(f(θ), ∇f(θ)) of the profiled ML deviance or REML criterion for all-scalar random terms
+    (module docstring); θ = (θ₁, …, θ_K) in term order, as :func:`jaxmix.spec.covariance.lambdas`
+    reads it.  ``pairs``: :func:`pairs_host`'s arrays, needed where the R block is dense (not
+    ``layout.r_diagonal``)."""
+    m_R = layout.m_R
+    if m_R and not layout.r_diagonal:
+        return dense_finish(dense_stage(theta, xp, idx, layout, n, p, ldW, reml, pairs), layout, p, reml, pairs)
+    s, a1, d, W2, BT, GTT, dGTT, v, a = _tail(theta, xp, layout, n, p, reml)
+    if m_R:
+        sv, GRT, dGRT = _rt(theta, xp, idx, layout, W2, BT)
+        logd, gk, T1 = _diag_head(sv, xp, idx, layout, W2, GRT, dGRT, GTT, dGTT, a, v)
+    else:
+        L = chol_upper(GTT)
+        logd = jnp.log(jnp.diagonal(L))
+        ATT = logdiag_adjoint(L, 0, a, v)
+        T1 = jnp.sum(_sym(ATT) * dGTT)
+        gk = jnp.zeros((0,), GTT.dtype)
+    return _finish(s, a1, d, logd, gk, T1, n, p, ldW, reml, m_R)
+
+
+def dense_split(layout: Layout) -> bool:
+    """Whether the criterion of this class takes the dense path with A⁻¹ from LAPACK's potri on the
+    host (:func:`jaxmix.core.linalg.host_inverse`): then a fit runs :func:`dense_stage` and
+    :func:`dense_finish` as two programs with :func:`jaxmix.core.linalg.spd_inverse_host` between
+    them, and both stay in JAX's persistent cache."""
+    return applies(layout) and bool(layout.m_R) and not layout.r_diagonal and host_inverse(layout.m_R + layout.t)
+
+
 def _sym(A):
     """The symmetric matrix whose upper triangle A holds."""
     return jnp.triu(A) + jnp.triu(A, 1).T
 
 
-def _dense(W2, sv, xp: CrossProducts, idx: Index, layout: Layout, pairs: Pairs, GRT, dGRT, GTT, dGTT, a, v):
-    """The dense Schur complement: (log-diagonal of L, ∂f/∂θ_k for k ≥ 2, Σ Ā ∘ DD′ ∘ ∂G/∂s).
-
-    G's R block and ∂G/∂s live on the pattern of :class:`Pairs` (one sum over the pairs per slot); only
-    M itself, for LAPACK's factor, is dense, and Ā is read on the pattern and the T rows."""
+def dense_stage(theta, xp: CrossProducts, idx: Index, layout: Layout, n, p: int, ldW, reml: bool,
+                pairs: Pairs) -> DenseStage:
+    """The dense Schur complement M = D G D + J and its factor: G's R block and ∂G/∂s live on the
+    pattern of :class:`Pairs` (one sum over the pairs per slot); only M itself, for LAPACK's factor,
+    is dense."""
     m_R, t = layout.m_R, layout.t
+    s, a1, d, W2, BT, GTT, dGTT, v, a = _tail(theta, xp, layout, n, p, reml)
+    sv, GRT, dGRT = _rt(theta, xp, idx, layout, W2, BT)
     dt = GTT.dtype
-    N = m_R + t
     S = slot_sums(W2, pairs)
     Gp = pairs.cpat - S[:, 0]
     dGp = -S[:, 1]
@@ -182,18 +227,38 @@ def _dense(W2, sv, xp: CrossProducts, idx: Index, layout: Layout, pairs: Pairs, 
     RR = jax.lax.optimization_barrier(RR)
     M = jnp.block([[RR, GRT * sv[:, None]], [jnp.zeros((t, m_R), dt), GTT]])  # upper triangle valid
     L = chol_upper(M)
-    logd = jnp.log(jnp.diagonal(L))
-    Abar = logdiag_adjoint(L, m_R, a, v)
-    Ap = Abar.reshape(-1)[pairs.pr * N + pairs.pc]
-    ART, ATT = Abar[:m_R, m_R:], _sym(Abar[m_R:, m_R:])
-    T1 = jnp.sum(pairs.mult * Ap * Dr * Dc * dGp) + 2.0 * jnp.sum(ART * sv[:, None] * dGRT) + jnp.sum(ATT * dGTT)
+    return DenseStage(L, jnp.log(jnp.diagonal(L)), s, a1, d, sv, Gp, dGp, GRT, dGRT, dGTT, v,
+                      jnp.asarray(n, dt), jnp.asarray(ldW, dt))
+
+
+def dense_finish(st: DenseStage, layout: Layout, p: int, reml: bool, pairs: Pairs, Ainv_lower=None):
+    """(f, ∇f) from :func:`dense_stage`: Ā = ½L⁻ᵀdiag(v)L⁻¹ read on the pattern and the T rows — from
+    :func:`jaxmix.core.linalg.logdiag_adjoint` (its upper triangle), or given M⁻¹ with its lower
+    triangle set (``Ainv_lower``, from :func:`jaxmix.core.linalg.spd_inverse_host`)."""
+    m_R = layout.m_R
+    N = m_R + layout.t
+    L = st.L
+    a = jnp.asarray(2.0, L.dtype)
+    Dr, Dc = st.sv[pairs.pr], st.sv[pairs.pc]
+    if Ainv_lower is None:  # upper triangle
+        Abar = logdiag_adjoint(L, m_R, a, st.v)
+        Ap = Abar.reshape(-1)[pairs.pr * N + pairs.pc]
+        ART, ATT = Abar[:m_R, m_R:], _sym(Abar[m_R:, m_R:])
+    else:  # Ā = ½a·M⁻¹ + W′ diag(c) W (c = ½(v − a), W′ = L⁻ᵀ[e_m … e_N]) at the entries read only
+        Wt = trsm(L, jnp.eye(N, layout.t, -m_R, dtype=L.dtype), True)  # (N, t)
+        Wc = Wt * (0.5 * (st.v - a))
+        Ap = 0.5 * a * Ainv_lower.reshape(-1)[pairs.pc * N + pairs.pr] + jnp.sum(Wc[pairs.pr] * Wt[pairs.pc], axis=1)
+        ART = 0.5 * a * Ainv_lower[m_R:, :m_R].T + Wc[:m_R] @ Wt[m_R:].T
+        ATT = 0.5 * a * _sym(Ainv_lower[m_R:, m_R:].T) + Wc[m_R:] @ Wt[m_R:].T
+    T1 = (jnp.sum(pairs.mult * Ap * Dr * Dc * st.dGp) + 2.0 * jnp.sum(ART * st.sv[:, None] * st.dGRT)
+          + jnp.sum(ATT * st.dGTT))
     # rᵢ = Σ_l Āᵢₗ Gᵢₗ D_l over the symmetric block: entry (r, c) adds to row r, and (off the diagonal)
     # its mirror (c, r) to row c
-    h = Ap * Gp
+    h = Ap * st.Gp
     rv = (jax.ops.segment_sum(h * Dc, pairs.pr, num_segments=m_R, indices_are_sorted=True)
           + jax.ops.segment_sum(h * Dr * (pairs.mult == 2.0), pairs.pc, num_segments=m_R)
-          + jnp.sum(ART * GRT, axis=1))
-    return logd, 2.0 * _term_sums(rv, layout), T1
+          + jnp.sum(ART * st.GRT, axis=1))
+    return _finish(st.s, st.a1, st.d, st.logd, 2.0 * _term_sums(rv, layout), T1, st.n, p, st.ldW, reml, m_R)
 
 
 def _diag_head(sv, xp: CrossProducts, idx: Index, layout: Layout, W2, GRT, dGRT, GTT, dGTT, a, v):

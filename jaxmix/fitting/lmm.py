@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import threading
 import time
@@ -35,6 +36,7 @@ from ..core.structure import FINE, bucket, padded_system
 from ..spec.covariance import ThetaLayout, lambdas_np, theta_layout
 from ..core.crossprod import CrossProducts, Index, Layout, RowData, cross_products, terms_structure
 from ..core import lmm_scalar
+from ..core.linalg import spd_inverse_host
 from ..core.lmm import cond_var, objective, solve
 from ..core.lmm_classes import class_flops, class_tails, level_classes, value_grad_classes
 
@@ -79,10 +81,9 @@ def _gather(which, grp, shared, per, one_group):
     return CrossProducts(A11, BR, take(BT, which), CRR, take(CRT, which), take(CTT, which))
 
 
-def _vg_points(X, which, c, grp, shared, per, n, ldW, idx, pairs=None, *, layout, tl, p, reml, width):
-    """Values and gradients of the criterion at points X (width, d), point i for outcome which[i].
-    ``pairs``: the scalar terms' pair data (:func:`jaxmix.core.lmm_scalar.pairs_host`, products stacked
-    by group) or None."""
+def _point_inputs(which, grp, shared, per, n, ldW, pairs):
+    """Each point's cross-products, n, Σ log w and (scalar terms) pair data, gathered by its outcome
+    and the outcome's weight group; and whether all outcomes share one group."""
     one_group = shared[0].shape[0] == 1
     xp = _gather(which, grp, shared, per, one_group)
     nj, lj = jnp.take(n, which), jnp.take(ldW, which)
@@ -90,18 +91,55 @@ def _vg_points(X, which, c, grp, shared, per, n, ldW, idx, pairs=None, *, layout
         pairs = pairs._replace(**{f: getattr(pairs, f)[0] if one_group else
                                   jnp.take(getattr(pairs, f), jnp.take(grp, which), axis=0)
                                   for f in lmm_scalar.GROUP_FIELDS})
+    return xp, nj, lj, pairs, one_group
+
+
+def _over_points(fun, X, xp, nj, lj, pairs, one_group, width):
+    """``fun(x, xp, n, ldW, pairs)`` at each of the points X (width, d): vmapped, or called once for
+    a one-point batch (no batched LAPACK calls)."""
     if width == 1:
         pr = pairs if pairs is None or one_group else pairs._replace(
             **{f: getattr(pairs, f)[0] for f in lmm_scalar.GROUP_FIELDS})
-        f, g = _vg_point(X[0], c, _first(xp, one_group), idx, nj[0], lj[0], pr, layout=layout, tl=tl, p=p,
-                         reml=reml)
-        return f[None], g[None]
+        return jax.tree_util.tree_map(lambda a: a[None], fun(X[0], _first(xp, one_group), nj[0], lj[0], pr))
     axes = CrossProducts(None if one_group else 0, None if one_group else 0, 0, None if one_group else 0, 0, 0)
     pax = None if pairs is None else lmm_scalar.Pairs(*(
         0 if f in lmm_scalar.GROUP_FIELDS and not one_group else None for f in lmm_scalar.Pairs._fields))
-    return jax.vmap(lambda x, xp_, n_, l_, pr: _vg_point(x, c, xp_, idx, n_, l_, pr, layout=layout, tl=tl, p=p,
-                                                         reml=reml),
-                    in_axes=(0, axes, 0, 0, pax))(X, xp, nj, lj, pairs)
+    return jax.vmap(fun, in_axes=(0, axes, 0, 0, pax))(X, xp, nj, lj, pairs)
+
+
+def _vg_points(X, which, c, grp, shared, per, n, ldW, idx, pairs=None, *, layout, tl, p, reml, width):
+    """Values and gradients of the criterion at points X (width, d), point i for outcome which[i].
+    ``pairs``: the scalar terms' pair data (:func:`jaxmix.core.lmm_scalar.pairs_host`, products stacked
+    by group) or None."""
+    xp, nj, lj, pairs, one_group = _point_inputs(which, grp, shared, per, n, ldW, pairs)
+    return _over_points(lambda x, xp_, n_, l_, pr: _vg_point(x, c, xp_, idx, n_, l_, pr, layout=layout, tl=tl, p=p,
+                                                             reml=reml), X, xp, nj, lj, pairs, one_group, width)
+
+
+def _stage_points(X, which, c, grp, shared, per, n, ldW, idx, pairs, *, layout, tl, p, reml, width):
+    """The first of the two programs of a dense scalar-term class (:func:`jaxmix.core.lmm_scalar.dense_split`):
+    :func:`jaxmix.core.lmm_scalar.dense_stage` at each point."""
+    xp, nj, lj, pairs, one_group = _point_inputs(which, grp, shared, per, n, ldW, pairs)
+    return _over_points(lambda x, xp_, n_, l_, pr: lmm_scalar.dense_stage(x * c, xp_, idx, layout, n_, p, l_, reml, pr),
+                        X, xp, nj, lj, pairs, one_group, width)
+
+
+def spd_inverse_host_batch(L) -> np.ndarray:
+    """:func:`jaxmix.core.linalg.spd_inverse_host` of each factor of a batch (width, N, N)."""
+    L = np.asarray(L)
+    if L.shape[0] == 1:
+        return spd_inverse_host(L[0])[None]  # C order: a plain copy to the device
+    return np.stack([spd_inverse_host(Li) for Li in L])
+
+
+def _finish_points(st, Ainv, c, pairs, *, layout, tl, p, reml, width):
+    """The second: :func:`jaxmix.core.lmm_scalar.dense_finish` at each point, given M⁻¹ from the host."""
+    fin = lambda s_, A_: lmm_scalar.dense_finish(s_, layout, p, reml, pairs, A_)  # noqa: E731  (pattern: shared)
+    if width == 1:
+        f, g = fin(jax.tree_util.tree_map(lambda a: a[0], st), Ainv[0])
+        return f[None], (g * c)[None]
+    f, g = jax.vmap(fin)(st, Ainv)
+    return f, g * c
 
 
 def _first(xp, one_group):
@@ -127,6 +165,8 @@ def _cond_var(theta, factor, idx, *, layout, tl):
 
 
 _vg_jit = jax.jit(_vg_points, static_argnames=("layout", "tl", "p", "reml", "width"))
+_stage_jit = jax.jit(_stage_points, static_argnames=("layout", "tl", "p", "reml", "width"))
+_finish_jit = jax.jit(_finish_points, static_argnames=("layout", "tl", "p", "reml", "width"))
 _solution_jit = jax.jit(_solutions, static_argnames=("layout", "tl", "p"))
 _cond_var_jit = jax.jit(_cond_var, static_argnames=("layout", "tl"))
 
@@ -366,8 +406,19 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
     if mesh is not None:
         args = (_devs.put(np.zeros((width, d), dt), mesh, True), _devs.put(np.zeros(width, np.int32), mesh, True)) + tuple(
             jax.tree_util.tree_map(lambda a: _devs.put(np.asarray(a), mesh, False), args[2:]))
+    # a dense scalar-term class: the factor and the gradient as two programs with LAPACK's potri on
+    # the host between them (a host callback inside one program kept it out of the persistent cache:
+    # the InstEval-like objective compiled again in every process, 1.1 s)
+    split = mesh is None and lmm_scalar.dense_split(layout)
     try:
-        vg_exe, vg_s = compiled_program(_vg_jit, args, {}, statics, opts, after_lower=worker.start)
+        if split:
+            vg_exe, vg_s = compiled_program(_stage_jit, args, {}, statics, opts, after_lower=worker.start)
+            st0 = jax.eval_shape(functools.partial(_stage_jit, **statics), *args)
+            fin_args = (st0, jax.ShapeDtypeStruct(st0.L.shape, st0.L.dtype), cj, pairs)
+            fin_exe, fin_s = compiled_program(_finish_jit, fin_args, {}, statics, opts)
+            vg_s += fin_s
+        else:
+            vg_exe, vg_s = compiled_program(_vg_jit, args, {}, statics, opts, after_lower=worker.start)
     except BaseException:
         if worker.is_alive():
             worker.join()
@@ -381,7 +432,10 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
             e = min(s + width, m)
             Pc = first_rows(P[s:e], width)
             wc = first_rows(np.asarray(which[s:e], dtype=np.int32), width)
-            if mesh is None:
+            if split:
+                st = vg_exe(put(Pc, dt), put(wc), *rest)
+                fc, gc = fin_exe(st, put(spd_inverse_host_batch(st.L)), cj, pairs)
+            elif mesh is None:
                 fc, gc = vg_exe(put(Pc, dt), put(wc), *rest)
             else:
                 fc, gc = vg_exe(_devs.put(Pc.astype(dt), mesh, True), _devs.put(wc, mesh, True), *rest)

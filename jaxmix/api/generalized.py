@@ -208,8 +208,9 @@ def _glm_irls(fam: Family, X, y, ntr, pw, offset, max_iter: int, tol: float):
     beta = np.zeros(p)
     if fam.name == "binomial":
         mu0 = (y + 0.5) / (ntr + 1.0)
-        eta = np.asarray({"logit": np.log(mu0 / (1 - mu0)), "probit": _probit_inv(mu0),
-                          "cloglog": np.log(-np.log(1 - mu0))}[fam.link])
+        links = {"logit": lambda m: np.log(m / (1 - m)), "probit": _probit_inv,
+                 "cloglog": lambda m: np.log(-np.log(1 - m))}  # only the model's link is evaluated
+        eta = np.asarray(links[fam.link](mu0))
     else:
         eta = eta_start(fam, y)
     dev_old = np.inf
@@ -435,9 +436,9 @@ def dispersion_glm(fam: Family, X, y, pw, off):
 
 
 def _probit_inv(mu):
-    from scipy.stats import norm
+    from scipy.special import ndtri  # Φ⁻¹ (scipy.special is loaded with jax; scipy.stats is not)
 
-    return norm.ppf(mu)
+    return ndtri(mu)
 
 
 def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq=1, weights=None,

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .results.sweep import Sweep
+from .dists import norm_ppf
 
 __all__ = ["covariate_levels", "expand_terms", "compare_sweeps", "comparison_report", "plot_comparison",
            "COMPARISON_COLUMNS", "MARGINAL_COLUMNS"]
@@ -202,9 +203,8 @@ def plot_comparison(table: pd.DataFrame, path: Path, alpha: float = 0.05) -> boo
         from matplotlib.figure import Figure
     except ImportError:
         return False
-    from scipy import stats
 
-    z = stats.norm.ppf(1.0 - alpha / 2.0)
+    z = norm_ppf(1.0 - alpha / 2.0)
     terms = list(dict.fromkeys(table["term"]))
     if not terms:  # nothing compared: say why instead of an empty canvas
         fig = Figure(figsize=(7.0, 2.4), layout="constrained")

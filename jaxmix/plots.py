@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import JaxmixError
+from .dists import norm_ppf
 
 __all__ = ["caterpillar", "group_lines", "shrinkage", "shrinkage_table", "save_all", "safe_name"]
 
@@ -104,7 +105,6 @@ def caterpillar(res, group: str | None = None, term: str | None = None, level: f
     Returns:
       the matplotlib Figure.
     """
-    from scipy import stats
     _mpl()
     _mixed(res)
     if not 0 < level < 1:
@@ -125,7 +125,7 @@ def caterpillar(res, group: str | None = None, term: str | None = None, level: f
     keep, tail = thin_levels(n, max_levels)
     levels = first.index.to_numpy()[order[keep]]
     m = len(levels)
-    z = stats.norm.ppf((1 + level) / 2)
+    z = norm_ppf((1 + level) / 2)
     if ax is None:
         fig, axes = _figure(max(5.6 if tail else 5.0, 3.6 * len(terms) + 1.5), max(3.0, 0.17 * m + 1.6), len(terms),
                             sharey=True)

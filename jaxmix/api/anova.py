@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import JaxmixError
+from ..dists import chi2_sf
 
 __all__ = ["anova", "homogeneity_test", "HomogeneityTest"]
 
@@ -65,7 +66,6 @@ def anova(*models, refit: bool | None = True, names=None) -> pd.DataFrame:
     Returns:
       A DataFrame, rows sorted by ``npar``; ``attrs["note"]`` says what was refitted.
     """
-    from scipy import stats
     from ..inference.intervals import ml_refit
 
     if len(models) == 1 and isinstance(models[0], (list, tuple)):
@@ -116,11 +116,11 @@ def anova(*models, refit: bool | None = True, names=None) -> pd.DataFrame:
             df = r["npar"] - prev["npar"]
             rec["Chisq"], rec["Df"] = chisq, df
             if df > 0:
-                rec["p"] = float(stats.chi2.sf(max(chisq, 0.0), df))
+                rec["p"] = float(chi2_sf(max(chisq, 0.0), df))
                 m0, m1 = prev["_m"], r["_m"]
                 if _same_fixed(m0, m1) and _n_variances(m1) - _n_variances(m0) == 1:
-                    lower = 1.0 if chisq <= 0 else float(stats.chi2.sf(chisq, df - 1)) if df > 1 else 0.0
-                    rec["p_mixture"] = 0.5 * lower + 0.5 * float(stats.chi2.sf(max(chisq, 0.0), df))
+                    lower = 1.0 if chisq <= 0 else float(chi2_sf(chisq, df - 1)) if df > 1 else 0.0
+                    rec["p_mixture"] = 0.5 * lower + 0.5 * float(chi2_sf(max(chisq, 0.0), df))
         out.append(rec)
     table = pd.DataFrame(out, index=[r["model"] for r in rows])
     if do_refit:
@@ -160,7 +160,6 @@ def homogeneity_test(formula: str, data, group: str, term: str) -> HomogeneityTe
     (Bryk & Raudenbush 2002, eq. 3.103; J the groups used).  Random-effect terms in ``formula`` are
     ignored: only its fixed part defines the per-group regressions.
     """
-    from scipy import stats
     from ..spec.design import build_design
     from ..spec.formula import ParsedFormula, parse_formula
 
@@ -209,5 +208,5 @@ def homogeneity_test(formula: str, data, group: str, term: str) -> HomogeneityTe
     df = len(rows) - 1
     tab["variance"] = V
     tab = tab.drop(columns="xtx_inv")
-    return HomogeneityTest(statistic=H, df=df, p=float(stats.chi2.sf(H, df)), estimate=gamma, sigma2=s2,
+    return HomogeneityTest(statistic=H, df=df, p=float(chi2_sf(H, df)), estimate=gamma, sigma2=s2,
                            n_groups=len(rows), n_groups_total=len(levels), term=key, groups=tab)

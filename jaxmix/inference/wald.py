@@ -41,6 +41,7 @@ from ..spec.covariance import ThetaLayout, lambdas, theta_layout
 from ..errors import JaxmixError, JaxmixWarning
 from ..spec.formula import split_top
 from ..results.mixed import register_extension
+from ..dists import chi2_sf, f_sf, norm_ppf, norm_sf, t_ppf, t_sf
 
 __all__ = ["coef_table", "wald_test", "contrast_matrix", "type3_anova", "type3_contrasts",
            "covparm_table", "vcov_covparms", "icc", "r2", "WaldTest",
@@ -560,7 +561,6 @@ def coef_table(res, ddf=None, level: float = 0.95) -> pd.DataFrame:
     t = β̂_j / se_j with se_j = √Φ_jj (√Φ_A,jj for Kenward–Roger), p = 2 P(T_ν > |t|) and the interval
     β̂_j ± t_{ν, (1+level)/2} se_j; ν from ``ddf`` (module docstring; ∞ gives z).
     """
-    from scipy import stats
     method = _ddf_method(res, ddf)
     if not 0 < level < 1:
         raise JaxmixError(f"level must be between 0 and 1, got {level}")
@@ -570,8 +570,8 @@ def coef_table(res, ddf=None, level: float = 0.95) -> pd.DataFrame:
     df = coef_df(res, method)
     stat = est / se
     finite = np.isfinite(df)
-    p = np.where(finite, 2 * stats.t.sf(np.abs(stat), np.where(finite, df, 1.0)), 2 * stats.norm.sf(np.abs(stat)))
-    crit = np.where(finite, stats.t.ppf(0.5 + level / 2, np.where(finite, df, 1.0)), stats.norm.ppf(0.5 + level / 2))
+    p = np.where(finite, 2 * t_sf(np.abs(stat), np.where(finite, df, 1.0)), 2 * norm_sf(np.abs(stat)))
+    crit = np.where(finite, t_ppf(0.5 + level / 2, np.where(finite, df, 1.0)), norm_ppf(0.5 + level / 2))
     out = pd.DataFrame({"estimate": est, "se": se, "df": df, "statistic": stat, "p": p,
                         "ci_low": est - crit * se, "ci_high": est + crit * se}, index=list(res.x_names))
     out.attrs["ddf"] = method
@@ -720,7 +720,6 @@ def wald_test(res, hypothesis, ddf=None, rhs=None) -> WaldTest:
     lmerTest's ``contestMD``; Kenward–Roger: pbkrtest's scaled F with Φ_A; containment, between-within,
     residual: the smallest df of the coefficients involved); ``ddf='asymptotic'`` gives χ² = qF on q df.
     """
-    from scipy import stats
     method = _ddf_method(res, ddf)
     L0, c0, labels = contrast_matrix(res, hypothesis, rhs)
     V = res.vcov_beta
@@ -732,7 +731,7 @@ def wald_test(res, hypothesis, ddf=None, rhs=None) -> WaldTest:
     F = float(np.sum(t2) / q)
     if method == "asymptotic":
         chi2 = q * F
-        return WaldTest(chi2, q, np.inf, float(stats.chi2.sf(chi2, q)), method, labels, L0, c0)
+        return WaldTest(chi2, q, np.inf, float(chi2_sf(chi2, q)), method, labels, L0, c0)
     if method == "kenward-roger":
         F, den, _, _ = _kr_test(res, L, c)
         F = float(F)
@@ -741,7 +740,7 @@ def wald_test(res, hypothesis, ddf=None, rhs=None) -> WaldTest:
     else:
         used = np.any(np.abs(L0) > 1e-12, axis=0)
         den = float(np.min(_design_df(res, method)[used]))
-    return WaldTest(F, q, den, float(stats.f.sf(F, q, den)), method, labels, L0, c0)
+    return WaldTest(F, q, den, float(f_sf(F, q, den)), method, labels, L0, c0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -961,7 +960,6 @@ def covparm_table(res) -> pd.DataFrame:
     SAS's ``Pr > Z``), two-sided for covariances.  Variances estimated as exactly 0 (boundary) and
     their covariances get se = NaN.
     """
-    from scipy import stats
 
     from ..spec.structinfo import structure_info
 
@@ -984,7 +982,7 @@ def covparm_table(res) -> pd.DataFrame:
                 zero[i] = True
     se = np.where(zero, np.nan, se)
     z = est / se
-    p = np.where(is_cov, 2 * stats.norm.sf(np.abs(z)), stats.norm.sf(z))
+    p = np.where(is_cov, 2 * norm_sf(np.abs(z)), norm_sf(z))
     out = rows.copy()
     out["estimate"], out["se"], out["z"], out["p"] = est, se, z, p
     return out
@@ -997,7 +995,6 @@ def structured_covparm_table(res) -> pd.DataFrame:
     se from the exact Hessian of the deviance with σ not profiled (:mod:`jaxmix.fitting.structured`);
     p one-sided for variances, two-sided for correlations and covariances, and for SD ratios the
     two-sided test of ratio = 1."""
-    from scipy import stats
 
     from ..spec.structinfo import structure_info
 
@@ -1008,7 +1005,7 @@ def structured_covparm_table(res) -> pd.DataFrame:
     centre = np.where(kind == "ratio", 1.0, 0.0)
     z = (est - centre) / se
     out["se"], out["z"] = se, z
-    out["p"] = np.where(kind == "variance", stats.norm.sf(z), 2 * stats.norm.sf(np.abs(z)))
+    out["p"] = np.where(kind == "variance", norm_sf(z), 2 * norm_sf(np.abs(z)))
     return out
 
 

@@ -13,6 +13,7 @@ from ..spec.design import Design
 from ..status import MESSAGES, SCREENING, status_message
 from ..errors import JaxmixError
 from .mixed import MixedResults, make_unique
+from ..dists import norm_ppf, norm_sf, t_ppf, t_sf
 
 __all__ = ["Sweep", "Problem", "outcome_design", "SWEEP_STATUS", "status_message", "lambda_batch", "ranef_batch"]
 
@@ -254,7 +255,6 @@ class Sweep:
         n − p df) and ``"asymptotic"`` are computed for all outcomes at once — the fast choice for
         thousands of outcomes.  Outcomes that failed have NaN rows.
         """
-        from scipy import stats
         mixed = bool(self.problem.design.terms)
         gauss = self.family == "gaussian"
         if ddf is None:
@@ -270,12 +270,12 @@ class Sweep:
         q = 0.5 + level / 2.0
         if key == "residual":
             df = np.repeat(self.nobs_ - p, p).astype(float)
-            pval = 2 * stats.t.sf(np.abs(stat), df)
-            crit = stats.t.ppf(q, df)
+            pval = 2 * t_sf(np.abs(stat), df)
+            crit = t_ppf(q, df)
         else:
             df = np.full(k * p, np.inf)
-            pval = 2 * stats.norm.sf(np.abs(stat))
-            crit = stats.norm.ppf(q)
+            pval = 2 * norm_sf(np.abs(stat))
+            crit = norm_ppf(q)
         return pd.DataFrame({"outcome": np.repeat(self.names, p), "term": np.tile(self.x_names, k),
                              "estimate": est, "se": se, "df": df, "statistic": stat, "p": pval,
                              "ci_low": est - crit * se, "ci_high": est + crit * se})

@@ -6,7 +6,8 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "jaxmix"
-RANK = {"errors": 0, "status": 0, "progress": 0, "devices": 0, "dists": 0, "spec": 1, "core": 2, "fitting": 3, "results": 4,
+RANK = {"errors": 0, "status": 0, "progress": 0, "devices": 0, "dists": 0, "spec": 1, "core": 2, "fitting": 3,
+        "results": 4,
         "inference": 5, "api": 6, "gee": 7, "bayes": 7, "plots": 8, "compare": 8, "datasets": 8, "runtime": 3,
         "cli": 9, "__init__": 9}
 

@@ -23,7 +23,7 @@ from jax.custom_batching import sequential_vmap
 from jax.scipy.linalg import solve_triangular
 
 __all__ = ["chol_small", "solve_lower", "solve_lower_t", "chol", "chol_diag_head", "diag_head_logdet_split",
-           "chol_logdet_split", "chol_upper", "logdiag_adjoint", "logdiag_adjoint_given", "host_inverse",
+           "chol_logdet_split", "chol_upper", "logdiag_adjoint", "host_inverse",
            "spd_inverse_host", "POTRI_MIN", "trsm", "eigh_sym", "eigvalsh_sym",
            "sequential_lapack"]
 
@@ -257,30 +257,22 @@ def logdiag_adjoint(L, m: int, a, v):
     """Ā = ½ L⁻ᵀ diag(a·1_m, v) L⁻¹, the derivative of a·Σ_{i<m} log Lᵢᵢ + Σ_{i≥m} vᵢ₋ₘ log Lᵢᵢ with
     respect to the symmetric A = LL′; only Ā's upper triangle is set (the strict lower one is
     unspecified).  With W′ = L⁻ᵀ[e_m … e_N], Ā = ½ a·A⁻¹ + ½ W′ diag(v − a) W: A⁻¹ by LAPACK's
-    potri on the CPU from N = :data:`POTRI_MIN` on (:func:`host_inverse`; a host callback), W by one
-    triangular solve with N − m right-hand sides; below that size, and off the CPU, two triangular
-    solves with N right-hand sides."""
+    potri on the CPU from N = :data:`POTRI_MIN` on (:func:`host_inverse`; a host callback, or
+    :func:`spd_inverse_host` between two programs), W by one triangular solve with N − m right-hand
+    sides; below that size, and off the CPU, two triangular solves with N right-hand sides."""
     N = L.shape[0]
     if not host_inverse(N):
         return _logdiag_adjoint(L, jnp.concatenate([jnp.broadcast_to(a, (m,)), v]))
-    return logdiag_adjoint_given(L, m, a, v, _spd_inverse_upper(L))
-
-
-def logdiag_adjoint_given(L, m: int, a, v, Ainv):
-    """:func:`logdiag_adjoint` given A⁻¹ with one of its triangles set (``Ainv``, e.g. the lower one from
-    :func:`spd_inverse_host` run between two programs: a program without a host callback is one that
-    JAX's persistent cache keeps); Ā has the same triangle set."""
-    N = L.shape[0]
     E = jnp.eye(N, N - m, -m, dtype=L.dtype)
     Wt = trsm(L, E, True)  # (N, N − m)
-    return 0.5 * a * Ainv + 0.5 * (Wt * (v - a)) @ Wt.T
+    return 0.5 * a * _spd_inverse_upper(L) + 0.5 * (Wt * (v - a)) @ Wt.T
 
 
 def spd_inverse_host(L):
     """(LL′)⁻¹ with its LOWER triangle set (the strict upper one unspecified), C order, on the host by
     LAPACK's potri, for a lower factor L (m, m) as a program returns it (C order: L′ is LAPACK's upper
     factor in Fortran order, and the result's upper triangle in Fortran order is this lower one in C
-    order: nothing is copied or transposed on the host)."""
+    order: no transposing copy on the host)."""
     import numpy as np
     from scipy.linalg import lapack
 

@@ -118,7 +118,7 @@ def slot_sums(W, pairs: Pairs):
 
 class DenseStage(NamedTuple):
     """The dense path's state between the factor and the gradient (:func:`dense_stage`): everything
-    :func:`dense_finish` needs but Ā, so that LAPACK's potri (A⁻¹ from L) can run on the host between
+    :func:`dense_finish` needs but Ā, so that LAPACK's potri (M⁻¹ from L) can run on the host between
     two programs instead of in a host callback (which keeps a program out of JAX's persistent cache)."""
 
     L: jnp.ndarray  # (N, N) lower Cholesky factor of M = D G D + J

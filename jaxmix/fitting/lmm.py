@@ -12,6 +12,12 @@ processes).  Two programs are compiled per class:
 * the solution at θ̂ (β̂, spherical modes, r², L_X and the factor), compiled on a second thread
   while the optimiser runs.
 
+A class of scalar terms whose Schur complement is dense and large (:func:`jaxmix.core.lmm_scalar.dense_split`)
+evaluates the first as two programs — the factor (:func:`jaxmix.core.lmm_scalar.dense_stage`), then,
+given M⁻¹ from LAPACK's potri on the host (:func:`jaxmix.core.linalg.spd_inverse_host`), the value and
+gradient (:func:`jaxmix.core.lmm_scalar.dense_finish`) — so that no program holds a host callback and
+JAX's persistent cache keeps them all.
+
 Scaling: each random-effect column of Z is measured by its root mean square sᵢ; with Z̃ = ZD⁻¹
 (D = diag(s)) the term's factor is Λ̃ = DΛ, so θᵢⱼ = θ̃ᵢⱼ / sᵢ.  The optimiser works in θ̃, where the
 start Λ̃ = I and the tolerances mean the same whatever the units of the covariates.

@@ -46,7 +46,8 @@ from ..dists import chi2_sf, f_sf, norm_ppf, norm_sf, t_ppf, t_sf
 __all__ = ["coef_table", "wald_test", "contrast_matrix", "type3_anova", "type3_contrasts",
            "covparm_table", "vcov_covparms", "icc", "r2", "WaldTest",
            "satterthwaite_df", "kenward_roger_parts", "containment_df", "between_within_df", "check_ddf_size",
-           "is_lmm", "lmm_state", "LmmState", "satterthwaite_parts", "satt_hessian", "covbeta", "lmm_program", "cache_get", "cache_put",
+           "is_lmm", "lmm_state", "LmmState", "satterthwaite_parts", "satt_hessian", "covbeta", "lmm_program",
+           "cache_get", "cache_put",
            "ddf_method", "contrast_df", "contrast_vcov", "fixed_term_columns", "kenward_roger_df"]
 
 KR_MAX_RE_COLUMNS = 3000  # Kenward–Roger's structured pieces: dense m x m in the random-effect columns

@@ -166,13 +166,9 @@ def test_dense_scalar_class_runs_as_two_callback_free_programs(monkeypatch):
 
     if jax.default_backend() != "cpu":
         pytest.skip("the host inverse is the CPU's")
-    rng = np.random.default_rng(11)
-    n, la, lb = 2500, 350, 280
-    a, b = rng.integers(0, la, n), rng.integers(0, lb, n)
-    a[:la], b[:lb] = np.arange(la), np.arange(lb)
-    x = rng.normal(size=n)
-    y = 0.3 * x + rng.normal(size=la)[a] + 0.6 * rng.normal(size=lb)[b] + rng.normal(size=n)
-    df = pd.DataFrame({"y": y, "x": x, "a": a.astype(str), "b": b.astype(str)})
+    from test_lmm_scalar import crossed_data
+
+    df = crossed_data(11, 2500, 350, 280, 0.6)
     f = "y ~ x + (1 | a) + (1 | b)"
     split = jaxmix.fit(f, df)
     programs = [exe for key, exe in cache._COMPILED.items()

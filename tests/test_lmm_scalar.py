@@ -104,15 +104,20 @@ def test_value_and_gradient_equal_reverse_mode_through_the_factor(shape, seed):
             compare(lay, idx, xp, ph, n, p, ldW, th, reml)
 
 
-def test_a_dense_block_above_potri_min_takes_lapacks_inverse():
-    """m_R ≥ POTRI_MIN: Ā from potri plus the tail's rank-t term (the InstEval-sized path)."""
-    rng = np.random.default_rng(5)
-    n, la, lb = 3000, 400, 300
+def crossed_data(seed: int, n: int, la: int, lb: int, sd_b: float) -> pd.DataFrame:
+    """y ~ x + (1 | a) + (1 | b) data with every level of the crossed factors a, b present: with
+    la + lb ≥ POTRI_MIN, a dense Schur complement that takes LAPACK's inverse."""
+    rng = np.random.default_rng(seed)
     a, b = rng.integers(0, la, n), rng.integers(0, lb, n)
     a[:la], b[:lb] = np.arange(la), np.arange(lb)
     x = rng.normal(size=n)
-    y = 0.3 * x + rng.normal(size=la)[a] + 0.5 * rng.normal(size=lb)[b] + rng.normal(size=n)
-    df = pd.DataFrame({"y": y, "x": x, "a": a.astype(str), "b": b.astype(str), "w": 1.0})
+    y = 0.3 * x + rng.normal(size=la)[a] + sd_b * rng.normal(size=lb)[b] + rng.normal(size=n)
+    return pd.DataFrame({"y": y, "x": x, "a": a.astype(str), "b": b.astype(str)})
+
+
+def test_a_dense_block_above_potri_min_takes_lapacks_inverse():
+    """m_R ≥ POTRI_MIN: Ā from potri plus the tail's rank-t term (the InstEval-sized path)."""
+    df = crossed_data(5, 3000, 400, 300, 0.5)
     lay, idx, xp, ph, nn, p, ldW = system("y ~ x + (1 | a) + (1 | b)", df, weights=None)
     assert lay.m_R + lay.t >= POTRI_MIN and not lay.r_diagonal
     assert lmm_scalar.dense_split(lay) == (jax.default_backend() == "cpu")

@@ -64,9 +64,11 @@ def theta_to_psi(theta: np.ndarray, tl: ThetaLayout) -> np.ndarray:
 
 def glmm_deviance(res, newton_steps: int = 1):
     """d(θ, β): the fit's Laplace/AGQ deviance as a function of (θ, β) — of (θ, log φ, β) for a family
-    with a dispersion φ (:func:`jaxmix.fitting.dispersion.with_dispersion`) — and the θ layout.
+    with a dispersion φ (:func:`jaxmix.fitting.dispersion.with_dispersion`) —, the θ layout and the
+    XLA options to compile it with (the fit's: :func:`jaxmix.fitting.lmm.compile_options`).
     ``newton_steps``: 1 makes the gradient exact, 2 the Hessian (:mod:`jaxmix.core.glmm`)."""
     from ..core.crossprod import terms_structure
+    from ..fitting.lmm import compile_options
     from ..spec.families import get_family
     from ..core.glmm import GlmmData, gauss_hermite, laplace_objective
     from ..fitting.dispersion import with_dispersion
@@ -88,7 +90,7 @@ def glmm_deviance(res, newton_steps: int = 1):
         prm, dd = with_dispersion(prm, fam, gd, tl.size)
         return laplace_objective(prm, fam, dd, idx, layout, tl, xk, wk, newton_steps=newton_steps)
 
-    return fun, tl
+    return fun, tl, compile_options(layout)
 
 
 class GlmmProfiler:
@@ -97,14 +99,14 @@ class GlmmProfiler:
     def __init__(self, res):
         if not res.is_mixed or res.family == "gaussian":
             raise JaxmixError("GLMM profiles need a binomial or Poisson model with random effects")
-        dev, tl = glmm_deviance(res)
+        dev, tl, options = glmm_deviance(res)
         self.tl = tl
         nt = tl.size
 
         def f(x):
             return dev(jnp.concatenate([psi_to_theta(x[:nt], tl), x[nt:]]))
 
-        self._vg = jax.jit(jax.value_and_grad(f))
+        self._vg = jax.jit(jax.value_and_grad(f), compiler_options=options)
         self.nt = nt
         self.x_hat = np.concatenate([theta_to_psi(res.theta, tl), np.asarray(res.beta, float)])
         diag = np.asarray(tl.is_diagonal())

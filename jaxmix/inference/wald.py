@@ -911,10 +911,11 @@ def _glmm_hessian(res) -> np.ndarray:
         return got
     from .glmm_profile import glmm_deviance
 
-    fun, _ = glmm_deviance(res, newton_steps=2)
+    fun, _, options = glmm_deviance(res, newton_steps=2)
     disp = res.extra.get("dispersion")
     log_phi = [np.log(disp["estimate"])] if disp is not None else []
-    H = np.asarray(jax.jit(jax.hessian(fun))(jnp.asarray(np.concatenate([res.theta, log_phi, res.beta]))),
+    H = np.asarray(jax.jit(jax.hessian(fun), compiler_options=options)(
+        jnp.asarray(np.concatenate([res.theta, log_phi, res.beta]))),
                    dtype=float)
     return cache_put(res, "_inf_glmm_hess", H)
 

@@ -296,6 +296,3 @@ def fisher_factor(params, u, fam: Family, d: GlmmData, idx: Index, layout: Layou
         return factorize(lams, xp, idx, layout)
 
 
-fisher_factor_jit = jax.jit(fisher_factor, static_argnames=("fam", "layout", "tl"))
-
-

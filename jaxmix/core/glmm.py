@@ -294,5 +294,3 @@ def fisher_factor(params, u, fam: Family, d: GlmmData, idx: Index, layout: Layou
                         fam, Wf, jnp.ones_like(eta))
     with sequential_lapack():
         return factorize(lams, xp, idx, layout)
-
-

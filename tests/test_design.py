@@ -503,3 +503,20 @@ def test_grouping_codes_equal_the_tuples_sort(monkeypatch):
             slow = dm.grouping_factor(df, facs)
         assert fast[0] == slow[0] and fast[2] == slow[2]
         np.testing.assert_array_equal(fast[1], slow[1])
+
+
+def test_grouping_codes_of_factors_with_more_combinations_than_int64(monkeypatch):
+    """Six factors of 3,000 levels each (3,000⁶ > 2⁶³ combinations): the levels, their order and every
+    row's code are those of the tuples' sort (one combined integer code overflowed here)."""
+    from jaxmix.spec import design as dm
+
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({f"f{i}": rng.permutation(3000) for i in range(6)})
+    facs = tuple(df.columns)
+    fast = dm.grouping_factor(df, facs)
+    with monkeypatch.context() as mp:
+        mp.setattr(dm, "_grouping_codes", lambda cols: None)
+        slow = dm.grouping_factor(df, facs)
+    assert fast[2] == slow[2] == sorted(set(map(tuple, df.to_numpy().tolist())))
+    np.testing.assert_array_equal(fast[1], slow[1])
+    assert fast[0] == slow[0]

@@ -196,7 +196,7 @@ def grouping_factor(data: pd.DataFrame, factors: tuple[str, ...]) -> tuple[list[
 
 def _grouping_codes(cols: list[pd.Series]):
     """:func:`grouping_factor` by codes: each factor's values coded in its sorted order, the rows' tuples
-    by np.unique of the combined code (the same levels, order and codes as the tuples' sort, in
+    ranked by np.unique factor by factor (the same levels, order and codes as the tuples' sort, in
     vectorised passes); None where a value does not map back to its own sorted values (mixed types)."""
     codes, vals = [], []
     for c in cols:
@@ -207,17 +207,15 @@ def _grouping_codes(cols: list[pd.Series]):
             return None
         codes.append(k)
         vals.append(v)
-    key = np.zeros(len(cols[0]), dtype=np.int64)
+    # the rank of each row's tuple of the factors so far, one factor at a time: a rank below n times a
+    # code below n never overflows (one combined code of all factors did, past 2⁶³ combinations)
+    inv = np.zeros(len(cols[0]), dtype=np.int64)
     for k, v in zip(codes, vals):
-        key = key * len(v) + k
-    uk, inv = np.unique(key, return_inverse=True)
-    parts = []
-    for v in reversed(vals):
-        uk, r = np.divmod(uk, len(v))
-        parts.append(r)
-    uniq = [tuple(v[i] for v, i in zip(vals, t)) for t in zip(*[p.tolist() for p in reversed(parts)])]
+        inv = np.unique(inv * len(v) + k, return_inverse=True)[1].reshape(-1)
+    first = np.unique(inv, return_index=True)[1]  # a row of each level
+    uniq = [tuple(v[k[i]] for v, k in zip(vals, codes)) for i in first.tolist()]
     labels = [":".join(_fmt(x) for x in t) for t in uniq]
-    return labels, inv.astype(np.int32).reshape(-1), uniq
+    return labels, inv.astype(np.int32), uniq
 
 
 def level_keys(data: pd.DataFrame, factors: tuple[str, ...]) -> list[tuple[str, ...]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import special
 
-__all__ = ["norm_sf", "norm_ppf", "t_sf", "t_ppf", "chi2_sf", "f_sf"]
+__all__ = ["norm_sf", "norm_ppf", "t_sf", "t_ppf", "chi2_sf", "f_sf", "t_test"]
 
 
 def norm_sf(z):
@@ -41,3 +41,15 @@ def chi2_sf(x, df):
 def f_sf(x, df1, df2):
     """P(F > x) for F(df1, df2)."""
     return special.fdtrc(np.asarray(df1, dtype=float), np.asarray(df2, dtype=float), np.asarray(x, dtype=float))
+
+
+def t_test(stat, df, level: float):
+    """(p, crit) of two-sided t tests and intervals: p = 2 P(T_ν > |stat|) and crit the (1 + level)/2
+    quantile of T_ν, elementwise; the normal's where ν = df is infinite (z tests)."""
+    stat, df = np.asarray(stat, dtype=float), np.asarray(df, dtype=float)
+    finite = np.isfinite(df)
+    dfx = np.where(finite, df, 1.0)
+    q = 0.5 + level / 2
+    p = np.where(finite, 2 * t_sf(np.abs(stat), dfx), 2 * norm_sf(np.abs(stat)))
+    crit = np.where(finite, t_ppf(q, dfx), norm_ppf(q))
+    return p, crit

@@ -45,3 +45,12 @@ def test_a_summary_does_not_import_scipy_stats():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_t_test_is_t_where_df_is_finite_and_normal_where_infinite():
+    stat, df = np.array([2.1, -2.1, 0.3, 4.0]), np.array([5.3, 12.0, np.inf, np.inf])
+    p, crit = dists.t_test(stat, df, 0.9)
+    np.testing.assert_allclose(p[:2], 2 * stats.t.sf(2.1, df[:2]), rtol=1e-12)
+    np.testing.assert_allclose(crit[:2], stats.t.ppf(0.95, df[:2]), rtol=1e-12)
+    np.testing.assert_allclose(p[2:], 2 * stats.norm.sf([0.3, 4.0]), rtol=1e-12)
+    np.testing.assert_allclose(crit[2:], stats.norm.ppf(0.95), rtol=1e-15)

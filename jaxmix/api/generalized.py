@@ -18,6 +18,7 @@ from ..spec.covariance import theta_layout
 from ..spec.binresponse import binary_response_column, proportion_to_trials
 from ..spec.design import as_data_frame, build_design, row_values
 from ..errors import JaxmixError, JaxmixWarning
+from ..dists import norm_ppf
 from ..fitting.dispersion import (check_dispersion_response, dispersion_record, dispersion_start, dispersion_warning,
                          eta_start, fit_glm_dispersion, has_dispersion, log_dispersion_se)
 from ..spec.families import Family, data_constant, get_family
@@ -208,7 +209,7 @@ def _glm_irls(fam: Family, X, y, ntr, pw, offset, max_iter: int, tol: float):
     beta = np.zeros(p)
     if fam.name == "binomial":
         mu0 = (y + 0.5) / (ntr + 1.0)
-        links = {"logit": lambda m: np.log(m / (1 - m)), "probit": _probit_inv,
+        links = {"logit": lambda m: np.log(m / (1 - m)), "probit": norm_ppf,
                  "cloglog": lambda m: np.log(-np.log(1 - m))}  # only the model's link is evaluated
         eta = np.asarray(links[fam.link](mu0))
     else:
@@ -433,12 +434,6 @@ def dispersion_glm(fam: Family, X, y, pw, off):
     se = np.sqrt(np.abs(np.diag(vcov)))
     separated = bool(not np.all(np.isfinite(beta)) or np.max(np.abs(beta)) > 15 or np.max(se) > 1e3)
     return beta, phi, dev, vcov, int(opt.status) == 0, separated
-
-
-def _probit_inv(mu):
-    from scipy.special import ndtri  # Φ⁻¹ (scipy.special is loaded with jax; scipy.stats is not)
-
-    return ndtri(mu)
 
 
 def fit_glmm(formula, data, family="binomial", link=None, method="Laplace", nagq=1, weights=None,

@@ -17,8 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..core.structure import bucket
 from ..errors import JaxmixError
 from ..spec.families import Family
+from .cache import compiled_program
+from .lmm import FAST_COMPILE, first_rows
 
 __all__ = ["has_dispersion", "with_dispersion", "dispersion_start", "eta_start", "fit_glm_dispersion", "log_dispersion_se",
            "dispersion_record", "variance", "deviance_contributions", "check_dispersion_response",
@@ -93,14 +96,10 @@ def glm_program_args(X, y, pw, offset) -> tuple[np.ndarray, ...]:
     the compiled programs (a negative binomial GLMM on 300, 403 and 806 rows compiled them three
     times, 4.8–7.0 s each).  A padded row repeats the first row with weight 0: a log-likelihood term
     as finite as that row's (wherever the optimiser goes), which the weight removes."""
-    from ..core.structure import bucket
-
     X, y, pw, offset = (np.asarray(a, dtype=float) for a in (X, y, pw, offset))
     n = y.shape[0]
-    pad = bucket(n, GLM_ROWS_MIN) - n
-    first = np.zeros(pad, dtype=np.int64)
-    return (np.concatenate([X, X[first]]), np.concatenate([y, y[first]]), np.concatenate([pw, np.zeros(pad)]),
-            np.concatenate([offset, offset[first]]))
+    N = bucket(n, GLM_ROWS_MIN)
+    return first_rows(X, N), first_rows(y, N), np.concatenate([pw, np.zeros(N - n)]), first_rows(offset, N)
 
 
 def fit_glm_dispersion(fam: Family, X, y, pw, offset, beta0, phi0, gtol: float = 1e-6, max_iter: int = 500):
@@ -110,8 +109,6 @@ def fit_glm_dispersion(fam: Family, X, y, pw, offset, beta0, phi0, gtol: float =
     covariance of (log φ, β̂) is 2 H⁻¹ with H the exact (autodiff) Hessian of −2 log L.
     Returns (β, φ, −2 log L, vcov of (log φ, β), optimiser result)."""
     from ..core.newton import FLOAT64, minimize_bounded
-    from .cache import compiled_program
-    from .lmm import FAST_COMPILE
 
     args = tuple(jax.device_put(a) for a in glm_program_args(X, y, pw, offset))
     z0 = np.concatenate([[np.log(phi0)], np.asarray(beta0, dtype=float)])

@@ -20,7 +20,7 @@ from ..errors import JaxmixError
 from ..spec.formula import split_top
 from .wald import contrast_df, contrast_matrix, contrast_vcov, ddf_method, fixed_term_columns
 from ..results.mixed import register_extension
-from ..dists import norm_ppf, norm_sf, t_ppf, t_sf
+from ..dists import t_test
 
 __all__ = ["contrast", "hypothesis_rows", "t_table"]
 
@@ -98,13 +98,9 @@ def hypothesis_rows(res, hypothesis) -> tuple[np.ndarray, np.ndarray, list[str]]
 
 def t_table(est, se, df, rhs, level: float, labels) -> pd.DataFrame:
     """estimate, se, df, statistic = (estimate − rhs)/se, p (two-sided t, z where df = ∞), ci_low, ci_high."""
-
     est, se, df, rhs = (np.asarray(a, dtype=float) for a in (est, se, df, rhs))
     stat = (est - rhs) / se
-    finite = np.isfinite(df)
-    dfx = np.where(finite, df, 1.0)
-    p = np.where(finite, 2 * t_sf(np.abs(stat), dfx), 2 * norm_sf(np.abs(stat)))
-    crit = np.where(finite, t_ppf(0.5 + level / 2, dfx), norm_ppf(0.5 + level / 2))
+    p, crit = t_test(stat, df, level)
     return pd.DataFrame({"estimate": est, "se": se, "df": df, "statistic": stat, "p": p,
                          "ci_low": est - crit * se, "ci_high": est + crit * se}, index=list(labels))
 

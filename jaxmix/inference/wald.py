@@ -41,7 +41,7 @@ from ..spec.covariance import ThetaLayout, lambdas, theta_layout
 from ..errors import JaxmixError, JaxmixWarning
 from ..spec.formula import split_top
 from ..results.mixed import register_extension
-from ..dists import chi2_sf, f_sf, norm_ppf, norm_sf, t_ppf, t_sf
+from ..dists import chi2_sf, f_sf, norm_sf, t_test
 
 __all__ = ["coef_table", "wald_test", "contrast_matrix", "type3_anova", "type3_contrasts",
            "covparm_table", "vcov_covparms", "icc", "r2", "WaldTest",
@@ -570,9 +570,7 @@ def coef_table(res, ddf=None, level: float = 0.95) -> pd.DataFrame:
     se = np.sqrt(np.diag(V))
     df = coef_df(res, method)
     stat = est / se
-    finite = np.isfinite(df)
-    p = np.where(finite, 2 * t_sf(np.abs(stat), np.where(finite, df, 1.0)), 2 * norm_sf(np.abs(stat)))
-    crit = np.where(finite, t_ppf(0.5 + level / 2, np.where(finite, df, 1.0)), norm_ppf(0.5 + level / 2))
+    p, crit = t_test(stat, df, level)
     out = pd.DataFrame({"estimate": est, "se": se, "df": df, "statistic": stat, "p": p,
                         "ci_low": est - crit * se, "ci_high": est + crit * se}, index=list(res.x_names))
     out.attrs["ddf"] = method

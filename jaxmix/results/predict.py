@@ -136,7 +136,6 @@ def predict_frame(res, newdata=None, re_form=None, interval=None, level: float =
                 C = np.where((codes >= 0)[:, None, None], np.asarray(cv[k])[np.maximum(codes, 0)], omegas[k][None])
                 var = var + np.einsum("nq,nqr,nr->n", Z, C, Z)
     se = np.sqrt(np.maximum(var, 0.0))
-
     z = norm_ppf(0.5 + float(level) / 2.0)
     index = d.rows if newdata is None else getattr(newdata, "index", None)
     return pd.DataFrame({"fit": inv(eta), "se": se, "lower": inv(eta - z * se), "upper": inv(eta + z * se)},

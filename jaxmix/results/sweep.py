@@ -13,7 +13,7 @@ from ..spec.design import Design
 from ..status import MESSAGES, SCREENING, status_message
 from ..errors import JaxmixError
 from .mixed import MixedResults, make_unique
-from ..dists import norm_ppf, norm_sf, t_ppf, t_sf
+from ..dists import t_test
 
 __all__ = ["Sweep", "Problem", "outcome_design", "SWEEP_STATUS", "status_message", "lambda_batch", "ranef_batch"]
 
@@ -267,15 +267,8 @@ class Sweep:
         se = np.sqrt(np.einsum("kii->ki", self.vcov_beta)).reshape(-1)
         with np.errstate(invalid="ignore", divide="ignore"):
             stat = est / se
-        q = 0.5 + level / 2.0
-        if key == "residual":
-            df = np.repeat(self.nobs_ - p, p).astype(float)
-            pval = 2 * t_sf(np.abs(stat), df)
-            crit = t_ppf(q, df)
-        else:
-            df = np.full(k * p, np.inf)
-            pval = 2 * norm_sf(np.abs(stat))
-            crit = norm_ppf(q)
+        df = np.repeat(self.nobs_ - p, p).astype(float) if key == "residual" else np.full(k * p, np.inf)
+        pval, crit = t_test(stat, df, level)
         return pd.DataFrame({"outcome": np.repeat(self.names, p), "term": np.tile(self.x_names, k),
                              "estimate": est, "se": se, "df": df, "statistic": stat, "p": pval,
                              "ci_low": est - crit * se, "ci_high": est + crit * se})

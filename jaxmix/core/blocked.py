@@ -78,7 +78,7 @@ def schur(lams, xp: CrossProducts, idx: Index, layout: Layout, upper: bool = Fal
     :func:`jaxmix.core.linalg.chol_logdet_split` reads, with no transposed copy of the matrix (the
     same-level pairs land in the upper triangle)."""
     lam1 = lams[0]
-    q1, m_R, t = layout.q1, layout.m_R, layout.t
+    q1, m_R, t = layout.q1, layout.m_R, xp.CTT.shape[-1]  # t: the cross-products' tail columns
     dt = xp.A11.dtype
     A = jnp.einsum("ba,jbc,cd->jad", lam1, xp.A11, lam1) + jnp.eye(q1, dtype=dt)
     L11 = chol_small(A)
@@ -107,7 +107,9 @@ def schur(lams, xp: CrossProducts, idx: Index, layout: Layout, upper: bool = Fal
     # materialise the scattered blocks: fused into the Cholesky's input, XLA's CPU backend re-runs the
     # scatters per element (100x slower)
     MRR, MRT, MTT = jax.lax.optimization_barrier((MRR, MRT, MTT))
-    if upper:
+    if t == 0:  # no tail columns (a GLMM's random-effects system alone)
+        M = MRR if upper else jnp.triu(MRR) + jnp.triu(MRR, 1).T
+    elif upper:
         M = jnp.block([[MRR, MRT], [jnp.zeros((t, m_R), dt), MTT]])
     else:
         M = jnp.block([[jnp.triu(MRR), MRT], [jnp.zeros((t, m_R), dt), jnp.triu(MTT)]])

@@ -196,7 +196,7 @@ def cross_products(rows: RowData, w: jnp.ndarray, idx: Index, layout: Layout) ->
     CRR = jnp.zeros((m_R, m_R), Z1.dtype).at[idx.rpos[:, :, None], idx.rpos[:, None, :]].add(
         wZR[:, :, None] * ZR[:, None, :]
     )
-    CRT = jnp.zeros((m_R, layout.t), Z1.dtype).at[idx.rpos].add(wZR[:, :, None] * T[:, None, :])
+    CRT = jnp.zeros((m_R, t), Z1.dtype).at[idx.rpos].add(wZR[:, :, None] * T[:, None, :])
     return _barrier(CrossProducts(A11, BR, BT, CRR, CRT, CTT))
 
 

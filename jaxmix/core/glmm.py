@@ -16,7 +16,9 @@ Exact derivatives in (θ, β): û is found by a loop whose inputs are detached, 
 taken differentiably.  At the exact mode one step has the derivative of the implicit function û(θ, β)
 (so the deviance's gradient is exact); the error of that step is quadratic in the distance from û, so
 after two steps û(θ, β) is exact to fourth order and the Hessian is exact too.  The optimiser uses
-one step for values and gradients and two for the exact Hessian.
+one step for values and gradients and two for the exact Hessian.  For scalar random terms of the
+canonical-link families the fit takes the gradient in closed form instead
+(:mod:`jaxmix.core.glmm_scalar`, from the polished modes of :func:`conditional_modes`).
 """
 from __future__ import annotations
 
@@ -133,64 +135,67 @@ def zero_modes(layout: Layout, dtype):
 
 
 def conditional_modes(theta, beta, fam, d: GlmmData, idx, layout: Layout, tl: ThetaLayout,
-                      max_iter: int = 60, tol: float = 1e-11, u_start=None):
+                      max_iter: int = 60, tol: float = 1e-11, u_start=None, polish: bool = False):
     """û by penalised IRLS with step halving, from ``u_start`` (default u = 0; not differentiated).
 
     Each step u → u′ solves the penalised weighted least-squares problem; it is kept when the penalised
     deviance pd decreases, halved (up to 12 times) when pd rises by more than ``tol``·(1 + |pd|), and
     the iterations stop when a step changes pd by less than that (at the mode a full step changes pd
-    by rounding noise only, in either direction).
+    by rounding noise only, in either direction).  ``polish``: return one more Newton step from the
+    last iterate (the iterations stop when pd no longer moves, which leaves û accurate to about the
+    square root of pd's rounding; after the step it is accurate to rounding, as a closed-form gradient
+    at û needs).
 
     The start changes the number of iterations, not the mode: the optimiser warm-starts each
     evaluation from the modes of the last accepted point (lme4 does the same).  A start whose
     penalised deviance is not finite is replaced by u = 0 (from any other the halved steps converge
     all the same: pd is convex in u for the log-concave families; comparing the start with u = 0
     cost a pass over the rows at every evaluation).
+
+    One loop holds one penalised deviance and one Newton step (each costs compile time per copy; the
+    log-likelihood's transcendental functions most): every pass evaluates pd at one trial point
+    u + t(u_N − u) — t = 0 the point itself (the start), t = 1 the Newton point u_N, t < 1 a halved
+    step — and a pass that ends an iteration computes the next Newton point.
     """
     lams = lambdas(theta, tl)
     eta_fix = d.X @ beta + d.offset
-    u0 = zero_modes(layout, theta.dtype)
-    if u_start is None:
-        pd0 = _pdev(u0, lams, fam, d, idx, layout, eta_fix)
-    else:
-        pd_start = _pdev(u_start, lams, fam, d, idx, layout, eta_fix)
-        use = jnp.isfinite(pd_start)
-        u0 = jax.tree_util.tree_map(lambda a, b: jnp.where(use, a, b), u_start, u0)
-        pd0 = jax.lax.cond(use, lambda: pd_start, lambda: _pdev(u0, lams, fam, d, idx, layout, eta_fix))
+    zero = zero_modes(layout, theta.dtype)
+    u0 = zero if u_start is None else u_start
+    dt = theta.dtype
+    tmap = jax.tree_util.tree_map
+    newton = lambda u: _newton(u, lams, beta, fam, d, idx, layout, eta_fix, exact=False)  # noqa: E731
 
     def body(c):
-        u, pd, k, _ = c
-        un = _newton(u, lams, beta, fam, d, idx, layout, eta_fix, exact=False)
-        pdn = _pdev(un, lams, fam, d, idx, layout, eta_fix)
+        u, pd, un, t, k, h, conv = c
+        trial = tmap(lambda a, b: a + t * (b - a), u, un)
+        v = _pdev(trial, lams, fam, d, idx, layout, eta_fix)
+        v = jnp.where(jnp.isfinite(v), v, jnp.inf)
+        start = t == 0.0
         small = tol * (1.0 + jnp.abs(pd))
         # at the mode the full step changes pd by rounding noise only, either way: that is the
-        # convergence test below, not a reason to halve (twelve halvings cost ~10 mode steps)
-        near = jnp.abs(pdn - pd) < small
-
-        def halve(_):  # step halving, only when the full step does not decrease the penalised deviance
-            def hb(h):
-                t, _, _, i = h
-                uc = jax.tree_util.tree_map(lambda a, b: a + t * (b - a), u, un)
-                v = _pdev(uc, lams, fam, d, idx, layout, eta_fix)
-                return t / 2, uc, v, i + 1
-
-            def hc(h):
-                return ~(h[2] < pd) & (h[3] < 12)
-
-            _, uc, v, _ = jax.lax.while_loop(hc, hb, (jnp.asarray(0.5, pd.dtype), u, jnp.asarray(jnp.inf, pd.dtype), 0))
-            return uc, v
-
-        uc, v = jax.lax.cond((pdn < pd) | near, lambda _: (un, pdn), halve, None)
-        v = jnp.where(jnp.isfinite(v), v, jnp.inf)
+        # convergence test, not a reason to halve (twelve halvings cost ~10 mode steps)
+        near = (t == 1.0) & (jnp.abs(v - pd) < small)
+        done = ~start & ((v < pd) | near | (h >= 12))  # this iteration's step is settled
         better = v < pd
-        u = jax.tree_util.tree_map(lambda a, c_: jnp.where(better, c_, a), u, uc)
-        conv = ~better | (pd - v < small)
-        return u, jnp.where(better, v, pd), k + 1, conv
+        conv_n = done & (~better | (pd - v < small))
+        bad_start = start & ~jnp.isfinite(v) & (k == 0) & (h == 0)  # the start is replaced by u = 0
+        u_n = tmap(lambda a, b, z: jnp.where(bad_start, z, jnp.where(done & better, b, a)), u, trial, zero)
+        pd_n = jnp.where(start & ~bad_start, v, jnp.where(done & better, v, pd))
+        step = (start & ~bad_start) | (done & (~conv_n | polish))
+        un_n = jax.lax.cond(step, newton, lambda x: un, u_n)
+        t_n = jnp.where(bad_start, 0.0, jnp.where(step, 1.0, t * 0.5)).astype(dt)
+        k_n = k + done.astype(k.dtype)
+        h_n = jnp.where(bad_start, 1, jnp.where(done | start, 0, h + 1))  # halvings (1 marks the replaced start)
+        return u_n, pd_n, un_n, t_n, k_n, h_n, conv_n
 
     def cond(c):
-        return (c[2] < max_iter) & ~c[3]
+        return (c[4] < max_iter) & ~c[6]
 
-    u, pd, k, _ = jax.lax.while_loop(cond, body, (u0, pd0, jnp.asarray(0), jnp.asarray(False)))
+    init = (u0, jnp.asarray(jnp.inf, dt), u0, jnp.asarray(0.0, dt), jnp.asarray(0), jnp.asarray(0),
+            jnp.asarray(False))
+    u, _, un, _, k, _, conv = jax.lax.while_loop(cond, body, init)
+    if polish:
+        u = tmap(lambda a, b: jnp.where(conv, b, a), u, un)
     return u, k
 
 

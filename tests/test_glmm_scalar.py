@@ -1,0 +1,171 @@
+"""The closed-form gradient of the scalar-term Laplace deviance against reverse mode and differences.
+
+:func:`jaxmix.core.glmm.laplace_objective` is checked against brute-force integrals and lme4 in
+test_glmm.py; here :func:`jaxmix.core.glmm_scalar.value_and_grad` must give its value and the gradient
+of reverse mode through one Newton step of the modes (the fit's program for other models), on the padded
+systems the fit uses — one term with non-constant z, a term nested in another (the diagonal Schur
+complement), crossed terms with a slope, an observation-level term beside crossed ones — for the
+binomial (with trials) and Poisson families, rows of zero and of double prior weight, inside and with a
+variance at 0.  The mode iterations' single-loop form is checked for a start it must replace.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmix.core import glmm_scalar
+from jaxmix.core.crossprod import Index
+from jaxmix.core.glmm import GlmmData, conditional_modes, laplace_objective
+from jaxmix.fitting.glmm import first_rows, glmm_structure, pad_rows
+from jaxmix.spec.covariance import lambdas, theta_layout
+from jaxmix.spec.families import get_family
+
+from conftest import fast_jit
+
+KINDS = ["single", "nested", "crossed", "observation"]
+
+
+def case(kind: str, family: str, seed: int = 0):
+    """(family, data, index, layout, θ layout, params) of a padded GLMM system of 300 rows."""
+    rng = np.random.default_rng(seed)
+    n = 300
+    if kind == "crossed":  # (1 | a) + (0 + x | b) + (1 | c)
+        codes = [rng.integers(0, 40, n), rng.integers(0, 12, n), rng.integers(0, 7, n)]
+        nlev = [40, 12, 7]
+        Zs = [np.ones((n, 1)), rng.normal(size=(n, 1)), np.ones((n, 1))]
+    elif kind == "nested":  # (1 | b/a)
+        b = rng.integers(0, 10, n)
+        codes, nlev = [b * 6 + rng.integers(0, 6, n), b], [60, 10]
+        Zs = [np.ones((n, 1))] * 2
+    elif kind == "observation":  # (1 | obs) + (1 | b) + (1 | c)
+        codes, nlev = [np.arange(n), rng.integers(0, 20, n), rng.integers(0, 9, n)], [n, 20, 9]
+        Zs = [np.ones((n, 1))] * 3
+    else:  # (0 + z | g), z not constant
+        codes, nlev = [rng.integers(0, 15, n)], [15]
+        Zs = [rng.normal(size=(n, 1)) + 1.0]
+    K = len(codes)
+    X = np.column_stack([np.ones(n), rng.normal(size=n)])
+    theta, beta = np.array([0.8, 0.5, 0.3][:K]), np.array([-0.3, 0.4])
+    eta = X @ beta + sum(theta[k] * Zs[k][:, 0] * rng.normal(size=nlev[k])[codes[k]] for k in range(K))
+    if family == "binomial":
+        ntr = rng.integers(1, 6, n).astype(float)
+        y = rng.binomial(ntr.astype(int), 1.0 / (1.0 + np.exp(-eta))).astype(float)
+    else:
+        ntr, y = np.ones(n), rng.poisson(np.exp(eta)).astype(float)
+    pw = np.ones(n)
+    pw[:7], pw[10:20] = 0.0, 2.0
+    layout, idx_np, ZR, N = glmm_structure(codes, nlev, Zs, n)
+    assert N > n  # padded rows (zero prior weight) are part of the check
+    d = GlmmData(*(jnp.asarray(first_rows(np.asarray(a, float), N)) for a in (Zs[0], ZR, X, y, ntr)),
+                 jnp.asarray(pad_rows(pw, N)), jnp.zeros(N))
+    idx = Index(*(jnp.asarray(a) for a in idx_np))
+    return get_family(family), d, idx, layout, theta_layout(layout.q), jnp.asarray(np.r_[theta * 1.1, beta + 0.05])
+
+
+def programs(fam, d, idx, layout, tl):
+    closed = fast_jit(lambda p: glmm_scalar.value_and_grad(p, fam, d, idx, layout, tl)[:2])
+    reverse = fast_jit(jax.value_and_grad(lambda p: laplace_objective(p, fam, d, idx, layout, tl, newton_steps=1)))
+    return closed, reverse
+
+
+#: each structure with one family in the quick set, with the other among the slow tests
+PAIRS = [pytest.param(k, f, marks=[pytest.mark.slow] if (i + j) % 2 else [])
+         for i, k in enumerate(KINDS) for j, f in enumerate(["binomial", "poisson"])]
+
+
+@pytest.mark.parametrize("kind,family", PAIRS)
+def test_value_and_gradient_equal_reverse_mode(kind, family):
+    fam, d, idx, layout, tl, prm = case(kind, family)
+    assert glmm_scalar.applies(fam, layout)
+    assert layout.r_diagonal == (kind == "nested")
+    closed, reverse = programs(fam, d, idx, layout, tl)
+    # inside, and with the second variance (the only one for one term) at the boundary 0
+    for p in (prm, prm.at[min(1, tl.size - 1)].set(0.0)):
+        (v1, g1), (v0, g0) = closed(p), reverse(p)
+        assert float(v1) == pytest.approx(float(v0), abs=1e-9)
+        # reverse mode through one Newton step carries the modes' error squared (measured ≤ 4e-8 here)
+        np.testing.assert_allclose(np.asarray(g1), np.asarray(g0), rtol=0, atol=1e-6 * float(jnp.max(jnp.abs(g0))))
+
+
+@pytest.mark.parametrize("kind,family", [("crossed", "poisson"), ("single", "binomial"), ("nested", "binomial")])
+def test_gradient_equals_central_differences(kind, family):
+    fam, d, idx, layout, tl, prm = case(kind, family, seed=1)
+    closed, _ = programs(fam, d, idx, layout, tl)
+    g = np.asarray(closed(prm)[1])
+    h = 1e-4
+    for i in range(prm.shape[0]):
+        e = jnp.zeros_like(prm).at[i].set(h)
+        f = lambda p: float(closed(p)[0])  # noqa: E731
+        fd = (8.0 * (f(prm + e) - f(prm - e)) - (f(prm + 2 * e) - f(prm - 2 * e))) / (12.0 * h)
+        assert g[i] == pytest.approx(fd, abs=1e-7 * (1.0 + abs(fd)))
+
+
+def test_applies_to_scalar_terms_of_canonical_families_without_dispersion():
+    *_, layout, _, _ = case("crossed", "poisson")
+    *_, layout_v, _, _ = case("single", "poisson")
+    assert glmm_scalar.applies(get_family("binomial"), layout)
+    assert glmm_scalar.applies(get_family("poisson"), layout)
+    assert not glmm_scalar.applies(get_family("binomial"), layout, nagq=5)  # AGQ
+    assert not glmm_scalar.applies(get_family("binomial", "probit"), layout)  # Fisher ≠ observed weights
+    assert not glmm_scalar.applies(get_family("negative_binomial"), layout)  # a dispersion parameter
+    from dataclasses import replace
+
+    assert not glmm_scalar.applies(get_family("poisson"), replace(layout_v, q=(2,)))  # a vector term
+
+
+def test_modes_replace_a_start_of_infinite_deviance_and_polish_to_stationarity():
+    """From a start whose penalised deviance overflows the modes are those from u = 0; polished, the
+    penalised deviance's gradient 2(u − Λ′Z′s) at them is at rounding level."""
+    fam, d, idx, layout, tl, prm = case("crossed", "poisson")
+    nt = tl.size
+    modes = fast_jit(lambda p, u0, pol: conditional_modes(p[:nt], p[nt:], fam, d, idx, layout, tl, u_start=u0,
+                                                          polish=pol), static_argnums=2)
+    zero = (jnp.zeros((layout.l1, 1)), jnp.zeros(layout.m_R))
+    huge = jax.tree_util.tree_map(lambda a: a + 1e4, zero)  # exp(η) overflows: pd = inf
+    (u_a, k_a), (u_b, k_b) = modes(prm, huge, False), modes(prm, zero, False)
+    assert int(k_a) == int(k_b) > 1
+    for a, b in zip(u_a, u_b):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    u, _ = modes(prm, zero, True)
+    lams = lambdas(prm[:nt], tl)
+    from jaxmix.core.glmm import _eta_re
+
+    eta = d.X @ prm[nt:] + d.offset + _eta_re(u[0], u[1], lams, d, idx, layout)
+    s = d.pw * fam.score_info(d.y, d.ntr, eta)[0]
+    # Λ′Z′s by the chain rule of η in u
+    grad_u = jax.grad(lambda v: jnp.sum(s * _eta_re(v[0], v[1], lams, d, idx, layout)))(u)
+    resid = max(float(jnp.max(jnp.abs(gu - uu))) for gu, uu in zip(grad_u, u))
+    assert resid < 1e-10
+    u_raw, _ = modes(prm, zero, False)
+    assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(u_raw, u)) > 0.0  # the polish step moved it
+
+
+def test_fit_with_the_closed_form_equals_the_fit_with_reverse_mode(monkeypatch):
+    """A crossed binomial GLMM fitted by the program with the closed-form gradient (the default for
+    these models) and by the reverse-mode program: the same optimum, the same standard errors to the
+    forward-difference Hessian's accuracy."""
+    import pandas as pd
+
+    import jaxmix
+    import jaxmix.fitting.glmm as fg
+
+    rng = np.random.default_rng(5)
+    n = 400
+    df = pd.DataFrame({"a": rng.integers(0, 30, n).astype(str), "b": rng.integers(0, 8, n).astype(str),
+                       "x": rng.normal(size=n)})
+    ua, ub = rng.normal(size=30) * 0.7, rng.normal(size=8) * 0.5
+    eta = -0.2 + 0.6 * df.x + ua[df.a.astype(int)] + ub[df.b.astype(int)]
+    df["y"] = (rng.uniform(size=n) < 1 / (1 + np.exp(-eta))).astype(float)
+    formula = "y ~ x + (1 | a) + (1 | b)"
+    closed = jaxmix.fit(formula, df, family="binomial")
+    monkeypatch.setattr(glmm_scalar, "applies", lambda *a, **k: False)
+    monkeypatch.setattr(fg, "_vg_jit", jax.jit(fg._vg_points, static_argnames=("fam", "layout", "tl", "width")))
+    reverse = jaxmix.fit(formula, df, family="binomial")
+    assert closed.converged and reverse.converged
+    assert closed.loglik == pytest.approx(reverse.loglik, abs=1e-8)
+    np.testing.assert_allclose(closed.fixef, reverse.fixef, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(closed.theta, reverse.theta, rtol=1e-5, atol=1e-7)
+    se_c, se_r = closed.coef_table()["se"].to_numpy(), reverse.coef_table()["se"].to_numpy()
+    np.testing.assert_allclose(se_c, se_r, rtol=1e-4)

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from functools import partial
 
 import jax
@@ -30,24 +31,25 @@ __all__ = ["chol_small", "solve_lower", "solve_lower_t", "chol", "chol_diag_head
 _UNROLL_MAX = 8  # above this q, LAPACK (through chol / trsm)
 
 
-_SEQUENTIAL = [False]
+_SEQUENTIAL = threading.local()  # per thread: fits traced on two threads at once do not share it
 
 
 @contextlib.contextmanager
 def sequential_lapack():
-    """While tracing inside this block, :func:`chol`, :func:`trsm` and the eigen-solvers use the
-    CPU-safe sequential forms (reverse-mode derivatives only).  The fit programs are traced inside it;
-    code that needs forward-mode derivatives (``jax.hessian``, ``jacfwd``) is traced outside."""
-    old = _SEQUENTIAL[0]
-    _SEQUENTIAL[0] = True
+    """While tracing inside this block (on this thread), :func:`chol`, :func:`trsm` and the
+    eigen-solvers use the CPU-safe sequential forms (reverse-mode derivatives only).  The fit programs
+    are traced inside it; code that needs forward-mode derivatives (``jax.hessian``, ``jacfwd``) is
+    traced outside."""
+    old = getattr(_SEQUENTIAL, "on", False)
+    _SEQUENTIAL.on = True
     try:
         yield
     finally:
-        _SEQUENTIAL[0] = old
+        _SEQUENTIAL.on = old
 
 
 def _on_cpu() -> bool:
-    return _SEQUENTIAL[0] and jax.default_backend() == "cpu"
+    return getattr(_SEQUENTIAL, "on", False) and jax.default_backend() == "cpu"
 
 
 # ---- larger matrices: LAPACK, sequential under vmap on the CPU ---------------------------------

@@ -214,7 +214,21 @@ def plot_comparison(table: pd.DataFrame, path: Path, alpha: float = 0.05) -> boo
     outcomes = list(dict.fromkeys(table["outcome"]))
     ncol = min(len(terms), 4) or 1
     nrow = -(-len(terms) // ncol) or 1
-    fig = Figure(figsize=(3.6 * ncol + 0.8, 0.42 * len(outcomes) * nrow + 1.6), layout="constrained")
+    # margins in inches, set by hand (matplotlib's constrained layout draws the figure twice: 0.4 of the
+    # picture's 0.75 s): the outcome names on the left, the suptitle and panel titles above, the x
+    # labels and the legend below, a panel title and x label between rows
+    what = "Multilevel, single-level and marginal (GEE)" if "se_marginal" in table else "Multilevel vs single-level"
+    title = f"{what} estimates (shaded: the multilevel and single-level {alpha:g}-level conclusions differ)"
+    panel_w, panel_h = 3.6, 0.42 * len(outcomes)
+    left = 0.25 + 0.075 * max(len(str(o)) for o in outcomes)
+    right, bottom, gap_w, gap_h = 0.2, 0.85, 0.25, 0.85
+    width = left + right + ncol * panel_w + (ncol - 1) * gap_w
+    lines = -(-len(title) // max(int(width * 11), 1))  # the title wrapped to the figure's width (11 pt)
+    top = 0.45 + 0.2 * lines
+    height = top + bottom + nrow * panel_h + (nrow - 1) * gap_h
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=left / width, right=1.0 - right / width, bottom=bottom / height,
+                        top=1.0 - top / height, wspace=gap_w / panel_w, hspace=gap_h / panel_h)
     axes = np.atleast_1d(fig.subplots(nrow, ncol, sharey=True, squeeze=False)).reshape(-1)
     ypos = np.arange(len(outcomes))[::-1]
     for ax, term in zip(axes, terms):
@@ -239,9 +253,7 @@ def plot_comparison(table: pd.DataFrame, path: Path, alpha: float = 0.05) -> boo
     for ax in axes[::ncol]:
         ax.set_yticks(ypos, outcomes)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
-    what = "Multilevel, single-level and marginal (GEE)" if "se_marginal" in table else "Multilevel vs single-level"
-    fig.suptitle(f"{what} estimates (shaded: the multilevel and single-level {alpha:g}-level conclusions differ)",
-                 fontsize=11)
+    fig.legend(handles, labels, loc="lower center", ncols=len(labels), frameon=False)
+    fig.suptitle(title, fontsize=11, wrap=True)
     fig.savefig(path, dpi=120)
     return True

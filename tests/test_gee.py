@@ -169,6 +169,30 @@ def test_many_outcomes_match_one_at_a_time(corstr):
     assert len(tab) == 9
 
 
+def test_start_from_the_glm_fits_gives_the_same_estimates():
+    """start= (a sweep passes its single-level GLM fits, the default start): the same solution as
+    from the GLM fitted inside, by a DataFrame, an array, or with a row to fit (NaN); a start of the
+    wrong shape or without a coefficient's column is an error naming it."""
+    d = _counts(seed=11, clusters=30)
+    rng = np.random.default_rng(5)
+    d["y2"] = rng.poisson(np.exp(0.5 + 0.2 * d["x"]))
+    d.loc[rng.uniform(size=len(d)) < 0.1, "y2"] = np.nan
+    outs = ["y", "y2"]
+    ref = jaxmix.fit_gee("~ x + z", d, groups="g", family="poisson", outcomes=outs)
+    glm = jaxmix.fit_many("~ x + z", d, outcomes=outs, family="poisson").fixef
+    far = glm.to_numpy() + 0.3  # a start away from the solution: the iterations, not the start, decide it
+    far[1] = np.nan
+    for start in (glm, glm.to_numpy(), far):
+        fits = jaxmix.fit_gee("~ x + z", d, groups="g", family="poisson", outcomes=outs, start=start)
+        for name in outs:
+            np.testing.assert_allclose(fits[name].fixef.to_numpy(), ref[name].fixef.to_numpy(), rtol=0, atol=1e-7)
+            np.testing.assert_allclose(fits[name].se.to_numpy(), ref[name].se.to_numpy(), rtol=1e-6)
+    with pytest.raises(JaxmixError, match=r"start= has shape \(2, 2\); expected \(2, 3\)"):
+        jaxmix.fit_gee("~ x + z", d, groups="g", family="poisson", outcomes=outs, start=np.zeros((2, 2)))
+    with pytest.raises(JaxmixError, match="no column for coefficient.*'z'"):
+        jaxmix.fit_gee("~ x + z", d, groups="g", family="poisson", outcomes=outs, start=glm.drop(columns="z"))
+
+
 def test_coef_table_wald():
     ss = _sleepstudy()
     res = jaxmix.fit_gee("Reaction ~ Days", ss, groups="Subject", corstr="exchangeable")

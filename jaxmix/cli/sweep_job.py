@@ -107,7 +107,7 @@ def run_sweep_config(cfg: RunConfig) -> tuple[SweepJob, dict]:
             job.single = fit_many("~ " + parsed.fixed, data, outcomes=list(s.outcomes), family=s.family,
                                   link=s.link, weights=s.weights, dtype=s.dtype, **opts)
             if s.gee and s.weights is None:  # fit_gee takes no prior weights
-                job.marginal = _fit_marginal(s, parsed, data, multi)
+                job.marginal = _fit_marginal(s, parsed, data, multi, job.single.fixef)
             job.comparison = compare_sweeps(multi, job.single, s.compare_terms, s.alpha, job.marginal)
     wall = time.perf_counter() - t0
     out = Path(cfg.output.dir)
@@ -126,9 +126,10 @@ def gee_clusters(s, multi) -> str:
     return terms[0].group
 
 
-def _fit_marginal(s, parsed, data, multi):
-    """The marginal model of the same fixed effects by GEE (``[sweep] gee``), all outcomes in one solve;
-    None when the automatic clusters are not a data column."""
+def _fit_marginal(s, parsed, data, multi, start=None):
+    """The marginal model of the same fixed effects by GEE (``[sweep] gee``), all outcomes in one solve,
+    from ``start`` (the single-level fits: the GLM the GEE starts from, fitted already); None when
+    the automatic clusters are not a data column."""
     from ..gee.estimate import fit_gee
 
     groups = gee_clusters(s, multi)
@@ -137,7 +138,7 @@ def _fit_marginal(s, parsed, data, multi):
             raise ConfigError(f"[sweep] gee_groups {groups!r} is not a data column")
         return None  # e.g. (1 | a:b): no column names the clusters; the report says so
     return fit_gee("~ " + parsed.fixed, data, groups=groups, family=s.family, link=s.link, corstr=s.gee_corstr,
-                   outcomes=list(s.outcomes))
+                   outcomes=list(s.outcomes), start=start)
 
 
 def _marginal_record(fits) -> dict:

@@ -72,9 +72,26 @@ def _warn_failures(sol, names: list[str], maxiter: int) -> None:
                           JaxmixWarning, stacklevel=3)
 
 
+def _starts(start, names: list, x_names: list):
+    """``fit_gee``'s ``start`` as a (outcomes, coefficients) array, or None."""
+    if start is None:
+        return None
+    if isinstance(start, pd.DataFrame):
+        missing = [c for c in x_names if c not in start.columns]
+        if missing:
+            raise JaxmixError(f"start= has no column for coefficient(s) {', '.join(map(repr, missing))}")
+        return start.reindex(index=names, columns=x_names).to_numpy(dtype=float)
+    B = np.asarray(start, dtype=float)
+    B = B.reshape(1, -1) if B.ndim == 1 else B
+    if B.shape != (len(names), len(x_names)):
+        raise JaxmixError(f"start= has shape {B.shape}; expected ({len(names)}, {len(x_names)}): one row of "
+                          f"{len(x_names)} coefficients ({', '.join(x_names)}) per outcome")
+    return B
+
+
 def fit_gee(formula: str, data, groups: str, family: str = "gaussian", corstr: str = "exchangeable", *,
             link: str | None = None, time: str | None = None, offset=None, trials=None, outcomes=None,
-            maxiter: int = 60, ctol: float = 1e-6):
+            maxiter: int = 60, ctol: float = 1e-6, start=None):
     """Fit a marginal model by GEE with a working correlation within the clusters of ``groups``.
 
     Args:
@@ -93,6 +110,10 @@ def fit_gee(formula: str, data, groups: str, family: str = "gaussian", corstr: s
       outcomes: response columns to fit with the same right-hand side, all in one vectorised solve
         (rows with a missing outcome are left out of that outcome's fit only).
       maxiter, ctol: statsmodels' iteration limit and its stopping rule ‖U(β)‖₂ < ctol.
+      start: β to start the iterations from — one row of coefficients (in the design's column order) per
+        outcome, or a DataFrame indexed by outcome with the coefficients' names as columns (a sweep's
+        ``single.fixef``: the GLM of the same right-hand side, the default start, already fitted); rows
+        with a missing value start from the GLM fit.
 
     Returns:
       :class:`jaxmix.gee.results.GEEResults`, or with ``outcomes`` a :class:`GEEFits` of them.
@@ -160,6 +181,7 @@ def fit_gee(formula: str, data, groups: str, family: str = "gaussian", corstr: s
         batches = [[j for j, k in enumerate(pattern_keys) if k == key] for key in dict.fromkeys(pattern_keys)]
     else:
         batches = [list(range(len(names)))]
+    B0 = _starts(start, names, list(design.x_names))
     results = {}
     for batch in batches:
         rows = np.flatnonzero(M[batch[0]] > 0) if corstr == "ar1" else np.arange(len(pos))
@@ -172,7 +194,8 @@ def fit_gee(formula: str, data, groups: str, family: str = "gaussian", corstr: s
         order = rows[cl.order]
         with np.errstate(all="ignore"):  # a diverging outcome is reported below, not by NumPy
             sol = solve_gee(fam, corstr, cl, design.X[order], design.offset[order], Y[batch][:, order],
-                            M[batch][:, order], maxiter=maxiter, ctol=ctol, prior=prior[order])
+                            M[batch][:, order], maxiter=maxiter, ctol=ctol, prior=prior[order],
+                            start=None if B0 is None else B0[batch])
         _warn_failures(sol, [names[j] for j in batch], maxiter)
         for b, j in enumerate(batch):
             sizes = np.add.reduceat(M[j][order], cl.starts)

@@ -95,11 +95,18 @@ def _scale(fam: GeeFamily, e: np.ndarray, M: np.ndarray, p: int) -> np.ndarray:
 
 
 def solve_gee(fam: GeeFamily, corstr: str, cl: Clusters, X: np.ndarray, offset: np.ndarray, Y: np.ndarray,
-              M: np.ndarray, maxiter: int = 60, ctol: float = 1e-6, prior=1.0) -> GeeSolution:
+              M: np.ndarray, maxiter: int = 60, ctol: float = 1e-6, prior=1.0, start=None) -> GeeSolution:
     """Fit K outcomes (rows of Y, observed where M = 1) on the cluster-sorted rows ``X``, ``offset``
-    (``prior``: per-row prior weights, the binomial trials, with Y the proportions)."""
+    (``prior``: per-row prior weights, the binomial trials, with Y the proportions).  ``start`` (K, p):
+    β to start from (an outcome's row that is not finite starts from its GLM fit, the default)."""
     K, p = Y.shape[0], X.shape[1]
-    beta = glm_start(fam, X, offset, Y, M, prior)
+    if start is None:
+        beta = glm_start(fam, X, offset, Y, M, prior)
+    else:
+        beta = np.array(start, dtype=float).reshape(K, p)
+        redo = ~np.all(np.isfinite(beta), axis=1)
+        if redo.any():
+            beta[redo] = glm_start(fam, X, offset, Y[redo], M[redo], prior)
     dep = initial_dependence(corstr, K, cl)
     sizes = np.add.reduceat(M, cl.starts, axis=1)
     update_dep = corstr != "independence" and sizes.max(initial=0) > 1

@@ -166,6 +166,16 @@ def _solutions(theta, grp, shared, per, idx, *, layout, tl, p):
     return jax.vmap(lambda t, xp_: solve(t, xp_, idx, layout, tl, p), in_axes=(0, axes))(theta, xp)
 
 
+def _solution_host(theta, tl, layout, p, idx_np, shared_np, per_np, grp):
+    """:func:`jaxmix.core.lmm_host.solve_host` of the one outcome at θ (its weight group's blocks)."""
+    from ..core.lmm_host import solve_host
+    from ..spec.covariance import lambdas_np
+
+    g = int(grp[0])
+    xp = CrossProducts(shared_np[0][g], shared_np[1][g], per_np[0][0], shared_np[2][g], per_np[1][0], per_np[2][0])
+    return solve_host(lambdas_np(theta, tl), xp, idx_np, layout, p)
+
+
 def _cond_var(theta, factor, idx, *, layout, tl):
     from ..spec.covariance import lambdas
 
@@ -383,7 +393,11 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
         ph = lmm_scalar.pairs_host(shared_np[1], shared_np[2], idx_np)
         pairs = lmm_scalar.Pairs(*(put(first_rows(x, Gb) if f in lmm_scalar.GROUP_FIELDS else x,
                                        dt if x.dtype.kind == "f" else None) for f, x in zip(ph._fields, ph)))
-    del idx_np, shared_np, per_np  # the host copies: the device holds them now
+    # one fit of a small class: the solution at θ̂ in numpy (a compiled program for that one call cost
+    # more than the rest of the fit); otherwise the host copies go (the device holds them now)
+    host = k == 1 and opts_small(layout) and (devices is None or len(devices) <= 1) and np.dtype(dt) == np.float64
+    host_blocks = (idx_np, shared_np, per_np, grp) if host else None
+    del idx_np, shared_np, per_np
     cj = put(c, dt)
     width = min(K, MAX_WIDTH)
     mesh = None
@@ -412,7 +426,7 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
 
     # started once the objective is traced: two traces at once contend for the interpreter and delay
     # the objective (the optimiser's first call) by the solution's tracing
-    worker = threading.Thread(target=compile_solution)
+    worker = threading.Thread(target=compile_solution if host_blocks is None else (lambda: None))
     if mesh is not None:
         args = (_devs.put(np.zeros((width, d), dt), mesh, True), _devs.put(np.zeros(width, np.int32), mesh, True)) + tuple(
             jax.tree_util.tree_map(lambda a: _devs.put(np.asarray(a), mesh, False), args[2:]))
@@ -462,11 +476,16 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
     wait = time.perf_counter() - t_join  # the part of the solution's compile the optimiser did not hide
     if "error" in box:
         raise box["error"]
-    sol_exe, sol_s = box["sol"]
     theta = opt.x * c
-    sol = sol_exe(put(first_rows(np.nan_to_num(theta), K), dt), grp_j, shared, per, idx)
-    factor = jax.tree_util.tree_map(lambda a: a[:k], sol.factor)
-    compile_s = vg_s + min(wait, sol_s)
+    if host_blocks is not None:
+        sol, compile_s = _solution_host(np.nan_to_num(theta[0]), tl, layout, p, *host_blocks), vg_s
+        factor = jax.tree_util.tree_map(lambda a: put(np.asarray(a)[None], dt), sol.factor)
+        sol = sol._replace(**{f: np.asarray(getattr(sol, f))[None] for f in ("beta", "u1", "uR", "r2", "RX")})
+    else:
+        sol_exe, sol_s = box["sol"]
+        sol = sol_exe(put(first_rows(np.nan_to_num(theta), K), dt), grp_j, shared, per, idx)
+        factor = jax.tree_util.tree_map(lambda a: a[:k], sol.factor)
+        compile_s = vg_s + min(wait, sol_s)
     return LmmBatch(theta=theta, opt=opt, theta_scale=c, beta=np.asarray(sol.beta, dtype=float)[:k],
                     r2=np.asarray(sol.r2, dtype=float)[:k], RX=np.asarray(sol.RX, dtype=float)[:k],
                     u1=np.asarray(sol.u1, dtype=float)[:k], uR=np.asarray(sol.uR, dtype=float)[:k],

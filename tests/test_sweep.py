@@ -170,6 +170,27 @@ def test_glmm_batch_equals_fit_one_by_one():
     pd.testing.assert_frame_equal(a.varcorr, b.varcorr, rtol=1e-5, check_dtype=False)
 
 
+def test_single_level_sweep_reuses_the_glmm_sweeps_glm_starts(monkeypatch):
+    """The single-level comparison of a GLMM sweep (the same right-hand side without random terms)
+    fits no GLM again — its fits are the GLMM's starts, an outcome with missing rows included — and
+    equals ``jaxmix.fit`` of that GLM on the outcome's own rows."""
+    import jaxmix.api.generalized as gen
+
+    d = simulate_ami(400, seed=3)
+    d.loc[d.index[:37], "cath"] = np.nan
+    outs = ["death30", "cath"]
+    quiet(jaxmix.fit_many, "~ age10 + teaching + (1 | hospital)", d, outcomes=outs, family="binomial")
+    calls = []
+    real = gen._glm_irls
+    monkeypatch.setattr(gen, "_glm_irls", lambda *a, **k: calls.append(1) or real(*a, **k))
+    single = quiet(jaxmix.fit_many, "~ age10 + teaching", d, outcomes=outs, family="binomial")
+    assert calls == []
+    one = quiet(jaxmix.fit, "cath ~ age10 + teaching", d, family="binomial")
+    np.testing.assert_allclose(single.fixef.loc["cath"].to_numpy(), one.fixef.to_numpy(), rtol=1e-9)
+    np.testing.assert_allclose(single.se.loc["cath"].to_numpy(), one.se.to_numpy(), rtol=1e-9)
+    assert single.loglik["cath"] == pytest.approx(one.loglik, rel=1e-12)
+
+
 def test_complete_outcomes_share_the_design_blocks():
     """Outcomes with the same rows: [Z X] blocks formed once, each outcome equal to jaxmix.fit alone."""
     from jaxmix.datasets import simulate_evaluations

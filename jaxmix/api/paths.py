@@ -316,8 +316,11 @@ def fit_fixed_only(pb: Problem, mask, status, nobs, progress=None) -> Sweep:
             disp[j] = rec
             if note_d := dispersion_warning(rec):
                 notes.setdefault(name, []).append(note_d)
-        else:
-            beta0, dev0, vcov0, conv0, separated = glm_irls(pb.fam, sub.X, sub.y, ntr, sub.weights, sub.offset)
+        else:  # on all rows, the outcome's missing ones with zero weight: the inputs of a GLMM sweep's
+            # start for the same outcome (its single-level comparison), which glm_irls keeps
+            m = mask[:, j]
+            beta0, dev0, vcov0, conv0, separated = glm_irls(pb.fam, d.X, np.where(m, pb.Y[:, j], 0.0), pb.ntr,
+                                                            d.weights * m, d.offset)
         if separated:
             notes.setdefault(name, []).append("fixed effects appear to be (quasi-)completely separated")
         fits[j] = MixedResults(

@@ -6,13 +6,17 @@ the R scripts that generated the numbers); nothing here reads outside the reposi
 The persistent compilation cache is off in the tests (unless JAXMIX_CACHE_DIR is set): a test run
 starts from a clean state, and executables are reused within the process by jaxmix's in-memory
 cache.  (In long test processes XLA's executable serialisation, which the persistent cache calls
-after each compile, crashed intermittently in jaxlib 0.10.2.)
+after each compile, crashed intermittently in jaxlib 0.10.2.)  jaxmix's own store of executables
+(:mod:`jaxmix.fitting.cache`) is off here too; tests/test_cache.py checks it in separate processes.
 """
 from __future__ import annotations
 
 import os
 
 os.environ.setdefault("JAXMIX_CACHE_DIR", "off")  # before jaxmix is imported
+# with a cache folder (CI sets one), no executables are read back from it either: tests that patch a
+# module's function trace its program again, which a stored executable of the same key would skip
+os.environ.setdefault("JAXMIX_STORE_EXECUTABLES", "off")
 
 import json  # noqa: E402
 import warnings  # noqa: E402

@@ -96,3 +96,73 @@ def test_after_lower_runs_between_lowering_and_compiling_and_on_reuse():
     assert float(exe(jnp.zeros(5))[0]) == pytest.approx(4.0)
     exe2, s2 = compiled_program(g, (jnp.ones(5),), after_lower=lambda: events.append("again"))
     assert exe2 is exe and s2 == 0.0 and events[-1] == "again" and events.count("compile") == 1
+
+
+_STORE_SCRIPT = r"""
+import json, sys, warnings
+import jax.monitoring as mon
+traces = []
+mon.register_event_duration_secs_listener(lambda name, dur, **kw: traces.append(name) if "trace" in name else None)
+import numpy as np, jaxmix
+warnings.simplefilter("ignore")
+d = jaxmix.datasets.sleepstudy()
+lmm = jaxmix.fit("Reaction ~ Days + (Days | Subject)", d)
+n_lmm = len(traces)
+print(json.dumps({"lmm_traces": n_lmm, "loglik": lmm.loglik, "fixef": list(lmm.fixef), "se": list(lmm.coef_table()["se"]),
+                  "theta": list(lmm.theta), "compile": lmm.optim.compile_seconds}))
+"""
+
+
+def test_a_second_process_loads_the_stored_executable_without_tracing(tmp_path):
+    """With a cache folder, the first process stores the fit's executable in ``executables/``; a second
+    one loads it — its LAPACK calls included — without tracing any program, and gives the same numbers
+    to the last bit.  ``JAXMIX_STORE_EXECUTABLES=off`` keeps the store out (JAX's own cache traces)."""
+    import json
+    import subprocess
+
+    def run(store: str):
+        env = dict(os.environ, JAXMIX_CACHE_DIR=str(tmp_path / "cache"), JAXMIX_STORE_EXECUTABLES=store)
+        out = subprocess.run([sys.executable, "-c", _STORE_SCRIPT], env=env, capture_output=True, text=True,
+                             timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first = run("on")
+    stored = list((tmp_path / "cache" / "executables").glob("*.exe"))
+    assert first["lmm_traces"] >= 1 and len(stored) >= 1
+    second = run("on")
+    assert second["lmm_traces"] == 0
+    for key in ("loglik", "fixef", "se", "theta"):
+        assert second[key] == first[key]
+    third = run("off")  # JAX's persistent cache only: the program is traced and lowered again
+    assert third["lmm_traces"] >= 1 and third["loglik"] == first["loglik"]
+
+
+def test_stored_executables_are_keyed_by_what_the_program_depends_on(monkeypatch, tmp_path):
+    """The store's file name changes with the static arguments, the arguments' shapes, the XLA options
+    and jaxmix's source; closures and lambdas are never stored (what they captured is not in the key)."""
+    import jax
+    import jax.numpy as jnp
+
+    monkeypatch.setenv("JAXMIX_STORE_EXECUTABLES", "on")
+    monkeypatch.setattr(_cache, "_EXE_DIR", [str(tmp_path)])
+    if jax.default_backend() != "cpu":
+        pytest.skip("executables are stored on the CPU only")
+    f = jax.jit(_keyed, static_argnames=("k",))
+    x3, x4 = jnp.ones(3), jnp.ones(4)
+    base = _cache._stored_path(f, (x3,), {}, {"k": 1}, None)
+    assert base is not None and base.startswith(str(tmp_path))
+    assert _cache._stored_path(f, (x3,), {}, {"k": 1}, None) == base
+    assert _cache._stored_path(f, (x3,), {}, {"k": 2}, None) != base
+    assert _cache._stored_path(f, (x4,), {}, {"k": 1}, None) != base
+    assert _cache._stored_path(f, (x3,), {}, {"k": 1}, {"xla_backend_optimization_level": 0}) != base
+    monkeypatch.setattr(_cache, "_SOURCE_DIGEST", ["another version"])
+    assert _cache._stored_path(f, (x3,), {}, {"k": 1}, None) != base
+    c = 2.0
+    assert _cache._stored_path(jax.jit(lambda x: x * c), (x3,), {}, {}, None) is None
+    monkeypatch.setenv("JAXMIX_STORE_EXECUTABLES", "off")
+    assert _cache._stored_path(f, (x3,), {}, {"k": 1}, None) is None
+
+
+def _keyed(x, *, k):
+    return x * k

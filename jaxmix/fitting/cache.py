@@ -9,8 +9,8 @@ JAX's persistent cache is keyed by the lowered program, so a second process stil
 every program before it finds the executable (0.15–0.35 s of a small model's first fit).  jaxmix's
 folder therefore also holds the serialized executables themselves (``executables/`` beside JAX's
 entries), keyed by what the program depends on — the function, its static arguments, the arguments'
-tree, shapes and dtypes, the XLA options, the jax/jaxlib/jaxmix versions, the device kind, and a
-digest of jaxmix's own source files — and a process that finds one loads it without tracing.  Only
+tree, shapes and dtypes, the XLA options, the jax/jaxlib versions, the device kind, and a digest
+of jaxmix's own source files — and a process that finds one loads it without tracing.  Only
 CPU programs of module-level functions are stored; ``JAXMIX_STORE_EXECUTABLES=off`` turns this off
 (JAX's cache stays on).
 """
@@ -189,11 +189,10 @@ def _stored_path(jitted, args, kwargs, statics, options) -> str | None:
     # a module-level function only: what a closure or lambda captured is not part of the key
     if (not isinstance(fn, types.FunctionType) or fn.__closure__ or "<" in fn.__qualname__):
         return None
-    from .. import __version__
     import jaxlib
 
     dev = jax.devices()[0]
-    parts = [_source_digest(), __version__, jax.__version__, jaxlib.__version__, sys.version.split()[0],
+    parts = [_source_digest(), jax.__version__, jaxlib.__version__, sys.version.split()[0],
              dev.platform, getattr(dev, "device_kind", ""), str(jax.device_count()),
              str(jax.config.jax_enable_x64), str(jax.config.jax_default_matmul_precision),
              os.environ.get("XLA_FLAGS", ""), f"{fn.__module__}.{fn.__qualname__}",

@@ -108,8 +108,9 @@ warnings.simplefilter("ignore")
 d = jaxmix.datasets.sleepstudy()
 lmm = jaxmix.fit("Reaction ~ Days + (Days | Subject)", d)
 n_lmm = len(traces)
-print(json.dumps({"lmm_traces": n_lmm, "loglik": lmm.loglik, "fixef": list(lmm.fixef), "se": list(lmm.coef_table()["se"]),
-                  "theta": list(lmm.theta), "compile": lmm.optim.compile_seconds}))
+print(json.dumps({"lmm_traces": n_lmm, "loglik": lmm.loglik, "fixef": list(lmm.fixef),
+                  "se": list(lmm.coef_table()["se"]), "theta": list(lmm.theta),
+                  "compile": lmm.optim.compile_seconds}))
 """
 
 

@@ -6,8 +6,9 @@ the binomial (logit) and Poisson (log) families the gradient in closed form
 (:func:`jaxmix.core.glmm_scalar.value_and_grad`: the mode iterations and one factor, nothing
 differentiated by JAX — compiled in about half the time, nine endpoints x 104,000 patients 27 -> 18 ms
 per evaluation); otherwise reverse mode through :func:`jaxmix.core.glmm.laplace_objective` with one
-differentiable Newton step of the modes, which makes the gradient exact at the mode; each evaluation warm-starts the mode iterations from the modes of the last
-finite evaluation (the value does not depend on the start).  Parameters are scaled as for LMMs: θ
+differentiable Newton step of the modes, which makes the gradient exact at the mode.  Each evaluation
+warm-starts the mode iterations from the modes of the last finite evaluation (the value does not
+depend on the start).  Parameters are scaled as for LMMs: θ
 with the random-effect columns of Z at unit RMS, β with the columns of X at unit RMS.  The Hessian
 for the standard errors is the forward-difference Hessian of the exact gradient at the estimate with
 a small step (:data:`RECORD_STEP`), the one that certified the optimum, or the central-difference one

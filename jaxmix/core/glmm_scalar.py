@@ -109,7 +109,7 @@ def value_and_grad(params, fam: Family, d: GlmmData, idx: Index, layout: Layout,
     logdet = jnp.sum(jnp.log(dd))
     diag = layout.r_diagonal
     if m_R:
-        l = lR[:, 0]
+        le = lR[:, 0]  # l_e
         if diag:
             Sd = jnp.diagonal(M)
             Sinv = 1.0 / Sd
@@ -123,10 +123,10 @@ def value_and_grad(params, fam: Family, d: GlmmData, idx: Index, layout: Layout,
         # ỹ_e over the same-level pairs (a, b), a ≥ b, each pair adding to both its entries
         sp = _sinv_at(Sinv, diag, er[idx.pa], er[idx.pb])
         off = (idx.pa != idx.pb).astype(dt)
-        yt = (jax.ops.segment_sum(l[idx.pa] * sp, idx.pb, num_segments=l.shape[0])
-              + jax.ops.segment_sum(l[idx.pb] * sp * off, idx.pa, num_segments=l.shape[0]))
+        yt = (jax.ops.segment_sum(le[idx.pa] * sp, idx.pb, num_segments=le.shape[0])
+              + jax.ops.segment_sum(le[idx.pb] * sp * off, idx.pa, num_segments=le.shape[0]))
         a_jr = -yt / rd[eb]  # (A⁻¹)_{j, r(e)}
-        a_jj = (1.0 + jax.ops.segment_sum(l * yt, eb, num_segments=layout.l1)) / dd
+        a_jj = (1.0 + jax.ops.segment_sum(le * yt, eb, num_segments=layout.l1)) / dd
     else:
         a_jj = 1.0 / dd
     # m_i = A_i⁻¹ ζ_i, the row's block of A⁻¹ times its row of ZΛ
@@ -152,8 +152,8 @@ def value_and_grad(params, fam: Family, d: GlmmData, idx: Index, layout: Layout,
     c1 = jax.ops.segment_sum(cz[:, 0], j, num_segments=layout.l1)
     if m_R:
         cR = jax.ops.segment_sum(cz[:, 1:].reshape(-1), idx.rpos.reshape(-1), num_segments=m_R)
-        qR = _sinv_apply(Sinv, diag, cR - jax.ops.segment_sum(l * (c1 / rd)[eb], er, num_segments=m_R))
-        q1 = (c1 / rd - jax.ops.segment_sum(l * qR[er], eb, num_segments=layout.l1)) / rd
+        qR = _sinv_apply(Sinv, diag, cR - jax.ops.segment_sum(le * (c1 / rd)[eb], er, num_segments=m_R))
+        q1 = (c1 / rd - jax.ops.segment_sum(le * qR[er], eb, num_segments=layout.l1)) / rd
         Qr = jnp.concatenate([q1[j][:, None], qR[idx.rpos]], axis=1)
     else:
         q1 = c1 / dd

@@ -9,10 +9,10 @@ JAX's persistent cache is keyed by the lowered program, so a second process stil
 every program before it finds the executable (0.15–0.35 s of a small model's first fit).  jaxmix's
 folder therefore also holds the serialized executables themselves (``executables/`` beside JAX's
 entries), keyed by what the program depends on — the function, its static arguments, the arguments'
-tree, shapes and dtypes, the XLA options, the jax/jaxlib versions, the device kind, and a digest
-of jaxmix's own source files — and a process that finds one loads it without tracing.  Only
-CPU programs of module-level functions are stored; ``JAXMIX_STORE_EXECUTABLES=off`` turns this off
-(JAX's cache stays on).
+tree, shapes and dtypes, the XLA options, the jax/jaxlib versions, the device kind and the CPU's
+instruction set, and a digest of jaxmix's own source files — and a process that finds one loads it
+without tracing.  Only CPU programs of module-level functions are stored;
+``JAXMIX_STORE_EXECUTABLES=off`` turns this off (JAX's cache stays on).
 """
 from __future__ import annotations
 
@@ -152,6 +152,23 @@ def _source_digest() -> str:
     return _SOURCE_DIGEST[0]
 
 
+def _machine() -> str:
+    """The CPU's architecture and instruction-set flags (a cache folder shared by machines of other
+    CPUs, a cluster's home directory, must not hand one an executable built for another's)."""
+    import platform
+
+    flags = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    flags = line.split(":", 1)[-1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{platform.machine()}|{platform.processor()}|{flags}"
+
+
 def _stable(obj) -> str:
     """A description of a static argument that is the same in every process (functions by name, not
     by address)."""
@@ -193,7 +210,7 @@ def _stored_path(jitted, args, kwargs, statics, options) -> str | None:
 
     dev = jax.devices()[0]
     parts = [_source_digest(), jax.__version__, jaxlib.__version__, sys.version.split()[0],
-             dev.platform, getattr(dev, "device_kind", ""), str(jax.device_count()),
+             dev.platform, getattr(dev, "device_kind", ""), str(jax.device_count()), _machine(),
              str(jax.config.jax_enable_x64), str(jax.config.jax_default_matmul_precision),
              os.environ.get("XLA_FLAGS", ""), f"{fn.__module__}.{fn.__qualname__}",
              _stable(statics), str(signature((args, kwargs))), _stable(options or {})]

@@ -140,8 +140,9 @@ def test_a_second_process_loads_the_stored_executable_without_tracing(tmp_path):
 
 
 def test_stored_executables_are_keyed_by_what_the_program_depends_on(monkeypatch, tmp_path):
-    """The store's file name changes with the static arguments, the arguments' shapes, the XLA options
-    and jaxmix's source; closures and lambdas are never stored (what they captured is not in the key)."""
+    """The store's file name changes with the static arguments, the arguments' shapes, the XLA options,
+    the CPU and jaxmix's source; closures and lambdas are never stored (what they captured is not in the
+    key)."""
     import jax
     import jax.numpy as jnp
 
@@ -157,8 +158,11 @@ def test_stored_executables_are_keyed_by_what_the_program_depends_on(monkeypatch
     assert _cache._stored_path(f, (x3,), {}, {"k": 2}, None) != base
     assert _cache._stored_path(f, (x4,), {}, {"k": 1}, None) != base
     assert _cache._stored_path(f, (x3,), {}, {"k": 1}, {"xla_backend_optimization_level": 0}) != base
+    monkeypatch.setattr(_cache, "_machine", lambda: "another CPU")
+    other_cpu = _cache._stored_path(f, (x3,), {}, {"k": 1}, None)
+    assert other_cpu != base
     monkeypatch.setattr(_cache, "_SOURCE_DIGEST", ["another version"])
-    assert _cache._stored_path(f, (x3,), {}, {"k": 1}, None) != base
+    assert _cache._stored_path(f, (x3,), {}, {"k": 1}, None) not in (base, other_cpu)
     c = 2.0
     assert _cache._stored_path(jax.jit(lambda x: x * c), (x3,), {}, {}, None) is None
     monkeypatch.setenv("JAXMIX_STORE_EXECUTABLES", "off")

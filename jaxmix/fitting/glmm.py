@@ -314,26 +314,41 @@ def fit_glmm_outcomes(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, params0, nagq
     return batch
 
 
+def _glm_loglik(eta, y, ntr, pw, *, fam):
+    """Σ wᵢ ℓᵢ(ηᵢ), without the η-free part of ℓ for a family that has one (``fam.const``)."""
+    ll = fam.kernel if fam.const is not None else fam.loglik
+    return jnp.sum(pw * ll(y, ntr, eta))
+
+
+def _glm_score_weights(eta, y, ntr, pw, *, fam):
+    """(wᵢ ∂ℓᵢ/∂ηᵢ, the Fisher weights) per row."""
+    if fam.score_info is not None:
+        s = pw * fam.score_info(y, ntr, eta)[0]
+    else:
+        s = pw * jax.vmap(jax.grad(lambda e, yy, nn: fam.loglik(yy, nn, e)))(eta, y, ntr)
+    return s, fisher_weights(fam, GlmmData(None, None, None, y, ntr, pw, None), eta)
+
+
+_glm_loglik_jit = jax.jit(_glm_loglik, static_argnames=("fam",))
+_glm_score_weights_jit = jax.jit(_glm_score_weights, static_argnames=("fam",))
+
+
 @functools.lru_cache(maxsize=None)
 def glm_kernels(fam):
-    """Jitted (log-likelihood; score and Fisher weights) in η for ``fam``, compiled once per shape (the
-    GLM fits behind a GLMM's starts, and :func:`gauss_newton_start`'s weights).
+    """(log-likelihood; score and Fisher weights) in η for ``fam``: functions of (η, y, trials, prior
+    weights), each compiled once per shape through :func:`jaxmix.fitting.cache.compiled_program` (kept
+    in the cache folder like the models' programs: a later process does not trace them) — the GLM fits
+    behind a GLMM's starts, and :func:`gauss_newton_start`'s weights.
 
     For a family whose log-likelihood's η-free part is a function of the data alone (``fam.const``)
     the first leaves it out (the caller adds :func:`jaxmix.spec.families.data_constant` once)."""
-    ll = fam.kernel if fam.const is not None else fam.loglik
+    def kernel(jitted):
+        def call(*args):
+            exe, _ = compiled_program(jitted, args, {}, {"fam": fam})
+            return exe(*args)
+        return call
 
-    def loglik(eta, y, ntr, pw):
-        return jnp.sum(pw * ll(y, ntr, eta))
-
-    def score_weights(eta, y, ntr, pw):
-        if fam.score_info is not None:
-            s = pw * fam.score_info(y, ntr, eta)[0]
-        else:
-            s = pw * jax.vmap(jax.grad(lambda e, yy, nn: fam.loglik(yy, nn, e)))(eta, y, ntr)
-        return s, fisher_weights(fam, GlmmData(None, None, None, y, ntr, pw, None), eta)
-
-    return jax.jit(loglik), jax.jit(score_weights)
+    return kernel(_glm_loglik_jit), kernel(_glm_score_weights_jit)
 
 
 def gauss_newton_start(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, c, tl, N: int | None = None):

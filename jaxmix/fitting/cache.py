@@ -22,6 +22,7 @@ import hashlib
 import os
 import pickle
 import sys
+import threading
 import time
 import types
 
@@ -249,7 +250,7 @@ def _store(path: str, exe) -> None:
 
         data = pickle.dumps(serialize(exe))
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"  # per process and thread
         with open(tmp, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)

@@ -187,7 +187,7 @@ def cross_products(rows: RowData, w: jnp.ndarray, idx: Index, layout: Layout) ->
     if m_R == 0:
         dt = Z1.dtype
         return _barrier(CrossProducts(A11, jnp.zeros((0, q1), dt), BT, jnp.zeros((0, 0), dt),
-                                      jnp.zeros((0, layout.t), dt), CTT))
+                                      jnp.zeros((0, t), dt), CTT))
     BR = jnp.zeros((layout.n_entries, q1), Z1.dtype).at[idx.ent].add(ZR[:, :, None] * wZ1[:, None, :])
     wZR = w[:, None] * ZR
     if ZR.shape[1] == 1:  # one scalar R column per row: C_RR is diagonal, and C_RR, C_RT share one pass

@@ -426,7 +426,9 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
 
     # started once the objective is traced: two traces at once contend for the interpreter and delay
     # the objective (the optimiser's first call) by the solution's tracing
-    worker = threading.Thread(target=compile_solution if host_blocks is None else (lambda: None))
+    # (no solution program for a fit that solves on the host)
+    worker = threading.Thread(target=compile_solution) if host_blocks is None else None
+    start_worker = worker.start if worker is not None else None
     if mesh is not None:
         args = (_devs.put(np.zeros((width, d), dt), mesh, True), _devs.put(np.zeros(width, np.int32), mesh, True)) + tuple(
             jax.tree_util.tree_map(lambda a: _devs.put(np.asarray(a), mesh, False), args[2:]))
@@ -436,15 +438,15 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
     split = mesh is None and lmm_scalar.dense_split(layout)
     try:
         if split:
-            vg_exe, vg_s = compiled_program(_stage_jit, args, {}, statics, opts, after_lower=worker.start)
+            vg_exe, vg_s = compiled_program(_stage_jit, args, {}, statics, opts, after_lower=start_worker)
             st0 = jax.eval_shape(functools.partial(_stage_jit, **statics), *args)
             fin_args = (st0, jax.ShapeDtypeStruct(st0.L.shape, st0.L.dtype), cj, pairs)
             fin_exe, fin_s = compiled_program(_finish_jit, fin_args, {}, statics, opts)
             vg_s += fin_s
         else:
-            vg_exe, vg_s = compiled_program(_vg_jit, args, {}, statics, opts, after_lower=worker.start)
+            vg_exe, vg_s = compiled_program(_vg_jit, args, {}, statics, opts, after_lower=start_worker)
     except BaseException:
-        if worker.is_alive():
+        if worker is not None and worker.is_alive():
             worker.join()
         raise
     rest = args[2:]
@@ -472,7 +474,8 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
     with blas_threads(layout):
         opt = minimize_batch(vg, x0, lower, gtol=gtol, max_iter=max_iter, prec=prec, flips=tl.flips(), mirror=tl.mirrors())
     t_join = time.perf_counter()
-    worker.join()
+    if worker is not None:
+        worker.join()
     wait = time.perf_counter() - t_join  # the part of the solution's compile the optimiser did not hide
     if "error" in box:
         raise box["error"]

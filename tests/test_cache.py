@@ -139,6 +139,56 @@ def test_a_second_process_loads_the_stored_executable_without_tracing(tmp_path):
     assert third["lmm_traces"] >= 1 and third["loglik"] == first["loglik"]
 
 
+_REREAD_SCRIPT = r"""
+import json
+import jax, jax.numpy as jnp
+from jaxmix import runtime
+from jaxmix.fitting.cache import compiled_program
+runtime.start()
+
+
+def many_fusions(x, idx):  # enough fusions for XLA:CPU to split its code into several modules
+    out = []
+    for k in range(40):
+        y = jnp.sin(x * k) + jnp.where(x > k, x, -x) * jnp.cos(x + k)
+        out.append(jnp.sum(y[idx]) + jnp.max(y))
+    return jnp.stack(out)
+
+
+x = jnp.linspace(0.0, 1.0, 100_000)
+idx = jnp.arange(0, 100_000, 7)
+exe, _ = compiled_program(jax.jit(many_fusions), (x, idx))
+print(json.dumps([float(v) for v in exe(x, idx)]))
+"""
+
+
+def test_an_executable_read_from_jax_cache_is_not_stored_again(tmp_path):
+    """A program JAX reads back from its own persistent cache is not written to the store (jaxlib's
+    serialization of a deserialized CPU executable drops compiled functions, and the copy failed when a
+    later process ran it); later processes still get the same numbers."""
+    import json
+    import subprocess
+
+    import jax
+
+    if jax.default_backend() != "cpu":
+        pytest.skip("executables are stored on the CPU only")
+
+    def run(store: str):
+        env = dict(os.environ, JAXMIX_CACHE_DIR=str(tmp_path / "cache"), JAXMIX_STORE_EXECUTABLES=store)
+        out = subprocess.run([sys.executable, "-c", _REREAD_SCRIPT], env=env, capture_output=True, text=True,
+                             timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first = run("off")  # JAX's cache only
+    assert not list((tmp_path / "cache" / "executables").glob("*.exe"))
+    second = run("on")  # JAX's cache hit: nothing stored
+    assert not list((tmp_path / "cache" / "executables").glob("*.exe"))
+    third = run("on")
+    assert second == first and third == first
+
+
 def test_stored_executables_are_keyed_by_what_the_program_depends_on(monkeypatch, tmp_path):
     """The store's file name changes with the static arguments, the arguments' shapes, the XLA options,
     the CPU and jaxmix's source; closures and lambdas are never stored (what they captured is not in the

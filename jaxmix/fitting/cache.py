@@ -11,7 +11,8 @@ folder therefore also holds the serialized executables themselves (``executables
 entries), keyed by what the program depends on — the function, its static arguments, the arguments'
 tree, shapes and dtypes, the XLA options, the jax/jaxlib versions, the device kind and the CPU's
 instruction set, and a digest of jaxmix's own source files — and a process that finds one loads it
-without tracing.  Only CPU programs of module-level functions are stored;
+without tracing.  Only CPU programs of module-level functions are stored, and only as XLA compiled
+them (not an executable JAX read back from its own cache: jaxlib cannot serialize those again);
 ``JAXMIX_STORE_EXECUTABLES=off`` turns this off (JAX's cache stays on).
 """
 from __future__ import annotations
@@ -120,14 +121,41 @@ def compiled_program(jitted, args: tuple, kwargs: dict | None = None, statics: d
         lowered = jitted.lower(*args, **kwargs, **statics)
         if after_lower is not None:
             after_lower()
+        if stored is not None:
+            _watch_persistent_hits()
+        _HITS.count = 0
         exe = lowered.compile(compiler_options=options)
+        from_jax_cache = getattr(_HITS, "count", 0) > 0
     finally:
         if was_enabled:
             gc.enable()
     _COMPILED[key] = exe
-    if stored is not None:
+    # an executable JAX read back from its own cache is not serialized again: jaxlib's serialization
+    # of a deserialized CPU executable drops compiled functions (the copy fails when it runs:
+    # "Function ... not found"); only freshly compiled executables are stored
+    if stored is not None and not from_jax_cache:
         _store(stored, exe)
     return exe, time.perf_counter() - t0
+
+
+#: per thread: JAX persistent-cache hits seen during the current compile
+_HITS = threading.local()
+_WATCHING = [False]
+_WATCH_LOCK = threading.Lock()
+
+
+def _count_hit(event: str, **_) -> None:
+    if event == "/jax/compilation_cache/cache_hits":
+        _HITS.count = getattr(_HITS, "count", 0) + 1
+
+
+def _watch_persistent_hits() -> None:
+    """Listen (once per process) for JAX's persistent-cache hits, which JAX records in the compiling
+    thread."""
+    with _WATCH_LOCK:
+        if not _WATCHING[0]:
+            jax.monitoring.register_event_listener(_count_hit)
+            _WATCHING[0] = True
 
 
 #: the folder of serialized executables (set with the persistent cache by :func:`enable_compilation_cache`)

@@ -83,8 +83,17 @@ def compare(lay, idx, xp, ph, n, p, ldW, th, reml):
             L = np.asarray(st.L)
             np.testing.assert_allclose(np.tril(Ainv), np.tril(np.linalg.inv(L @ L.T)), rtol=1e-8, atol=1e-12)
             f2, g2 = _finish(st, layout=lay, p=p, reml=reml, pairs=pairs, Ainv_lower=jnp.asarray(Ainv))
+            # the fit's form: the same-level pairs' sums on the host, the pattern alone in the program
+            S = lmm_scalar.slot_sums_host(lmm_scalar.slot_matrices(ph, lay.nlev[0]), np.zeros(1, np.int64),
+                                          np.asarray(th[:1]), np.asarray(xp.A11)[None, :, 0, 0])[0]
+            bare = pairs._replace(prod=jnp.zeros((0,)), blk=jnp.zeros(0, jnp.int32), seg=jnp.zeros(0, jnp.int32))
+            st3 = _stage(th, xp, idx, layout=lay, n=n, p=p, ldW=ldW, reml=reml, pairs=bare, S=jnp.asarray(S))
+            f3, g3 = _finish(st3, layout=lay, p=p, reml=reml, pairs=bare,
+                             Ainv_lower=jnp.asarray(spd_inverse_host(np.asarray(st3.L))))
         assert abs(float(f2) - float(f0)) < 1e-12 * scale
         np.testing.assert_allclose(np.asarray(g2), np.asarray(g0), rtol=1e-9, atol=1e-9 * scale)
+        assert abs(float(f3) - float(f0)) < 1e-12 * scale
+        np.testing.assert_allclose(np.asarray(g3), np.asarray(g0), rtol=1e-9, atol=1e-9 * scale)
 
 
 #: the README's test command runs crossed, nested and one-term models on one seed; the rest is marked slow
@@ -124,6 +133,30 @@ def test_a_dense_block_above_potri_min_takes_lapacks_inverse():
     for reml in (True, False):
         for th in ([0.8, 0.4], [0.0, 0.7], [0.9, 0.0]):
             compare(lay, idx, xp, ph, nn, p, ldW, th, reml)
+
+
+def test_host_slot_sums_equal_the_programs_for_each_weight_group():
+    """:func:`slot_sums_host` (scipy's sparse product, one matrix per weight group, several points per
+    call) equals :func:`slot_sums` in the program, point by point, with each point's own θ₁ and group."""
+    rng = np.random.default_rng(3)
+    P, U, L1 = 500, 60, 40
+    seg = np.sort(rng.integers(0, U - 5, P)).astype(np.int32)  # the last slots without pairs
+    blk = rng.integers(0, L1, P).astype(np.int32)
+    prod = rng.normal(size=(2, P))
+    ph = lmm_scalar.Pairs(prod, np.zeros((2, U)), blk, seg, np.zeros(U, np.int32), np.zeros(U, np.int32),
+                          np.ones(U))
+    a1 = rng.uniform(0.0, 5.0, (2, L1))
+    groups = np.array([1, 0, 1, 1])
+    s = np.array([0.3, 1.7, 0.0, 2.2])
+    host = lmm_scalar.slot_sums_host(lmm_scalar.slot_matrices(ph, L1), groups, s, a1)
+    for i, (g, si) in enumerate(zip(groups, s)):
+        W = lmm_scalar.level_weights(si, a1[g])
+        d = si * si * a1[g] + 1.0
+        np.testing.assert_allclose(W, np.stack([si * si / d, 2 * si / d**2], axis=1), rtol=1e-15)
+        want = lmm_scalar.slot_sums(jnp.asarray(W), lmm_scalar.Pairs(*(jnp.asarray(x) for x in ph))._replace(
+            prod=jnp.asarray(prod[g])))
+        np.testing.assert_allclose(host[i], np.asarray(want), rtol=1e-13, atol=1e-13)
+    assert np.all(host[:, U - 5 :] == 0.0) and np.any(host[0] != host[1])
 
 
 def test_gradient_detects_a_wrong_criterion():

@@ -101,9 +101,14 @@ def same_level_pairs(e_row: np.ndarray, e_blk: np.ndarray, l1: int):
     starts = np.cumsum(counts) - counts
     first_of_level = starts[e_blk[order]]
     reps = np.arange(E) - first_of_level + 1  # partners of the entry at each sorted position
+    ends = np.cumsum(reps)
+    # int32 where the pairs' count allows (half the memory of the InstEval-like 1.9M pairs)
+    it = np.int32 if int(ends[-1]) < 2**31 - 1 else np.int64
+    order = order.astype(it)
     a = np.repeat(order, reps)
-    off = np.arange(a.shape[0]) - np.repeat(np.cumsum(reps) - reps, reps)  # 0..i within the level
-    off += np.repeat(first_of_level, reps)
+    # the partner's sorted position: first_of_level + (0..i within the level)
+    off = np.arange(a.shape[0], dtype=it)
+    off -= np.repeat((ends - reps - first_of_level).astype(it), reps)
     b = order[off]
     return a, b
 
@@ -113,9 +118,17 @@ def sorted_pairs(e_row: np.ndarray, e_blk: np.ndarray, l1: int, m_R: int):
     row[pb]·m_R + row[pa] of each pair's product in the upper triangle of the Schur complement, sorted by
     that index (a faster segment sum)."""
     pa, pb = same_level_pairs(e_row, e_blk, l1)
-    ptgt = e_row[pb] * m_R + e_row[pa]
+    # int32 where the values allow (InstEval-like: 1.9M pairs; the sorted copies made one at a time)
+    small = np.int32 if max(m_R * m_R, e_row.shape[0]) < 2**31 - 1 else np.int64
+    rows = e_row.astype(small)
+    ptgt = rows[pb]
+    ptgt *= m_R
+    ptgt += rows[pa]
     order = np.argsort(ptgt, kind="stable")
-    return pa[order], pb[order], ptgt[order]
+    ptgt = ptgt[order].astype(small)
+    pa = pa[order].astype(small)
+    pb = pb[order].astype(small)
+    return pa, pb, ptgt
 
 
 def build_structure(codes: list[np.ndarray], nlev: list[int], q: list[int], t: int):

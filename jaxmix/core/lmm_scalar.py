@@ -39,8 +39,8 @@ from .linalg import chol_small, chol_upper, host_inverse, logdiag_adjoint, solve
 from .lmm import profiled_criterion
 from ..spec.covariance import lambdas, theta_layout
 
-__all__ = ["applies", "Pairs", "GROUP_FIELDS", "pairs_host", "slot_sums", "value_and_grad", "DenseStage",
-           "dense_split", "dense_stage", "dense_finish"]
+__all__ = ["applies", "Pairs", "GROUP_FIELDS", "pairs_host", "slot_sums", "level_weights", "slot_matrices",
+           "slot_sums_host", "value_and_grad", "DenseStage", "dense_split", "dense_stage", "dense_finish"]
 
 
 def applies(layout: Layout) -> bool:
@@ -89,7 +89,7 @@ def pairs_host(BR, CRR, idx, min_pattern: int = 1024) -> Pairs:
     # the targets are sorted: their distinct values and each pair's rank among them in one pass
     new = np.ones(tg.shape[0], dtype=bool)
     new[1:] = tg[1:] != tg[:-1]
-    rank = np.cumsum(new) - 1
+    rank = np.cumsum(new, dtype=np.int32 if tg.shape[0] < 2**31 - 1 else np.int64) - 1
     r, c = np.nonzero(np.triu(np.any(crr != 0, axis=0).reshape(m_R, m_R)))
     flat = np.sort(np.concatenate([tg[new], r * m_R + c]))
     keep = np.ones(flat.shape[0], dtype=bool)
@@ -107,13 +107,53 @@ def pairs_host(BR, CRR, idx, min_pattern: int = 1024) -> Pairs:
     cpat = np.concatenate([crr[:, flat], np.zeros((crr.shape[0], pad))], axis=1)
     cpat = cpat.reshape(CRR.shape[:-2] + (U,))
     i32 = lambda x: np.asarray(x, dtype=np.int32)  # noqa: E731
-    return Pairs(BR[..., pa] * BR[..., pb], cpat, i32(np.asarray(idx.e_blk)[pa]), i32(seg), i32(pr), i32(pc), mult)
+    prod = BR[..., pa]
+    prod *= BR[..., pb]
+    return Pairs(prod, cpat, i32(i32(idx.e_blk)[pa]), i32(seg), i32(pr), i32(pc), mult)
 
 
 def slot_sums(W, pairs: Pairs):
     """(U, c): Σ over each pattern slot's pairs of prod_p · W[level_p] (W (ℓ₁, c)), a sorted segment sum."""
     return jax.ops.segment_sum(W[pairs.blk] * pairs.prod[:, None], pairs.seg, num_segments=pairs.pr.shape[0],
                                indices_are_sorted=True)
+
+
+def level_weights(s, a1) -> np.ndarray:
+    """(…, ℓ₁, 2): (w_j, w′_j) = (s²/d_j, 2s/d_j²) with d_j = s²a_j + 1, numpy (s (…,), a1 (…, ℓ₁)): the
+    weights :func:`slot_sums` sums (the same as :func:`dense_stage` forms in the program)."""
+    s = np.asarray(s, dtype=float)[..., None]
+    d = s * s * np.asarray(a1, dtype=float) + 1.0
+    return np.stack([s * s / d, 2.0 * s / (d * d)], axis=-1)
+
+
+def slot_matrices(pairs: Pairs, n_levels: int) -> list:
+    """Per weight group (a row of ``pairs.prod``), the sparse U x ℓ₁ matrix P with entries prod_p at
+    (slot_p, level_p), so that :func:`slot_sums` (W) = P W: its host form (scipy CSR, the pairs already
+    sorted by slot).  numpy ``pairs`` from :func:`pairs_host`; ℓ₁ = ``n_levels`` (term 1's, padded)."""
+    from scipy import sparse
+
+    seg, blk = np.asarray(pairs.seg), np.asarray(pairs.blk)
+    U = int(np.asarray(pairs.pr).shape[0])
+    L1 = int(n_levels)
+    # indices and pointers of one integer type (else scipy copies the indices into the wider one)
+    indptr = np.searchsorted(seg, np.arange(U + 1)).astype(blk.dtype)
+    prod = np.asarray(pairs.prod, dtype=float).reshape(-1, seg.shape[0])
+    return [sparse.csr_matrix((row, blk, indptr), shape=(U, L1)) for row in prod]
+
+
+def slot_sums_host(mats: list, groups: np.ndarray, s: np.ndarray, a1: np.ndarray) -> np.ndarray:
+    """(m, U, 2): :func:`slot_sums` of the weights :func:`level_weights` (s_i, a1[groups_i]) of m points,
+    point i with the matrix of its weight group (:func:`slot_matrices`), on the host: one sparse product
+    per group with the weights of all its points as columns."""
+    m = len(groups)
+    U = mats[0].shape[0]
+    out = np.empty((m, U, 2))
+    for g in np.unique(groups):
+        rows = np.flatnonzero(groups == g)
+        P = mats[g]
+        W = level_weights(s[rows], np.asarray(a1[g])[None, :])  # (r, ℓ₁, 2)
+        out[rows] = np.moveaxis((P @ np.moveaxis(W, 0, 1).reshape(P.shape[1], -1)).reshape(U, rows.size, 2), 1, 0)
+    return out
 
 
 class DenseStage(NamedTuple):
@@ -208,15 +248,16 @@ def _sym(A):
 
 
 def dense_stage(theta, xp: CrossProducts, idx: Index, layout: Layout, n, p: int, ldW, reml: bool,
-                pairs: Pairs) -> DenseStage:
+                pairs: Pairs, S=None) -> DenseStage:
     """The dense Schur complement M = D G D + J and its factor: G's R block and ∂G/∂s live on the
     pattern of :class:`Pairs` (one sum over the pairs per slot); only M itself, for LAPACK's factor,
-    is dense."""
+    is dense.  ``S``: those slot sums (U, 2) when the host formed them (:func:`slot_sums_host`; then
+    ``pairs`` need not hold the pairs themselves, only the pattern)."""
     m_R, t = layout.m_R, layout.t
     s, a1, d, W2, BT, GTT, dGTT, v, a = _tail(theta, xp, layout, n, p, reml)
     sv, GRT, dGRT = _rt(theta, xp, idx, layout, W2, BT)
     dt = GTT.dtype
-    S = slot_sums(W2, pairs)
+    S = slot_sums(W2, pairs) if S is None else S
     Gp = pairs.cpat - S[:, 0]
     dGp = -S[:, 1]
     Dr, Dc = sv[pairs.pr], sv[pairs.pc]

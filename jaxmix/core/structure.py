@@ -151,15 +151,16 @@ def padded_system(codes: list[np.ndarray], nlev: list[int], Zs: list[np.ndarray]
             real[es : es + npair * qk] = True
         sel = np.flatnonzero(real)
         pa, pb, ptgt = sorted_pairs(e_row[sel], e_blk[sel], L1, m_R)
+        sel = sel.astype(pa.dtype) if E < 2**31 - 1 else sel
         pa, pb = sel[pa], sel[pb]
         # nested in the one scalar term after it (physicians in hospitals): every real same-level pair
         # is on the diagonal and M_RR is diagonal (see :func:`jaxmix.core.linalg.chol_diag_head`)
         r_diag = bool(len(q) == 2 and q[1] == 1 and np.all(e_row[pa] == e_row[pb]))
         P = bucket(pa.shape[0], MIN_PAIRS)
         spare = E - 1  # a padded entry of the last term (value 0)
-        pa = np.concatenate([pa, np.full(P - pa.shape[0], spare)])
-        pb = np.concatenate([pb, np.full(P - pb.shape[0], spare)])
-        ptgt = np.concatenate([ptgt, np.full(P - ptgt.shape[0], m_R * m_R - 1)])
+        pa = np.concatenate([pa, np.full(P - pa.shape[0], spare, pa.dtype)])
+        pb = np.concatenate([pb, np.full(P - pb.shape[0], spare, pb.dtype)])
+        ptgt = np.concatenate([ptgt, np.full(P - ptgt.shape[0], m_R * m_R - 1, ptgt.dtype)])
     else:
         pa = pb = ptgt = np.zeros(0, dtype=np.int64)
         r_diag = False

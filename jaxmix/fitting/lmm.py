@@ -16,7 +16,9 @@ A class of scalar terms whose Schur complement is dense and large (:func:`jaxmix
 evaluates the first as two programs — the factor (:func:`jaxmix.core.lmm_scalar.dense_stage`), then,
 given M⁻¹ from LAPACK's potri on the host (:func:`jaxmix.core.linalg.spd_inverse_host`), the value and
 gradient (:func:`jaxmix.core.lmm_scalar.dense_finish`) — so that no program holds a host callback and
-JAX's persistent cache keeps them all.
+JAX's persistent cache keeps them all.  The sums over the same-level pairs that the factor's program
+needs are formed before it on the host too (:func:`jaxmix.core.lmm_scalar.slot_sums_host`, one sparse
+product per point), so the pairs themselves never reach the device.
 
 Scaling: each random-effect column of Z is measured by its root mean square sᵢ; with Z̃ = ZD⁻¹
 (D = diag(s)) the term's factor is Λ̃ = DΛ, so θᵢⱼ = θ̃ᵢⱼ / sᵢ.  The optimiser works in θ̃, where the
@@ -122,12 +124,20 @@ def _vg_points(X, which, c, grp, shared, per, n, ldW, idx, pairs=None, *, layout
                                                              reml=reml), X, xp, nj, lj, pairs, one_group, width)
 
 
-def _stage_points(X, which, c, grp, shared, per, n, ldW, idx, pairs, *, layout, tl, p, reml, width):
+def _stage_points(X, which, c, grp, shared, per, n, ldW, idx, pairs, S, *, layout, tl, p, reml, width):
     """The first of the two programs of a dense scalar-term class (:func:`jaxmix.core.lmm_scalar.dense_split`):
-    :func:`jaxmix.core.lmm_scalar.dense_stage` at each point."""
+    :func:`jaxmix.core.lmm_scalar.dense_stage` at each point, given its slot sums S (width, U, 2)
+    from the host (:func:`jaxmix.core.lmm_scalar.slot_sums_host`)."""
     xp, nj, lj, pairs, one_group = _point_inputs(which, grp, shared, per, n, ldW, pairs)
-    return _over_points(lambda x, xp_, n_, l_, pr: lmm_scalar.dense_stage(x * c, xp_, idx, layout, n_, p, l_, reml, pr),
-                        X, xp, nj, lj, pairs, one_group, width)
+    if width == 1:
+        return _over_points(lambda x, xp_, n_, l_, pr: lmm_scalar.dense_stage(x * c, xp_, idx, layout, n_, p, l_, reml,
+                                                                              pr, S[0]),
+                            X, xp, nj, lj, pairs, one_group, width)
+    # the slot sums ride with the points (the pattern's arrays are shared)
+    Xs = (X, S)
+    return _over_points(lambda xs, xp_, n_, l_, pr: lmm_scalar.dense_stage(xs[0] * c, xp_, idx, layout, n_, p, l_,
+                                                                           reml, pr, xs[1]),
+                        Xs, xp, nj, lj, pairs, one_group, width)
 
 
 def spd_inverse_host_batch(L) -> np.ndarray:
@@ -388,11 +398,25 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
     n_j = put(first_rows(np.asarray(n, dtype=float), K), dt)
     ld_j = put(first_rows(np.asarray(ldW, dtype=float), K), dt)
     idx = Index(*(put(index_array(a)) for a in idx_np))
-    pairs = None
+    multi = devices is not None and len(devices) > 1 and k > 1
+    # a dense scalar-term class: the factor and the gradient as two programs with LAPACK's potri on
+    # the host between them (a host callback inside one program kept it out of the persistent cache:
+    # the InstEval-like objective compiled again in every process, 1.1 s), and the sums over the
+    # same-level pairs before them, on the host too (scipy's sparse product: 45 -> ~12 ms per point at
+    # InstEval's 1.9M pairs, and the pairs stay off the device)
+    split = not multi and lmm_scalar.dense_split(layout)
+    pairs = slot_mats = a1_host = None
     if lmm_scalar.applies(layout) and layout.m_R and not layout.r_diagonal:
         ph = lmm_scalar.pairs_host(shared_np[1], shared_np[2], idx_np)
+        if split:
+            slot_mats = lmm_scalar.slot_matrices(ph, layout.nlev[0])
+            a1_host = np.asarray(shared_np[0][:, :, 0, 0], dtype=float)  # (G, ℓ₁)
+            none = np.zeros((0,))
+            ph = ph._replace(prod=np.zeros((ph.cpat.reshape(-1, ph.cpat.shape[-1]).shape[0], 0)),
+                             blk=none.astype(np.int32), seg=none.astype(np.int32))
         pairs = lmm_scalar.Pairs(*(put(first_rows(x, Gb) if f in lmm_scalar.GROUP_FIELDS else x,
                                        dt if x.dtype.kind == "f" else None) for f, x in zip(ph._fields, ph)))
+        del ph
     # one fit of a small class: the solution at θ̂ in numpy (a compiled program for that one call cost
     # more than the rest of the fit); otherwise the host copies go (the device holds them now)
     host = k == 1 and opts_small(layout) and (devices is None or len(devices) <= 1) and np.dtype(dt) == np.float64
@@ -401,7 +425,7 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
     cj = put(c, dt)
     width = min(K, MAX_WIDTH)
     mesh = None
-    if devices is not None and len(devices) > 1 and k > 1:
+    if multi:
         from .. import devices as _devs
 
         mesh = _devs.outcome_mesh(devices)
@@ -411,6 +435,8 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
     X0 = put(np.zeros((width, d)), dt)
     w0 = put(np.zeros(width, np.int32))
     args = (X0, w0, cj, grp_j, shared, per, n_j, ld_j, idx, pairs)
+    if split:  # the points' slot sums
+        args = args + (put(np.zeros((width, pairs.pr.shape[0], 2)), dt),)
     sol_args = (put(np.zeros((K, d)), dt), grp_j, shared, per, idx)
     sol_statics = dict(layout=layout, tl=tl, p=p)
     # wide batches run long enough for XLA's optimisations to pay for their compile time
@@ -432,10 +458,6 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
     if mesh is not None:
         args = (_devs.put(np.zeros((width, d), dt), mesh, True), _devs.put(np.zeros(width, np.int32), mesh, True)) + tuple(
             jax.tree_util.tree_map(lambda a: _devs.put(np.asarray(a), mesh, False), args[2:]))
-    # a dense scalar-term class: the factor and the gradient as two programs with LAPACK's potri on
-    # the host between them (a host callback inside one program kept it out of the persistent cache:
-    # the InstEval-like objective compiled again in every process, 1.1 s)
-    split = mesh is None and lmm_scalar.dense_split(layout)
     try:
         if split:
             vg_exe, vg_s = compiled_program(_stage_jit, args, {}, statics, opts, after_lower=start_worker)
@@ -449,7 +471,8 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
         if worker is not None and worker.is_alive():
             worker.join()
         raise
-    rest = args[2:]
+    rest = args[2:10]
+    grp_np, c0 = np.asarray(grp), float(c[0])
 
     def vg(P, which):
         m = P.shape[0]
@@ -459,7 +482,8 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
             Pc = first_rows(P[s:e], width)
             wc = first_rows(np.asarray(which[s:e], dtype=np.int32), width)
             if split:
-                st = vg_exe(put(Pc, dt), put(wc), *rest)
+                S = lmm_scalar.slot_sums_host(slot_mats, grp_np[wc], Pc[:, 0] * c0, a1_host)
+                st = vg_exe(put(Pc, dt), put(wc), *rest, put(S, dt))
                 fc, gc = fin_exe(st, put(spd_inverse_host_batch(st.L)), cj, pairs)
             elif mesh is None:
                 fc, gc = vg_exe(put(Pc, dt), put(wc), *rest)

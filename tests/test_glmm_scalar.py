@@ -102,12 +102,44 @@ def test_gradient_equals_central_differences(kind, family):
         assert g[i] == pytest.approx(fd, abs=1e-7 * (1.0 + abs(fd)))
 
 
+@pytest.mark.parametrize("family", ["binomial", "poisson"])
+def test_agq_value_and_gradient_equal_reverse_mode(family):
+    """Adaptive Gauss–Hermite quadrature of one scalar term (non-constant z, zero and double prior
+    weights, padded rows and levels): the closed form's value and gradient equal reverse mode through
+    one Newton step, inside, at λ = 0 and at a large λ; and central differences of its value."""
+    from jaxmix.core.glmm import gauss_hermite
+
+    fam, d, idx, layout, tl, prm = case("single", family)
+    assert glmm_scalar.agq_applies(fam, layout)
+    xk, wk = (jnp.asarray(a) for a in gauss_hermite(7))
+    closed = fast_jit(lambda p: glmm_scalar.agq_value_and_grad(p, fam, d, idx, layout, tl, xk, wk)[:2])
+    reverse = fast_jit(jax.value_and_grad(lambda p: laplace_objective(p, fam, d, idx, layout, tl, xk, wk,
+                                                                      newton_steps=1)))
+    for p in (prm, prm.at[0].set(0.0), prm.at[0].set(2.0)):
+        (v1, g1), (v0, g0) = closed(p), reverse(p)
+        assert float(v1) == pytest.approx(float(v0), abs=1e-9)
+        np.testing.assert_allclose(np.asarray(g1), np.asarray(g0), rtol=0, atol=1e-8 * float(jnp.max(jnp.abs(g0))))
+    g = np.asarray(closed(prm)[1])
+    h = 1e-4
+    f = lambda p: float(closed(p)[0])  # noqa: E731
+    for i in range(prm.shape[0]):
+        e = jnp.zeros_like(prm).at[i].set(h)
+        fd = (8.0 * (f(prm + e) - f(prm - e)) - (f(prm + 2 * e) - f(prm - 2 * e))) / (12.0 * h)
+        assert g[i] == pytest.approx(fd, abs=1e-7 * (1.0 + abs(fd)))
+    # the Laplace deviance (one node) is not the 7-node one: the comparison can fail
+    x1, w1 = (jnp.asarray(a) for a in gauss_hermite(1))
+    assert abs(float(glmm_scalar.agq_value_and_grad(prm, fam, d, idx, layout, tl, x1, w1)[0]) - float(closed(prm)[0])) > 1e-3
+
+
 def test_applies_to_scalar_terms_of_canonical_families_without_dispersion():
     *_, layout, _, _ = case("crossed", "poisson")
     *_, layout_v, _, _ = case("single", "poisson")
     assert glmm_scalar.applies(get_family("binomial"), layout)
     assert glmm_scalar.applies(get_family("poisson"), layout)
-    assert not glmm_scalar.applies(get_family("binomial"), layout, nagq=5)  # AGQ
+    assert not glmm_scalar.applies(get_family("binomial"), layout, nagq=5)  # AGQ: its own closed form
+    assert glmm_scalar.agq_applies(get_family("binomial"), layout_v)  # one scalar term
+    assert not glmm_scalar.agq_applies(get_family("binomial"), layout)  # several terms: no AGQ
+    assert not glmm_scalar.agq_applies(get_family("binomial", "probit"), layout_v)
     assert not glmm_scalar.applies(get_family("binomial", "probit"), layout)  # Fisher ≠ observed weights
     assert not glmm_scalar.applies(get_family("negative_binomial"), layout)  # a dispersion parameter
     from dataclasses import replace
@@ -163,6 +195,36 @@ def test_fit_with_the_closed_form_equals_the_fit_with_reverse_mode(monkeypatch):
     monkeypatch.setattr(glmm_scalar, "applies", lambda *a, **k: False)
     monkeypatch.setattr(fg, "_vg_jit", jax.jit(fg._vg_points, static_argnames=("fam", "layout", "tl", "width")))
     reverse = jaxmix.fit(formula, df, family="binomial")
+    assert closed.converged and reverse.converged
+    assert closed.loglik == pytest.approx(reverse.loglik, abs=1e-8)
+    np.testing.assert_allclose(closed.fixef, reverse.fixef, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(closed.theta, reverse.theta, rtol=1e-5, atol=1e-7)
+    se_c, se_r = closed.coef_table()["se"].to_numpy(), reverse.coef_table()["se"].to_numpy()
+    np.testing.assert_allclose(se_c, se_r, rtol=1e-4)
+
+
+def test_agq_fit_with_the_closed_form_equals_the_fit_with_reverse_mode(monkeypatch):
+    """A binomial AGQ fit (nAGQ = 9, trials) by the closed-form program and by the reverse-mode one:
+    the same optimum and standard errors."""
+    import pandas as pd
+
+    import jaxmix
+    import jaxmix.fitting.glmm as fg
+
+    rng = np.random.default_rng(8)
+    n = 300
+    g = rng.integers(0, 25, n)
+    x = rng.normal(size=n)
+    ntr = rng.integers(1, 8, n)
+    eta = -0.4 + 0.5 * x + 0.8 * rng.normal(size=25)[g]
+    df = pd.DataFrame({"g": g.astype(str), "x": x, "n": ntr.astype(float),
+                       "k": rng.binomial(ntr, 1 / (1 + np.exp(-eta))).astype(float)})
+    df["p"] = df.k / df.n
+    formula = "p ~ x + (1 | g)"
+    closed = jaxmix.fit(formula, df, family="binomial", weights="n", nagq=9)
+    monkeypatch.setattr(glmm_scalar, "agq_applies", lambda *a, **k: False)
+    monkeypatch.setattr(fg, "_vg_jit", jax.jit(fg._vg_points, static_argnames=("fam", "layout", "tl", "width")))
+    reverse = jaxmix.fit(formula, df, family="binomial", weights="n", nagq=9)
     assert closed.converged and reverse.converged
     assert closed.loglik == pytest.approx(reverse.loglik, abs=1e-8)
     np.testing.assert_allclose(closed.fixef, reverse.fixef, rtol=1e-6, atol=1e-8)

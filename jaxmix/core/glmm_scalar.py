@@ -27,6 +27,10 @@ l_e = A_{j,r}/√d_j the coupling entry e = (j, r), and
 1 is nested in the only other term (``layout.r_diagonal``).  One evaluation is the mode iterations and
 one factor at û; nothing is differentiated by JAX (no reverse pass through the factorizations, which
 was half of the program's compile time and of each evaluation).
+
+Adaptive Gauss–Hermite quadrature of one scalar term (lme4's nAGQ > 1) has its own closed form,
+:func:`agq_value_and_grad`: there the nodes move with û and σ, so the modes' and the curvature's
+derivatives (third derivatives of ℓ) enter, level by level.
 """
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ from .linalg import chol, trsm
 from ..spec.covariance import ThetaLayout, lambdas
 from ..spec.families import Family
 
-__all__ = ["applies", "value_and_grad"]
+__all__ = ["applies", "agq_applies", "value_and_grad", "agq_value_and_grad"]
 
 
 def applies(fam: Family, layout: Layout, nagq: int = 1) -> bool:
@@ -49,6 +53,69 @@ def applies(fam: Family, layout: Layout, nagq: int = 1) -> bool:
     (binomial with the logit link, Poisson with the log link)."""
     return (nagq <= 1 and fam.score_info is not None and fam.dispersion is None and fam.scoring_weight is None
             and all(qk == 1 for qk in layout.q))
+
+
+def agq_applies(fam: Family, layout: Layout) -> bool:
+    """Whether :func:`agq_value_and_grad` serves this model: adaptive Gauss–Hermite quadrature (one
+    scalar random term) of the families of :func:`applies`."""
+    return applies(fam, layout) and len(layout.q) == 1
+
+
+def agq_value_and_grad(params, fam: Family, d: GlmmData, idx: Index, layout: Layout, tl: ThetaLayout, gh_nodes,
+                       gh_weights, u_start=None, constant: bool = True):
+    """(D, ∇D, û) of the adaptive Gauss–Hermite deviance of one scalar term (lme4's nAGQ > 1) at
+    params = (λ, β), as :func:`jaxmix.core.glmm.laplace_objective` with nodes x_k and weights w_k.
+
+    Per level j, with hⱼ(u) = Σ_{i∈j} wᵢℓᵢ(Xᵢβ + oᵢ + zᵢλu) − u²/2, its mode ûⱼ (hⱼ′ = 0), Hⱼ = hⱼ″(ûⱼ) =
+    λ²S₂ⱼ − 1 (canonical links: the observed information is Fisher's), σⱼ = (−Hⱼ)^(−½) and the nodes
+    u_jk = ûⱼ + σⱼx_k,
+
+        D = −2 Σⱼ [log σⱼ + log Σ_k exp(T_jk)],   T_jk = hⱼ(u_jk) + x_k²/2 + log w_k.
+
+    Its total derivative, with p_jk = softmax_k T_jk, Aⱼ = Σ_k p_jk hⱼ′(u_jk), Bⱼ = Σ_k p_jk hⱼ′(u_jk) x_k,
+    αⱼ = σⱼ²(1 + σⱼBⱼ)/2 and γⱼ = Aⱼ + αⱼhⱼ‴(ûⱼ) (dû = −∂hⱼ′/∂ψ / Hⱼ by the implicit function theorem,
+    dσⱼ = σⱼ³ dHⱼ/2, dHⱼ = ∂hⱼ″/∂ψ + hⱼ‴ dûⱼ), is
+
+        ∂D/∂ψ = −2 Σⱼ [αⱼ ∂hⱼ″/∂ψ − (γⱼ/Hⱼ) ∂hⱼ′/∂ψ + Σ_k p_jk ∂hⱼ/∂ψ(u_jk)]
+
+    with S_mⱼ = Σ_{i∈j} wᵢℓᵢ⁽ᵐ⁾(η̂ᵢ)zᵢᵐ: for β, −2X′r with rᵢ = αⱼλ²ℓᵢ‴zᵢ² − (γⱼ/Hⱼ)λℓᵢ″zᵢ + Σ_k p_jk ℓᵢ′(η_ik);
+    for λ, ∂hⱼ″/∂λ = 2λS₂ⱼ + λ²ûⱼS₃ⱼ, ∂hⱼ′/∂λ = S₁ⱼ + λûⱼS₂ⱼ and ∂hⱼ/∂λ(u) = u Σ_{i∈j} wᵢℓᵢ′zᵢ.  No
+    reverse pass: the modes, one pass over the rows at û and one per node."""
+    lam, beta = params[0], params[tl.size:]
+    u, _ = conditional_modes(params[: tl.size], beta, fam, d, idx, layout, tl, u_start=u_start, polish=True)
+    j, z, uh = idx.code1, d.Z1[:, 0], u[0][:, 0]
+    L1 = layout.l1
+    seg = lambda x: jax.ops.segment_sum(x, j, num_segments=L1)  # noqa: E731  (over each level's rows)
+    eta_fix = d.X @ beta + d.offset
+    eta = eta_fix + z * lam * uh[j]
+    info = lambda e: fam.score_info(d.y, d.ntr, e)  # noqa: E731
+    (g, w), (_, wp) = jax.jvp(info, (eta,), (jnp.ones_like(eta),))
+    l1, l2, l3 = d.pw * g, -d.pw * w, -d.pw * wp  # wᵢℓᵢ′, wᵢℓᵢ″, wᵢℓᵢ‴ at η̂
+    S1, S2, S3 = seg(l1 * z), seg(l2 * z * z), seg(l3 * z * z * z)
+    H = lam * lam * S2 - 1.0
+    sig = 1.0 / jnp.sqrt(-H)
+    uk = uh[:, None] + sig[:, None] * gh_nodes[None, :]  # (ℓ₁, K)
+    zl = z * lam
+    eta_k = eta_fix[:, None] + zl[:, None] * uk[j]  # (n, K)
+    kern = jax.vmap(lambda e: fam.kernel(d.y, d.ntr, e) * d.pw, in_axes=1, out_axes=1)(eta_k)
+    score = jax.vmap(lambda e: fam.score_info(d.y, d.ntr, e)[0] * d.pw, in_axes=1, out_axes=1)(eta_k)
+    T = seg(kern) - 0.5 * uk**2 + 0.5 * gh_nodes[None, :] ** 2 + jnp.log(gh_weights)[None, :]
+    lse = jax.scipy.special.logsumexp(T, axis=1)
+    value = -2.0 * jnp.sum(jnp.log(sig) + lse)
+    if constant:  # the η-free part of ℓ (the same at every node)
+        value = value - 2.0 * jnp.sum((fam.loglik(d.y, d.ntr, eta) - fam.kernel(d.y, d.ntr, eta)) * d.pw)
+    p = jnp.exp(T - lse[:, None])
+    Sk = seg(score * z[:, None])  # Σ_{i∈j} wᵢℓᵢ′(η_ik)zᵢ
+    hp = lam * Sk - uk  # hⱼ′(u_jk)
+    A = jnp.sum(p * hp, axis=1)
+    B = jnp.sum(p * hp * gh_nodes[None, :], axis=1)
+    alpha = 0.5 * sig**2 * (1.0 + sig * B)
+    c = (A + alpha * lam**3 * S3) / H  # γⱼ/Hⱼ
+    r = alpha[j] * lam * lam * l3 * z * z - c[j] * lam * l2 * z + jnp.sum(p[j] * score, axis=1)
+    g_beta = -2.0 * (d.X.T @ r)
+    g_lam = -2.0 * jnp.sum(alpha * (2.0 * lam * S2 + lam * lam * uh * S3) - c * (S1 + lam * uh * S2)
+                           + jnp.sum(p * uk * Sk, axis=1))
+    return value, jnp.concatenate([g_lam[None], g_beta]), u
 
 
 def _sinv_apply(Sinv, diag: bool, x):

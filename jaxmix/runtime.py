@@ -18,10 +18,7 @@ on them.  It
   (``mallopt``: large blocks from the heap instead of fresh ``mmap`` pages, no trimming of the heap's
   top): XLA:CPU allocates each evaluation's temporaries anew, and pages handed back to the system
   fault in again on the next evaluation (the InstEval-like crossed fit 3.6 -> 3.2 s).  The process's
-  peak memory is unchanged; what it frees is not returned to the system until it exits.  Every thread
-  allocates from the one main arena (``M_ARENA_MAX`` 1): with a kept heap per thread arena, XLA's
-  threads each held their own high-water mark (the InstEval-like fit's process 750 -> 610 MB, the
-  nine-endpoint sweep's 810 -> 690-740 MB, no slower);
+  peak memory is unchanged; what it frees is not returned to the system until it exits;
 * unless ``JAXMIX_GC_FREEZE=0``, moves the objects alive at that moment (the modules of jax, numpy,
   pandas, scipy, ...) out of Python's cyclic garbage collector (``gc.freeze()``): tracing a model
   allocates millions of objects, and every full collection would walk these again.
@@ -70,7 +67,7 @@ def start() -> None:
 
 
 #: glibc's mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -2, -3, -8
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 
 
 def _keep_freed_memory() -> bool:
@@ -92,5 +89,4 @@ def _keep_freed_memory() -> bool:
     ok = mallopt(_M_MMAP_THRESHOLD, 1 << 30) == 1
     ok &= mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
     ok &= mallopt(_M_TOP_PAD, 64 << 20) == 1
-    ok &= mallopt(_M_ARENA_MAX, 1) == 1
     return bool(ok)

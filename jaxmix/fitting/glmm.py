@@ -240,7 +240,8 @@ def fit_glmm_outcomes(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, params0, nagq
         const[:k] = [-2.0 * data_constant(fam, Y[:, j], ntr, PW[:, j]) for j in range(k)]
     Yp = put(first_rows(first_rows(Y, N).T, K), dt)
     PWp = put(first_rows(pad_rows(np.asarray(PW, dtype=float), N).T, K), dt)
-    idx = Index(*(put(a) for a in idx_np))
+    # 64-bit indices throughout (the structure's pair arrays may come as int32)
+    idx = Index(*(put(np.asarray(a, dtype=np.int64)) for a in idx_np))
     cj = put(c, dt)
     U1 = np.zeros((K, layout.l1, layout.q1))
     UR = np.zeros((K, layout.m_R))

@@ -98,6 +98,18 @@ def test_after_lower_runs_between_lowering_and_compiling_and_on_reuse():
     assert exe2 is exe and s2 == 0.0 and events[-1] == "again" and events.count("compile") == 1
 
 
+def _run_script(script: str, tmp_path, store: str):
+    """The last line of ``script``'s output (JSON), run in a new process with the cache folder under
+    ``tmp_path`` and the executable store ``store`` (on/off)."""
+    import json
+    import subprocess
+
+    env = dict(os.environ, JAXMIX_CACHE_DIR=str(tmp_path / "cache"), JAXMIX_STORE_EXECUTABLES=store)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 _STORE_SCRIPT = r"""
 import json, sys, warnings
 import jax.monitoring as mon
@@ -118,15 +130,8 @@ def test_a_second_process_loads_the_stored_executable_without_tracing(tmp_path):
     """With a cache folder, the first process stores the fit's executable in ``executables/``; a second
     one loads it — its LAPACK calls included — without tracing any program, and gives the same numbers
     to the last bit.  ``JAXMIX_STORE_EXECUTABLES=off`` keeps the store out (JAX's own cache traces)."""
-    import json
-    import subprocess
-
     def run(store: str):
-        env = dict(os.environ, JAXMIX_CACHE_DIR=str(tmp_path / "cache"), JAXMIX_STORE_EXECUTABLES=store)
-        out = subprocess.run([sys.executable, "-c", _STORE_SCRIPT], env=env, capture_output=True, text=True,
-                             timeout=300)
-        assert out.returncode == 0, out.stderr[-3000:]
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return _run_script(_STORE_SCRIPT, tmp_path, store)
 
     first = run("on")
     stored = list((tmp_path / "cache" / "executables").glob("*.exe"))
@@ -166,20 +171,13 @@ def test_an_executable_read_from_jax_cache_is_not_stored_again(tmp_path):
     """A program JAX reads back from its own persistent cache is not written to the store (jaxlib's
     serialization of a deserialized CPU executable drops compiled functions, and the copy failed when a
     later process ran it); later processes still get the same numbers."""
-    import json
-    import subprocess
-
     import jax
 
     if jax.default_backend() != "cpu":
         pytest.skip("executables are stored on the CPU only")
 
     def run(store: str):
-        env = dict(os.environ, JAXMIX_CACHE_DIR=str(tmp_path / "cache"), JAXMIX_STORE_EXECUTABLES=store)
-        out = subprocess.run([sys.executable, "-c", _REREAD_SCRIPT], env=env, capture_output=True, text=True,
-                             timeout=300)
-        assert out.returncode == 0, out.stderr[-3000:]
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return _run_script(_REREAD_SCRIPT, tmp_path, store)
 
     first = run("off")  # JAX's cache only
     assert not list((tmp_path / "cache" / "executables").glob("*.exe"))

@@ -402,8 +402,9 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
     # a dense scalar-term class: the factor and the gradient as two programs with LAPACK's potri on
     # the host between them (a host callback inside one program kept it out of the persistent cache:
     # the InstEval-like objective compiled again in every process, 1.1 s), and the sums over the
-    # same-level pairs before them, on the host too (scipy's sparse product: 45 -> ~12 ms per point at
-    # InstEval's 1.9M pairs, and the pairs stay off the device)
+    # same-level pairs before them, on the host too (scipy's sparse product, ~14 ms per point at the
+    # InstEval-like 1.9M pairs, as fast as the program's segment sums): the pairs stay off the device
+    # (its process's peak memory 100-165 MB lower)
     split = not multi and lmm_scalar.dense_split(layout)
     pairs = slot_mats = a1_host = None
     if lmm_scalar.applies(layout) and layout.m_R and not layout.r_diagonal:

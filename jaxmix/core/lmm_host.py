@@ -37,8 +37,8 @@ def factorize_host(lams, xp: CrossProducts, idx: Index, layout: Layout) -> Facto
     """:func:`jaxmix.core.blocked.factorize` in numpy (``lams``: numpy Λ per term; ``xp`` and ``idx``:
     numpy arrays)."""
     A11, BR, BT, CRR, CRT, CTT = (np.asarray(a, dtype=float) for a in xp)
-    lam1 = np.asarray(lams[0], dtype=float)
     lams = [np.asarray(lam, dtype=float) for lam in lams]
+    lam1 = lams[0]
     q1, m_R = layout.q1, layout.m_R
     t = CTT.shape[-1]
     L11 = np.linalg.cholesky(np.einsum("ba,jbc,cd->jad", lam1, A11, lam1) + np.eye(q1))

@@ -103,12 +103,14 @@ def _point_inputs(which, grp, shared, per, n, ldW, pairs):
 
 
 def _over_points(fun, X, xp, nj, lj, pairs, one_group, width):
-    """``fun(x, xp, n, ldW, pairs)`` at each of the points X (width, d): vmapped, or called once for
-    a one-point batch (no batched LAPACK calls)."""
+    """``fun(x, xp, n, ldW, pairs)`` at each of the points X (width, d; or a tuple of arrays with a
+    leading axis of width, each point's x the tuple of their rows): vmapped, or called once for a
+    one-point batch (no batched LAPACK calls)."""
     if width == 1:
         pr = pairs if pairs is None or one_group else pairs._replace(
             **{f: getattr(pairs, f)[0] for f in lmm_scalar.GROUP_FIELDS})
-        return jax.tree_util.tree_map(lambda a: a[None], fun(X[0], _first(xp, one_group), nj[0], lj[0], pr))
+        x0 = jax.tree_util.tree_map(lambda a: a[0], X)
+        return jax.tree_util.tree_map(lambda a: a[None], fun(x0, _first(xp, one_group), nj[0], lj[0], pr))
     axes = CrossProducts(None if one_group else 0, None if one_group else 0, 0, None if one_group else 0, 0, 0)
     pax = None if pairs is None else lmm_scalar.Pairs(*(
         0 if f in lmm_scalar.GROUP_FIELDS and not one_group else None for f in lmm_scalar.Pairs._fields))
@@ -129,15 +131,10 @@ def _stage_points(X, which, c, grp, shared, per, n, ldW, idx, pairs, S, *, layou
     :func:`jaxmix.core.lmm_scalar.dense_stage` at each point, given its slot sums S (width, U, 2)
     from the host (:func:`jaxmix.core.lmm_scalar.slot_sums_host`)."""
     xp, nj, lj, pairs, one_group = _point_inputs(which, grp, shared, per, n, ldW, pairs)
-    if width == 1:
-        return _over_points(lambda x, xp_, n_, l_, pr: lmm_scalar.dense_stage(x * c, xp_, idx, layout, n_, p, l_, reml,
-                                                                              pr, S[0]),
-                            X, xp, nj, lj, pairs, one_group, width)
     # the slot sums ride with the points (the pattern's arrays are shared)
-    Xs = (X, S)
     return _over_points(lambda xs, xp_, n_, l_, pr: lmm_scalar.dense_stage(xs[0] * c, xp_, idx, layout, n_, p, l_,
                                                                            reml, pr, xs[1]),
-                        Xs, xp, nj, lj, pairs, one_group, width)
+                        (X, S), xp, nj, lj, pairs, one_group, width)
 
 
 def spd_inverse_host_batch(L) -> np.ndarray:
@@ -412,9 +409,8 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
         if split:
             slot_mats = lmm_scalar.slot_matrices(ph, layout.nlev[0])
             a1_host = np.asarray(shared_np[0][:, :, 0, 0], dtype=float)  # (G, ℓ₁)
-            none = np.zeros((0,))
-            ph = ph._replace(prod=np.zeros((ph.cpat.reshape(-1, ph.cpat.shape[-1]).shape[0], 0)),
-                             blk=none.astype(np.int32), seg=none.astype(np.int32))
+            none = np.zeros(0, np.int32)  # the pairs themselves stay on the host (slot_mats)
+            ph = ph._replace(prod=np.zeros(ph.cpat.shape[:-1] + (0,)), blk=none, seg=none)
         pairs = lmm_scalar.Pairs(*(put(first_rows(x, Gb) if f in lmm_scalar.GROUP_FIELDS else x,
                                        dt if x.dtype.kind == "f" else None) for f, x in zip(ph._fields, ph)))
         del ph
@@ -436,8 +432,6 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
     X0 = put(np.zeros((width, d)), dt)
     w0 = put(np.zeros(width, np.int32))
     args = (X0, w0, cj, grp_j, shared, per, n_j, ld_j, idx, pairs)
-    if split:  # the points' slot sums
-        args = args + (put(np.zeros((width, pairs.pr.shape[0], 2)), dt),)
     sol_args = (put(np.zeros((K, d)), dt), grp_j, shared, per, idx)
     sol_statics = dict(layout=layout, tl=tl, p=p)
     # wide batches run long enough for XLA's optimisations to pay for their compile time
@@ -460,9 +454,10 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
         args = (_devs.put(np.zeros((width, d), dt), mesh, True), _devs.put(np.zeros(width, np.int32), mesh, True)) + tuple(
             jax.tree_util.tree_map(lambda a: _devs.put(np.asarray(a), mesh, False), args[2:]))
     try:
-        if split:
-            vg_exe, vg_s = compiled_program(_stage_jit, args, {}, statics, opts, after_lower=start_worker)
-            st0 = jax.eval_shape(functools.partial(_stage_jit, **statics), *args)
+        if split:  # the factor's program also takes the points' slot sums
+            stage_args = args + (put(np.zeros((width, pairs.pr.shape[0], 2)), dt),)
+            vg_exe, vg_s = compiled_program(_stage_jit, stage_args, {}, statics, opts, after_lower=start_worker)
+            st0 = jax.eval_shape(functools.partial(_stage_jit, **statics), *stage_args)
             fin_args = (st0, jax.ShapeDtypeStruct(st0.L.shape, st0.L.dtype), cj, pairs)
             fin_exe, fin_s = compiled_program(_finish_jit, fin_args, {}, statics, opts)
             vg_s += fin_s
@@ -472,7 +467,7 @@ def fit_lmm_outcomes(codes, nlev, Zs, X, Y, W, n, ldW, reml: bool, dt, gtol: flo
         if worker is not None and worker.is_alive():
             worker.join()
         raise
-    rest = args[2:10]
+    rest = args[2:]
     grp_np, c0 = np.asarray(grp), float(c[0])
 
     def vg(P, which):

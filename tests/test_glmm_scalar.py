@@ -182,7 +182,6 @@ def test_fit_with_the_closed_form_equals_the_fit_with_reverse_mode(monkeypatch):
     import pandas as pd
 
     import jaxmix
-    import jaxmix.fitting.glmm as fg
 
     rng = np.random.default_rng(5)
     n = 400
@@ -193,9 +192,9 @@ def test_fit_with_the_closed_form_equals_the_fit_with_reverse_mode(monkeypatch):
     df["y"] = (rng.uniform(size=n) < 1 / (1 + np.exp(-eta))).astype(float)
     formula = "y ~ x + (1 | a) + (1 | b)"
     closed = jaxmix.fit(formula, df, family="binomial")
-    monkeypatch.setattr(glmm_scalar, "applies", lambda *a, **k: False)
-    monkeypatch.setattr(fg, "_vg_jit", jax.jit(fg._vg_points, static_argnames=("fam", "layout", "tl", "width")))
+    traced = use_reverse_mode(monkeypatch, glmm_scalar, "applies")
     reverse = jaxmix.fit(formula, df, family="binomial")
+    assert traced  # the reverse-mode program was traced (not the closed-form one handed back)
     assert_same_fit(closed, reverse)
 
 
@@ -205,7 +204,6 @@ def test_agq_fit_with_the_closed_form_equals_the_fit_with_reverse_mode(monkeypat
     import pandas as pd
 
     import jaxmix
-    import jaxmix.fitting.glmm as fg
 
     rng = np.random.default_rng(8)
     n = 300
@@ -218,10 +216,28 @@ def test_agq_fit_with_the_closed_form_equals_the_fit_with_reverse_mode(monkeypat
     df["p"] = df.k / df.n
     formula = "p ~ x + (1 | g)"
     closed = jaxmix.fit(formula, df, family="binomial", weights="n", nagq=9)
-    monkeypatch.setattr(glmm_scalar, "agq_applies", lambda *a, **k: False)
-    monkeypatch.setattr(fg, "_vg_jit", jax.jit(fg._vg_points, static_argnames=("fam", "layout", "tl", "width")))
+    traced = use_reverse_mode(monkeypatch, glmm_scalar, "agq_applies")
     reverse = jaxmix.fit(formula, df, family="binomial", weights="n", nagq=9)
+    assert traced
     assert_same_fit(closed, reverse)
+
+
+def use_reverse_mode(monkeypatch, module, name: str) -> list:
+    """Make the GLMM fits that follow use the reverse-mode program: ``module.name`` (an ``applies``)
+    False, and the program a new function object — JAX's tracing cache is keyed by the function, so
+    ``jax.jit`` of the same one would hand back the closed-form program traced before (and the fits
+    would be one program's twice).  Returns a list that grows each time the reverse-mode objective is
+    traced."""
+    import functools
+
+    import jaxmix.fitting.glmm as fg
+
+    monkeypatch.setattr(module, name, lambda *a, **k: False)
+    monkeypatch.setattr(fg, "_vg_jit", jax.jit(functools.partial(fg._vg_points),
+                                               static_argnames=("fam", "layout", "tl", "width")))
+    traced, real = [], fg.laplace_objective
+    monkeypatch.setattr(fg, "laplace_objective", lambda *a, **k: (traced.append(1), real(*a, **k))[1])
+    return traced
 
 
 def assert_same_fit(closed, reverse):

@@ -44,7 +44,7 @@ from .linalg import chol, trsm
 from ..spec.covariance import ThetaLayout, lambdas
 from ..spec.families import Family
 
-__all__ = ["applies", "agq_applies", "value_and_grad", "agq_value_and_grad"]
+__all__ = ["applies", "agq_applies", "value_and_grad", "agq_value_and_grad", "schur_inverse", "sinv_apply", "sinv_at"]
 
 
 def applies(fam: Family, layout: Layout, nagq: int = 1) -> bool:
@@ -118,11 +118,23 @@ def agq_value_and_grad(params, fam: Family, d: GlmmData, idx: Index, layout: Lay
     return value, jnp.concatenate([g_lam[None], g_beta]), u
 
 
-def _sinv_apply(Sinv, diag: bool, x):
+def sinv_apply(Sinv, diag: bool, x):
+    """S⁻¹x, S⁻¹ held as its diagonal (``diag``) or dense."""
     return Sinv * x if diag else Sinv @ x
 
 
-def _sinv_at(Sinv, diag: bool, r, c):
+def schur_inverse(M, diag: bool):
+    """(S⁻¹, log|S|) of the Schur complement M of the R rows: its diagonal where M is diagonal
+    (``layout.r_diagonal``), else dense from its Cholesky factor."""
+    if diag:
+        Sd = jnp.diagonal(M)
+        return 1.0 / Sd, jnp.sum(jnp.log(Sd))
+    L = chol(M)
+    Linv = trsm(L, jnp.eye(M.shape[0], dtype=M.dtype))
+    return Linv.T @ Linv, 2.0 * jnp.sum(jnp.log(jnp.diagonal(L)))
+
+
+def sinv_at(Sinv, diag: bool, r, c):
     """S⁻¹ at the positions (r, c) (any shape)."""
     if diag:
         return jnp.where(r == c, Sinv[r], 0.0)
@@ -177,18 +189,11 @@ def value_and_grad(params, fam: Family, d: GlmmData, idx: Index, layout: Layout,
     diag = layout.r_diagonal
     if m_R:
         le = lR[:, 0]  # l_e
-        if diag:
-            Sd = jnp.diagonal(M)
-            Sinv = 1.0 / Sd
-            logdet = logdet + jnp.sum(jnp.log(Sd))
-        else:
-            L = chol(M)
-            Linv = trsm(L, jnp.eye(m_R, dtype=dt))
-            Sinv = Linv.T @ Linv
-            logdet = logdet + 2.0 * jnp.sum(jnp.log(jnp.diagonal(L)))
+        Sinv, ld_S = schur_inverse(M, diag)
+        logdet = logdet + ld_S
         er, eb = idx.e_row, idx.e_blk
         # ỹ_e over the same-level pairs (a, b), a ≥ b, each pair adding to both its entries
-        sp = _sinv_at(Sinv, diag, er[idx.pa], er[idx.pb])
+        sp = sinv_at(Sinv, diag, er[idx.pa], er[idx.pb])
         off = (idx.pa != idx.pb).astype(dt)
         yt = (jax.ops.segment_sum(le[idx.pa] * sp, idx.pb, num_segments=le.shape[0])
               + jax.ops.segment_sum(le[idx.pb] * sp * off, idx.pa, num_segments=le.shape[0]))
@@ -207,7 +212,7 @@ def value_and_grad(params, fam: Family, d: GlmmData, idx: Index, layout: Layout,
             elif k == 0 or c == 0:
                 blk = a_jr[idx.ent[:, max(k, c) - 1]]
             else:
-                blk = _sinv_at(Sinv, diag, idx.rpos[:, k - 1], idx.rpos[:, c - 1])
+                blk = sinv_at(Sinv, diag, idx.rpos[:, k - 1], idx.rpos[:, c - 1])
             acc = acc + blk * zeta[:, c]
         m_cols.append(acc)
     Mr = jnp.stack(m_cols, axis=1)
@@ -219,7 +224,7 @@ def value_and_grad(params, fam: Family, d: GlmmData, idx: Index, layout: Layout,
     c1 = jax.ops.segment_sum(cz[:, 0], j, num_segments=layout.l1)
     if m_R:
         cR = jax.ops.segment_sum(cz[:, 1:].reshape(-1), idx.rpos.reshape(-1), num_segments=m_R)
-        qR = _sinv_apply(Sinv, diag, cR - jax.ops.segment_sum(le * (c1 / rd)[eb], er, num_segments=m_R))
+        qR = sinv_apply(Sinv, diag, cR - jax.ops.segment_sum(le * (c1 / rd)[eb], er, num_segments=m_R))
         q1 = (c1 / rd - jax.ops.segment_sum(le * qR[er], eb, num_segments=layout.l1)) / rd
         Qr = jnp.concatenate([q1[j][:, None], qR[idx.rpos]], axis=1)
     else:

@@ -158,3 +158,17 @@ def test_fit_with_the_closed_form_equals_the_fit_with_reverse_mode(monkeypatch, 
     reverse = jaxmix.fit(formula, df, family=family)
     assert traced  # the reverse-mode program was traced (not the closed-form one handed back)
     assert_same_fit(closed, reverse)
+
+
+def test_batched_points_equal_single_points():
+    """Under vmap (a sweep's batch of points off the CPU) each point's value and gradient are its own."""
+    fam, d, idx, layout, tl, prm = case("crossed", "poisson", seed=2)
+    one = lambda p: glmm_blocks.value_and_grad(p, fam, d, idx, layout, tl)[:2]  # noqa: E731
+    P = jnp.stack([prm, prm * 0.9, prm.at[1].set(0.0)])
+    vb, gb = fast_jit(jax.vmap(one))(P)
+    single = fast_jit(one)
+    for i in range(P.shape[0]):
+        v, g = single(P[i])
+        assert float(vb[i]) == pytest.approx(float(v), rel=1e-12)
+        np.testing.assert_allclose(np.asarray(gb[i]), np.asarray(g), rtol=1e-9, atol=1e-10)
+    assert abs(float(vb[0]) - float(vb[1])) > 1e-3  # the points differ

@@ -593,3 +593,32 @@ def test_glm_digest_of_a_large_read_only_array_is_taken_once():
     del R
     gc.collect()
     assert key not in gen._DIGESTS
+
+
+def test_a_warm_start_that_stalls_the_modes_is_replaced_by_zero(monkeypatch):
+    """grouseticks with a random slope (Poisson): at the optimiser's start, the modes of the optimum as
+    the warm start put the penalised deviance near 1e18 (exp(η) near overflow), where its relative
+    convergence test is met by tiny steps and the evaluation came back NaN (which the optimiser takes
+    as +inf: a rejected step).  Such a point is evaluated again from u = 0: the deviance, as from any
+    other start."""
+    import jaxmix.fitting.glmm as fg
+
+    cap = {}
+    real = fg.minimize_batch
+
+    def capture(vg, x0, *a, **k):
+        cap["vg"], cap["x0"] = vg, np.array(x0, dtype=float)
+        out = real(vg, x0, *a, **k)
+        cap["x"] = out.x.copy()
+        return out
+
+    monkeypatch.setattr(fg, "minimize_batch", capture)
+    r = jaxmix.fit("TICKS ~ YEAR + cHEIGHT + (1 + cHEIGHT | LOCATION)", load_csv("grouseticks.csv"), family="poisson")
+    assert r.converged
+    vg, x0, xh, w = cap["vg"], cap["x0"], cap["x"], np.zeros(1, dtype=np.int64)
+    fh = vg(xh, w)[0][0]  # the warm start of the next call: the optimum's modes
+    f1, g1 = vg(x0, w)
+    f2, g2 = vg(x0, w)  # now started from x0's own modes
+    assert np.isfinite(f1[0]) and f1[0] > fh + 100.0
+    assert f1[0] == pytest.approx(f2[0], rel=1e-12)
+    np.testing.assert_allclose(g1, g2, rtol=1e-7, atol=1e-8)

@@ -265,10 +265,11 @@ def fit_glmm_outcomes(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, params0, nagq
     # the modes of each outcome's last single point, and that point (NaN before any)
     state = {"U1": U1, "UR": UR, "X": np.full((K, d), np.nan)}
 
-    def vg(P, which):
+    def evaluate(P, which, U1, UR):
+        """(f, G, û₁, û_R) at points P (m, d) of outcomes ``which``, each point's mode iterations
+        started from its outcome's row of U1 / UR."""
         m = P.shape[0]
-        f, g = np.empty(m), np.empty((m, d))
-        U1j, URj = put(state["U1"], dt), put(state["UR"], dt)
+        U1j, URj = put(U1, dt), put(UR, dt)
         if mesh is not None:
             U1j, URj = (device_mesh.put(np.asarray(a), mesh, False) for a in (U1j, URj))
         pending = []
@@ -283,22 +284,35 @@ def fit_glmm_outcomes(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, params0, nagq
             else:
                 out = exe(device_mesh.put(Pc, mesh, True), device_mesh.put(wc, mesh, True), args[2], U1j, URj,
                           *args[5:])
-            pending.append((s, e, wc, out))
+            pending.append((s, e, out))
+        f, g = np.empty(m), np.empty((m, d))
+        M1, MR = np.empty((m,) + U1.shape[1:]), np.empty((m,) + UR.shape[1:])
+        for s, e, (fc, gc, (u1, uR)) in pending:
+            f[s:e] = np.asarray(fc, dtype=float)[: e - s]
+            g[s:e] = np.asarray(gc, dtype=float)[: e - s]
+            M1[s:e], MR[s:e] = np.asarray(u1, dtype=float)[: e - s], np.asarray(uR, dtype=float)[: e - s]
+        return f, g, M1, MR
+
+    def vg(P, which):
+        which = np.asarray(which, dtype=np.int64)
+        f, g, M1, MR = evaluate(P, which, state["U1"], state["UR"])
+        # a warm start far from a point's modes (after a long step) can stall the mode iterations where
+        # the penalised deviance is astronomically large (Poisson: exp(η) near overflow, ~1e18, whose
+        # relative convergence test is then met by tiny steps): such points, non-finite from a warm
+        # start, are evaluated again from u = 0 (whose value is the deviance's, not the start's)
+        redo = np.flatnonzero(~np.isfinite(f) & ~np.isnan(state["X"][which, 0]))
+        if redo.size:
+            f[redo], g[redo], M1[redo], MR[redo] = evaluate(P[redo], which[redo], np.zeros_like(state["U1"]),
+                                                            np.zeros_like(state["UR"]))
         # warm starts for the next evaluation: the modes of points that are an outcome's only point in
         # the call (its iterate or line-search point), not those of difference points around it; new
         # arrays, never written in place (the device may still read the old ones)
-        single = np.bincount(np.asarray(which, dtype=np.int64), minlength=K)[np.asarray(which, dtype=np.int64)] == 1
+        single = np.bincount(which, minlength=K)[which] == 1
+        keep = np.flatnonzero(np.isfinite(f) & single)
         U1n, URn, Xn = state["U1"].copy(), state["UR"].copy(), state["X"].copy()
-        for s, e, wc, (fc, gc, (u1, uR)) in pending:
-            fc, gc = np.asarray(fc, dtype=float)[: e - s], np.asarray(gc, dtype=float)[: e - s]
-            keep = np.isfinite(fc) & single[s:e]
-            if keep.any():
-                U1n[wc[: e - s][keep]] = np.asarray(u1, dtype=float)[: e - s][keep]
-                URn[wc[: e - s][keep]] = np.asarray(uR, dtype=float)[: e - s][keep]
-                Xn[wc[: e - s][keep]] = P[s:e][keep]
-            f[s:e], g[s:e] = fc + const[wc[: e - s]], gc
+        U1n[which[keep]], URn[which[keep]], Xn[which[keep]] = M1[keep], MR[keep], P[keep]
         state["U1"], state["UR"], state["X"] = U1n, URn, Xn
-        return f, g
+        return f + const[which], g
 
     lower = np.concatenate([np.where(tl.is_diagonal(), 0.0, -np.inf), np.full(ndisp + p, -np.inf)])
     prec = FLOAT32 if jnp.dtype(dt) == jnp.float32 else FLOAT64

@@ -43,7 +43,7 @@ from ..core.newton import FLOAT32, FLOAT64, BatchResult, HostResult, minimize_ba
 from ..core.structure import FINE, bucket, padded_system
 from ..spec.covariance import ThetaLayout, lambdas_np, theta_layout
 from ..core.crossprod import CrossProducts, Index, Layout, RowData, cross_products, terms_structure
-from ..core import lmm_scalar
+from ..core import lmm_one, lmm_scalar
 from ..core.linalg import spd_inverse_host
 from ..core.lmm import cond_var, objective, solve
 from ..core.lmm_classes import class_flops, class_tails, level_classes, value_grad_classes
@@ -71,6 +71,9 @@ __all__ = ["first_rows", "LmmBatch", "LmmFit", "fit_lmm_outcomes", "outcome_bloc
 def _vg_point(x, c, xp, idx, n, ldW, pairs=None, *, layout, tl, p, reml):
     if lmm_scalar.applies(layout):  # scalar terms: the gradient in closed form
         f, g = lmm_scalar.value_and_grad(x * c, xp, idx, layout, n, p, ldW, reml, pairs)
+        return f, g * c
+    if lmm_one.applies(layout):  # one vector term: likewise
+        f, g = lmm_one.value_and_grad(x * c, xp, layout, tl, n, p, ldW, reml)
         return f, g * c
     return jax.value_and_grad(lambda z: objective(z * c, xp, idx, layout, tl, n, p, ldW, reml, direct=True))(x)
 

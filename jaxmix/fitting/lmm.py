@@ -8,7 +8,9 @@ processes).  Two programs are compiled per class:
 
 * the value and exact gradient of the profiled criterion (:func:`jaxmix.core.lmm.objective`) in scaled
   parameters θ̃ (θ = c ⊙ θ̃, see :func:`theta_scale`), which the host optimiser
-  (:func:`jaxmix.core.newton.minimize_bounded`) calls; and
+  (:func:`jaxmix.core.newton.minimize_bounded`) calls — in closed form for all-scalar terms
+  (:func:`jaxmix.core.lmm_scalar.value_and_grad`) and for one vector term
+  (:func:`jaxmix.core.lmm_one.value_and_grad`), by reverse mode through the factor otherwise; and
 * the solution at θ̂ (β̂, spherical modes, r², L_X and the factor), compiled on a second thread
   while the optimiser runs.
 

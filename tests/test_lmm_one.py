@@ -40,8 +40,10 @@ def case(kind: str, weighted: bool, seed: int = 0):
     return layout, idx, xp, tl, float(n), p, ldW
 
 
-@pytest.mark.parametrize("kind", list(FORMULAS))
-@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("kind,weighted", [
+    ("slope", False), ("three", True), ("diagonal", True),
+    pytest.param("slope", True, marks=pytest.mark.slow), pytest.param("three", False, marks=pytest.mark.slow),
+    pytest.param("diagonal", False, marks=pytest.mark.slow)])
 def test_value_and_gradient_equal_reverse_mode(kind, weighted):
     layout, idx, xp, tl, n, p, ldW = case(kind, weighted)
     assert lmm_one.applies(layout)
@@ -57,6 +59,7 @@ def test_value_and_gradient_equal_reverse_mode(kind, weighted):
             np.testing.assert_allclose(np.asarray(g1), np.asarray(g0), rtol=1e-8, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_gradient_equals_central_differences():
     layout, idx, xp, tl, n, p, ldW = case("three", True, seed=1)
     theta = jnp.asarray(random_theta(tl, np.random.default_rng(4)))
@@ -77,7 +80,7 @@ def test_applies_to_one_vector_term_only():
         assert not lmm_one.applies(lmm_arrays(design, jnp.float64)[0]), f
 
 
-@pytest.mark.parametrize("reml", [True, False])
+@pytest.mark.parametrize("reml", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_fit_with_the_closed_form_equals_the_fit_with_reverse_mode(monkeypatch, reml):
     """sleepstudy-like data fitted by the program with the closed-form gradient (the default for one
     vector term) and by reverse mode: the same optimum and standard errors."""

@@ -240,3 +240,17 @@ def pytest_collection_modifyitems(config, items):
         if any(nodeid == s or (nodeid.startswith(s) and s.endswith("[")) or nodeid.startswith(s + "[")
                for s in SLOW):
             item.add_marker(pytest.mark.slow)
+
+
+def assert_matches_differences(value, grad, x, h: float = 1e-4, tol: float = 1e-7) -> None:
+    """Each entry of ``grad`` (at x) equals the five-point central difference of ``value`` with step h
+    (error O(h⁴)), to ``tol``·(1 + |difference|)."""
+    import jax.numpy as jnp
+    import numpy as np
+    import pytest
+
+    g = np.asarray(grad)
+    for i in range(x.shape[0]):
+        e = jnp.zeros_like(x).at[i].set(h)
+        fd = (8.0 * (value(x + e) - value(x - e)) - (value(x + 2 * e) - value(x - 2 * e))) / (12.0 * h)
+        assert g[i] == pytest.approx(fd, abs=tol * (1.0 + abs(fd)))

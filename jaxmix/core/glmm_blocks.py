@@ -61,12 +61,11 @@ def _r_columns(layout: Layout) -> list:
 
 def value_and_grad(params, fam: Family, d: GlmmData, idx: Index, layout: Layout, tl: ThetaLayout, u_start=None,
                    constant: bool = True):
-    """(D, ∇D, û) at params = (θ, β) (module docstring); ``u_start`` starts the mode iterations,
-    ``constant=False`` leaves out the data's constant −2 Σ wᵢcᵢ (as
-    :func:`jaxmix.core.glmm.laplace_objective`)."""
+    """(D, ∇D, û) at params = (θ, β) for any random terms (module docstring), with the arguments of
+    :func:`jaxmix.core.glmm_scalar.value_and_grad`."""
     nt = tl.size
-    theta, beta = params[:nt], params[nt:]
     m_R, q1, l1 = layout.m_R, layout.q1, layout.l1
+    theta, beta = params[:nt], params[nt:]
     n = d.y.shape[0]
     dt = params.dtype
     # polished: the gradient is exact at the mode only

@@ -30,8 +30,9 @@ def objective(theta, xp: CrossProducts, idx: Index, layout: Layout, tl: ThetaLay
     """−2 × (restricted) profiled log-likelihood at θ.
 
     ``direct``: the log-determinants without forming the factor
-    (:func:`jaxmix.core.blocked.logdets_direct`): the cheap reverse-mode gradient the optimiser uses;
-    reverse mode only (forward-mode derivatives, ``jax.hessian``, use the default)."""
+    (:func:`jaxmix.core.blocked.logdets_direct`): a cheap reverse-mode gradient; reverse mode only
+    (forward-mode derivatives, ``jax.hessian``, use the default).  The optimiser's gradient is in
+    closed form (:func:`jaxmix.core.lmm_scalar.value_and_grad`, :func:`jaxmix.core.lmm_blocks.value_and_grad`)."""
     if direct:
         ldL2, ldRX2, r2 = logdets_direct(lambdas(theta, tl), xp, idx, layout, p)
     else:

@@ -9,8 +9,8 @@ processes).  Two programs are compiled per class:
 * the value and exact gradient of the profiled criterion (:func:`jaxmix.core.lmm.objective`) in scaled
   parameters θ̃ (θ = c ⊙ θ̃, see :func:`theta_scale`), which the host optimiser
   (:func:`jaxmix.core.newton.minimize_bounded`) calls — in closed form for all-scalar terms
-  (:func:`jaxmix.core.lmm_scalar.value_and_grad`) and for one vector term
-  (:func:`jaxmix.core.lmm_one.value_and_grad`), by reverse mode through the factor otherwise; and
+  (:func:`jaxmix.core.lmm_scalar.value_and_grad`) and with vector terms
+  (:func:`jaxmix.core.lmm_blocks.value_and_grad`); and
 * the solution at θ̂ (β̂, spherical modes, r², L_X and the factor), compiled on a second thread
   while the optimiser runs.
 
@@ -45,9 +45,9 @@ from ..core.newton import FLOAT32, FLOAT64, BatchResult, HostResult, minimize_ba
 from ..core.structure import FINE, bucket, padded_system
 from ..spec.covariance import ThetaLayout, lambdas_np, theta_layout
 from ..core.crossprod import CrossProducts, Index, Layout, RowData, cross_products, terms_structure
-from ..core import lmm_one, lmm_scalar
+from ..core import lmm_blocks, lmm_scalar
 from ..core.linalg import spd_inverse_host
-from ..core.lmm import cond_var, objective, solve
+from ..core.lmm import cond_var, solve
 from ..core.lmm_classes import class_flops, class_tails, level_classes, value_grad_classes
 
 
@@ -74,10 +74,8 @@ def _vg_point(x, c, xp, idx, n, ldW, pairs=None, *, layout, tl, p, reml):
     if lmm_scalar.applies(layout):  # scalar terms: the gradient in closed form
         f, g = lmm_scalar.value_and_grad(x * c, xp, idx, layout, n, p, ldW, reml, pairs)
         return f, g * c
-    if lmm_one.applies(layout):  # one vector term: likewise
-        f, g = lmm_one.value_and_grad(x * c, xp, layout, tl, n, p, ldW, reml)
-        return f, g * c
-    return jax.value_and_grad(lambda z: objective(z * c, xp, idx, layout, tl, n, p, ldW, reml, direct=True))(x)
+    f, g = lmm_blocks.value_and_grad(x * c, xp, idx, layout, tl, n, p, ldW, reml)  # vector terms: likewise
+    return f, g * c
 
 
 def _gather(which, grp, shared, per, one_group):

@@ -265,9 +265,10 @@ def fit_glmm_outcomes(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, params0, nagq
     # the modes of each outcome's last single point, and that point (NaN before any)
     state = {"U1": U1, "UR": UR, "X": np.full((K, d), np.nan)}
 
-    def evaluate(P, which, U1, UR):
-        """(f, G, û₁, û_R) at points P (m, d) of outcomes ``which``, each point's mode iterations
-        started from its outcome's row of U1 / UR."""
+    def evaluate(P, which, U1, UR, want):
+        """(f, G, û₁, û_R): values and gradients at points P (m, d) of outcomes ``which``, each point's
+        mode iterations started from its outcome's row of U1 / UR; the modes of the points where
+        ``want`` (m,) only, in their order (a sweep's difference points would hold many copies)."""
         m = P.shape[0]
         U1j, URj = put(U1, dt), put(UR, dt)
         if mesh is not None:
@@ -286,31 +287,38 @@ def fit_glmm_outcomes(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, params0, nagq
                           *args[5:])
             pending.append((s, e, out))
         f, g = np.empty(m), np.empty((m, d))
-        M1, MR = np.empty((m,) + U1.shape[1:]), np.empty((m,) + UR.shape[1:])
+        M1, MR = np.empty((int(want.sum()),) + U1.shape[1:]), np.empty((int(want.sum()),) + UR.shape[1:])
+        at = np.cumsum(want) - 1  # each wanted point's row of M1 / MR
         for s, e, (fc, gc, (u1, uR)) in pending:
             f[s:e] = np.asarray(fc, dtype=float)[: e - s]
             g[s:e] = np.asarray(gc, dtype=float)[: e - s]
-            M1[s:e], MR[s:e] = np.asarray(u1, dtype=float)[: e - s], np.asarray(uR, dtype=float)[: e - s]
+            sel = np.flatnonzero(want[s:e])
+            if sel.size:
+                M1[at[s + sel]] = np.asarray(u1, dtype=float)[sel]
+                MR[at[s + sel]] = np.asarray(uR, dtype=float)[sel]
         return f, g, M1, MR
 
     def vg(P, which):
         which = np.asarray(which, dtype=np.int64)
-        f, g, M1, MR = evaluate(P, which, state["U1"], state["UR"])
+        # warm starts for the next evaluation: the modes of points that are an outcome's only point in
+        # the call (its iterate or line-search point), not those of difference points around it
+        single = np.bincount(which, minlength=K)[which] == 1
+        f, g, M1, MR = evaluate(P, which, state["U1"], state["UR"], single)
         # a warm start far from a point's modes (after a long step) can stall the mode iterations where
         # the penalised deviance is astronomically large (Poisson: exp(η) near overflow, ~1e18, whose
         # relative convergence test is then met by tiny steps): such points, non-finite from a warm
         # start, are evaluated again from u = 0 (whose value is the deviance's, not the start's)
         redo = np.flatnonzero(~np.isfinite(f) & ~np.isnan(state["X"][which, 0]))
         if redo.size:
-            f[redo], g[redo], M1[redo], MR[redo] = evaluate(P[redo], which[redo], np.zeros_like(state["U1"]),
-                                                            np.zeros_like(state["UR"]))
-        # warm starts for the next evaluation: the modes of points that are an outcome's only point in
-        # the call (its iterate or line-search point), not those of difference points around it; new
-        # arrays, never written in place (the device may still read the old ones)
-        single = np.bincount(which, minlength=K)[which] == 1
-        keep = np.flatnonzero(np.isfinite(f) & single)
+            f[redo], g[redo], M1r, MRr = evaluate(P[redo], which[redo], np.zeros_like(state["U1"]),
+                                                  np.zeros_like(state["UR"]), single[redo])
+            at = np.cumsum(single) - 1
+            M1[at[redo[single[redo]]]], MR[at[redo[single[redo]]]] = M1r, MRr
+        keep = np.isfinite(f[single])  # of the single points, in their order
+        ks = np.flatnonzero(single)[keep]
+        # new arrays, never written in place (the device may still read the old ones)
         U1n, URn, Xn = state["U1"].copy(), state["UR"].copy(), state["X"].copy()
-        U1n[which[keep]], URn[which[keep]], Xn[which[keep]] = M1[keep], MR[keep], P[keep]
+        U1n[which[ks]], URn[which[ks]], Xn[which[ks]] = M1[keep], MR[keep], P[ks]
         state["U1"], state["UR"], state["X"] = U1n, URn, Xn
         return f + const[which], g
 

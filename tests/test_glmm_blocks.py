@@ -64,8 +64,8 @@ def programs(fam, d, idx, layout, tl):
     return closed, reverse
 
 
-#: three structures with one family each in the quick set, the rest among the slow tests
-QUICK = {("slope", "binomial"), ("nested", "poisson"), ("two_slopes", "poisson")}
+#: two structures with one family each in the quick set, the rest among the slow tests
+QUICK = {("slope", "binomial"), ("two_slopes", "poisson")}
 PAIRS = [pytest.param(k, f, marks=[] if (k, f) in QUICK else [pytest.mark.slow])
          for k in KINDS for f in ["binomial", "poisson"]]
 

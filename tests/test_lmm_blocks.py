@@ -44,7 +44,7 @@ def case(kind: str, weighted: bool, seed: int = 0):
     return layout, idx, xp, tl, float(n), p, ldW
 
 
-QUICK = {"vector", "two_vectors_crossed", "nested_vector", "diagonal"}
+QUICK = {"vector", "two_vectors_crossed"}
 
 
 @pytest.mark.parametrize("kind", [k if k in QUICK else pytest.param(k, marks=pytest.mark.slow) for k in FORMULAS])
@@ -112,6 +112,7 @@ def test_fit_with_the_closed_form_equals_the_fit_with_reverse_mode(monkeypatch, 
     np.testing.assert_allclose(closed.coef_table()["se"], rev.coef_table()["se"], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_crossed_random_slopes_match_lme4_style_data():
     """Subjects crossed with items, a random slope for each (the psycholinguists' maximal model): the
     closed form's fit converges and its criterion is the dense one's (the check can fail: another θ)."""

@@ -135,3 +135,20 @@ def test_crossed_random_slopes_match_lme4_style_data():
     f_hat = float(objective(jnp.asarray(r.theta), xp, idx, layout, tl, float(n), p, 0.0, True))
     assert -0.5 * f_hat == pytest.approx(r.loglik, abs=1e-8)
     assert -0.5 * float(objective(jnp.asarray(r.theta) * 1.2, xp, idx, layout, tl, float(n), p, 0.0, True)) < r.loglik - 1e-6
+
+
+@pytest.mark.slow
+def test_sweep_of_a_vector_class_equals_the_single_fits():
+    """Three outcomes of `(1 + x | a) + (1 | b)` fitted together (one program over a batch of points,
+    vmapped; one outcome with missing rows, a second weight group) equal the fits one by one."""
+    import jaxmix
+
+    d = make_data(5)
+    rng = np.random.default_rng(1)
+    d["y2"] = d["y"] + rng.normal(size=len(d))
+    d["y3"] = 0.5 * d["y"] + rng.normal(size=len(d))
+    d.loc[:6, "y3"] = np.nan
+    sw = jaxmix.fit_many("~ x + (1 + x | a) + (1 | b)", d, outcomes=["y", "y2", "y3"])
+    for o in ("y", "y2", "y3"):
+        one = jaxmix.fit(f"{o} ~ x + (1 + x | a) + (1 | b)", d.dropna(subset=[o]))
+        assert sw.loglik[o] == pytest.approx(one.loglik, abs=1e-8), o

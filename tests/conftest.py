@@ -174,8 +174,6 @@ SLOW = (
     "test_bayes.py::test_summary_rows_named_as_the_fit",  # a 2-chain NUTS run of sleepstudy (~50 s)
     "test_bayes.py::test_sleepstudy_posterior_means_near_reml",
     "test_bayes.py::test_posterior_predictive_and_arviz",
-    "test_blocked.py::test_direct_gradient_matches_the_factor_and_the_dense_criterion[two_vectors_crossed]",
-    "test_blocked.py::test_direct_gradient_matches_the_factor_and_the_dense_criterion[three_terms]",
     "test_blocked.py::test_objective_matches_dense[nested-seed0-unw]",
     "test_blocked.py::test_objective_matches_dense[vector_second-seed0-unw]",
     "test_inference.py::test_profile_intervals_match_lme4[sleepstudy_slope]",
@@ -229,7 +227,6 @@ SLOW = (
     "test_blocked.py::test_objective_matches_dense[uncorrelated-seed0-unw]",
     "test_structures.py::test_varident_within_ar1_groups_orthodont",  # the varIdent and AR(1) checks stay
     "test_structures.py::test_gls_ar1_integer_time_with_gaps",
-    "test_blocked.py::test_direct_gradient_by_the_host_inverse_matches_the_factor",  # test_linalg's potri check stays
     "test_linalg.py::test_sequential_forms_equal_jnp[value]",  # [grad] stays
 )
 

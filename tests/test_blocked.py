@@ -115,7 +115,7 @@ def dense_fit(design, theta, tl, reml: bool):
 
 
 # the package's functions compiled whole (run op by op they compiled ~100 small programs per case)
-_objective = jax.jit(objective, static_argnames=("layout", "tl", "p", "reml", "direct"))
+_objective = jax.jit(objective, static_argnames=("layout", "tl", "p", "reml"))
 _solve = jax.jit(solve, static_argnames=("layout", "tl", "p"))
 _cond_var = jax.jit(cond_var, static_argnames=("layout",))
 
@@ -196,48 +196,3 @@ def test_term_order_in_layout():
     design, layout, *_ = problem("nested", 0, False)
     assert [t.group for t in design.terms] == ["b:a", "a"]
     assert layout.nlev[0] == design.terms[0].nlevels > layout.nlev[1]
-
-
-@pytest.mark.parametrize("shape", ["scalar", "two_vectors_crossed", "three_terms"])
-def test_direct_gradient_matches_the_factor_and_the_dense_criterion(shape):
-    """objective(direct=True) — the log-determinants from chol_logdet_split, the optimiser's cheap gradient —
-    has the value and reverse-mode gradient of the criterion through the whole factor, and the
-    gradient agrees with central differences of the criterion (itself checked against the dense
-    reference above)."""
-    design, layout, idx, xp, tl = problem(shape, 0, True)
-    n, p = design.X.shape
-    ldW = float(np.sum(np.log(design.weights)))
-    theta = jnp.asarray(random_theta(tl, np.random.default_rng(7)))
-    for reml in (False, True):
-        vg = {d: jax.jit(jax.value_and_grad(
-            lambda th, d=d: objective(th, xp, idx, layout, tl, float(n), p, ldW, reml, direct=d))) for d in (False, True)}
-        v0, g0 = vg[False](theta)
-        v1, g1 = vg[True](theta)
-        assert float(v1) == pytest.approx(float(v0), rel=1e-12)
-        np.testing.assert_allclose(np.asarray(g1), np.asarray(g0), rtol=1e-8, atol=1e-8)
-        h = 1e-5
-        fd = []
-        for i in range(tl.size):
-            e = np.zeros(tl.size)
-            e[i] = h
-            fd.append((float(vg[False](theta + e)[0]) - float(vg[False](theta - e)[0])) / (2 * h))
-        np.testing.assert_allclose(np.asarray(g1), fd, rtol=1e-5, atol=1e-5)
-
-
-def test_direct_gradient_by_the_host_inverse_matches_the_factor(monkeypatch):
-    """The direct gradient with the Schur complement's inverse from LAPACK's potri (used from
-    POTRI_MIN rows on; forced here on a small crossed problem) equals reverse mode through the factor."""
-    from jaxmix.core import linalg
-
-    monkeypatch.setattr(linalg, "POTRI_MIN", 1)
-    design, layout, idx, xp, tl = problem("crossed", 0, True)
-    assert layout.m_R > 0
-    n, p = design.X.shape
-    ldW = float(np.sum(np.log(design.weights)))
-    theta = jnp.asarray(random_theta(tl, np.random.default_rng(11)))
-    for reml in (False, True):
-        v0, g0 = jax.jit(jax.value_and_grad(lambda th: objective(th, xp, idx, layout, tl, float(n), p, ldW, reml)))(theta)
-        v1, g1 = jax.jit(jax.value_and_grad(
-            lambda th: objective(th, xp, idx, layout, tl, float(n), p, ldW, reml, direct=True)))(theta)
-        assert float(v1) == pytest.approx(float(v0), rel=1e-12)
-        np.testing.assert_allclose(np.asarray(g1), np.asarray(g0), rtol=1e-8, atol=1e-8)

@@ -64,6 +64,24 @@ def test_value_and_gradient_equal_reverse_mode(kind):
                 np.testing.assert_allclose(np.asarray(g1), np.asarray(g0), rtol=1e-8, atol=1e-9)
 
 
+def test_gradient_by_the_host_inverse_equals_reverse_mode(monkeypatch):
+    """Ā_DD from LAPACK's potri on the host (from POTRI_MIN rows on; forced here on a small crossed
+    problem) gives the gradient of reverse mode through the factor."""
+    from jaxmix.core import linalg
+
+    if jax.default_backend() != "cpu":
+        pytest.skip("the host inverse is the CPU's")
+    monkeypatch.setattr(linalg, "POTRI_MIN", 1)
+    layout, idx, xp, tl, n, p, ldW = case("vector_second", True)
+    assert layout.m_R > 0 and linalg.host_inverse(layout.m_R + layout.t)
+    theta = jnp.asarray(random_theta(tl, np.random.default_rng(11)))
+    for reml in (False, True):
+        v1, g1 = jax.jit(lambda th: lmm_blocks.value_and_grad(th, xp, idx, layout, tl, n, p, ldW, reml))(theta)
+        v0, g0 = jax.jit(jax.value_and_grad(lambda th: objective(th, xp, idx, layout, tl, n, p, ldW, reml)))(theta)
+        assert float(v1) == pytest.approx(float(v0), rel=1e-12)
+        np.testing.assert_allclose(np.asarray(g1), np.asarray(g0), rtol=1e-8, atol=1e-9)
+
+
 @pytest.mark.slow
 def test_gradient_equals_central_differences():
     layout, idx, xp, tl, n, p, ldW = case("two_vectors_crossed", True, seed=1)
@@ -97,7 +115,7 @@ def test_fit_with_the_closed_form_equals_the_fit_with_reverse_mode(monkeypatch, 
 
     def reverse(theta, xp, idx, layout, tl, n, p, ldW, reml):
         traced.append(1)
-        return jax.value_and_grad(lambda th: objective(th, xp, idx, layout, tl, n, p, ldW, reml, direct=True))(theta)
+        return jax.value_and_grad(lambda th: objective(th, xp, idx, layout, tl, n, p, ldW, reml))(theta)
 
     monkeypatch.setattr(lmm_blocks, "value_and_grad", reverse)
     # a new function object: JAX's tracing cache would hand back the closed-form program

@@ -141,6 +141,7 @@ def test_a_term_nested_in_the_next_gets_a_diagonal_schur_block_and_the_same_fact
     Cholesky's at random θ."""
     import dataclasses
 
+    from jaxmix.core import lmm_scalar
     from jaxmix.core.blocked import factorize
     from jaxmix.spec.covariance import lambdas
 
@@ -173,13 +174,14 @@ def test_a_term_nested_in_the_next_gets_a_diagonal_schur_block_and_the_same_fact
         np.testing.assert_allclose(np.asarray(L1), np.asarray(L2), rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(float(v1), float(v2), rtol=1e-12)
         np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), rtol=1e-9, atol=1e-10)
-    # the LMM criterion's direct log-determinants (the optimiser's objective) likewise, REML and ML
+    # the optimiser's closed form through the diagonal head (lmm_scalar) equals the criterion through the
+    # dense factor and its reverse-mode gradient, REML and ML
     n, p = design.nobs, design.X.shape[1]
     for reml in (True, False):
-        obj = {lt.r_diagonal: fast_jit(jax.value_and_grad(
-            lambda th, lt=lt: objective(th, xp, idx, lt, tl, float(n), p, 0.0, reml, direct=True))) for lt in (lay, dense)}
+        head = fast_jit(lambda th: lmm_scalar.value_and_grad(th, xp, idx, lay, float(n), p, 0.0, reml))
+        full = fast_jit(jax.value_and_grad(lambda th: objective(th, xp, idx, dense, tl, float(n), p, 0.0, reml)))
         for _ in range(2):
             th = jnp.asarray(np.abs(tl.init() + rng.normal(0, 0.5, tl.size)))
-            (v1, g1), (v2, g2) = obj[True](th), obj[False](th)
+            (v1, g1), (v2, g2) = head(th), full(th)
             np.testing.assert_allclose(float(v1), float(v2), rtol=1e-12)
             np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), rtol=1e-9, atol=1e-10)

@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 
 from .crossprod import CrossProducts, Index, Layout
-from .linalg import chol, chol_diag_head, chol_logdet_split, chol_small, diag_head_logdet_split, solve_lower
+from .linalg import chol, chol_diag_head, chol_small, solve_lower
 
-__all__ = ["Factor", "factorize", "schur", "scale_rows", "scalar_scales", "logdets", "logdets_direct"]
+__all__ = ["Factor", "factorize", "schur", "scale_rows", "scalar_scales", "logdets"]
 
 
 class Factor(NamedTuple):
@@ -70,13 +70,9 @@ def factorize(lams, xp: CrossProducts, idx: Index, layout: Layout) -> Factor:
     return _barrier(Factor(L11, lR, lT, LDD))
 
 
-def schur(lams, xp: CrossProducts, idx: Index, layout: Layout, upper: bool = False):
+def schur(lams, xp: CrossProducts, idx: Index, layout: Layout):
     """The first block's factor L11, the coupling entries lR and lT, and the (symmetric) Schur
-    complement M = S′CS + [I 0; 0 0] − LD1 LD1′ whose Cholesky factor is the factor's LDD.
-
-    ``upper``: only M's upper triangle is set (the strict lower one is unspecified), the form
-    :func:`jaxmix.core.linalg.chol_logdet_split` reads, with no transposed copy of the matrix (the
-    same-level pairs land in the upper triangle)."""
+    complement M = S′CS + [I 0; 0 0] − LD1 LD1′ whose Cholesky factor is the factor's LDD."""
     lam1 = lams[0]
     q1, m_R, t = layout.q1, layout.m_R, xp.CTT.shape[-1]  # t: the cross-products' tail columns
     dt = xp.A11.dtype
@@ -108,9 +104,7 @@ def schur(lams, xp: CrossProducts, idx: Index, layout: Layout, upper: bool = Fal
     # scatters per element (100x slower)
     MRR, MRT, MTT = jax.lax.optimization_barrier((MRR, MRT, MTT))
     if t == 0:  # no tail columns (a GLMM's random-effects system alone)
-        M = MRR if upper else jnp.triu(MRR) + jnp.triu(MRR, 1).T
-    elif upper:
-        M = jnp.block([[MRR, MRT], [jnp.zeros((t, m_R), dt), MTT]])
+        M = jnp.triu(MRR) + jnp.triu(MRR, 1).T
     else:
         M = jnp.block([[jnp.triu(MRR), MRT], [jnp.zeros((t, m_R), dt), jnp.triu(MTT)]])
         M = M + jnp.triu(M, 1).T  # only the upper triangle of MRR holds the Schur update
@@ -130,19 +124,6 @@ def logdets(f: Factor, layout: Layout, p: int):
     logdD = jnp.log(dD)
     ldL2, ldRX2 = _logdets(f.L11, jnp.sum(logdD[:m_R]), logdD[m_R:], p)
     return ldL2, ldRX2, dD[m_R + p] ** 2
-
-
-def logdets_direct(lams, xp: CrossProducts, idx: Index, layout: Layout, p: int):
-    """:func:`logdets` of the factor for ``lams`` without forming it: the dense block's log-diagonal
-    by :func:`jaxmix.core.linalg.chol_logdet_split`, whose reverse-mode derivative costs one inverse
-    of the Schur complement from its factor (the objective's gradient in the optimiser); for a term
-    nested in the one after it (``layout.r_diagonal``) the R block is diagonal and only the tail rows
-    need a (small) factor (:func:`jaxmix.core.linalg.diag_head_logdet_split`)."""
-    L11, _, _, U = schur(lams, xp, idx, layout, upper=True)
-    split = diag_head_logdet_split if layout.r_diagonal else chol_logdet_split
-    sR, logdT = split(U, layout.m_R)
-    ldL2, ldRX2 = _logdets(L11, sR, logdT, p)
-    return ldL2, ldRX2, jnp.exp(2.0 * logdT[p])
 
 
 def _logdets(L11, sR, logdT, p: int):

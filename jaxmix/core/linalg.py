@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from functools import partial
 
 import jax
 import jax.numpy as jnp
 from jax.custom_batching import sequential_vmap
 from jax.scipy.linalg import solve_triangular
 
-__all__ = ["chol_small", "solve_lower", "solve_lower_t", "chol", "chol_diag_head", "diag_head_logdet_split",
-           "chol_logdet_split", "chol_upper", "logdiag_adjoint", "host_inverse",
+__all__ = ["chol_small", "solve_lower", "solve_lower_t", "chol", "chol_diag_head",
+           "chol_upper", "logdiag_adjoint", "host_inverse",
            "spd_inverse_host", "POTRI_MIN", "trsm", "eigh_sym", "eigvalsh_sym",
            "sequential_lapack"]
 
@@ -170,15 +169,6 @@ def chol_diag_head(A, k: int):
     return jnp.concatenate([top, jnp.concatenate([L21, L22], axis=1)], axis=0)
 
 
-def diag_head_logdet_split(U, k: int):
-    """:func:`chol_logdet_split` for a U whose leading (k, k) block is diagonal (:func:`chol_diag_head`),
-    from the same upper form (U's upper triangle; its strict lower one is not read): (Σ_{i<k} log Lᵢᵢ,
-    log Lᵢᵢ for i ≥ k), with an elementwise derivative but for the small trailing block."""
-    A22 = jnp.triu(U[k:, k:])
-    D, _, L22 = _diag_head_parts(jnp.diagonal(U)[:k], U[:k, k:].T, A22 + jnp.triu(A22, 1).T)
-    return jnp.sum(jnp.log(D)), jnp.log(jnp.diagonal(L22))
-
-
 def _logdiag_adjoint(L, v):
     """Ā = ½ L⁻ᵀ diag(v) L⁻¹ (symmetric), the derivative of Σ vᵢ log Lᵢᵢ with respect to A = LL′ (for v = 1
     that is ½A⁻¹, the derivative of ½ log|A|): two triangular solves with m right-hand sides (L⁻¹, then
@@ -214,32 +204,6 @@ def _spd_inverse_upper(L):
     """The upper triangle of (LL′)⁻¹ (strict lower unspecified), by potri on the host."""
     Lt = jnp.swapaxes(L, -1, -2)
     return jax.pure_callback(_potri_host, jax.ShapeDtypeStruct(L.shape, L.dtype), Lt, vmap_method="broadcast_all")
-
-
-def _upper_doubled(S):
-    """The upper triangle of a symmetric S with its strict part doubled (zero below): the derivative of a
-    function that reads only the upper triangle of its argument, from the symmetric one."""
-    r = jnp.arange(S.shape[-1])
-    return jnp.where(r[:, None] < r[None, :], 2.0 * S, jnp.where(r[:, None] == r[None, :], S, 0.0))
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(1,))
-def chol_logdet_split(U, m: int):
-    """(Σ_{i<m} log Lᵢᵢ, log Lᵢᵢ for i ≥ m) of the lower Cholesky factor L of the symmetric positive-definite
-    A whose upper triangle U (N, N) holds (its strict lower triangle is never read); the few trailing
-    rows are read one by one (the criterion's X and y rows).  LAPACK gets U′: a row-major U is a
-    column-major U′, so nothing is transposed or symmetrised on the way.
-
-    Reverse-mode derivative for cotangents (a, v): with W′ = L⁻ᵀ[e_m … e_N] (N x (N − m)),
-
-        Ā = ½ L⁻ᵀ diag(a·1_m, v) L⁻¹ = ½ a·A⁻¹ + ½ W′ diag(v − a) W,
-
-    A⁻¹ by LAPACK's potri on the CPU from N = :data:`POTRI_MIN` on (a third of the work of
-    :func:`_logdiag_adjoint`'s two triangular solves, used below that size and off the CPU) and W by
-    one triangular solve with N − m right-hand sides; returned as Ū, the upper triangle of Ā with its
-    strict part doubled (U's entries above the diagonal stand for two of A's).  Reverse mode only."""
-    d = jnp.log(jnp.diagonal(chol_upper(U)))
-    return jnp.sum(d[:m]), d[m:]
 
 
 def chol_upper(U):
@@ -281,20 +245,6 @@ def spd_inverse_host(L):
     U = np.asarray(L).T
     potri = lapack.dpotri if U.dtype == np.float64 else lapack.spotri
     return potri(U, lower=0)[0].T
-
-
-def _split_fwd(U, m):
-    L = chol_upper(U)
-    d = jnp.log(jnp.diagonal(L))
-    return (jnp.sum(d[:m]), d[m:]), L
-
-
-def _split_bwd(m, L, cot):
-    a, v = cot
-    return (_upper_doubled(logdiag_adjoint(L, m, a, v)),)
-
-
-chol_logdet_split.defvjp(_split_fwd, _split_bwd)
 
 
 def trsm(L, B, trans: bool = False):

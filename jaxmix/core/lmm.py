@@ -17,7 +17,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .blocked import Factor, factorize, logdets, logdets_direct
+from .blocked import Factor, factorize, logdets
 from ..spec.covariance import ThetaLayout, lambdas
 from .crossprod import CrossProducts, Index, Layout
 from .linalg import solve_lower, solve_lower_t, trsm
@@ -26,17 +26,11 @@ __all__ = ["objective", "profiled_criterion", "Solution", "solve", "cond_var"]
 
 
 def objective(theta, xp: CrossProducts, idx: Index, layout: Layout, tl: ThetaLayout, n, p: int,
-              ldW, reml: bool, direct: bool = False):
-    """−2 × (restricted) profiled log-likelihood at θ.
-
-    ``direct``: the log-determinants without forming the factor
-    (:func:`jaxmix.core.blocked.logdets_direct`): a cheap reverse-mode gradient; reverse mode only
-    (forward-mode derivatives, ``jax.hessian``, use the default).  The optimiser's gradient is in
-    closed form (:func:`jaxmix.core.lmm_scalar.value_and_grad`, :func:`jaxmix.core.lmm_blocks.value_and_grad`)."""
-    if direct:
-        ldL2, ldRX2, r2 = logdets_direct(lambdas(theta, tl), xp, idx, layout, p)
-    else:
-        ldL2, ldRX2, r2 = logdets(factorize(lambdas(theta, tl), xp, idx, layout), layout, p)
+              ldW, reml: bool):
+    """−2 × (restricted) profiled log-likelihood at θ, through the blocked factor (differentiable
+    any number of times).  The optimiser's value and gradient are in closed form
+    (:func:`jaxmix.core.lmm_scalar.value_and_grad`, :func:`jaxmix.core.lmm_blocks.value_and_grad`)."""
+    ldL2, ldRX2, r2 = logdets(factorize(lambdas(theta, tl), xp, idx, layout), layout, p)
     return profiled_criterion(ldL2, ldRX2, r2, n, p, ldW, reml)
 
 

@@ -64,6 +64,7 @@ def test_value_and_gradient_equal_reverse_mode(kind):
                 np.testing.assert_allclose(np.asarray(g1), np.asarray(g0), rtol=1e-8, atol=1e-9)
 
 
+@pytest.mark.slow  # the potri path itself stays quick in test_linalg
 def test_gradient_by_the_host_inverse_equals_reverse_mode(monkeypatch):
     """Ā_DD from LAPACK's potri on the host (from POTRI_MIN rows on; forced here on a small crossed
     problem) gives the gradient of reverse mode through the factor."""

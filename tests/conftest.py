@@ -228,6 +228,36 @@ SLOW = (
     "test_structures.py::test_varident_within_ar1_groups_orthodont",  # the varIdent and AR(1) checks stay
     "test_structures.py::test_gls_ar1_integer_time_with_gaps",
     "test_linalg.py::test_sequential_forms_equal_jnp[value]",  # [grad] stays
+    # 2026-12-02: 527 worker seconds (284 s on two workers, ~7 minutes with the install); each has a
+    # quicker sibling in the quick run, named after it
+    "test_cache.py::test_an_executable_read_from_jax_cache_is_not_stored_again",  # a second process loads
+    "test_lmm_host.py::test_fit_by_the_host_solution_equals_the_compiled_solution",  # host pieces stay
+    "test_bayes.py::test_conditional_draws_have_the_dense_conditional_mean_and_covariance",  # marginal stays
+    "test_lmm_blocks.py::test_value_and_gradient_equal_reverse_mode[two_vectors_crossed]",  # [vector] stays
+    "test_lmm_blocks.py::test_fit_with_the_closed_form_equals_the_fit_with_reverse_mode[y ~ x + (1 + x | a) + (1 + z | b)-True]",
+    "test_glmm_blocks.py::test_value_and_gradient_equal_reverse_mode[two_slopes-poisson]",  # [slope-binomial]
+    "test_glmm_blocks.py::test_batched_points_equal_single_points",
+    "test_glmm_scalar.py::test_value_and_gradient_equal_reverse_mode[nested-poisson]",  # crossed, single stay
+    "test_glmm_scalar.py::test_value_and_gradient_equal_reverse_mode[observation-poisson]",
+    "test_glmm_scalar.py::test_agq_value_and_gradient_equal_reverse_mode[poisson]",  # [binomial] stays
+    "test_glmm_scalar.py::test_fit_with_the_closed_form_equals_the_fit_with_reverse_mode",  # values stay
+    "test_glmm_scalar.py::test_agq_fit_with_the_closed_form_equals_the_fit_with_reverse_mode",
+    "test_families_nb_gamma.py::test_data_constant_is_the_eta_free_part_summed_once_and_kept_out_of_the_program",
+    "test_families_nb_gamma.py::test_glm_programs_serve_every_data_set_of_a_rows_bucket",
+    "test_families_nb_gamma.py::test_prior_weights_are_repeated_rows",
+    "test_structures.py::test_ar1_term_orthodont_glmmtmb",  # test_lme_ar1_ovary stays
+    "test_structures.py::test_cs_term_machines_nlme",  # test_diag_over_factor_machines_nlme stays
+    "test_structures.py::test_varident_lme_orthodont[REML]",  # [ML] stays
+    "test_lmm_scalar.py::test_a_dense_block_above_potri_min_takes_lapacks_inverse",  # test_linalg's potri stays
+    "test_lmm_scalar.py::test_value_and_gradient_equal_reverse_mode_through_the_factor[nested-0]",  # crossed
+    "test_inference.py::test_covparm_vector_term_equals_direct_hessian",  # scalar covparm checks stay
+    "test_structure.py::test_a_term_nested_in_the_next_gets_a_diagonal_schur_block_and_the_same_factor",
+    "test_lmm_classes.py::test_closed_form_gradient_equals_automatic_differentiation[True]",  # [False] stays
+    "test_blocked.py::test_solution_matches_dense[uncorrelated-seed0-unw]",  # scalar, nested, crossed,
+    "test_blocked.py::test_solution_matches_dense[vector_second-seed0-unw]",  # vector, two_vectors_crossed
+    "test_blocked.py::test_solution_matches_dense[three_terms-seed0-unw]",  # stay
+    "test_fitting_lmm.py::test_dense_scalar_class_in_a_sweep_equals_the_fits_one_by_one",  # its programs stay
+    "test_plots.py::test_save_all",  # test_save_all_kinds stays
 )
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import optimize
 
 from ..spec.covariance import ThetaLayout, theta_layout
 from ..errors import JaxmixError
@@ -158,6 +157,7 @@ class GlmmProfiler:
         bounds = list(zip(np.where(np.isfinite(self.lo), self.lo, None)[free],
                           np.where(np.isfinite(self.hi), self.hi, None)[free]))
         start = np.clip(x[free], self.lo[free], self.hi[free])
+        from scipy import optimize  # on use: 0.29 s a fit does not need
         opt = optimize.minimize(fg, start, jac=True, method="L-BFGS-B", bounds=bounds,
                                 options=dict(ftol=1e-14, gtol=1e-8, maxiter=500))
         x[free] = opt.x
@@ -195,6 +195,7 @@ class GlmmProfiler:
                 out.append(bound if np.isfinite(bound) else np.nan)
                 continue
             warm["x"] = self.profile(i, a, warm["x"])[1] if a != est else self.x_hat.copy()
+            from scipy import optimize  # on use: 0.29 s a fit does not need
             out.append(float(optimize.brentq(g, min(a, b), max(a, b), xtol=1e-9 * max(1.0, abs(est)), rtol=1e-10)))
         if self.tl.size and i < self.nt and not self.tl.is_diagonal()[i]:
             out = [max(out[0], -1.0), min(out[1], 1.0)]

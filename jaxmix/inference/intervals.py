@@ -24,7 +24,6 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from jax.scipy.linalg import solve_triangular
-from scipy import optimize
 
 from ..core.blocked import factorize, logdets
 from ..spec.covariance import ThetaLayout, lambdas, theta_layout
@@ -78,6 +77,7 @@ def ml_refit(res) -> dict:
         return float(v), np.asarray(g, dtype=float)
 
     bounds = [(0.0, None) if dg else (None, None) for dg in m.tl.is_diagonal()]
+    from scipy import optimize  # on use: 0.29 s a fit does not need
     opt = optimize.minimize(fg, np.asarray(res.theta, float), jac=True, method="L-BFGS-B", bounds=bounds,
                             options=dict(ftol=1e-15, gtol=1e-9, maxiter=2000))
     th = opt.x
@@ -234,6 +234,7 @@ class _Profiler:
             v, g, _ = self._sig(u * sc)
             return v, g * sc
 
+        from scipy import optimize  # on use: 0.29 s a fit does not need
         opt = optimize.minimize(fg, x0 / sc, jac=True, method="L-BFGS-B", bounds=bounds,
                                 options=dict(ftol=1e-15, gtol=1e-10, maxiter=3000))
         return opt.fun, opt.x * sc
@@ -250,6 +251,7 @@ class _Profiler:
         got = _newton(vgh, th0, np.ones(th0.size, bool), -inf, inf)
         if got is not None:
             return got
+        from scipy import optimize  # on use: 0.29 s a fit does not need
         opt = optimize.minimize(lambda th: vgh(th)[:2], th0, jac=True, method="L-BFGS-B",
                                 options=dict(ftol=1e-15, gtol=1e-10, maxiter=3000))
         return opt.fun, opt.x

@@ -14,6 +14,7 @@ from ..errors import JaxmixError, JaxmixWarning
 from ..spec.formula import parse_formula
 from ..status import status_message
 from ..spec.options import check_fit_options, parse_dtype
+from ..spec.residual import parse_correlation, parse_variance, spec_columns
 from ..results.mixed import MixedResults, OptimSummary
 from ..results.mixed import register_extension
 
@@ -76,7 +77,6 @@ def fit(formula: str, data, method: str | None = None, weights=None, family: str
     dt = parse_dtype(dtype)
     parsed = parse_formula(formula)
     from ..spec.re_structure import needs_structured_fit
-    from ..spec.residual import parse_correlation, parse_variance, spec_columns
 
     var_spec, cor_spec = parse_variance(variance), parse_correlation(correlation)
     design = build_design(parsed, data, weights=weights, offset=offset,

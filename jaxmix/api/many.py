@@ -30,6 +30,7 @@ from ..errors import JaxmixError, JaxmixWarning
 from ..spec.formula import parse_formula
 from ..spec.options import check_fit_options, parse_dtype
 from ..spec.re_structure import check_plain_terms, needs_structured_fit
+from ..spec.residual import parse_correlation, parse_variance, spec_columns
 from ..results.sweep import SWEEP_STATUS, Problem, Sweep
 
 __all__ = ["fit_many", "fit_problem", "Sweep", "SWEEP_STATUS", "status_message"]
@@ -55,7 +56,6 @@ def _method(family: str, method, nagq: int) -> tuple[str, int]:
 def _setup(formula, data, outcomes, Y, names, family, link, method, nagq, weights, offset, trials,
            variance=None, correlation=None) -> Problem:
     from ..spec.families import get_family
-    from ..spec.residual import parse_correlation, parse_variance, spec_columns
 
     parsed = parse_formula(formula)
     if parsed.response:

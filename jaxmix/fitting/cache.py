@@ -30,6 +30,11 @@ import types
 import jax
 import numpy as np
 
+try:  # the MLIR dialect JAX imports on its first compilation (~25 ms of a first fit), imported with jaxmix
+    import jaxlib.mlir.dialects.mhlo  # noqa: F401
+except ImportError:  # another jaxlib's layout: JAX imports what it needs
+    pass
+
 
 def enable_compilation_cache(path: str | None = None) -> str | None:
     path = path or os.environ.get("JAXMIX_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "jaxmix", "xla")

@@ -48,6 +48,7 @@ from ..core.crossprod import CrossProducts, Index, Layout, RowData, cross_produc
 from ..core import lmm_blocks, lmm_scalar
 from ..core.linalg import spd_inverse_host
 from ..core.lmm import cond_var, solve
+from ..core.lmm_host import solve_host
 from ..core.lmm_classes import class_flops, class_tails, level_classes, value_grad_classes
 
 
@@ -178,7 +179,6 @@ def _solutions(theta, grp, shared, per, idx, *, layout, tl, p):
 
 def _solution_host(theta, tl, layout, p, idx_np, shared_np, per_np, grp):
     """:func:`jaxmix.core.lmm_host.solve_host` of the one outcome at θ (its weight group's blocks)."""
-    from ..core.lmm_host import solve_host
     from ..spec.covariance import lambdas_np
 
     g = int(grp[0])

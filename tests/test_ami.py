@@ -164,3 +164,17 @@ def test_sweep_config_parses():
     with pytest.raises(ConfigError, match="either a \\[model\\] or a \\[sweep\\]"):
         parse_config({"data": {"builtin": "ami"}, "sweep": SWEEP, "model": {"formula": "y ~ x"}})
     assert c.to_dict()["sweep"]["outcomes"][0] == "death30"
+
+
+def test_background_import_loads_what_exists_and_leaves_a_missing_module_to_its_user(monkeypatch):
+    """The main job imports the picture's matplotlib on a thread during the GEE: a module that exists is
+    imported, and one that fails raises nothing on the thread (plot_comparison reports it)."""
+    import threading
+
+    from jaxmix.cli.sweep_job import _import_in_background
+
+    raised = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: raised.append(args.exc_value))
+    monkeypatch.delitem(sys.modules, "json.tool", raising=False)
+    _import_in_background("json.tool", "jaxmix_no_such_module", "csv").join(timeout=60)
+    assert "json.tool" in sys.modules and raised == []

@@ -19,7 +19,9 @@ and the manifest ``.jaxmix-run.json``; the folder's rules are :mod:`jaxmix.cli.o
 """
 from __future__ import annotations
 
+import importlib
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,7 +97,7 @@ def run_sweep_config(cfg: RunConfig) -> tuple[SweepJob, dict]:
     check_output(cfg, planned)  # before the data: the data file may be inside the output folder
     data = load_data(cfg)
     t0 = time.perf_counter()
-    job = None
+    job = loading = None
     with fit_messages("sweep") as messages:
         opts = dict(max_iter=cfg.options.max_iter, gtol=cfg.options.gtol)
         multi = fit_many(s.formula, data, outcomes=list(s.outcomes), **s.fit_kwargs(), **opts)
@@ -106,15 +108,36 @@ def run_sweep_config(cfg: RunConfig) -> tuple[SweepJob, dict]:
                 raise ConfigError("[sweep] compare_single_level needs a formula with random-effect terms")
             job.single = fit_many("~ " + parsed.fixed, data, outcomes=list(s.outcomes), family=s.family,
                                   link=s.link, weights=s.weights, dtype=s.dtype, **opts)
+            if cfg.output.plots:
+                # the picture's matplotlib (~0.6 s of imports) on a thread while the GEE's numpy runs
+                # on the other core (not during the single-level fits: their Python would wait)
+                loading = _import_in_background("matplotlib.figure", "matplotlib.backends.backend_agg")
             if s.gee and s.weights is None:  # fit_gee takes no prior weights
                 job.marginal = _fit_marginal(s, parsed, data, multi, job.single.fixef)
             job.comparison = compare_sweeps(multi, job.single, s.compare_terms, s.alpha, job.marginal)
+        if loading is not None:
+            loading.join()
     wall = time.perf_counter() - t0
     out = Path(cfg.output.dir)
     with staged_output(cfg, planned) as stage:  # moved into place at the end
         record = _write_sweep_outputs(job, cfg, multi, wall, messages, stage)
     job.files = [out / Path(p).relative_to(stage) for p in job.files]
     return job, record
+
+
+def _import_in_background(*modules: str) -> threading.Thread:
+    """A started thread importing ``modules`` (one that is missing or fails is left to the code that
+    uses it to report)."""
+    def run():
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - reported where the module is used
+                return
+
+    thread = threading.Thread(target=run, name="jaxmix-import", daemon=True)
+    thread.start()
+    return thread
 
 
 def gee_clusters(s, multi) -> str:

@@ -622,3 +622,15 @@ def test_a_warm_start_that_stalls_the_modes_is_replaced_by_zero(monkeypatch):
     assert np.isfinite(f1[0]) and f1[0] > fh + 100.0
     assert f1[0] == pytest.approx(f2[0], rel=1e-12)
     np.testing.assert_allclose(g1, g2, rtol=1e-7, atol=1e-8)
+
+
+def test_index_arrays_are_32_bit_where_their_values_fit():
+    """The GLMM program's index arrays go in as int32 (no narrowing on every pass) unless a value needs
+    64 bits, as the flat pair targets of a Schur complement with more than 46,340 rows do."""
+    from jaxmix.fitting.glmm import _index_array
+
+    small = _index_array(np.array([0, 5, 2**31 - 1], dtype=np.int64))
+    assert small.dtype == np.int32 and small.tolist() == [0, 5, 2**31 - 1]
+    big = _index_array(np.array([0, 46341 * 46341], dtype=np.int64))
+    assert big.dtype == np.int64 and big[1] == 46341 * 46341
+    assert _index_array(np.zeros(0, dtype=np.int64)).dtype == np.int32

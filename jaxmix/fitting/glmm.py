@@ -37,7 +37,7 @@ from .dispersion import with_dispersion
 from ..core import glmm_blocks, glmm_scalar
 from ..core.crossprod import Index, Layout
 from ..core.glmm import GlmmData, fisher_weights, gauss_hermite, laplace_objective
-from .lmm import LARGE_COMPILE, column_rms, compile_options, first_rows, theta_scale
+from .lmm import LARGE_COMPILE, column_rms, compile_options, first_rows, index_array, theta_scale
 
 def put(a, dtype=None):
     """A host array on the default device (``jax.device_put``: no program is compiled, unlike
@@ -80,13 +80,6 @@ def glmm_structure(codes, nlev, Zs, n: int):
     idx = idx._replace(code1=code1, rpos=rpos, ent=ent)
     ZR = np.column_stack([np.asarray(Z, dtype=float) for Z in Zs[1:]]) if len(Zs) > 1 else np.zeros((n, 0))
     return layout, idx, ZR, N
-
-
-def _index_array(a) -> np.ndarray:
-    """``a`` as int32 when every value fits, else int64."""
-    a = np.asarray(a)
-    small = a.size == 0 or (int(a.min()) >= -(2**31) and int(a.max()) < 2**31)
-    return a.astype(np.int32 if small else np.int64)
 
 
 def pad_rows(a: np.ndarray, N: int, value: float = 0.0) -> np.ndarray:
@@ -255,7 +248,7 @@ def fit_glmm_outcomes(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, params0, nagq
     # 32-bit indices where the values allow (JAX narrows 64-bit gather and scatter indices to 32 bits on
     # every pass: four conversions of the n-vectors per Newton step); 64-bit beyond (the pairs' flat
     # targets of more than 46,340 rows of the Schur complement)
-    idx = Index(*(put(_index_array(a)) for a in idx_np))
+    idx = Index(*(put(index_array(a)) for a in idx_np))
     cj = put(c, dt)
     U1 = np.zeros((K, layout.l1, layout.q1))
     UR = np.zeros((K, layout.m_R))

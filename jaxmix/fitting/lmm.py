@@ -68,7 +68,7 @@ def put(a, dtype=None):
     return jax.device_put(a)
 
 
-__all__ = ["first_rows", "LmmBatch", "LmmFit", "fit_lmm_outcomes", "outcome_blocks", "fit_lmm_arrays", "theta_scale", "column_rms", "lmm_arrays"]
+__all__ = ["first_rows", "LmmBatch", "LmmFit", "fit_lmm_outcomes", "outcome_blocks", "fit_lmm_arrays", "theta_scale", "column_rms", "lmm_arrays", "index_array"]
 
 
 def _vg_point(x, c, xp, idx, n, ldW, pairs=None, *, layout, tl, p, reml):

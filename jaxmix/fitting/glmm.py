@@ -37,7 +37,7 @@ from .dispersion import with_dispersion
 from ..core import glmm_blocks, glmm_scalar
 from ..core.crossprod import Index, Layout
 from ..core.glmm import GlmmData, fisher_weights, gauss_hermite, laplace_objective
-from .lmm import LARGE_COMPILE, column_rms, compile_options, first_rows, index_array, theta_scale
+from .lmm import FAST_COMPILE, LARGE_COMPILE, column_rms, compile_options, first_rows, index_array, theta_scale
 
 def put(a, dtype=None):
     """A host array on the default device (``jax.device_put``: no program is compiled, unlike
@@ -349,41 +349,37 @@ def fit_glmm_outcomes(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, params0, nagq
     return batch
 
 
-def _glm_loglik(eta, y, ntr, pw, *, fam):
-    """Σ wᵢ ℓᵢ(ηᵢ), without the η-free part of ℓ for a family that has one (``fam.const``)."""
+def _glm_parts(eta, y, ntr, pw, *, fam):
+    """(Σ wᵢ ℓᵢ(ηᵢ), wᵢ ∂ℓᵢ/∂ηᵢ per row, the Fisher weights per row), the log-likelihood without the
+    η-free part of ℓ for a family that has one (``fam.const``)."""
     ll = fam.kernel if fam.const is not None else fam.loglik
-    return jnp.sum(pw * ll(y, ntr, eta))
-
-
-def _glm_score_weights(eta, y, ntr, pw, *, fam):
-    """(wᵢ ∂ℓᵢ/∂ηᵢ, the Fisher weights) per row."""
     if fam.score_info is not None:
         s = pw * fam.score_info(y, ntr, eta)[0]
     else:
         s = pw * jax.vmap(jax.grad(lambda e, yy, nn: fam.loglik(yy, nn, e)))(eta, y, ntr)
-    return s, fisher_weights(fam, GlmmData(None, None, None, y, ntr, pw, None), eta)
+    return jnp.sum(pw * ll(y, ntr, eta)), s, fisher_weights(fam, GlmmData(None, None, None, y, ntr, pw, None), eta)
 
 
-_glm_loglik_jit = jax.jit(_glm_loglik, static_argnames=("fam",))
-_glm_score_weights_jit = jax.jit(_glm_score_weights, static_argnames=("fam",))
+_glm_parts_jit = jax.jit(_glm_parts, static_argnames=("fam",))
 
 
 @functools.lru_cache(maxsize=None)
 def glm_kernels(fam):
     """(log-likelihood; score and Fisher weights) in η for ``fam``: functions of (η, y, trials, prior
-    weights), each compiled once per shape through :func:`jaxmix.fitting.cache.compiled_program` (kept
-    in the cache folder like the models' programs: a later process does not trace them) — the GLM fits
-    behind a GLMM's starts, and :func:`gauss_newton_start`'s weights.
+    weights) — the GLM fits behind a GLMM's starts, and :func:`gauss_newton_start`'s weights.  Both
+    call one program (:func:`_glm_parts`), compiled once per shape through
+    :func:`jaxmix.fitting.cache.compiled_program` (kept in the cache folder like the models' programs:
+    a later process does not trace it), with XLA's quick options up to :data:`FAST_ROWS` rows (a
+    first binomial GLMM fit compiled two programs with XLA's defaults: 0.25 s of its ~1.1 s).
 
     For a family whose log-likelihood's η-free part is a function of the data alone (``fam.const``)
     the first leaves it out (the caller adds :func:`jaxmix.spec.families.data_constant` once)."""
-    def kernel(jitted):
-        def call(*args):
-            exe, _ = compiled_program(jitted, args, {}, {"fam": fam})
-            return exe(*args)
-        return call
+    def parts(*args):
+        opts = FAST_COMPILE if args[0].shape[0] <= FAST_ROWS else None
+        exe, _ = compiled_program(_glm_parts_jit, args, {}, {"fam": fam}, opts)
+        return exe(*args)
 
-    return kernel(_glm_loglik_jit), kernel(_glm_score_weights_jit)
+    return (lambda *args: parts(*args)[0]), (lambda *args: parts(*args)[1:])
 
 
 def gauss_newton_start(fam, codes, nlev, Zs, X, Y, PW, ntr, offset, c, tl, N: int | None = None):

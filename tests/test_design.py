@@ -520,3 +520,19 @@ def test_grouping_codes_of_factors_with_more_combinations_than_int64(monkeypatch
     assert fast[2] == slow[2] == sorted(set(map(tuple, df.to_numpy().tolist())))
     np.testing.assert_array_equal(fast[1], slow[1])
     assert fast[0] == slow[0]
+
+
+def test_intercept_term_is_formulaics_column_of_ones(data):
+    """(1 | g) is built without a formulaic call per fit; its columns, Z and new-data matrix are what
+    formulaic gives for the term's formula ``1`` (the same ones whatever rows the data keep)."""
+    import formulaic
+
+    sub = data.iloc[5:40]
+    (term,) = build_design(parse_formula("y ~ x + (1 | g)"), sub).terms
+    ref = formulaic.model_matrix("1", sub, na_action="raise", output="pandas")
+    assert term.columns == [str(c) for c in ref.columns]
+    np.testing.assert_array_equal(term.Z, ref.to_numpy(dtype=float))
+    new = data.iloc[[0, 2, 50]]
+    Z_new, codes = term_matrix_new(term, new)
+    np.testing.assert_array_equal(Z_new, np.ones((3, 1)))
+    assert codes.tolist() == [term.levels.index(g) for g in new["g"]]

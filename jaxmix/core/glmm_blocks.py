@@ -136,7 +136,7 @@ def value_and_grad(params, fam: Family, d: GlmmData, idx: Index, layout: Layout,
     Q1 = q1v[j]
     e = jnp.sum(zeta1 * Q1, axis=1) + (jnp.sum(zetaR * QR, axis=1) if m_R else 0.0)
     v = -2.0 * s + r - W * e
-    g_beta = v @ d.X  # X′v (as v @ X: XLA transposes X on every call for X.T @ v, 1.35 against 0.25 ms at 57k rows)
+    g_beta = v @ d.X  # X′v (X.T @ v made XLA transpose X on every call: 1.35 against 0.25 ms at 57k rows)
     # ∂D/∂Λ_k = Σᵢ zᵢₖ(vᵢûₖ + sᵢqₖ + 2Wᵢmᵢₖ)′, then read at θ's entries
     P1 = v[:, None] * U1 + s[:, None] * Q1 + 2.0 * W[:, None] * m1
     G = [d.Z1.T @ P1]

@@ -164,6 +164,8 @@ class GlmmProfiler:
         return float(opt.fun), x.copy()
 
     def interval(self, i: int, z: float) -> tuple[float, float]:
+        from scipy import optimize  # on use: 0.29 s a fit does not need
+
         est = self.x_hat[i]
         out = []
         for sgn in (-1.0, 1.0):
@@ -195,7 +197,6 @@ class GlmmProfiler:
                 out.append(bound if np.isfinite(bound) else np.nan)
                 continue
             warm["x"] = self.profile(i, a, warm["x"])[1] if a != est else self.x_hat.copy()
-            from scipy import optimize  # on use: 0.29 s a fit does not need
             out.append(float(optimize.brentq(g, min(a, b), max(a, b), xtol=1e-9 * max(1.0, abs(est)), rtol=1e-10)))
         if self.tl.size and i < self.nt and not self.tl.is_diagonal()[i]:
             out = [max(out[0], -1.0), min(out[1], 1.0)]

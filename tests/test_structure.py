@@ -185,3 +185,27 @@ def test_a_term_nested_in_the_next_gets_a_diagonal_schur_block_and_the_same_fact
             (v1, g1), (v2, g2) = head(th), full(th)
             np.testing.assert_allclose(float(v1), float(v2), rtol=1e-12)
             np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("q", [0, 2], ids=["scalar l", "vector l"])
+def test_pair_sums_are_the_same_level_products(q):
+    """pair_sums(l, S[r(pa), r(pb)], pa, pb) = Σ over the entries e′ of e's level of term 1 of
+    S[r(e), r(e′)] l_{e′}, for a symmetric S and l of shape (E,) or (E, q) (numpy, brute force)."""
+    from jaxmix.core.crossprod import build_structure, pair_sums
+
+    jax.config.update("jax_enable_x64", True)
+    rng = np.random.default_rng(4)
+    n, nl = 200, [17, 6, 5]
+    codes = [rng.integers(0, m, n) for m in nl]
+    layout, idx = build_structure(codes, nl, [1, 1, 2], 1)
+    m_R, E = layout.m_R, idx.e_row.shape[0]
+    S = rng.normal(size=(m_R, m_R))
+    S = S + S.T
+    l = rng.normal(size=(E,) + ((q,) if q else ()))
+    got = pair_sums(jnp.asarray(l), jnp.asarray(S[idx.e_row[idx.pa], idx.e_row[idx.pb]]), jnp.asarray(idx.pa),
+                    jnp.asarray(idx.pb))
+    want = np.zeros_like(l)
+    for e in range(E):
+        for e2 in np.flatnonzero(idx.e_blk == idx.e_blk[e]):
+            want[e] += S[idx.e_row[e], idx.e_row[e2]] * l[e2]
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-12)

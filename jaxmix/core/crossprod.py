@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["Layout", "Index", "CrossProducts", "build_structure", "terms_structure", "cross_products", "RowData",
-           "append_response", "same_level_pairs", "sorted_pairs"]
+           "append_response", "same_level_pairs", "sorted_pairs", "pair_sums"]
 
 
 @dataclass(frozen=True)
@@ -129,6 +129,17 @@ def sorted_pairs(e_row: np.ndarray, e_blk: np.ndarray, l1: int, m_R: int):
     pa = pa[order].astype(small)
     pb = pb[order].astype(small)
     return pa, pb, ptgt
+
+
+def pair_sums(l, s, pa, pb):
+    """Σ_{e′} s_{e,e′} l_{e′} for every entry e over the same-level pairs (pa ≥ pb, :func:`sorted_pairs`)
+    of a symmetric s given on the pairs: pair p adds s_p·l[pa_p] to entry pb_p and, off the diagonal,
+    s_p·l[pb_p] to entry pa_p.  ``l`` (E,) or (E, q), ``s`` (pairs,)."""
+    E = l.shape[0]
+    sp = s.reshape(s.shape + (1,) * (l.ndim - 1))
+    off = (pa != pb).astype(s.dtype).reshape(sp.shape)
+    return (jax.ops.segment_sum(l[pa] * sp, pb, num_segments=E)
+            + jax.ops.segment_sum(l[pb] * (sp * off), pa, num_segments=E))
 
 
 def build_structure(codes: list[np.ndarray], nlev: list[int], q: list[int], t: int):

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from .blocked import schur
-from .crossprod import Index, Layout, RowData, cross_products
+from .crossprod import Index, Layout, RowData, cross_products, pair_sums
 from .glmm import GlmmData, conditional_modes
 from .glmm_scalar import schur_inverse, sinv_apply, sinv_at
 from .linalg import solve_lower
@@ -100,11 +100,7 @@ def value_and_grad(params, fam: Family, d: GlmmData, idx: Index, layout: Layout,
         logdet = logdet + ld_S
         er, eb = idx.e_row, idx.e_blk
         # ỹ_e over the same-level pairs (a, b), a ≥ b, each pair adding to both its entries
-        sp = sinv_at(Sinv, diag, er[idx.pa], er[idx.pb])
-        off = (idx.pa != idx.pb).astype(dt)
-        E = lR.shape[0]
-        yt = (jax.ops.segment_sum(lR[idx.pa] * sp[:, None], idx.pb, num_segments=E)
-              + jax.ops.segment_sum(lR[idx.pb] * (sp * off)[:, None], idx.pa, num_segments=E))
+        yt = pair_sums(lR, sinv_at(Sinv, diag, er[idx.pa], er[idx.pb]), idx.pa, idx.pb)
         a_jr = -mtv(Li[eb], yt)  # (A⁻¹)_{j, r(e)}, (E, q₁)
         inner = jnp.eye(q1, dtype=dt) + jax.ops.segment_sum(lR[:, :, None] * yt[:, None, :], eb, num_segments=l1)
         a_jj = jnp.einsum("jba,jbc,jcd->jad", Li, inner, Li)

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from .blocked import scalar_scales, schur
-from .crossprod import Index, Layout, RowData, cross_products
+from .crossprod import Index, Layout, RowData, cross_products, pair_sums
 from .glmm import GlmmData, conditional_modes
 from .linalg import chol, trsm
 from ..spec.covariance import ThetaLayout, lambdas
@@ -193,10 +193,7 @@ def value_and_grad(params, fam: Family, d: GlmmData, idx: Index, layout: Layout,
         logdet = logdet + ld_S
         er, eb = idx.e_row, idx.e_blk
         # ỹ_e over the same-level pairs (a, b), a ≥ b, each pair adding to both its entries
-        sp = sinv_at(Sinv, diag, er[idx.pa], er[idx.pb])
-        off = (idx.pa != idx.pb).astype(dt)
-        yt = (jax.ops.segment_sum(le[idx.pa] * sp, idx.pb, num_segments=le.shape[0])
-              + jax.ops.segment_sum(le[idx.pb] * sp * off, idx.pa, num_segments=le.shape[0]))
+        yt = pair_sums(le, sinv_at(Sinv, diag, er[idx.pa], er[idx.pb]), idx.pa, idx.pb)
         a_jr = -yt / rd[eb]  # (A⁻¹)_{j, r(e)}
         a_jj = (1.0 + jax.ops.segment_sum(le * yt, eb, num_segments=layout.l1)) / dd
     else:

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from .blocked import Factor, factorize, logdets, scale_rows
-from .crossprod import CrossProducts, Index, Layout
+from .crossprod import CrossProducts, Index, Layout, pair_sums
 from .linalg import logdiag_adjoint, solve_lower
 from .lmm import profiled_criterion
 from ..spec.covariance import ThetaLayout, lambdas
@@ -67,12 +67,7 @@ def value_and_grad(theta, xp: CrossProducts, idx: Index, layout: Layout, tl: The
         er, eb, pa, pb = idx.e_row, idx.e_blk, idx.pa, idx.pb
         zT = zT + jax.ops.segment_sum(ART[er][:, :, None] * f.lR[:, None, :], eb, num_segments=l1)
         # ỹₑ = Σ_{e′∈j} Ā_{r(e), r(e′)} lₑ′ + Ā_{r(e),T} lT_j over the same-level pairs (a ≥ b), both ways
-        sp = ARR[er[pa], er[pb]]
-        off = (pa != pb).astype(dt)
-        E = f.lR.shape[0]
-        yt = (jax.ops.segment_sum(f.lR[pa] * sp[:, None], pb, num_segments=E)
-              + jax.ops.segment_sum(f.lR[pb] * (sp * off)[:, None], pa, num_segments=E)
-              + jnp.einsum("et,etc->ec", ART[er], f.lT[eb]))
+        yt = pair_sums(f.lR, ARR[er[pa], er[pb]], pa, pb) + jnp.einsum("et,etc->ec", ART[er], f.lT[eb])
         a_e = -jnp.einsum("eba,eb->ea", Li[eb], yt)  # Ā_{j, r(e)}
         inner = eye + jnp.einsum("jta,jtb->jab", f.lT, zT) + jax.ops.segment_sum(
             f.lR[:, :, None] * yt[:, None, :], eb, num_segments=l1)
